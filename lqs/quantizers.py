@@ -1,0 +1,384 @@
+"""The nested quantizer (thesis section 3.1): functional core and Keras layer.
+
+Forward, for a parameter ``P`` and a positive scale ``s`` that broadcasts against it:
+
+.. math::
+
+    P_q = \\lfloor P / s \\rfloor, \\qquad P_{rec} = P_q \\cdot s .
+
+Backward, with the upstream gradient :math:`G = \\partial L / \\partial P_{rec}`:
+
+* :math:`\\partial L / \\partial P = G` (straight-through estimator).
+* per element, the ratio :math:`r = |G| / |P_{rec}|` (float32 machine epsilon in place of
+  :math:`|P_{rec}|` where :math:`P_{rec}` is exactly 0);
+* per element, the vote :math:`g = -\\tanh(\\lambda - r)` where :math:`r < \\lambda`, else 0;
+  a scale group in which *every* element has :math:`r \\ge \\lambda` votes the constant
+  :math:`-\\tanh(\\lambda)` for all its elements (the thesis implementation's behaviour; switch it
+  off with ``all_above_vote=False`` to get the text's pure "zero vote");
+* per scale group, :math:`m = \\max |P_q|` and
+  :math:`\\partial L / \\partial s = m \\cdot \\operatorname{mean}_{group}(g)` (``aggregate="sum"``
+  sums instead).
+
+The loss-term networks (thesis 3.2) use the same forward with a plain STE: the scale receives no
+gradient from the forward pass (:func:`ste_quantize`, ``scale_gradient="ste"``).
+
+Granularity names follow the thesis implementation: they name the axis of the stored Keras array
+that keeps its own scales (see :data:`GRANULARITY_AXES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "EPS",
+    "MIN_SCALE",
+    "GRANULARITY_AXES",
+    "GRANULARITIES",
+    "SCALE_GRADIENTS",
+    "AGGREGATES",
+    "IntegerTensor",
+    "scale_shape",
+    "group_axes",
+    "nested_quantize",
+    "ste_quantize",
+    "integer_values",
+    "scale_for_bits",
+    "MinValue",
+    "NestedQuantizer",
+    "check_threshold",
+]
+
+#: float32 machine epsilon, the stand-in for ``|P_rec|`` where it is exactly zero
+EPS: float = float(np.finfo(np.float32).eps)
+#: initial value and lower bound of every learned scale (thesis implementation: ``100 * eps``)
+MIN_SCALE: float = 100.0 * EPS
+
+#: granularity name -> axis of the stored Keras array that keeps its own scales (None: one scale)
+GRANULARITY_AXES: dict[str, int | None] = {
+    "scalar": None,
+    "row": 0,
+    "column": 1,
+    "channel": 2,
+    "filter": 3,
+}
+GRANULARITIES: tuple[str, ...] = tuple(GRANULARITY_AXES)
+SCALE_GRADIENTS: tuple[str, ...] = ("threshold", "ste")
+AGGREGATES: tuple[str, ...] = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class IntegerTensor:
+    """One quantized parameter in integer form: ``values * scale`` reconstructs it.
+
+    Attributes:
+        name: parameter name inside its layer (``"kernel"``, ``"bias"``).
+        values: the integers ``P_q`` (int64, the parameter's shape).
+        scale: the scales (float32, broadcastable to ``values``; one entry per scale group).
+        granularity: granularity name of the scale (see :data:`GRANULARITY_AXES`).
+    """
+
+    name: str
+    values: np.ndarray
+    scale: np.ndarray
+    granularity: str
+
+    def reconstruct(self) -> np.ndarray:
+        """The fake-quantized float32 parameter ``values * scale``."""
+        return (self.values.astype(np.float32) * self.scale.astype(np.float32)).astype(np.float32)
+
+    @property
+    def group_count(self) -> int:
+        """Number of scale groups (= number of stored scales)."""
+        return int(np.size(self.scale))
+
+
+def check_threshold(threshold: float) -> float:
+    """Return ``threshold`` as float or raise ``ValueError`` (it must be a finite number >= 0)."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+    return value
+
+
+def _check_choice(kind: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    return value
+
+
+def scale_shape(granularity: str, param_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of the scale array for a parameter of ``param_shape`` at ``granularity``.
+
+    ``"scalar"`` gives ``(1,)``; an axis granularity gives the parameter's rank with size 1
+    everywhere but that axis, e.g. a Dense kernel ``(in, out)`` at ``"column"`` gives ``(1, out)``,
+    a Conv2D kernel ``(kh, kw, cin, cout)`` at ``"filter"`` gives ``(1, 1, 1, cout)``.
+
+    Raises:
+        ValueError: unknown granularity, or one whose axis the parameter does not have.
+    """
+    _check_choice("granularity", granularity, GRANULARITIES)
+    shape = tuple(int(d) for d in param_shape)
+    axis = GRANULARITY_AXES[granularity]
+    if axis is None:
+        return (1,)
+    if axis >= len(shape):
+        fitting = [g for g, a in GRANULARITY_AXES.items() if a is None or a < len(shape)]
+        raise ValueError(
+            f"granularity {granularity!r} needs axis {axis}, but the parameter has shape {shape} "
+            f"(rank {len(shape)}); allowed for this rank: {', '.join(map(repr, fitting))}"
+        )
+    return tuple(d if i == axis else 1 for i, d in enumerate(shape))
+
+
+def group_axes(param_shape: Sequence[int], scale_shape_: Sequence[int]) -> list[int]:
+    """Axes of the parameter over which one scale is shared (the reduction axes of a group).
+
+    A scale of shape ``(1,)`` is one group over every axis; otherwise the scale has the
+    parameter's rank and each size-1 axis of the scale is shared.
+    """
+    p = tuple(int(d) for d in param_shape)
+    s = tuple(int(d) for d in scale_shape_)
+    if s == (1,) and len(p) != 1:
+        return list(range(len(p)))
+    if len(s) != len(p):
+        raise ValueError(
+            f"scale of shape {s} does not broadcast as a scale group against a parameter of shape {p}: "
+            "use shape (1,) or the parameter's rank with size-1 axes"
+        )
+    for i, (dp, ds) in enumerate(zip(p, s)):
+        if ds not in (1, dp):
+            raise ValueError(f"scale axis {i} has size {ds}; allowed: 1 or the parameter's size {dp}")
+    return [i for i, ds in enumerate(s) if ds == 1]
+
+
+def nested_quantize(
+    p: tf.Tensor,
+    scale: tf.Tensor,
+    threshold: float,
+    *,
+    aggregate: str = "mean",
+    all_above_vote: bool = True,
+) -> tf.Tensor:
+    """Quantize ``p`` with ``scale``: forward ``floor(p / scale) * scale``, threshold-vote scale gradient.
+
+    Forward: :math:`P_{rec} = \\lfloor P/s \\rfloor s`. Gradients (module docstring): straight
+    through for ``p``; for ``scale``, :math:`m \\cdot \\operatorname{mean}_{group}(g)` with
+    :math:`g = -\\tanh(\\lambda - r)` where :math:`r = |G|/|P_{rec}| < \\lambda`.
+
+    Arguments:
+        p: the parameter (any rank, floating dtype; float16/bfloat16 compute works).
+        scale: positive scales, shape ``(1,)`` or the parameter's rank with size-1 axes.
+        threshold: :math:`\\lambda \\ge 0`, the ratio below which an element votes for a coarser scale.
+        aggregate: ``"mean"`` (default) or ``"sum"`` of the votes over a scale group.
+        all_above_vote: if True (default, the thesis implementation), a group whose elements all
+            have :math:`r \\ge \\lambda` votes :math:`-\\tanh(\\lambda)`; if False it votes 0 (thesis text).
+
+    Returns:
+        The reconstructed parameter :math:`P_{rec}`, same shape and dtype as ``p``.
+
+    References:
+        Thesis section 3.1 ("Learned Scale Factor").
+    """
+    threshold = check_threshold(threshold)
+    _check_choice("aggregate", aggregate, AGGREGATES)
+    p = tf.convert_to_tensor(p)
+    scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
+    axes = group_axes(p.shape, scale.shape)
+    scale_shape_ = tuple(scale.shape)
+
+    @tf.custom_gradient
+    def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
+        p_q = tf.floor(p_in / s_in)
+        p_rec = p_q * s_in
+
+        def grad(upstream: tf.Tensor):
+            dtype = upstream.dtype
+            lam = tf.constant(threshold, dtype)
+            abs_rec = tf.abs(p_rec)
+            denom = tf.where(p_rec == 0, tf.constant(EPS, dtype), abs_rec)
+            ratio = tf.abs(upstream) / denom
+            below = ratio < lam
+            vote = tf.where(below, -tf.tanh(lam - ratio), tf.zeros_like(ratio))
+            if all_above_vote:
+                any_below = tf.reduce_any(below, axis=axes, keepdims=True)
+                vote = tf.where(any_below, vote, -tf.tanh(lam) * tf.ones_like(vote))
+            reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
+            group_vote = reduce(vote, axis=axes, keepdims=True)
+            m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
+            d_scale = tf.reshape(m * group_vote, scale_shape_)
+            return upstream, d_scale
+
+        return p_rec, grad
+
+    return _quantize(p, scale)
+
+
+def ste_quantize(p: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Same forward as :func:`nested_quantize`, plain straight-through gradient, none for the scale.
+
+    Forward :math:`\\lfloor P/s \\rfloor s`; :math:`\\partial L/\\partial P = G`,
+    :math:`\\partial L/\\partial s = 0`. Used by the loss-term networks (thesis 3.2), where the
+    scale learns only through the loss terms.
+    """
+    p = tf.convert_to_tensor(p)
+    scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
+
+    @tf.custom_gradient
+    def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
+        p_rec = tf.floor(p_in / s_in) * s_in
+
+        def grad(upstream: tf.Tensor):
+            return upstream, tf.zeros_like(s_in)
+
+        return p_rec, grad
+
+    return _quantize(p, scale)
+
+
+def integer_values(p, scale) -> np.ndarray:
+    """The integers :math:`P_q = \\lfloor P/s \\rfloor` as int64 NumPy (computed in float32 like the forward)."""
+    p32 = tf.cast(tf.convert_to_tensor(p), tf.float32)
+    s32 = tf.cast(tf.convert_to_tensor(scale), tf.float32)
+    return tf.floor(p32 / s32).numpy().astype(np.int64)
+
+
+def scale_for_bits(p, granularity: str, bits: int, min_scale: float = MIN_SCALE) -> np.ndarray:
+    """Scales that make ``floor(p / s)`` fit a signed ``bits``-bit integer in every group.
+
+    :math:`s = \\max_{group} |P| / 2^{b-1}`, so :math:`P_q \\in [-2^{b-1}, 2^{b-1}]`; clipped below at
+    ``min_scale``. The upper end can need one more bit only for the group's maximum element
+    (``floor`` of exactly :math:`2^{b-1}`), which is why the learned scale then tends to grow.
+    """
+    if int(bits) != bits or bits < 1:
+        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    arr = np.asarray(p, dtype=np.float32)
+    shape = scale_shape(granularity, arr.shape)
+    axes = tuple(group_axes(arr.shape, shape))
+    max_abs = np.max(np.abs(arr), axis=axes, keepdims=True).reshape(shape)
+    return np.maximum(max_abs / 2.0 ** (bits - 1), min_scale).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="lqs")
+class MinValue(keras.constraints.Constraint):
+    """Keep a weight ``>= min_value`` after every optimizer step (``w <- max(w, min_value)``)."""
+
+    def __init__(self, min_value: float = MIN_SCALE):
+        self.min_value = float(min_value)
+
+    def __call__(self, w):
+        return keras.ops.maximum(w, keras.ops.cast(self.min_value, w.dtype))
+
+    def get_config(self) -> dict:
+        return {"min_value": self.min_value}
+
+
+@keras.saving.register_keras_serializable(package="lqs")
+class NestedQuantizer(keras.layers.Layer):
+    """Keras layer owning a learned scale; ``call(P)`` returns the fake-quantized ``P_rec``.
+
+    Forward :math:`P_{rec} = \\lfloor P/s \\rfloor s`; gradients as in :func:`nested_quantize`
+    (``scale_gradient="threshold"``) or :func:`ste_quantize` (``scale_gradient="ste"``).
+
+    Arguments:
+        granularity: which axis of the parameter keeps its own scales: ``"scalar"``, ``"row"``
+            (axis 0), ``"column"`` (axis 1), ``"channel"`` (axis 2), ``"filter"`` (axis 3).
+        threshold: :math:`\\lambda \\ge 0` of the scale-gradient vote.
+        scale_gradient: ``"threshold"`` (the nested quantizer) or ``"ste"`` (no forward-pass
+            gradient for the scale; the loss-term networks).
+        aggregate: ``"mean"`` or ``"sum"`` of the votes over a scale group.
+        all_above_vote: the implementation's all-above-threshold rule (True) or the text's zero vote.
+        scale_init: initial scale value (default ``100 * eps``, the implementation's).
+        min_scale: lower bound kept by a :class:`MinValue` constraint (default ``100 * eps``).
+        init_bits: if set, :meth:`init_from` is used by the owning layer to start the scales at
+            ``max|P| / 2^(bits-1)`` per group instead of ``scale_init``.
+    """
+
+    def __init__(
+        self,
+        granularity: str = "scalar",
+        threshold: float = 1e-9,
+        *,
+        scale_gradient: str = "threshold",
+        aggregate: str = "mean",
+        all_above_vote: bool = True,
+        scale_init: float = MIN_SCALE,
+        min_scale: float = MIN_SCALE,
+        init_bits: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.granularity = _check_choice("granularity", granularity, GRANULARITIES)
+        self.threshold = check_threshold(threshold)
+        self.scale_gradient = _check_choice("scale_gradient", scale_gradient, SCALE_GRADIENTS)
+        self.aggregate = _check_choice("aggregate", aggregate, AGGREGATES)
+        self.all_above_vote = bool(all_above_vote)
+        if not float(min_scale) > 0:
+            raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
+        if not float(scale_init) >= float(min_scale):
+            raise ValueError(f"scale_init must be >= min_scale={min_scale}, got {scale_init!r}")
+        if init_bits is not None and (int(init_bits) != init_bits or init_bits < 1):
+            raise ValueError(f"init_bits must be a positive integer or None, got {init_bits!r}")
+        self.scale_init = float(scale_init)
+        self.min_scale = float(min_scale)
+        self.init_bits = None if init_bits is None else int(init_bits)
+        self.scale = None
+
+    def build(self, input_shape) -> None:
+        shape = scale_shape(self.granularity, input_shape)
+        self.scale = self.add_weight(
+            name="scale",
+            shape=shape,
+            initializer=keras.initializers.Constant(self.scale_init),
+            constraint=MinValue(self.min_scale),
+            trainable=True,
+            dtype="float32",
+        )
+        self.built = True
+
+    def call(self, p):
+        if self.scale_gradient == "ste":
+            return ste_quantize(p, self.scale)
+        return nested_quantize(
+            p,
+            self.scale,
+            self.threshold,
+            aggregate=self.aggregate,
+            all_above_vote=self.all_above_vote,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def init_from(self, p, bits: int | None = None) -> None:
+        """Set the scales to ``max|P| / 2^(bits-1)`` per group (``bits`` defaults to ``init_bits``)."""
+        bits = self.init_bits if bits is None else bits
+        if bits is None:
+            raise ValueError("init_from needs bits (or init_bits set on the quantizer)")
+        self.scale.assign(scale_for_bits(keras.ops.convert_to_numpy(p), self.granularity, bits, self.min_scale))
+
+    def integer_tensor(self, p, name: str) -> IntegerTensor:
+        """The parameter ``p`` in integer form with this quantizer's current scales."""
+        scale = keras.ops.convert_to_numpy(self.scale).astype(np.float32)
+        return IntegerTensor(name, integer_values(p, scale), scale, self.granularity)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "granularity": self.granularity,
+            "threshold": self.threshold,
+            "scale_gradient": self.scale_gradient,
+            "aggregate": self.aggregate,
+            "all_above_vote": self.all_above_vote,
+            "scale_init": self.scale_init,
+            "min_scale": self.min_scale,
+            "init_bits": self.init_bits,
+        }
