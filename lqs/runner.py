@@ -177,7 +177,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{notebook}.ipynb"
         jupytext.write(nb, source)
-        fd, partial = tempfile.mkstemp(prefix=f".{notebook}.", suffix=".ipynb.partial", dir=executed.parent)
+        fd, partial = tempfile.mkstemp(prefix=f".{notebook}.", suffix=".partial.ipynb", dir=executed.parent)
         os.close(fd)
         start = time.time()
         try:

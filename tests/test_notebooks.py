@@ -1,0 +1,59 @@
+"""Every notebook: clean MyST source, one parameters cell, a profile per profile; the smoke profile runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import jupytext
+import pytest
+
+from lqs import paths, runner
+
+NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
+
+
+def test_there_are_notebooks_and_no_ipynb_sources():
+    assert NOTEBOOKS, "notebooks/ holds no MyST notebook"
+    assert not list(paths.NOTEBOOKS_DIR.glob("*.ipynb")), "notebooks/ must hold MyST .md sources only"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_source_is_clean_myst_with_one_parameters_cell(name):
+    path = paths.NOTEBOOKS_DIR / f"{name}.md"
+    assert "format_name: myst" in path.read_text().split("---")[1], f"{path} lacks the jupytext MyST header"
+    nb = jupytext.read(path)
+    for cell in nb.cells:
+        assert not cell.get("outputs"), f"{path} stores outputs"
+    params = runner.notebook_parameters(name)
+    assert {"profile", "results_dir"} <= set(params), f"{path}: parameters cell needs profile and results_dir"
+
+
+@pytest.mark.parametrize("profile", paths.PROFILES)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_profile_resolves(name, profile):
+    params = runner.resolve_parameters(name, profile)
+    assert params["profile"] == profile
+
+
+@pytest.fixture(scope="session")
+def smoke_notebooks():
+    """Execute every notebook with the smoke profile through Make (cached: only what changed reruns)."""
+    proc = subprocess.run(["make", "-k", "notebooks", "PROFILE=smoke"], cwd=paths.ROOT, capture_output=True, text=True)
+    return proc
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_smoke_run(name, smoke_notebooks):
+    executed = paths.executed_dir("smoke") / f"{name}.ipynb"
+    assert executed.exists(), f"{name} did not run under smoke:\n{smoke_notebooks.stdout[-3000:]}\n{smoke_notebooks.stderr[-3000:]}"
+    nb = json.loads(executed.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{name}: error outputs {errors[:1]}"
+    assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
+    results = paths.results_dir(name, "smoke")
+    for png in results.glob("*.png"):
+        assert png.stat().st_size > 1000, f"{png} looks empty"
+        caption = results / f"{png.stem}.caption.md"
+        assert caption.exists() and "profile: smoke" in caption.read_text(), f"{png} has no provenance caption"
