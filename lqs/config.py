@@ -1,0 +1,452 @@
+"""The experiment configuration: schema, validation and hash.
+
+One configuration (a flat ``dict`` of plain JSON values) describes one training run completely:
+dataset, network, quantization flavour, optimisation and data sizes. :func:`validate_config`
+fills the defaults and rejects anything wrong -- unknown keys, wrong types, out-of-range values,
+combinations that do not fit (e.g. a per-filter granularity on the MLP) -- *before* any training
+starts, with a message naming the key, the value and what is allowed. :func:`config_hash` keys
+the results store (:mod:`lqs.store`): the sha256 of the canonical JSON of the validated
+configuration, of ``lqs.__version__`` and of :data:`CODE_VERSION`.
+
+Keys that have no effect for a flavour or mode (``bits`` of a nested run, the loss-term rates of
+any flavour but ``loss_terms``, ``pretrain_epochs`` of a ``from_scratch`` run, ...) are set to
+``None`` by validation (see :func:`applies`), so a sweep that varies them runs once and tables show
+an empty cell where a value had no effect; their type and range are still checked. ``None`` given
+for a key that is not optional means its default.
+
+:data:`SCHEMA` lists every key with its type, default and allowed values;
+:func:`describe` renders it as a Markdown table for the book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+import lqs
+from lqs.quantizers import AGGREGATES
+
+__all__ = [
+    "CODE_VERSION",
+    "ARCHS",
+    "FLAVOURS",
+    "TRAINED_FLAVOURS",
+    "MODES",
+    "OPTIMIZERS",
+    "DATASETS",
+    "DEVIATION_FORMS",
+    "DENSE_GRANULARITIES",
+    "CONV_GRANULARITIES",
+    "BIAS_GRANULARITIES",
+    "BITS_RANGE",
+    "Field",
+    "SCHEMA",
+    "KEYS",
+    "default_arch",
+    "allowed_kernel_granularities",
+    "validate_config",
+    "config_hash",
+    "canonical_json",
+    "parent_config",
+    "applies",
+    "describe",
+]
+
+#: bump when a code change alters the numbers an existing configuration produces (invalidates the store)
+CODE_VERSION = "1"
+
+#: network architectures (see :mod:`lqs.models`)
+ARCHS: tuple[str, ...] = ("mlp", "cnn", "resnet")
+#: quantization flavours; ``ptq`` = post-training min-max quantization of the FP32 parent, no training
+FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fixed_bits", "ptq")
+#: flavours that build a model and train it (``ptq`` only evaluates)
+TRAINED_FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fixed_bits")
+MODES: tuple[str, ...] = ("from_scratch", "post_training")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "imagenette")
+#: ``reconstructed``: mean|W - floor(W/s) s| (the thesis text); ``implementation``: mean|W - W/s|
+DEVIATION_FORMS: tuple[str, ...] = ("reconstructed", "implementation")
+DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
+CONV_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column", "channel", "filter")
+BIAS_GRANULARITIES: tuple[str, ...] = ("scalar", "row")
+#: inclusive range of ``bits`` (LSQ, fixed-bit and PTQ baselines) and ``init_bits``
+BITS_RANGE: tuple[int, int] = (2, 16)
+
+_DEFAULT_ARCH = {"mnist": "mlp", "fashion_mnist": "mlp", "cifar10": "cnn", "imagenette": "resnet"}
+#: granularities of PTQ: one scale per tensor or per output unit (``per_channel``)
+_PTQ_GRANULARITIES = {"mlp": ("scalar", "column"), "cnn": ("scalar", "filter"), "resnet": ("scalar", "filter")}
+
+
+def _sync_with_modules() -> None:
+    """Take dataset names / deviation forms from their owning modules when those are importable."""
+    global DATASETS, DEVIATION_FORMS
+    try:
+        from lqs import data as _data
+
+        DATASETS = tuple(_data.DATASETS)
+    except ImportError:  # pragma: no cover - lqs.data is part of the package
+        pass
+    try:
+        from lqs import losses as _losses
+
+        DEVIATION_FORMS = tuple(_losses.DEVIATION_FORMS)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+_sync_with_modules()
+
+
+def default_arch(dataset: str) -> str:
+    """The thesis network of a dataset: MNIST/Fashion-MNIST -> ``mlp``, CIFAR-10 -> ``cnn``, Imagenette -> ``resnet``."""
+    if dataset not in _DEFAULT_ARCH:
+        raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(map(repr, _DEFAULT_ARCH))}")
+    return _DEFAULT_ARCH[dataset]
+
+
+def allowed_kernel_granularities(arch: str, flavour: str) -> tuple[str, ...]:
+    """Kernel granularities that fit ``arch`` and ``flavour``.
+
+    Trained quantized flavours (nested, loss_terms, lsq, fixed_bits): the MLP's dense kernels
+    ``(in, out)`` take ``scalar``/``row``/``column``; the convolutional nets also ``channel`` (per
+    input channel) and ``filter`` (per output channel) -- their quantized dense layers, if any, then
+    use ``row`` resp. ``column`` (:mod:`lqs.models`). ``ptq``: one scale per tensor (``scalar``) or
+    per output unit (``column`` for the MLP, ``filter`` for the convolutional nets), as
+    :func:`lqs.baselines.ptq_minmax` offers. ``fp32`` has no scales (the key is ``None`` there).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(map(repr, ARCHS))}")
+    if flavour == "fp32":
+        return ()
+    if flavour == "ptq":
+        return _PTQ_GRANULARITIES[arch]
+    return DENSE_GRANULARITIES if arch == "mlp" else CONV_GRANULARITIES
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+
+
+@dataclass(frozen=True)
+class Field:
+    """One configuration key: accepted type, default, a range/choice check and its documentation."""
+
+    name: str
+    kind: str  # "str", "int", "float", "bool"
+    default: Any
+    doc: str
+    optional: bool = False  # None allowed
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""  # human words for `check`
+
+    def allowed(self) -> str:
+        """What is allowed, in words (for error messages and :func:`describe`)."""
+        if self.choices is not None:
+            choices = self.choices() if callable(self.choices) else self.choices
+            text = ", ".join(map(repr, choices))
+        else:
+            text = f"{'a boolean' if self.kind == 'bool' else 'an integer' if self.kind == 'int' else 'a number' if self.kind == 'float' else 'a string'}"
+            if self.rule:
+                text += f" {self.rule}"
+        return text + (" or None" if self.optional else "")
+
+
+def _finite_ge(lo: float) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and v >= lo
+
+
+def _finite_gt(lo: float) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and v > lo
+
+
+def _bits(v: int) -> bool:
+    return BITS_RANGE[0] <= v <= BITS_RANGE[1]
+
+
+_FIELDS = [
+    Field("dataset", "str", "mnist", "dataset name (lqs.data)", choices=lambda: DATASETS),
+    Field("arch", "str", None, "network; None: the dataset's thesis network (default_arch)", optional=True, choices=ARCHS),
+    Field("flavour", "str", "nested", "layers: fp32; nested (threshold scale gradient); loss_terms (STE, scales learn "
+          "from the loss terms); lsq; fixed_bits; ptq (min-max post-training quantization, no training)", choices=FLAVOURS),
+    Field("mode", "str", None, "from_scratch, or post_training (start from the trained FP32 parent); None: "
+          "post_training for ptq, from_scratch otherwise", optional=True, choices=MODES),
+    Field("kernel_granularity", "str", "scalar", "axis of a kernel with its own scales (see lqs.quantizers)",
+          choices=CONV_GRANULARITIES),
+    Field("bias_granularity", "str", "scalar", "scales of a bias: one (scalar) or one per unit (row)", choices=BIAS_GRANULARITIES),
+    Field("quantize_bias", "bool", True, "quantize biases too (thesis: yes; baselines: one scale per bias)"),
+    Field("quantize_dense", "bool", None, "quantize the dense layers of the conv nets; None: thesis choice "
+          "(mlp: yes, cnn/resnet: no, only the convolutions); ptq always quantizes every dense/conv layer",
+          optional=True),
+    Field("threshold", "float", 1e-9, "lambda of the nested scale-gradient vote", check=_finite_ge(0.0), rule=">= 0"),
+    Field("all_above_vote", "bool", True, "a group whose elements all exceed lambda votes -tanh(lambda) (implementation) "
+          "instead of 0 (text)"),
+    Field("aggregate", "str", "mean", "how the votes of a scale group combine", choices=AGGREGATES),
+    Field("init_bits", "int", None, "start nested/loss-term scales at max|P|/2^(b-1) per group (at build, and after "
+          "copying FP32 weights in post_training); None: 100*eps (implementation)", optional=True, check=_bits,
+          rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}"),
+    Field("bits", "int", 4, "bit width of the lsq, fixed_bits and ptq baselines", check=_bits,
+          rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}"),
+    Field("lr", "float", 1e-4, "learning rate (thesis: 1e-4)", check=_finite_gt(0.0), rule="> 0"),
+    Field("pretrain_lr", "float", None, "learning rate of the FP32 parent in post_training/ptq; None: lr",
+          optional=True, check=_finite_gt(0.0), rule="> 0"),
+    Field("l2", "float", 0.0, "L2 coefficient on every conv/dense kernel", check=_finite_ge(0.0), rule=">= 0"),
+    Field("optimizer", "str", "adam", "optimizer (sgd: momentum 0.9)", choices=OPTIMIZERS),
+    Field("batch_size", "int", 32, "mini-batch size (thesis: 32)", check=lambda v: v >= 1, rule=">= 1"),
+    Field("epochs", "int", 2, "training epochs (post_training: epochs after the FP32 parent)", check=lambda v: v >= 1, rule=">= 1"),
+    Field("pretrain_epochs", "int", 2, "epochs of the FP32 parent (post_training and ptq only)", check=lambda v: v >= 1, rule=">= 1"),
+    Field("seed", "int", 0, "seed of initialisation, shuffling, dropout and data subsets", check=lambda v: v >= 0, rule=">= 0"),
+    Field("train_limit", "int", None, "class-stratified subset size of the training split; None: all",
+          optional=True, check=lambda v: v >= 1, rule=">= 1"),
+    Field("test_limit", "int", None, "subset size of the test split; None: all", optional=True,
+          check=lambda v: v >= 1, rule=">= 1"),
+    Field("image_size", "int", None, "square image side; None: native (Imagenette: lqs.data.IMAGENETTE_DEFAULT_SIZE)",
+          optional=True, check=lambda v: v >= 8, rule=">= 8"),
+    Field("rate_inverse", "float", 0.0, "rate of the inverse loss term mean(1/s) (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
+    Field("rate_max_bin", "float", 0.0, "rate of the max-bin loss term max|W|/s (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
+    Field("rate_deviation", "float", 0.0, "rate of the deviation loss term (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
+    Field("deviation_form", "str", "reconstructed", "deviation term: reconstructed (text) or implementation",
+          choices=lambda: DEVIATION_FORMS),
+    Field("deterministic", "bool", True, "enable TensorFlow op determinism (identical numbers for identical configs on CPU)"),
+]
+
+#: every configuration key -> :class:`Field`, in canonical order
+SCHEMA: dict[str, Field] = {f.name: f for f in _FIELDS}
+KEYS: tuple[str, ...] = tuple(SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def _type_error(field: Field, value: Any) -> ValueError:
+    hint = ""
+    if isinstance(value, str) and field.kind in ("int", "float"):
+        hint = " (a string was given: write the number without quotes; YAML 1.1 reads 1e-4 as a string, write 1.0e-4)"
+    return ValueError(
+        f"config key {field.name!r} has the wrong type: {value!r} ({type(value).__name__}); "
+        f"allowed: {field.allowed()}{hint}"
+    )
+
+
+def _coerce(field: Field, value: Any) -> Any:
+    """Type check + normalisation to plain Python (numpy scalars accepted); raises ValueError."""
+    if value is None:
+        if field.optional:
+            return None
+        raise ValueError(f"config key {field.name!r} must not be None; allowed: {field.allowed()}")
+    kind = field.kind
+    if kind == "bool":
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise _type_error(field, value)
+    if kind == "int":
+        if isinstance(value, (bool, np.bool_)):
+            raise _type_error(field, value)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)  # 32.0 from a YAML/pandas round trip
+        raise _type_error(field, value)
+    if kind == "float":
+        if isinstance(value, (bool, np.bool_)):
+            raise _type_error(field, value)
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return float(value)
+        raise _type_error(field, value)
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise _type_error(field, value)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _check_value(field: Field, value: Any) -> None:
+    if value is None:
+        return
+    if field.choices is not None:
+        choices = field.choices() if callable(field.choices) else field.choices
+        if value not in choices:
+            raise ValueError(f"config key {field.name!r} has the value {value!r}; allowed: {field.allowed()}")
+    if field.check is not None and not field.check(value):
+        raise ValueError(f"config key {field.name!r} has the value {value!r} out of range; allowed: {field.allowed()}")
+
+
+#: key -> predicate on the resolved config: does the key act? (keys not listed always act)
+_APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "kernel_granularity": lambda c: c["flavour"] != "fp32",
+    "bias_granularity": lambda c: c["flavour"] in ("nested", "loss_terms"),
+    "quantize_bias": lambda c: c["flavour"] != "fp32",
+    "quantize_dense": lambda c: c["flavour"] not in ("fp32", "ptq"),
+    "threshold": lambda c: c["flavour"] == "nested",
+    "all_above_vote": lambda c: c["flavour"] == "nested",
+    "aggregate": lambda c: c["flavour"] == "nested",
+    "init_bits": lambda c: c["flavour"] in ("nested", "loss_terms"),
+    "bits": lambda c: c["flavour"] in ("lsq", "fixed_bits", "ptq"),
+    "rate_inverse": lambda c: c["flavour"] == "loss_terms",
+    "rate_max_bin": lambda c: c["flavour"] == "loss_terms",
+    "rate_deviation": lambda c: c["flavour"] == "loss_terms",
+    "deviation_form": lambda c: c["flavour"] == "loss_terms",
+    "pretrain_epochs": lambda c: c["mode"] == "post_training",
+    "pretrain_lr": lambda c: c["mode"] == "post_training",
+    "lr": lambda c: c["flavour"] != "ptq",
+    "epochs": lambda c: c["flavour"] != "ptq",
+}
+
+
+#: the rules of :data:`_APPLIES` in words (for :func:`describe`)
+_APPLIES_TEXT: dict[str, str] = {
+    "kernel_granularity": "flavour != fp32",
+    "bias_granularity": "nested, loss_terms",
+    "quantize_bias": "flavour != fp32",
+    "quantize_dense": "nested, loss_terms, lsq, fixed_bits",
+    "threshold": "nested",
+    "all_above_vote": "nested",
+    "aggregate": "nested",
+    "init_bits": "nested, loss_terms",
+    "bits": "lsq, fixed_bits, ptq",
+    "rate_inverse": "loss_terms",
+    "rate_max_bin": "loss_terms",
+    "rate_deviation": "loss_terms",
+    "deviation_form": "loss_terms",
+    "pretrain_epochs": "mode post_training (ptq)",
+    "pretrain_lr": "mode post_training (ptq)",
+    "lr": "flavour != ptq",
+    "epochs": "flavour != ptq",
+}
+
+
+def applies(key: str, config: dict[str, Any]) -> bool:
+    """Whether ``key`` acts in the (validated) configuration; keys that do not act are ``None`` there."""
+    if key not in SCHEMA:
+        raise ValueError(f"unknown config key {key!r}; allowed keys: {', '.join(KEYS)}")
+    rule = _APPLIES.get(key)
+    return True if rule is None else bool(rule(config))
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a configuration and return it complete and canonical (defaults filled, key order of :data:`KEYS`).
+
+    Steps: reject unknown keys; check the type and range of every given value (also of keys that
+    will not act, so a typo never passes); resolve ``arch=None`` to :func:`default_arch`,
+    ``mode=None`` (``post_training`` for ``ptq``, else ``from_scratch``) and
+    ``quantize_dense=None`` (the thesis choice: only the MLP's dense layers are quantized); check
+    the combinations that must fit (granularity vs. arch and flavour, mode vs. flavour); set every
+    key that does not act for this flavour/mode to ``None`` (:func:`applies`: e.g. ``bits`` of a
+    nested run, the loss-term rates of any flavour but ``loss_terms``, ``pretrain_epochs`` of a
+    ``from_scratch`` run). A sweep that varies such a key therefore runs -- and is stored -- once,
+    and tables show an empty cell where a value had no effect. For ``ptq`` (no training),
+    ``pretrain_lr`` takes the value of ``lr`` when not given and ``lr``/``epochs`` become ``None``.
+    The result validates to itself (idempotent).
+
+    Raises:
+        ValueError: unknown key, wrong type, value out of range or a combination that does not fit;
+            the message names the key, the value and what is allowed.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
+    unknown = sorted(map(str, set(config) - set(SCHEMA)))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(KEYS)}")
+    cfg: dict[str, Any] = {}
+    for name, field in SCHEMA.items():
+        value = config.get(name)
+        if value is None:
+            value = None if field.optional else field.default  # None = the default for a non-optional key
+        else:
+            value = _coerce(field, value)
+        _check_value(field, value)
+        cfg[name] = value
+
+    # resolved defaults
+    if cfg["arch"] is None:
+        cfg["arch"] = default_arch(cfg["dataset"])
+    flavour, arch = cfg["flavour"], cfg["arch"]
+    if cfg["mode"] is None:
+        cfg["mode"] = "post_training" if flavour == "ptq" else "from_scratch"
+    if flavour == "ptq" and cfg["pretrain_lr"] is None:
+        cfg["pretrain_lr"] = cfg["lr"]
+
+    # keys that do not act -> None
+    for name in SCHEMA:
+        if not applies(name, cfg):
+            cfg[name] = None
+    if applies("quantize_dense", cfg) and cfg["quantize_dense"] is None:
+        cfg["quantize_dense"] = arch == "mlp"
+
+    # combinations
+    def bad(key: str, why: str, allowed: str) -> ValueError:
+        return ValueError(f"config key {key!r} has the value {cfg[key]!r}: {why}; allowed: {allowed}")
+
+    if flavour == "fp32" and cfg["mode"] != "from_scratch":
+        raise bad("mode", "an fp32 network is trained from scratch", "'from_scratch' or None (or another flavour)")
+    if flavour == "ptq" and cfg["mode"] != "post_training":
+        raise bad("mode", "ptq quantizes the trained FP32 parent", "'post_training' or None")
+    if arch == "mlp" and cfg["quantize_dense"] is False:
+        raise bad("quantize_dense", "the MLP has only dense layers, nothing would be quantized", "True or None")
+    if cfg["kernel_granularity"] is not None:
+        allowed_k = allowed_kernel_granularities(arch, flavour)
+        if cfg["kernel_granularity"] not in allowed_k:
+            raise bad(
+                "kernel_granularity",
+                f"does not fit arch {arch!r} with flavour {flavour!r}"
+                + (" (channel/filter need convolutions)" if arch == "mlp" else ""),
+                ", ".join(map(repr, allowed_k)),
+            )
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# hash and derived configurations
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, floats as Python's shortest repr."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION)."""
+    cfg = validate_config(config)
+    payload = canonical_json({"config": cfg, "lqs": lqs.__version__, "code": CODE_VERSION})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+#: keys of the quantized run that the FP32 parent inherits; every other key takes its default
+_PARENT_KEYS = ("dataset", "arch", "l2", "optimizer", "batch_size", "seed", "train_limit", "test_limit",
+                "image_size", "deterministic")
+
+
+def parent_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The FP32 configuration whose trained model a ``post_training`` or ``ptq`` run starts from.
+
+    Keeps the data, network, optimiser and seed keys; ``epochs = pretrain_epochs``,
+    ``lr = pretrain_lr or lr``; every quantization key back to its default, so all post-training
+    runs of a sweep (thresholds, rates, bits, granularities ...) share one cached parent.
+    """
+    cfg = validate_config(config)
+    if cfg["mode"] != "post_training":
+        raise ValueError(f"config has mode {cfg['mode']!r}; only 'post_training' runs (and ptq) have an FP32 parent")
+    parent = {k: cfg[k] for k in _PARENT_KEYS}
+    parent.update(
+        flavour="fp32",
+        mode="from_scratch",
+        epochs=cfg["pretrain_epochs"],
+        lr=cfg["pretrain_lr"] if cfg["pretrain_lr"] is not None else cfg["lr"],
+    )
+    return validate_config(parent)
+
+
+def describe() -> str:
+    """The schema as a Markdown table (key, type, default, allowed, acts for, meaning) for the book."""
+    rows = ["| key | type | default | allowed | acts for | meaning |", "|---|---|---|---|---|---|"]
+    for f in _FIELDS:
+        doc = f.doc.replace("|", "\\|")  # a literal bar inside a Markdown table cell
+        acts = _APPLIES_TEXT.get(f.name, "all")
+        rows.append(f"| `{f.name}` | {f.kind} | `{f.default!r}` | {f.allowed()} | {acts} | {doc} |")
+    return "\n".join(rows)

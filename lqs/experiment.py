@@ -1,0 +1,590 @@
+"""Train and evaluate one configuration, store it, and run sweeps that resume.
+
+:func:`run` takes one configuration (:mod:`lqs.config`), returns one flat, tidy record and keeps it
+in the results store (:mod:`lqs.store`): a configuration whose complete record exists is never
+trained again. :func:`sweep` runs a list of configurations with a progress bar and returns one
+row per configuration; an interrupted sweep resumes where it stopped, because every finished run
+is already stored. :func:`load_model` and :func:`load_history` give later analyses the trained
+network and its per-epoch history.
+
+What one run does (flavours and modes: :mod:`lqs.config`):
+
+1. ``keras.utils.set_random_seed(seed)`` and, with ``deterministic`` (default),
+   ``tf.config.experimental.enable_op_determinism()``: the same configuration gives identical
+   numbers on the same CPU machine.
+2. Data: ``lqs.data.load_with_info(dataset, "train", limit=train_limit, image_size=image_size,
+   seed=seed)`` and the same for ``"test"`` with ``test_limit``.
+3. Model: :func:`lqs.models.build_model`. ``post_training`` mode first obtains the FP32 parent
+   (:func:`lqs.config.parent_config`: a cached ``fp32`` run of ``pretrain_epochs``; all
+   post-training runs of a sweep share it), loads its saved model and copies its weights
+   (:func:`lqs.models.copy_float_weights`). ``loss_terms`` wraps the network with
+   :func:`lqs.losses.with_loss_terms`.
+4. Training: Adam (or SGD with momentum 0.9) with ``lr``, sparse categorical cross-entropy,
+   accuracy; ``fit(batch_size, epochs, shuffle=True, validation_data=test set)``. The Keras
+   ``loss`` includes L2 and loss-term penalties. A callback records, per epoch (epoch 0 = before
+   training), the Keras metrics and, per quantized parameter, the scale mean/min/max, max|P_q|,
+   the number of unique P_q values and the bit widths (:func:`lqs.memory.tensor_bits`).
+5. ``ptq`` does not train: it applies :func:`lqs.baselines.ptq_minmax` to the FP32 parent.
+6. Evaluation on the training subset and the test set; memory from
+   :func:`lqs.memory.model_summary` (columns ``mem_*``).
+
+The record holds every validated configuration value (keys that do not act are ``None``), the
+``config_hash``, metrics, memory, timings, dataset provenance and package versions; see
+:data:`RECORD_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import platform
+import sys
+import time
+from typing import Any, Iterable, Mapping
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+import lqs
+from lqs import data as lqs_data
+from lqs import memory as lqs_memory
+from lqs import models as lqs_models
+from lqs.config import CODE_VERSION, config_hash, parent_config, validate_config
+from lqs.store import RunStore, default_store
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "HISTORY_STATS",
+    "run",
+    "sweep",
+    "load_model",
+    "load_history",
+    "history_long",
+    "quantizer_stats",
+    "EpochStats",
+]
+
+log = logging.getLogger(__name__)
+
+#: per quantized parameter statistics logged in the history (``<layer>/<parameter>/<stat>``)
+HISTORY_STATS: tuple[str, ...] = (
+    "scale_mean",
+    "scale_min",
+    "scale_max",
+    "max_abs_q",
+    "unique_values",
+    "bits_mean",
+    "bits_max",
+)
+
+_RESULT_COLUMNS = (
+    "config_hash",
+    "parent_hash",
+    "train_accuracy",
+    "train_loss",
+    "test_accuracy",
+    "test_loss",
+    "best_test_accuracy",
+    "best_epoch",
+    "epochs_trained",
+    "diverged",
+    "penalty_inverse",
+    "penalty_max_bin",
+    "penalty_deviation",
+    "bits_per_param",
+    "compression",
+    "n_quantized_layers",
+    "train_seconds",
+    "eval_seconds",
+    "seconds_per_epoch",
+    "dataset_label",
+    "dataset_source",
+    "dataset_is_subset",
+    "dataset_heldout",
+    "dataset_note",
+    "dataset_upstream_match",
+    "n_train",
+    "n_test",
+    "image_shape",
+    "num_classes",
+    "lqs_version",
+    "code_version",
+    "python_version",
+    "tf_version",
+    "keras_version",
+    "numpy_version",
+    "platform",
+    "device",
+    "created",
+)
+_MEM_KEYS = (
+    "n_params",
+    "n_scales",
+    "n_layers",
+    "total_bits",
+    "fp32_bits",
+    "kib",
+    "fp32_kib",
+    "bits_per_param",
+    "compression",
+    "n_quantized_params",
+    "quantized_fraction",
+    "max_bits",
+    "q_total_bits",
+    "q_fp32_bits",
+    "q_bits_per_param",
+    "q_compression",
+)
+#: the columns every record has (after the configuration keys, :data:`lqs.config.KEYS`)
+RECORD_COLUMNS: tuple[str, ...] = _RESULT_COLUMNS + tuple(f"mem_{k}" for k in _MEM_KEYS)
+
+
+# --------------------------------------------------------------------------------------------
+# per-epoch statistics
+
+
+def _network(model: keras.Model) -> keras.Model:
+    """The plain network inside a :class:`lqs.losses.LossTermsModel` (or the model itself)."""
+    return getattr(model, "network", model)
+
+
+def _quantized_layers(model: keras.Model) -> list:
+    return [layer for layer in _network(model).layers if lqs_memory.is_quantized_layer(layer)]
+
+
+def quantizer_stats(model: keras.Model) -> dict[str, float]:
+    """Statistics of every quantized parameter: ``{"<layer>/<parameter>/<stat>": value}``.
+
+    Stats (:data:`HISTORY_STATS`): ``scale_mean``, ``scale_min``, ``scale_max`` of its scales (LSQ:
+    steps; fixed bits: min-max scales), ``max_abs_q`` = max|P_q|, ``unique_values`` of P_q,
+    ``bits_mean`` (element-weighted) and ``bits_max`` (widest group) of the memory definition
+    (:func:`lqs.memory.tensor_bits`).
+    """
+    out: dict[str, float] = {}
+    for layer in _quantized_layers(model):
+        for t in layer.integer_parameters():
+            acc = lqs_memory.tensor_bits(t)
+            scale = np.asarray(t.scale, dtype=np.float64)
+            prefix = f"{layer.name}/{t.name}"
+            out[f"{prefix}/scale_mean"] = float(scale.mean())
+            out[f"{prefix}/scale_min"] = float(scale.min())
+            out[f"{prefix}/scale_max"] = float(scale.max())
+            out[f"{prefix}/max_abs_q"] = float(max(abs(acc["value_min"]), abs(acc["value_max"])))
+            out[f"{prefix}/unique_values"] = float(acc["unique_values"])
+            out[f"{prefix}/bits_mean"] = float(acc["bits_mean"])
+            out[f"{prefix}/bits_max"] = float(acc["bits_max"])
+    return out
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Per-epoch history: Keras logs + :func:`quantizer_stats` + epoch seconds; row 0 = before training.
+
+    ``rows`` holds one dict per epoch (``epoch`` 0..E); :meth:`frame` returns them as a DataFrame.
+    ``seconds`` is the wall time of the epoch including validation, excluding these statistics.
+    """
+
+    def __init__(self, network: keras.Model):
+        super().__init__()
+        self.network = network
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.rows = [{"epoch": 0, "seconds": 0.0, **quantizer_stats(self.network)}]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._t0
+        row: dict[str, Any] = {"epoch": epoch + 1, "seconds": seconds}
+        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
+        row.update(quantizer_stats(self.network))
+        self.rows.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "lqs_version": lqs.__version__,
+        "code_version": CODE_VERSION,
+        "python_version": platform.python_version(),
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "numpy_version": np.__version__,
+        # no hostname: the platform string names OS, kernel, machine and libc only
+        "platform": platform.platform(),
+        "device": _device(),
+    }
+
+
+def _device() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        except Exception:  # noqa: BLE001 - details are best effort
+            name = "GPU"
+        return f"{len(gpus)}x {name}"
+    return f"CPU ({platform.machine()})"
+
+
+def _determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_config  # the public API has only enable
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def _set_determinism(enabled: bool) -> None:
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+def _seed_everything(cfg: Mapping[str, Any]) -> None:
+    keras.utils.set_random_seed(int(cfg["seed"]))
+    _set_determinism(bool(cfg["deterministic"]))
+
+
+def _optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: 'adam', 'sgd'")  # validated before
+
+
+def _compile(model: keras.Model, cfg: Mapping[str, Any], lr: float | None) -> None:
+    model.compile(
+        optimizer=_optimizer(cfg["optimizer"], lr if lr is not None else 1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def _load_data(cfg: Mapping[str, Any]):
+    common = dict(image_size=cfg["image_size"], seed=cfg["seed"])
+    x_tr, y_tr, info_tr = lqs_data.load_with_info(cfg["dataset"], "train", limit=cfg["train_limit"], **common)
+    x_te, y_te, info_te = lqs_data.load_with_info(cfg["dataset"], "test", limit=cfg["test_limit"], **common)
+    return (x_tr, y_tr, info_tr), (x_te, y_te, info_te)
+
+
+def _info_get(info: Any, key: str, default: Any = None) -> Any:
+    if isinstance(info, Mapping):
+        return info.get(key, default)
+    return getattr(info, key, default)
+
+
+def _build(cfg: Mapping[str, Any], input_shape, num_classes: int) -> keras.Model:
+    flavour = cfg["flavour"]
+    options: dict[str, Any] = {}
+    if flavour == "nested":
+        options.update(aggregate=cfg["aggregate"], all_above_vote=cfg["all_above_vote"])
+    if cfg.get("init_bits") is not None:
+        options["init_bits"] = cfg["init_bits"]
+    return lqs_models.build_model(
+        cfg["arch"],
+        flavour,
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        kernel_granularity=cfg["kernel_granularity"] or "scalar",
+        bias_granularity=cfg["bias_granularity"] or "scalar",
+        quantize_bias=bool(cfg["quantize_bias"]) if cfg["quantize_bias"] is not None else True,
+        threshold=cfg["threshold"] if cfg["threshold"] is not None else 1e-9,
+        bits=cfg["bits"] if cfg["bits"] is not None else 4,
+        l2=cfg["l2"],
+        seed=cfg["seed"],
+        quantize_dense=cfg["quantize_dense"] if cfg["flavour"] != "fp32" else None,
+        **options,
+    )
+
+
+def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
+    out = model.evaluate(x, y, batch_size=max(int(batch_size), 256), verbose=0, return_dict=True)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _ensure_parent(cfg: Mapping[str, Any], store: RunStore, verbose: int) -> dict[str, Any]:
+    """The complete record of the FP32 parent, with its saved model (trained now if needed)."""
+    pcfg = parent_config(dict(cfg))
+    rec = run(pcfg, store=store, verbose=verbose, save_model=True)
+    if not rec.get("model_sha256") or not store.model_path(rec["config_hash"]).exists():
+        log.info("FP32 parent %s has no saved model; retraining it", rec["config_hash"])
+        rec = run(pcfg, store=store, verbose=verbose, save_model=True, force=True)
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+
+
+def _execute(cfg: dict[str, Any], store: RunStore, verbose: int, save_model: bool) -> dict[str, Any]:
+    """Train (or, for ptq, quantize) and evaluate one validated configuration; store and return the record.
+
+    TensorFlow's op-determinism switch is process-wide: it is restored to its previous state afterwards.
+    """
+    parent = _ensure_parent(cfg, store, verbose) if cfg["mode"] == "post_training" else None
+    was_deterministic = _determinism_enabled()
+    try:
+        return _train_and_store(cfg, parent, store, verbose, save_model)
+    finally:
+        _set_determinism(was_deterministic)
+
+
+def _train_and_store(
+    cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, verbose: int, save_model: bool
+) -> dict[str, Any]:
+    h = config_hash(cfg)
+
+    keras.backend.clear_session()
+    _seed_everything(cfg)
+    (x_tr, y_tr, info_tr), (x_te, y_te, info_te) = _load_data(cfg)
+    num_classes = int(_info_get(info_tr, "num_classes", int(max(y_tr.max(), y_te.max())) + 1))
+
+    if cfg["flavour"] == "ptq":
+        from lqs import baselines
+
+        src = load_model(parent, store=store)
+        model = baselines.ptq_minmax(
+            src,
+            cfg["bits"],
+            per_channel=cfg["kernel_granularity"] != "scalar",
+            quantize_bias=bool(cfg["quantize_bias"]),
+        )
+        network = model
+        _compile(model, cfg, cfg["pretrain_lr"])
+        t0 = time.perf_counter()
+        te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+        stats = EpochStats(network)
+        stats.on_train_begin()
+        stats.rows[0].update({"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]})
+        history = stats.frame()
+        train_seconds, epochs_trained = 0.0, 0
+    else:
+        network = _build(cfg, x_tr.shape[1:], num_classes)
+        if parent is not None:
+            src = load_model(parent, store=store)
+            lqs_models.copy_float_weights(src, network, init_bits=cfg["init_bits"])
+            del src
+        model = network
+        if cfg["flavour"] == "loss_terms":
+            from lqs import losses
+
+            rates = {"inverse": cfg["rate_inverse"], "max_bin": cfg["rate_max_bin"], "deviation": cfg["rate_deviation"]}
+            model = losses.with_loss_terms(network, rates, cfg["deviation_form"])
+        _compile(model, cfg, cfg["lr"])
+        stats = EpochStats(network)
+        _seed_everything(cfg)  # the same shuffling/dropout stream whatever building consumed
+        t0 = time.perf_counter()
+        model.fit(
+            x_tr,
+            y_tr,
+            batch_size=cfg["batch_size"],
+            epochs=cfg["epochs"],
+            shuffle=True,
+            validation_data=(x_te, y_te),
+            verbose=verbose,
+            callbacks=[stats],
+        )
+        train_seconds = time.perf_counter() - t0
+        epochs_trained = cfg["epochs"]
+        history = stats.frame()
+        t0 = time.perf_counter()
+        te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+
+    tr_eval = _evaluate(model, x_tr, y_tr, cfg["batch_size"])
+    eval_seconds = time.perf_counter() - t0
+
+    # best test accuracy over the trained epochs (ptq: its single evaluation, epoch 0)
+    trained = history[history["epoch"] >= (1 if epochs_trained else 0)]
+    val_trained = trained["val_accuracy"] if "val_accuracy" in trained else pd.Series([te_eval["accuracy"]])
+    best_idx = int(np.nanargmax(val_trained.to_numpy())) if val_trained.notna().any() else None
+    mem = lqs_memory.model_summary(network)
+    losses_ok = all(_finite(v) for v in (tr_eval["loss"], te_eval["loss"]))
+
+    record: dict[str, Any] = dict(cfg)
+    record.update(
+        {
+            "config_hash": h,
+            "parent_hash": parent["config_hash"] if parent else None,
+            "train_accuracy": tr_eval["accuracy"],
+            "train_loss": tr_eval["loss"],
+            "test_accuracy": te_eval["accuracy"],
+            "test_loss": te_eval["loss"],
+            "best_test_accuracy": float(val_trained.iloc[best_idx]) if best_idx is not None else None,
+            "best_epoch": int(trained["epoch"].iloc[best_idx]) if best_idx is not None else None,
+            "epochs_trained": epochs_trained,
+            "diverged": not losses_ok,
+            "penalty_inverse": te_eval.get("penalty_inverse"),
+            "penalty_max_bin": te_eval.get("penalty_max_bin"),
+            "penalty_deviation": te_eval.get("penalty_deviation"),
+            "bits_per_param": mem["bits_per_param"],
+            "compression": mem["compression"],
+            "n_quantized_layers": len(_quantized_layers(network)),
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "seconds_per_epoch": train_seconds / epochs_trained if epochs_trained else None,
+            "dataset_label": _info_get(info_tr, "label", cfg["dataset"]),
+            "dataset_source": _info_get(info_tr, "source"),
+            "dataset_is_subset": _info_get(info_tr, "is_subset"),
+            "dataset_heldout": _info_get(info_te, "heldout"),
+            "dataset_note": _info_get(info_tr, "note"),
+            "dataset_upstream_match": _info_get(info_tr, "upstream_match"),
+            "n_train": int(len(y_tr)),
+            "n_test": int(len(y_te)),
+            "image_shape": "x".join(str(int(d)) for d in x_tr.shape[1:]),
+            "num_classes": num_classes,
+            **_versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    record.update({f"mem_{k}": v for k, v in mem.items()})
+    stored = store.put(cfg, record, history, network if save_model else None)
+    del model, network
+    return stored
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    store: RunStore | None = None,
+    force: bool = False,
+    verbose: int = 0,
+    save_model: bool = True,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration, or return its stored record; one flat dict.
+
+    Arguments:
+        config: a configuration (:func:`lqs.config.validate_config` fills defaults; invalid
+            configurations raise ``ValueError`` before anything is loaded or trained).
+        store: the results store (default: :func:`lqs.store.default_store`, ``results/runs/``).
+        force: retrain even if a complete record exists (it is replaced).
+        verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        save_model: also store the trained model (``<hash>.keras``; needed by post-training
+            children, :func:`load_model` and later analyses). FP32 parents are always saved.
+
+    Returns:
+        The record: configuration keys (:data:`lqs.config.KEYS`) + :data:`RECORD_COLUMNS` +
+        store fields (``complete``, checksums).
+    """
+    cfg = validate_config(dict(config))
+    store = store if store is not None else default_store()
+    if not force:
+        rec = store.load_record(config_hash(cfg))
+        if rec is not None:
+            return rec
+    return _execute(cfg, store, verbose, save_model)
+
+
+def sweep(
+    configs: Iterable[Mapping[str, Any]],
+    *,
+    desc: str = "sweep",
+    store: RunStore | None = None,
+    force: bool = False,
+    verbose: int = 0,
+    save_model: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run every configuration (reusing stored ones) and return one row per configuration.
+
+    All configurations are validated first (``ValueError`` naming the index of the bad one), so
+    a typo fails before hours of training. Finished runs are stored one by one: after an
+    interruption, calling ``sweep`` again retrains only what was not finished. Prints the store
+    folder once; shows a tqdm bar with ETA (stderr).
+
+    Arguments:
+        configs: configurations (dicts).
+        desc: label of the progress bar.
+        store, force, verbose, save_model: as :func:`run`.
+        progress: show the progress bar.
+
+    Returns:
+        DataFrame with the records in the order of ``configs`` (duplicates give the same row twice).
+    """
+    from tqdm import tqdm
+
+    configs = list(configs)
+    validated = []
+    for i, c in enumerate(configs):
+        try:
+            validated.append(validate_config(dict(c)))
+        except ValueError as exc:
+            raise ValueError(f"{desc}: config #{i}: {exc}") from None
+    store = store if store is not None else default_store()
+    cached = sum(1 for c in validated if store.load_record(config_hash(c)) is not None) if not force else 0
+    print(f"{desc}: {len(validated)} runs ({cached} already stored) -> {store.root}", flush=True)
+    records = []
+    bar = tqdm(validated, desc=desc, unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for cfg in bar:
+        records.append(run(cfg, store=store, force=force, verbose=verbose, save_model=save_model))
+        bar.set_postfix_str(f"test acc {records[-1].get('test_accuracy', float('nan')):.3f}", refresh=False)
+    bar.close()
+    return pd.DataFrame(records)
+
+
+# --------------------------------------------------------------------------------------------
+# later analyses
+
+
+def _hash_of(record_or_hash: Mapping[str, Any] | str) -> str:
+    if isinstance(record_or_hash, str):
+        return record_or_hash
+    if isinstance(record_or_hash, Mapping) or hasattr(record_or_hash, "get"):
+        h = record_or_hash.get("config_hash")
+        if h:
+            return str(h)
+    raise ValueError(f"expected a run record (with 'config_hash') or a config hash, got {record_or_hash!r}")
+
+
+def load_model(record_or_hash: Mapping[str, Any] | str, *, store: RunStore | None = None) -> keras.Model:
+    """The trained network of a stored run (not compiled; loss-term runs: the plain network).
+
+    Raises:
+        FileNotFoundError: the run was stored without its model (``save_model=False``) or is absent.
+    """
+    from lqs import baselines, layers, losses, quantizers  # noqa: F401 - register serializable classes
+
+    store = store if store is not None else default_store()
+    h = _hash_of(record_or_hash)
+    path = store.model_path(h)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no saved model for run {h} in {store.root} (expected {path.name}); rerun it with "
+            "lqs.experiment.run(config, force=True, save_model=True)"
+        )
+    return keras.models.load_model(path, compile=False)
+
+
+def load_history(
+    record_or_hash: Mapping[str, Any] | str, *, store: RunStore | None = None, long: bool = False
+) -> pd.DataFrame:
+    """The per-epoch history of a stored run (wide: one row per epoch; ``long=True``: :func:`history_long`)."""
+    store = store if store is not None else default_store()
+    df = store.load_history(_hash_of(record_or_hash))
+    return history_long(df) if long else df
+
+
+def history_long(history: pd.DataFrame) -> pd.DataFrame:
+    """Quantizer statistics of a wide history as a tidy table: ``epoch, layer, parameter, stat, value``."""
+    cols = [c for c in history.columns if c.count("/") == 2]
+    long = history.melt(id_vars=["epoch"], value_vars=cols, var_name="key", value_name="value")
+    parts = long["key"].str.split("/", expand=True)
+    long = long.assign(layer=parts[0], parameter=parts[1], stat=parts[2]).drop(columns="key")
+    return long[["epoch", "layer", "parameter", "stat", "value"]]

@@ -1,0 +1,268 @@
+"""The results store: one complete, checksummed record per configuration hash.
+
+Layout, in :func:`lqs.paths.runs_dir` (``results/runs/``; ``LQS_RESULTS`` moves it), for a run
+whose validated configuration hashes to ``H`` (:func:`lqs.config.config_hash`):
+
+* ``H.history.csv`` -- the per-epoch history (one row per epoch, epoch 0 = before training);
+* ``H.keras`` -- the trained model (optional, ``save_model=True`` by default);
+* ``H.json`` -- the flat run record, written **last**.
+
+Every file is written atomically: to a temporary file in the same folder (``.H.*.tmp``), flushed
+and fsynced, then ``os.replace``-d into place, so a crash never leaves a half-written file under a
+final name. The record carries ``complete: true``, the sha256 of the history and model files
+(``history_sha256``, ``model_sha256``) and ``record_sha256``, the sha256 of the canonical JSON of
+the record without that field. :meth:`RunStore.load_record` returns ``None`` -- and logs a warning
+-- for a record that is missing, unreadable, truncated, edited, not complete, or whose history or
+model file does not match; the experiment then simply recomputes the run. Leftover temporary
+files are never read (only names ``<16 hex digits>.json`` count as records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from lqs import paths
+from lqs.config import canonical_json, config_hash, validate_config
+
+__all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE"]
+
+log = logging.getLogger(__name__)
+
+#: file names of records (anything else in the folder is ignored)
+RECORD_RE = re.compile(r"^[0-9a-f]{16}\.json$")
+_HASH_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON value of ``value`` (numpy scalars/arrays, tuples, Paths); NaN/inf become ``None``."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_sha256(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class RunStore:
+    """Run records keyed by configuration hash, in ``root`` (default: :func:`lqs.paths.runs_dir`).
+
+    ``root=None`` resolves the folder at every use, so ``LQS_RESULTS`` set after construction
+    (tests) still applies.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self._root = None if root is None else Path(root)
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def root(self) -> Path:
+        """The store folder (not created until the first write)."""
+        return self._root if self._root is not None else paths.runs_dir()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def _check_hash(self, h: str) -> str:
+        if not isinstance(h, str) or not _HASH_RE.match(h):
+            raise ValueError(f"not a config hash: {h!r} (16 lowercase hex digits, see lqs.config.config_hash)")
+        return h
+
+    def record_path(self, h: str) -> Path:
+        return self.root / f"{self._check_hash(h)}.json"
+
+    def history_path(self, h: str) -> Path:
+        return self.root / f"{self._check_hash(h)}.history.csv"
+
+    def model_path(self, h: str) -> Path:
+        return self.root / f"{self._check_hash(h)}.keras"
+
+    # ---------------------------------------------------------------- atomic writes
+    def _atomic_write(self, final: Path, write: Any, suffix: str) -> None:
+        """Call ``write(tmp_path)`` then fsync and ``os.replace`` it to ``final``."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            write(tmp_path)
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    # ---------------------------------------------------------------- write
+    def put(
+        self,
+        config: dict[str, Any],
+        record: dict[str, Any],
+        history: pd.DataFrame | None = None,
+        model: Any = None,
+    ) -> dict[str, Any]:
+        """Store one finished run; returns the record as stored (with hash, checksums, ``complete``).
+
+        Order: history, model, then the record (so a record on disk implies its files are there).
+
+        Arguments:
+            config: the run's configuration (validated here; its hash names the files).
+            record: flat dict of results (JSON-able values; numpy scalars are converted, NaN
+                becomes ``null``).
+            history: per-epoch ``DataFrame`` (or None).
+            model: a Keras model to save as ``H.keras`` (or None).
+        """
+        cfg = validate_config(config)
+        h = config_hash(cfg)
+        out = to_jsonable(dict(record))
+        out["config_hash"] = h
+        out["history_sha256"] = None
+        out["model_sha256"] = None
+        if history is not None:
+            hist_path = self.history_path(h)
+            self._atomic_write(hist_path, lambda p: history.to_csv(p, index=False), ".csv")
+            out["history_sha256"] = file_sha256(hist_path)
+        if model is not None:
+            mpath = self.model_path(h)
+            self._atomic_write(mpath, lambda p: model.save(p), ".keras")
+            out["model_sha256"] = file_sha256(mpath)
+        out["complete"] = True
+        out["record_sha256"] = _record_sha256(out)
+        text = json.dumps(out, indent=1, sort_keys=False, allow_nan=False)
+        self._atomic_write(self.record_path(h), lambda p: p.write_text(text + "\n", encoding="utf-8"), ".json")
+        return out
+
+    # ---------------------------------------------------------------- read
+    def load_record(self, h: str, *, check_files: bool = True) -> dict[str, Any] | None:
+        """The stored record of hash ``h``, or ``None`` if absent or not trustworthy (warning logged).
+
+        A record is trusted when it parses, says ``complete: true``, its ``record_sha256`` matches
+        its content and (``check_files``) its history/model files exist with the recorded sha256.
+        """
+        path = self.record_path(h)
+        if not path.exists():
+            return None
+        why = None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            record, why = None, f"unreadable ({exc.__class__.__name__}: {exc})"
+        if why is None and not isinstance(record, dict):
+            why = "not a JSON object"
+        if why is None and record.get("complete") is not True:
+            why = "not marked complete"
+        if why is None and record.get("record_sha256") != _record_sha256(record):
+            why = "checksum mismatch (edited or corrupted)"
+        if why is None and record.get("config_hash") != h:
+            why = f"holds config_hash {record.get('config_hash')!r}"
+        if why is None and check_files:
+            for key, fpath in (("history_sha256", self.history_path(h)), ("model_sha256", self.model_path(h))):
+                want = record.get(key)
+                if want is None:
+                    continue
+                if not fpath.exists():
+                    why = f"its file {fpath.name} is missing"
+                elif file_sha256(fpath) != want:
+                    why = f"its file {fpath.name} does not match the recorded checksum"
+                if why:
+                    break
+        if why is not None:
+            log.warning("ignoring run record %s: %s; the run will be recomputed", path, why)
+            return None
+        return record
+
+    def get(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The complete record of ``config`` (validated and hashed here), or ``None``."""
+        return self.load_record(config_hash(config))
+
+    def exists(self, config: dict[str, Any]) -> bool:
+        """Whether a complete, intact record of ``config`` is stored."""
+        return self.get(config) is not None
+
+    def hashes(self) -> list[str]:
+        """Hashes of every record file present (not checked), sorted."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name[:-5] for p in self.root.iterdir() if RECORD_RE.match(p.name))
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every intact record (corrupted ones are skipped with a warning)."""
+        for h in self.hashes():
+            rec = self.load_record(h)
+            if rec is not None:
+                yield rec
+
+    def list_records(self) -> pd.DataFrame:
+        """All intact records as a DataFrame, one row per run (sorted by ``created``, then hash)."""
+        rows = list(self.records())
+        df = pd.DataFrame(rows)
+        if len(df) and "created" in df:
+            df = df.sort_values(["created", "config_hash"], kind="stable").reset_index(drop=True)
+        return df
+
+    def load_history(self, h: str) -> pd.DataFrame:
+        """The per-epoch history of a stored run (``FileNotFoundError`` if it has none)."""
+        path = self.history_path(h)
+        if not path.exists():
+            raise FileNotFoundError(f"no history for run {h} in {self.root} (expected {path.name})")
+        return pd.read_csv(path)
+
+    def delete(self, h: str) -> None:
+        """Remove a run's record first (so it stops counting), then its files."""
+        for p in (self.record_path(h), self.history_path(h), self.model_path(h)):
+            p.unlink(missing_ok=True)
+
+
+def default_store() -> RunStore:
+    """The store in :func:`lqs.paths.runs_dir` (resolved at each use)."""
+    return RunStore()
