@@ -91,7 +91,7 @@ pdf: venv ## build the PDF book (installs TeX Live with apt-get when missing)
 	bash scripts/install_tex.sh
 	$(PY) -m lqs.book prepare --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . --path-output book --builder pdflatex
-	@ls -l book/_build/latex/*.pdf
+	@ls -l book/_build/latex/lqs-book.pdf
 
 lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown through jupytext)
 	$(VENV)/bin/jupyter lab notebooks
@@ -104,5 +104,5 @@ clean: ## remove generated results and book builds (keeps .venv and data)
 	rm -rf results book/_build book/generated build
 
 distclean: clean ## also remove .venv and dataset caches
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache book/_static/mathjax
 	find data -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -378,11 +378,15 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Layer):
         return self.activation(outputs) if self.activation is not None else outputs
 
     def compute_output_shape(self, input_shape):
-        conv = keras.layers.Conv2D(
-            self.filters, self.kernel_size, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate,
-        )
-        return conv.compute_output_shape(input_shape)
+        spatial = []
+        for size, k, stride, rate in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate):
+            if size is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(-(-int(size) // stride))
+            else:
+                spatial.append(-(-(int(size) - (k - 1) * rate) // stride))
+        return (input_shape[0], *spatial, self.filters)
 
     def get_config(self) -> dict:
         return {

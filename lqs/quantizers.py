@@ -206,13 +206,15 @@ def nested_quantize(
             abs_rec = tf.abs(p_rec)
             denom = tf.where(p_rec == 0, tf.constant(EPS, dtype), abs_rec)
             ratio = tf.abs(upstream) / denom
-            below = ratio < lam
-            vote = tf.where(below, -tf.tanh(lam - ratio), tf.zeros_like(ratio))
-            if all_above_vote:
-                any_below = tf.reduce_any(below, axis=axes, keepdims=True)
-                vote = tf.where(any_below, vote, -tf.tanh(lam) * tf.ones_like(vote))
+            # -tanh(lam - r) below the threshold, 0 (as -tanh(0)) at or above it
+            vote = -tf.tanh(tf.nn.relu(lam - ratio))
             reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
             group_vote = reduce(vote, axis=axes, keepdims=True)
+            if all_above_vote:
+                # a group none of whose ratios is below lam votes -tanh(lam) with every element
+                any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam
+                group_size = 1.0 if aggregate == "mean" else float(np.prod([p_in.shape[a] for a in axes]))
+                group_vote = tf.where(any_below, group_vote, -tf.tanh(lam) * tf.constant(group_size, dtype))
             m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
             d_scale = tf.reshape(m * group_vote, scale_shape_)
             return upstream, d_scale
@@ -254,17 +256,19 @@ def integer_values(p, scale) -> np.ndarray:
 def scale_for_bits(p, granularity: str, bits: int, min_scale: float = MIN_SCALE) -> np.ndarray:
     """Scales that make ``floor(p / s)`` fit a signed ``bits``-bit integer in every group.
 
-    :math:`s = \\max_{group} |P| / 2^{b-1}`, so :math:`P_q \\in [-2^{b-1}, 2^{b-1}]`; clipped below at
-    ``min_scale``. The upper end can need one more bit only for the group's maximum element
-    (``floor`` of exactly :math:`2^{b-1}`), which is why the learned scale then tends to grow.
+    :math:`s = (1 + 2^{-20}) \\max_{group} |P| / (2^{b-1} - 1)`, so
+    :math:`P_q = \\lfloor P/s \\rfloor \\in [-(2^{b-1}-1), 2^{b-1}-2]` and every group needs at most ``b``
+    bits under :mod:`lqs.memory`'s width :math:`\\lceil \\log_2(\\max|P_q|+1) \\rceil + 1` (the tiny factor keeps
+    the group's largest magnitude strictly inside the top bin despite float rounding). Clipped below at
+    ``min_scale``. ``bits`` must be >= 2: with ``floor`` every negative value needs at least ``-1``.
     """
-    if int(bits) != bits or bits < 1:
-        raise ValueError(f"bits must be a positive integer, got {bits!r}")
+    if int(bits) != bits or bits < 2:
+        raise ValueError(f"bits must be an integer >= 2, got {bits!r}")
     arr = np.asarray(p, dtype=np.float32)
     shape = scale_shape(granularity, arr.shape)
     axes = tuple(group_axes(arr.shape, shape))
     max_abs = np.max(np.abs(arr), axis=axes, keepdims=True).reshape(shape)
-    return np.maximum(max_abs / 2.0 ** (bits - 1), min_scale).astype(np.float32)
+    return np.maximum(max_abs / (2.0 ** (bits - 1) - 1) * (1 + 2.0**-20), min_scale).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="lqs")
@@ -298,8 +302,8 @@ class NestedQuantizer(keras.layers.Layer):
         all_above_vote: the implementation's all-above-threshold rule (True) or the text's zero vote.
         scale_init: initial scale value (default ``100 * eps``, the implementation's).
         min_scale: lower bound kept by a :class:`MinValue` constraint (default ``100 * eps``).
-        init_bits: if set, :meth:`init_from` is used by the owning layer to start the scales at
-            ``max|P| / 2^(bits-1)`` per group instead of ``scale_init``.
+        init_bits: if set, :meth:`init_from` is used by the owning layer to start the scales so that
+            every group fits ``init_bits`` bits (:func:`scale_for_bits`) instead of ``scale_init``.
     """
 
     def __init__(
@@ -325,8 +329,8 @@ class NestedQuantizer(keras.layers.Layer):
             raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
         if not float(scale_init) >= float(min_scale):
             raise ValueError(f"scale_init must be >= min_scale={min_scale}, got {scale_init!r}")
-        if init_bits is not None and (int(init_bits) != init_bits or init_bits < 1):
-            raise ValueError(f"init_bits must be a positive integer or None, got {init_bits!r}")
+        if init_bits is not None and (int(init_bits) != init_bits or init_bits < 2):
+            raise ValueError(f"init_bits must be an integer >= 2 or None, got {init_bits!r}")
         self.scale_init = float(scale_init)
         self.min_scale = float(min_scale)
         self.init_bits = None if init_bits is None else int(init_bits)
@@ -359,7 +363,7 @@ class NestedQuantizer(keras.layers.Layer):
         return input_shape
 
     def init_from(self, p, bits: int | None = None) -> None:
-        """Set the scales to ``max|P| / 2^(bits-1)`` per group (``bits`` defaults to ``init_bits``)."""
+        """Set the scales with :func:`scale_for_bits` per group (``bits`` defaults to ``init_bits``)."""
         bits = self.init_bits if bits is None else bits
         if bits is None:
             raise ValueError("init_from needs bits (or init_bits set on the quantizer)")

@@ -249,13 +249,17 @@ def test_layer_scale_init_constraint_and_config_round_trip():
 def test_init_from_bits_fits_signed_range():
     rng = np.random.default_rng(0)
     p = rng.normal(size=(8, 5)).astype(np.float32)
-    for bits in (2, 4, 8):
+    for bits in (2, 3, 4, 8):
         s = scale_for_bits(p, "column", bits)
         q = integer_values(p, s)
-        assert q.min() >= -(2 ** (bits - 1)) and q.max() <= 2 ** (bits - 1)
-        np.testing.assert_allclose(s[0], np.abs(p).max(axis=0) / 2 ** (bits - 1), rtol=1e-6)
-    with pytest.raises(ValueError, match="bits"):
-        scale_for_bits(p, "scalar", 0)
+        # signed b-bit range without the asymmetric extreme: |P_q| <= 2^(b-1) - 1 in every group
+        assert q.min() >= -(2 ** (bits - 1) - 1) and q.max() <= 2 ** (bits - 1) - 1
+        # the range is used: the extreme lands in the top bin (negative) or the one below it (positive)
+        assert np.all(np.abs(q).max(axis=0) >= 2 ** (bits - 1) - 2)
+        np.testing.assert_allclose(s[0], np.abs(p).max(axis=0) / (2 ** (bits - 1) - 1), rtol=1e-5)
+    for bad in (0, 1, 2.5):
+        with pytest.raises(ValueError, match="bits must be an integer >= 2"):
+            scale_for_bits(p, "scalar", bad)
 
 
 def test_all_granularities_cover_each_element_once():

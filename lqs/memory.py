@@ -1,0 +1,480 @@
+"""Memory accounting: one definition of "how many bits does this model need", used everywhere.
+
+Definition (DESIGN.md, "Memory accounting"). For a quantized parameter with integer values
+:math:`P_q` and one stored scale per scale group :math:`G`:
+
+.. math::
+
+    b_G = \\lceil \\log_2(\\max_{i \\in G} |P_{q,i}| + 1) \\rceil + 1, \\qquad
+    \\text{bits}(P) = \\sum_G b_G \\cdot |G| + 32 \\cdot n_{groups},
+
+i.e. the signed integer width that holds every value of the group (a group whose values are all 0
+needs 1 bit), times the group's element count, plus one 32-bit float per stored scale. The
+formula is symmetric in the sign: :math:`P_q = -4` needs :math:`\\lceil\\log_2 5\\rceil + 1 = 4` bits
+(two's complement would fit -4 in 3; the symmetric width is the thesis's definition). It is
+evaluated with exact integer arithmetic: :math:`\\lceil\\log_2(m+1)\\rceil` is the bit length of
+:math:`m`.
+
+Every parameter that is not quantized counts 32 bits per element: plain Keras layers (``Dense``,
+``Conv2D``, ``BatchNormalization`` including its non-trainable moving statistics, ...) and the
+``float_parameters()`` of quantized layers (e.g. an unquantized bias). The FP32 reference counts
+32 bits for every parameter element and nothing for scales (a float model has none).
+
+Which layers are quantized: those implementing the quantized-layer protocol of CONVENTIONS.md,
+``integer_parameters() -> list[IntegerTensor]`` and ``float_parameters() -> dict``. Such a layer is
+accounted from the protocol only; its own weights (parameters and scale variables) and its
+sublayers (the ``NestedQuantizer`` objects) are not counted again. Nested models (a functional
+model holding a ``Sequential``, ...) are walked recursively; a layer or variable reached twice
+(shared layers, tied weights) is counted once.
+
+``n_params`` counts parameter elements (not scales); ``n_scales`` counts stored scales.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lqs.quantizers import IntegerTensor, group_axes
+
+__all__ = [
+    "FLOAT_BITS",
+    "SCALE_BITS",
+    "TABLE_COLUMNS",
+    "LayerEntry",
+    "bit_width",
+    "group_bits",
+    "tensor_bits",
+    "float_bits",
+    "is_quantized_layer",
+    "iter_layers",
+    "layer_table",
+    "model_summary",
+    "layer_summary",
+    "summary",
+]
+
+#: bits of one float32 element (unquantized parameters and the FP32 reference)
+FLOAT_BITS: int = 32
+#: bits of one stored scale
+SCALE_BITS: int = 32
+
+#: columns of :func:`layer_table`, in order
+TABLE_COLUMNS: tuple[str, ...] = (
+    "path",
+    "layer",
+    "layer_type",
+    "parameter",
+    "shape",
+    "granularity",
+    "quantized",
+    "n_params",
+    "n_groups",
+    "bits_min",
+    "bits_max",
+    "bits_mean",
+    "int_bits",
+    "scale_bits",
+    "float_bits",
+    "total_bits",
+    "fp32_bits",
+    "kib",
+    "bits_per_param",
+    "unique_values",
+    "value_min",
+    "value_max",
+    "compression",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# pure NumPy functions
+# --------------------------------------------------------------------------------------------
+
+
+def bit_width(max_abs: int) -> int:
+    """Signed width holding integers of magnitude up to ``max_abs``: ``ceil(log2(max_abs + 1)) + 1``.
+
+    Exact for any Python/NumPy integer (``ceil(log2(m + 1))`` is the bit length of ``m``);
+    ``bit_width(0) == 1``, ``bit_width(4) == 4``, ``bit_width(127) == 8``, ``bit_width(128) == 9``.
+    """
+    m = int(max_abs)
+    if m < 0:
+        raise ValueError(f"max_abs must be >= 0, got {max_abs!r}")
+    return m.bit_length() + 1
+
+
+def _check_integer_values(values: np.ndarray) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    raise ValueError(f"values must be integers (P_q), got dtype {arr.dtype} with non-integer entries")
+
+
+def _group_max_abs(values: np.ndarray, scale_shape: Sequence[int]) -> np.ndarray:
+    """Per-group ``max |P_q|`` as an object array of Python ints (exact, no int64 overflow)."""
+    arr = _check_integer_values(values)
+    axes = tuple(group_axes(arr.shape, scale_shape))
+    if arr.size == 0:
+        raise ValueError("values is empty; a quantized parameter needs at least one element")
+    hi = np.max(arr, axis=axes, keepdims=True)
+    lo = np.min(arr, axis=axes, keepdims=True)
+    out = np.empty(hi.shape, dtype=object)
+    for idx in np.ndindex(hi.shape):
+        out[idx] = max(abs(int(hi[idx])), abs(int(lo[idx])))
+    return out
+
+
+def group_bits(values: np.ndarray, scale_shape: Sequence[int]) -> np.ndarray:
+    """Bits per scale group of the integer values ``P_q``: ``ceil(log2(max|P_q| + 1)) + 1``.
+
+    Arguments:
+        values: the integers ``P_q`` (any integer dtype; floats holding whole numbers are accepted).
+        scale_shape: shape of the scale array, ``(1,)`` for one scale or the parameter's rank with
+            size-1 axes (see :func:`lqs.quantizers.group_axes`).
+
+    Returns:
+        int64 array of the scale's shape (``scale_shape`` as given) with one width per group.
+    """
+    scale_shape = tuple(int(d) for d in scale_shape) or (1,)  # a 0-d scale is one group
+    m = _group_max_abs(values, scale_shape)
+    bits = np.array([bit_width(v) for v in m.ravel()], dtype=np.int64).reshape(m.shape)
+    return bits.reshape(scale_shape)
+
+
+def float_bits(n_params: int) -> dict[str, Any]:
+    """Accounting of ``n_params`` float32 elements (same keys as :func:`tensor_bits`)."""
+    n = int(n_params)
+    return {
+        "quantized": False,
+        "n_params": n,
+        "n_groups": 0,
+        "bits_min": float(FLOAT_BITS),
+        "bits_max": float(FLOAT_BITS),
+        "bits_mean": float(FLOAT_BITS),
+        "int_bits": 0,
+        "scale_bits": 0,
+        "float_bits": FLOAT_BITS * n,
+        "total_bits": FLOAT_BITS * n,
+        "fp32_bits": FLOAT_BITS * n,
+        "unique_values": math.nan,
+        "value_min": math.nan,
+        "value_max": math.nan,
+    }
+
+
+def tensor_bits(int_tensor: IntegerTensor) -> dict[str, Any]:
+    """Accounting of one quantized parameter (an :class:`lqs.quantizers.IntegerTensor`).
+
+    Returns a dict with ``shape``, ``scale_shape``, ``granularity``, ``quantized`` (True),
+    ``n_params``, ``n_groups``, ``group_size`` (elements per group), ``bits`` (int64 array, one
+    width per group, scale's shape), ``bits_min``, ``bits_max``, ``bits_mean`` (mean over the
+    groups weighted by element count), ``int_bits`` (:math:`\\sum_G b_G |G|`), ``scale_bits``
+    (:math:`32 n_{groups}`), ``float_bits`` (0), ``total_bits``, ``fp32_bits``
+    (:math:`32 n_{params}`), ``unique_values``, ``value_min``, ``value_max`` (of :math:`P_q`).
+    """
+    values = _check_integer_values(int_tensor.values)
+    scale_shape = tuple(int(d) for d in np.shape(int_tensor.scale)) or (1,)
+    bits = group_bits(values, scale_shape)
+    n_params = int(values.size)
+    n_groups = int(bits.size)
+    group_size = n_params // n_groups
+    int_bits = int(bits.sum()) * group_size
+    scale_bits = SCALE_BITS * n_groups
+    return {
+        "shape": tuple(int(d) for d in values.shape),
+        "scale_shape": scale_shape,
+        "granularity": int_tensor.granularity,
+        "quantized": True,
+        "n_params": n_params,
+        "n_groups": n_groups,
+        "group_size": group_size,
+        "bits": bits,
+        "bits_min": float(bits.min()),
+        "bits_max": float(bits.max()),
+        "bits_mean": int_bits / n_params,
+        "int_bits": int_bits,
+        "scale_bits": scale_bits,
+        "float_bits": 0,
+        "total_bits": int_bits + scale_bits,
+        "fp32_bits": FLOAT_BITS * n_params,
+        "unique_values": int(np.unique(values).size),
+        "value_min": int(values.min()),
+        "value_max": int(values.max()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# walking a model
+# --------------------------------------------------------------------------------------------
+
+
+def is_quantized_layer(layer: Any) -> bool:
+    """True if ``layer`` implements the quantized-layer protocol (CONVENTIONS.md)."""
+    return callable(getattr(layer, "integer_parameters", None)) and callable(
+        getattr(layer, "float_parameters", None)
+    )
+
+
+@dataclass
+class LayerEntry:
+    """One accounted layer, as yielded by :func:`iter_layers`.
+
+    Attributes:
+        path: names from the outermost model down to this layer joined by ``/`` (the outermost
+            model's own name is left out; a model's own weights get its name or ``""``).
+        layer: the Keras layer (or model).
+        quantized: True for a protocol layer (then ``variables`` is empty: use the protocol).
+        variables: for a plain layer, its own weights not counted before (trainable and not).
+    """
+
+    path: str
+    layer: Any
+    quantized: bool
+    variables: list = field(default_factory=list)
+
+
+def _children(layer: Any) -> list:
+    flatten = getattr(layer, "_flatten_layers", None)
+    if callable(flatten):
+        return list(flatten(include_self=False, recursive=False))
+    return list(getattr(layer, "layers", []) or [])
+
+
+def iter_layers(model: Any) -> Iterator[LayerEntry]:
+    """Walk ``model`` depth-first and yield every layer that holds parameters, each once.
+
+    Quantized (protocol) layers are yielded as a whole and not entered; for other layers, the
+    children are visited first and the layer then yields its remaining own weights (a model's own
+    variables, if any). A layer or variable already reached is skipped, so shared layers and tied
+    weights are counted once. Layers without weights are not yielded.
+
+    Raises:
+        ValueError: the model (or a sublayer) is not built, so its weights do not exist yet.
+    """
+    seen_layers: set[int] = set()
+    counted_vars: set[int] = set()
+
+    def visit(layer: Any, path: str) -> Iterator[LayerEntry]:
+        if id(layer) in seen_layers:
+            return
+        seen_layers.add(id(layer))
+        if not getattr(layer, "built", True):
+            raise ValueError(
+                f"layer {path or layer.name!r} is not built; call the model on data or build it "
+                "(model.build(input_shape) / keras.Input) before accounting its memory"
+            )
+        if is_quantized_layer(layer):
+            counted_vars.update(id(v) for v in layer.weights)
+            yield LayerEntry(path or layer.name, layer, True)
+            return
+        for child in _children(layer):
+            yield from visit(child, f"{path}/{child.name}" if path else child.name)
+        own = []
+        for v in layer.weights:
+            if id(v) not in counted_vars:
+                counted_vars.add(id(v))
+                own.append(v)
+        if own:
+            yield LayerEntry(path or layer.name, layer, False, own)
+
+    yield from visit(model, "")
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+
+def _row(entry: LayerEntry, parameter: str, acc: dict[str, Any], shape, granularity) -> dict[str, Any]:
+    row = {
+        "path": entry.path,
+        "layer": entry.layer.name,
+        "layer_type": type(entry.layer).__name__,
+        "parameter": parameter,
+        "shape": tuple(int(d) for d in shape),
+        "granularity": granularity,
+    }
+    for key in TABLE_COLUMNS:
+        if key in acc and key not in row:
+            row[key] = acc[key]
+    row["kib"] = row["total_bits"] / 8 / 1024
+    row["bits_per_param"] = row["total_bits"] / row["n_params"] if row["n_params"] else math.nan
+    row["compression"] = row["fp32_bits"] / row["total_bits"] if row["total_bits"] else math.nan
+    return row
+
+
+def _check_protocol_layer(entry: LayerEntry, ints: list[IntegerTensor], floats: dict) -> None:
+    """Warn when a protocol layer holds weights that neither its parameters nor its scales explain."""
+    accounted = sum(int(np.size(t.values)) + int(np.size(t.scale)) for t in ints)
+    accounted += sum(int(np.size(a)) for a in floats.values())
+    held = sum(int(np.prod(v.shape)) for v in entry.layer.weights)
+    if held > accounted:
+        warnings.warn(
+            f"quantized layer {entry.path!r} holds {held} weight elements but its integer_parameters()"
+            f" + scales + float_parameters() explain only {accounted}; the rest is not accounted",
+            stacklevel=3,
+        )
+
+
+def layer_table(model: Any) -> pd.DataFrame:
+    """One row per (layer, parameter) with its memory accounting (columns: :data:`TABLE_COLUMNS`).
+
+    ``path`` is the layer's nesting path, ``layer`` its name. Quantized parameters get their
+    per-group widths (``bits_min/max/mean``, ``int_bits``), ``scale_bits = 32 * n_groups`` and
+    the statistics of :math:`P_q` (``unique_values``, ``value_min``, ``value_max``); float
+    parameters get ``n_groups = 0``, 32 bits, ``float_bits = 32 * n_params`` and NaN statistics.
+    Always ``total_bits = int_bits + scale_bits + float_bits``; ``kib = total_bits / 8 / 1024``;
+    ``compression = fp32_bits / total_bits``.
+    """
+    rows: list[dict[str, Any]] = []
+    for entry in iter_layers(model):
+        if entry.quantized:
+            ints = list(entry.layer.integer_parameters())
+            floats = dict(entry.layer.float_parameters())
+            _check_protocol_layer(entry, ints, floats)
+            for t in ints:
+                acc = tensor_bits(t)
+                rows.append(_row(entry, t.name, acc, acc["shape"], t.granularity))
+            for name, arr in floats.items():
+                rows.append(_row(entry, name, float_bits(np.size(arr)), np.shape(arr), None))
+        else:
+            for v in entry.variables:
+                n = int(np.prod(v.shape))
+                rows.append(_row(entry, v.name, float_bits(n), v.shape, None))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table["quantized"] = table["quantized"].astype(bool)
+    return table
+
+
+def model_summary(model: Any) -> dict[str, Any]:
+    """Model totals of :func:`layer_table`.
+
+    Keys: ``n_params`` (parameter elements, scales excluded), ``n_scales``, ``total_bits``,
+    ``fp32_bits`` (32 per parameter element), ``bytes``, ``fp32_bytes``, ``kib``, ``fp32_kib``, ``bits_per_param``
+    (``total_bits / n_params``, scales included in the numerator), ``compression``
+    (``fp32_bits / total_bits``), ``n_quantized_params``, ``quantized_fraction``
+    (``n_quantized_params / n_params``), ``max_bits`` (widest group of any quantized parameter; NaN
+    if none), ``q_total_bits``, ``q_fp32_bits``, ``q_bits_per_param`` and ``q_compression`` (the
+    same restricted to quantized parameters and their scales; NaN if none), ``n_layers``.
+    """
+    return _totals(layer_table(model))
+
+
+def layer_summary(model: Any) -> pd.DataFrame:
+    """One row per layer (``path``, ``layer``, ``layer_type``) with the keys of :func:`model_summary`."""
+    table = layer_table(model)
+    rows = []
+    for path, part in table.groupby("path", sort=False):
+        rows.append({"path": path, "layer": part["layer"].iloc[0], "layer_type": part["layer_type"].iloc[0],
+                     **_totals(part)})
+    return pd.DataFrame(rows)
+
+
+def _totals(table: pd.DataFrame) -> dict[str, Any]:
+    n_params = int(table["n_params"].sum())
+    total = int(table["total_bits"].sum())
+    fp32 = int(table["fp32_bits"].sum())
+    q = table[table["quantized"]]
+    q_params = int(q["n_params"].sum())
+    q_total = int(q["total_bits"].sum())
+    q_fp32 = int(q["fp32_bits"].sum())
+    return {
+        "n_params": n_params,
+        "n_scales": int(table["n_groups"].sum()),
+        "n_layers": int(table["path"].nunique()),
+        "total_bits": total,
+        "fp32_bits": fp32,
+        "bytes": total / 8,
+        "fp32_bytes": fp32 / 8,
+        "kib": total / 8 / 1024,
+        "fp32_kib": fp32 / 8 / 1024,
+        "bits_per_param": total / n_params if n_params else math.nan,
+        "compression": fp32 / total if total else math.nan,
+        "n_quantized_params": q_params,
+        "quantized_fraction": q_params / n_params if n_params else math.nan,
+        "max_bits": float(q["bits_max"].max()) if len(q) else math.nan,
+        "q_total_bits": q_total,
+        "q_fp32_bits": q_fp32,
+        "q_bits_per_param": q_total / q_params if q_params else math.nan,
+        "q_compression": q_fp32 / q_total if q_total else math.nan,
+    }
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def summary(model: Any, print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Print a per-layer memory table (larq-like) and a totals line; return :func:`model_summary`.
+
+    Columns: layer (type), params, quantized params, scales, bits/param (scales included),
+    max bits (widest group), KiB, FP32 KiB, compression (FP32 / accounted).
+    """
+    table = layer_table(model)
+    header = ("Layer (type)", "Params", "Quant.", "Scales", "Bits/param", "Max bits", "KiB", "FP32 KiB", "Compr.")
+    lines: list[tuple[str, ...]] = []
+    for path, rows in table.groupby("path", sort=False):
+        t = _totals(rows)
+        lines.append(
+            (
+                f"{path} ({rows['layer_type'].iloc[0]})",
+                f"{t['n_params']:,}",
+                f"{t['n_quantized_params']:,}",
+                f"{t['n_scales']:,}",
+                _fmt(t["bits_per_param"]),
+                _fmt(t["max_bits"], 0),
+                _fmt(t["kib"]),
+                _fmt(t["fp32_kib"]),
+                _fmt(t["compression"]) + " x",
+            )
+        )
+    tot = _totals(table)
+    total_line = (
+        "Total",
+        f"{tot['n_params']:,}",
+        f"{tot['n_quantized_params']:,}",
+        f"{tot['n_scales']:,}",
+        _fmt(tot["bits_per_param"]),
+        _fmt(tot["max_bits"], 0),
+        _fmt(tot["kib"]),
+        _fmt(tot["fp32_kib"]),
+        _fmt(tot["compression"]) + " x",
+    )
+    widths = [max(len(r[i]) for r in [header, total_line, *lines]) for i in range(len(header))]
+
+    def fmt_line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+
+    rule = "-" * len(fmt_line(header))
+    name = getattr(model, "name", type(model).__name__)
+    print_fn(f'Memory of model "{name}" (accounted bits: integer widths per scale group + 32 per scale)')
+    print_fn(rule)
+    print_fn(fmt_line(header))
+    print_fn(rule.replace("-", "="))
+    for line in lines:
+        print_fn(fmt_line(line))
+    print_fn(rule)
+    print_fn(fmt_line(total_line))
+    print_fn(rule)
+    share = tot["quantized_fraction"] * 100 if tot["n_params"] else math.nan
+    print_fn(
+        f"Total params: {tot['n_params']:,} ({_fmt(share, 1)} % quantized)"
+        f" | bits/param: {_fmt(tot['bits_per_param'])}"
+        f" | {_fmt(tot['kib'])} KiB vs FP32 {_fmt(tot['fp32_kib'])} KiB"
+        f" | compression {_fmt(tot['compression'])} x"
+    )
+    if tot["n_quantized_params"]:
+        print_fn(
+            f"Quantized params only: bits/param {_fmt(tot['q_bits_per_param'])},"
+            f" compression {_fmt(tot['q_compression'])} x, widest group {_fmt(tot['max_bits'], 0)} bits"
+        )
+    return tot

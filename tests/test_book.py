@@ -1,0 +1,519 @@
+"""The companion book: lqs.book helpers (fast) and an end-to-end HTML build checked in a browser.
+
+The tests marked ``book`` run ``make notebooks PROFILE=smoke`` and ``make book PROFILE=smoke`` once
+per session (the book target builds with ``-n -W --keep-going``: any warning fails), then check the
+built HTML: internal links and images resolve, every figure a page references exists, no page needs
+a CDN for scripts, styles, math or fonts, the build information names the profile, and headless
+Chromium renders the equations (MathJax from the local copy) and the figures from ``file://``.
+
+Run alone: ``.venv/bin/python -m pytest tests/test_book.py -q``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from lqs import book as lb
+from lqs.paths import ROOT
+
+HTML = ROOT / "book" / "_build" / "html"
+ARTIFACTS = ROOT / "book" / "_build" / "browser-check"  # screenshots + dumped DOMs, for CI artifacts
+PROFILE = "smoke"
+TAIL = 6000
+
+
+# ---------------------------------------------------------------------------------------------
+# lqs.book helpers (fast, no build)
+# ---------------------------------------------------------------------------------------------
+
+TOC_TEXT = """
+format: jb-book
+root: book/intro
+parts:
+  - caption: One
+    chapters:
+      - file: book/a
+        sections:
+          - file: book/generated/executed/nb_one
+          - file: book/generated/executed/nb_two.ipynb
+  - caption: Two
+    chapters:
+      - file: book/b
+        sections:
+          - file: book/generated/executed/nb_one
+"""
+
+
+def _write_executed(path: Path, *, duration: float = 3.5, exception: bool = False) -> None:
+    nb = {
+        "cells": [{"cell_type": "code", "metadata": {"papermill": {"exception": exception}}, "source": ""}],
+        "metadata": {
+            "papermill": {
+                "duration": duration,
+                "end_time": "2025-01-20T10:11:12.345678",
+                "exception": exception or None,
+            }
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb))
+
+
+def test_toc_files_and_notebooks(tmp_path: Path) -> None:
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(TOC_TEXT)
+    assert lb.toc_files(toc) == [
+        "book/intro",
+        "book/a",
+        "book/generated/executed/nb_one",
+        "book/generated/executed/nb_two",
+        "book/b",
+        "book/generated/executed/nb_one",
+    ]
+    assert lb.toc_notebooks(toc) == ["nb_one", "nb_two"]
+
+
+def test_repository_toc_references_existing_sources() -> None:
+    """Every page of _toc.yml exists, and every TOC notebook has a source and smoke/cpu/full profiles."""
+    for doc in lb.toc_files():
+        if doc.startswith(lb.EXECUTED_DOC_PREFIX):
+            continue
+        assert (ROOT / f"{doc}.md").is_file(), f"_toc.yml lists {doc} but {doc}.md does not exist"
+    for name in lb.toc_notebooks():
+        assert (ROOT / "notebooks" / f"{name}.md").is_file(), f"_toc.yml lists notebook {name} without source"
+        for profile in ("smoke", "cpu", "full"):
+            assert (ROOT / "profiles" / profile / f"{name}.yaml").is_file(), (name, profile)
+
+
+def test_figure_markdown() -> None:
+    text = lb.figure_markdown("pareto_lr_reg", "front_mnist", "Front on *MNIST*.", width="80%")
+    assert text.startswith("```{figure} /book/generated/pareto_lr_reg/front_mnist.*\n")
+    assert ":name: fig-pareto-lr-reg-front-mnist" in text
+    assert ":width: 80%" in text
+    assert "Front on *MNIST*." in text and text.endswith("```\n")
+
+
+def test_read_notebook_run(tmp_path: Path) -> None:
+    _write_executed(tmp_path / "ok.ipynb", duration=12.0)
+    _write_executed(tmp_path / "bad.ipynb", exception=True)
+    ok, bad = lb.read_notebook_run(tmp_path / "ok.ipynb"), lb.read_notebook_run(tmp_path / "bad.ipynb")
+    assert (ok.name, ok.duration_s, ok.failed) == ("ok", 12.0, False)
+    assert bad.failed
+
+
+def test_build_info_markdown() -> None:
+    runs = [lb.NotebookRun("nb_one", "2025-01-20T10:11:12+00:00", 75.0, False), lb.NotebookRun("x", None, None, False)]
+    now = dt.datetime(2025, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    text = lb.build_info_markdown("cpu", runs, ["nb_one"], now=now, commit="abc123")
+    assert "| Profile | `cpu` |" in text
+    assert "2025-02-03 04:05 UTC" in text and "`abc123`" in text
+    assert "{doc}`nb_one </book/generated/executed/nb_one>`" in text  # linked: in the TOC
+    assert "| 2025-01-20 10:11 UTC | 75.0 s |" in text
+    assert "`x` (not in the book's TOC) | not recorded | not recorded |" in text
+    assert "\n#" not in text, "build info is included in several pages: no headings"
+
+
+def test_prepare_fails_naming_missing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(TOC_TEXT)
+    monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
+    _write_executed(tmp_path / "results" / "smoke" / "executed" / "nb_one.ipynb")
+    with pytest.raises(FileNotFoundError) as err:
+        lb.prepare("smoke", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False)
+    assert "nb_two" in str(err.value) and "make notebooks PROFILE=smoke" in str(err.value)
+    assert "nb_one," not in str(err.value)
+    with pytest.raises(ValueError, match="allowed"):
+        lb.prepare("huge", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False)
+
+
+def test_prepare_copies_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(TOC_TEXT)
+    res = tmp_path / "results" / "smoke"
+    monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
+    for name in ("nb_one", "nb_two"):
+        _write_executed(res / "executed" / f"{name}.ipynb")
+    _write_executed(res / "executed" / "nb_two.failed.ipynb", exception=True)  # ignored
+    (res / "nb_one" / "sub").mkdir(parents=True)
+    for f in ("fig.png", "fig.pdf", "table.csv", "snippet.md", "sub/deep.svg", "model.keras", ".tmp.png"):
+        (res / "nb_one" / f).write_bytes(b"x")
+    gen = tmp_path / "generated"
+    (gen / "stale").mkdir(parents=True)
+    out = lb.prepare("smoke", toc=toc, generated=gen, mathjax=False, log=False)
+    assert out == gen and not (gen / "stale").exists()
+    copied = sorted(p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file())
+    assert copied == [
+        "build_info.md",
+        "executed/nb_one.ipynb",
+        "executed/nb_two.ipynb",
+        "nb_one/fig.pdf",
+        "nb_one/fig.png",
+        "nb_one/snippet.md",
+        "nb_one/sub/deep.svg",
+        "nb_one/table.csv",
+    ]
+    assert "| Profile | `smoke` |" in (gen / "build_info.md").read_text()
+
+    _write_executed(res / "executed" / "nb_two.ipynb", exception=True)
+    with pytest.raises(RuntimeError, match="nb_two"):
+        lb.prepare("smoke", toc=toc, generated=gen, mathjax=False, log=False)
+    with pytest.raises(ValueError, match="generated"):
+        lb.prepare("smoke", toc=toc, generated=tmp_path / "book", mathjax=False, log=False)
+
+
+def test_prepare_fails_naming_missing_include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toc = tmp_path / "_toc.yml"
+    toc.write_text(TOC_TEXT)
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "a.md").write_text(
+        "# A\n\n```{include} generated/nb_one/snippet.md\n```\n\n"
+        "% ```{include} generated/nb_one/commented_out.md\n% ```\n"
+    )
+    (tmp_path / "book" / "b.md").write_text("# B\n\n````{include} /book/generated/nb_two/table.md\n````\n")
+    assert [(d, p.relative_to(tmp_path).as_posix()) for d, p in lb.page_includes(toc)] == [
+        ("book/a", "book/generated/nb_one/snippet.md"),
+        ("book/b", "book/generated/nb_two/table.md"),
+    ]
+    res = tmp_path / "results" / "smoke"
+    monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
+    for name in ("nb_one", "nb_two"):
+        _write_executed(res / "executed" / f"{name}.ipynb")
+    (res / "nb_one").mkdir(parents=True)
+    (res / "nb_one" / "snippet.md").write_text("text")
+    with pytest.raises(FileNotFoundError) as err:
+        lb.prepare("smoke", toc=toc, generated=tmp_path / "book" / "generated", mathjax=False, log=False)
+    msg = str(err.value)
+    assert "book/b.md includes generated/nb_two/table.md (notebook nb_two)" in msg
+    assert "make run NB=nb_two PROFILE=smoke" in msg and "snippet.md" not in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# End-to-end: make notebooks + make book (smoke), then check the HTML
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"}
+    )
+
+
+def _fail_with_tail(what: str, proc: subprocess.CompletedProcess[str]) -> None:
+    out = (proc.stdout or "") + (proc.stderr or "")
+    pytest.fail(f"{what} failed with exit code {proc.returncode}; last output:\n{out[-TAIL:]}")
+
+
+@pytest.fixture(scope="session")
+def built_book() -> dict[str, str]:
+    """Run `make notebooks` and `make book` for the smoke profile once; return their output."""
+    digest = hashlib.sha1(str(ROOT).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"lqs-book-test-{digest}.lock"
+    with open(lock_path, "w") as lock:  # serialise builds across pytest-xdist workers
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outputs: dict[str, str] = {}
+        for target in ("notebooks", "book"):
+            proc = _run(["make", target, f"PROFILE={PROFILE}"])
+            if proc.returncode != 0:
+                _fail_with_tail(f"make {target} PROFILE={PROFILE}", proc)
+            outputs[target] = proc.stdout + proc.stderr
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return outputs
+
+
+def _soup(path: Path):
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def _pages() -> list[Path]:
+    return sorted(p for p in HTML.rglob("*.html") if "_static" not in p.relative_to(HTML).parts)
+
+
+LINK_ATTRS = (("a", "href"), ("link", "href"), ("script", "src"), ("img", "src"), ("source", "src"), ("iframe", "src"))
+
+
+def _is_external(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.scheme) or url.startswith("//")
+
+
+@pytest.mark.book
+def test_build_succeeded_without_warnings(built_book: dict[str, str]) -> None:
+    out = built_book["book"]
+    assert "-n -W --keep-going" in out, "make book must build nitpicky with warnings as errors"
+    assert "build succeeded" in out
+    sphinx_warnings = [
+        line for line in out.splitlines()
+        if re.search(r"\b(WARNING|ERROR)\b", line) and not re.search(r"absl|IPKernelApp|TensorFlow", line)
+    ]
+    assert not sphinx_warnings, "\n".join(sphinx_warnings[:50])
+    assert (HTML / "index.html").is_file()
+    for doc in lb.toc_files():
+        assert (HTML / f"{doc}.html").is_file(), f"{doc} of _toc.yml was not built"
+
+
+@pytest.mark.book
+def test_internal_links_and_images_resolve(built_book: dict[str, str]) -> None:
+    broken: list[str] = []
+    anchors_missing: list[str] = []
+    ids_cache: dict[Path, set[str]] = {}
+    for page in _pages():
+        soup = _soup(page)
+        for tag, attr in LINK_ATTRS:
+            for el in soup.find_all(tag):
+                url = el.get(attr)
+                if not url or _is_external(url) or url.startswith("#"):
+                    continue
+                parts = urlsplit(url)
+                target = (page.parent / unquote(parts.path)).resolve()
+                if not target.exists():
+                    broken.append(f"{page.relative_to(HTML)}: <{tag} {attr}={url!r}>")
+                    continue
+                if tag == "img" and target.stat().st_size == 0:
+                    broken.append(f"{page.relative_to(HTML)}: empty image {url!r}")
+                # anchors: checked for links between the book's own pages
+                if parts.fragment and target.suffix == ".html" and "book" in target.relative_to(HTML).parts:
+                    if target not in ids_cache:
+                        ids_cache[target] = {e.get("id") for e in _soup(target).find_all(id=True)}
+                    if unquote(parts.fragment) not in ids_cache[target]:
+                        anchors_missing.append(f"{page.relative_to(HTML)}: {url}")
+    assert not broken, "broken local references:\n" + "\n".join(broken)
+    assert not anchors_missing, "links to missing anchors:\n" + "\n".join(anchors_missing)
+
+
+FIG_RE = re.compile(r"^\s*(?:```+|:::+)\s*\{(?:figure|image)\}\s+(\S+)", re.M)
+MDIMG_RE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)")
+INCLUDE_RE = re.compile(r"^\s*```+\s*\{include\}\s+(\S+)", re.M)
+
+
+def _uncommented(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("%"))
+
+
+@pytest.mark.book
+def test_every_referenced_figure_exists(built_book: dict[str, str]) -> None:
+    """Figures/images/includes named by book/*.md and the snippets they include exist after prepare."""
+    missing: list[str] = []
+    todo = sorted((ROOT / "book").glob("*.md"))
+    seen: set[Path] = set()
+    n_figures = 0
+    while todo:
+        page = todo.pop()
+        if page in seen:
+            continue
+        seen.add(page)
+        text = _uncommented(page.read_text(encoding="utf-8"))
+        for inc in INCLUDE_RE.findall(text):
+            target = (page.parent / inc).resolve()
+            if target.is_file():
+                todo.append(target)
+            else:
+                missing.append(f"{page.relative_to(ROOT)} includes missing {inc}")
+        for ref in FIG_RE.findall(text) + MDIMG_RE.findall(text):
+            if _is_external(ref):
+                continue
+            base = ROOT if ref.startswith("/") else page.parent
+            pattern = ref.lstrip("/")
+            matches = [p for p in base.glob(pattern) if p.is_file() and p.stat().st_size > 0]
+            n_figures += 1
+            if not matches:
+                missing.append(f"{page.relative_to(ROOT)} references missing figure {ref}")
+    assert not missing, "\n".join(missing)
+    assert n_figures >= 1, "no page references a figure: the figure pipeline is untested"
+
+
+@pytest.mark.book
+def test_no_external_requests_for_rendering(built_book: dict[str, str]) -> None:
+    """Scripts, styles, fonts and math come from the build itself (the book must work offline)."""
+    external: list[str] = []
+    math_pages = 0
+    for page in _pages():
+        soup = _soup(page)
+        for el in soup.find_all("script", src=True):
+            if _is_external(el["src"]):
+                external.append(f"{page.relative_to(HTML)}: script {el['src']}")
+            if "mathjax" in el["src"].lower():
+                math_pages += 1
+                assert "_static/mathjax/" in el["src"], f"{page}: MathJax not from the local copy: {el['src']}"
+        for el in soup.find_all("link", href=True):
+            rel = " ".join(el.get("rel") or [])
+            if _is_external(el["href"]) and re.search(r"stylesheet|preload|icon|font|modulepreload", rel):
+                external.append(f"{page.relative_to(HTML)}: <link rel={rel}> {el['href']}")
+    for css in (HTML / "_static").rglob("*.css"):
+        for url in re.findall(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(errors="ignore")):
+            external.append(f"{css.relative_to(HTML)}: url({url})")
+    assert not external, "resources loaded from other hosts:\n" + "\n".join(external)
+    assert math_pages >= 1, "no page loads MathJax: equations are not rendered"
+    assert (HTML / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert list((HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+
+
+@pytest.mark.book
+def test_build_info_shows_profile(built_book: dict[str, str]) -> None:
+    for page in ("intro", "reproducing"):
+        soup = _soup(HTML / "book" / f"{page}.html")
+        rows = [[c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])] for tr in soup.find_all("tr")]
+        assert ["Profile", PROFILE] in rows, f"{page}.html has no 'Profile | {PROFILE}' row: {rows}"
+        assert any(r and r[0] == "Git commit" for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Browser: headless Chromium over file://
+# ---------------------------------------------------------------------------------------------
+
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--run-all-compositor-stages-before-draw",
+    "--virtual-time-budget=10000",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a Chromium binary; installs it with scripts/install_chromium.sh when missing."""
+    for cand in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    proc = _run(["bash", "scripts/install_chromium.sh"], timeout=1800)
+    path = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+    if not path or not os.access(path, os.X_OK):
+        pytest.skip(
+            "Chromium is not installed and scripts/install_chromium.sh could not install it "
+            f"(needs root/apt; set CHROMIUM=/path/to/chromium):\n{(proc.stdout + proc.stderr)[-2000:]}"
+        )
+    return path
+
+
+def _chrome(chromium: str, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="lqs-chromium-") as profile_dir:
+        return subprocess.run(
+            [chromium, *CHROME_FLAGS, f"--user-data-dir={profile_dir}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+
+def _dump_dom(chromium: str, path: Path) -> str:
+    proc = _chrome(chromium, path.as_uri(), "--dump-dom")
+    if proc.returncode != 0 or "<html" not in proc.stdout:
+        pytest.fail(f"chromium --dump-dom {path} failed ({proc.returncode}):\n{proc.stderr[-TAIL:]}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{path.stem}.dom.html").write_text(proc.stdout, encoding="utf-8")
+    return proc.stdout
+
+
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(?:lfloor|rfloor|frac|mathcal|operatorname|nabla|tanh|lambda|log|max)\b")
+
+
+def _visible_text_outside_math(dom: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(dom, "html.parser")
+    for el in soup.find_all(["mjx-container", "script", "style", "pre", "code", "noscript", "textarea", "template"]):
+        el.decompose()
+    return soup.get_text(" ")
+
+
+@pytest.mark.book
+def test_browser_renders_index(built_book: dict[str, str], chromium: str) -> None:
+    dom = _dump_dom(chromium, HTML / "index.html")  # a redirect to book/intro.html
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(dom, "html.parser")
+    assert soup.title and "Learned Quantization Schemes" in soup.title.get_text()
+    rows = [[c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])] for tr in soup.find_all("tr")]
+    assert ["Profile", PROFILE] in rows, "the rendered start page does not show the build's profile"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page", ["method", "reproducing", "generated/executed/hello"])
+def test_browser_renders_math(built_book: dict[str, str], chromium: str, page: str) -> None:
+    """MathJax (local copy) typesets every equation: containers exist and no TeX source is left."""
+    dom = _dump_dom(chromium, HTML / "book" / f"{page}.html")
+    n_math = dom.count("<mjx-container")
+    assert n_math >= 1, f"{page}: MathJax rendered nothing (no <mjx-container>)"
+    leftovers = sorted(set(RAW_TEX.findall(_visible_text_outside_math(dom))))
+    assert not leftovers, f"{page}: raw TeX visible outside MathJax output: {leftovers}"
+
+
+IMG_PROBE = """
+<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var out = [];
+    document.querySelectorAll("img").forEach(function (im) {
+      out.push({src: im.getAttribute("src"), w: im.naturalWidth, h: im.naturalHeight, done: im.complete});
+    });
+    var pre = document.createElement("pre");
+    pre.id = "lqs-img-probe";
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }, 500);
+});
+</script>
+"""
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("page", ["background", "method", "reproducing", "generated/executed/hello"])
+def test_browser_loads_figures(built_book: dict[str, str], chromium: str, page: str) -> None:
+    """Every <img> of the page decodes to a non-empty bitmap (naturalWidth/Height > 0) over file://."""
+    src = HTML / "book" / f"{page}.html"
+    html = re.sub(r'\sloading="lazy"', "", src.read_text(encoding="utf-8"))
+    probe = src.with_name(f"_lqs_probe_{src.name}")  # same folder, so relative URLs still resolve
+    probe.write_text(html.replace("</body>", IMG_PROBE + "</body>"), encoding="utf-8")
+    try:
+        dom = _dump_dom(chromium, probe)
+    finally:
+        probe.unlink(missing_ok=True)
+    m = re.search(r'<pre id="lqs-img-probe">(.*?)</pre>', dom, re.S)
+    assert m, f"{page}: the image probe did not run (page load event never fired?)"
+    from html import unescape
+
+    images = json.loads(unescape(m.group(1)))
+    content = [im for im in images if "_static/" not in (im["src"] or "")]  # theme icons aside
+    assert content, f"{page}: no figure on the page"
+    bad = [im for im in images if not (im["w"] > 0 and im["h"] > 0)]
+    assert not bad, f"{page}: images that did not load: {bad}"
+
+
+@pytest.mark.book
+def test_browser_screenshot_not_blank(built_book: dict[str, str], chromium: str) -> None:
+    from PIL import Image, ImageStat
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "hello.png"  # a page with equations, code and a figure
+    shot.unlink(missing_ok=True)
+    page = HTML / "book" / "generated" / "executed" / "hello.html"
+    proc = _chrome(chromium, page.as_uri(), f"--screenshot={shot}", "--window-size=1280,2000")
+    assert proc.returncode == 0 and shot.is_file() and shot.stat().st_size > 0, proc.stderr[-TAIL:]
+    with Image.open(shot) as img:
+        assert img.size == (1280, 2000)
+        gray = img.convert("L")
+        variance = ImageStat.Stat(gray).var[0]
+        colors = len(set(gray.resize((320, 500)).getdata()))
+    assert variance > 50 and colors > 16, f"screenshot looks blank (variance {variance:.1f}, {colors} grey levels)"
