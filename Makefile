@@ -66,6 +66,7 @@ unit: venv ## run the unit tests only (no notebooks, no book)
 	$(PY) -m pytest tests -m "not notebooks and not book"
 
 test: venv ## unit tests + smoke run of every notebook + HTML book build and browser check
+	bash scripts/fetch_data.sh
 	$(PY) -m pytest tests
 
 results/$(PROFILE)/executed/%.ipynb: notebooks/%.md profiles/$(PROFILE)/%.yaml $(LQS_SRC) | $(STAMP)
@@ -77,7 +78,8 @@ run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshol
 	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }
 	$(PY) -m lqs.runner $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
 
-reproduce: venv ## everything from a clean checkout: venv -> data check -> notebooks -> book
+reproduce: venv ## everything from a clean checkout: venv -> fetch/find data -> notebooks -> book
+	bash scripts/fetch_data.sh
 	$(MAKE) data-check PROFILE=$(PROFILE)
 	$(MAKE) notebooks PROFILE=$(PROFILE)
 	$(MAKE) book PROFILE=$(PROFILE)
