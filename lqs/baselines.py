@@ -8,10 +8,13 @@
 * ``"ptq"``: post-training min-max quantization of a trained model (:func:`ptq_minmax`).
 
 Every layer here implements the project's quantized-layer protocol (``integer_parameters()``,
-``float_parameters()``), so :mod:`lqs.memory` accounts for it, and is registered for Keras
-serialization (``package="lqs"``). The layers subclass ``keras.layers.Dense`` / ``keras.layers.Conv2D``
-(same kernel layout, arguments and config) and override only the forward pass and the weight
-serialization (all variables, steps included, are saved).
+``float_parameters()``), so :mod:`lqs.memory` accounts for it, and its optional loader hook
+``set_integer_parameters(tensors)`` (weights :math:`P_q s`, LSQ steps :math:`s`), so
+:func:`lqs.export.from_integer` rebuilds an exported model with the same integers and scales; it
+is registered for Keras serialization (``package="lqs"``). The layers subclass
+``keras.layers.Dense`` / ``keras.layers.Conv2D`` (same kernel layout, arguments and config) and
+override only the forward pass and the weight serialization (all variables, steps included, are
+saved).
 
 Symmetric min-max (fixed bits), per scale group :math:`g`, with :math:`Q = 2^{b-1} - 1`:
 
@@ -75,8 +78,9 @@ __all__ = [
 
 #: the baseline flavours of the experiments
 BASELINE_FLAVOURS: tuple[str, ...] = ("fp32", "fixed_bits", "lsq", "ptq")
-#: allowed bit widths (inclusive): 1 bit leaves no magnitude; beyond 16 float32 rounding dominates
+#: smallest allowed bit width (inclusive); 1 bit leaves no magnitude
 MIN_BITS: int = 2
+#: largest allowed bit width (inclusive); beyond 16 float32 rounding dominates
 MAX_BITS: int = 16
 #: granularities that fit a Dense kernel ``(in, out)``; ``"column"`` is per output unit
 DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
@@ -325,6 +329,29 @@ class _WeightQuantMixin:
             return {"bias": ops.convert_to_numpy(self.bias).astype(np.float32)}
         return {}
 
+    def set_integer_parameters(self, tensors: Sequence[IntegerTensor]) -> None:
+        """Loader hook of :mod:`lqs.export`: weights (and LSQ steps) that give back ``tensors``.
+
+        Afterwards ``integer_parameters()`` returns exactly the integers and scales of ``tensors``.
+        Every tensor must be a quantized parameter of this layer (``"kernel"``, and ``"bias"`` when
+        ``quantize_bias``) with its shapes; the float weights become :math:`P_q s` (see
+        :meth:`_latent`), so the forward pass uses exactly ``values * scale``.
+        """
+        expected = ["kernel"] + (["bias"] if self._has_quantized_bias() else [])
+        names = [t.name for t in tensors]
+        if sorted(names) != sorted(expected):
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} quantizes {expected}, got integer tensors for {names}"
+            )
+        for t in tensors:
+            var = getattr(self, t.name)
+            values = np.asarray(t.values, dtype=np.int64)
+            if tuple(values.shape) != tuple(var.shape):
+                raise ValueError(
+                    f"{self.name}/{t.name}: integer shape {values.shape} does not match the layer's {tuple(var.shape)}"
+                )
+            var.assign(self._latent(values, np.asarray(t.scale, dtype=np.float32), t.name))
+
     def _weight_quant_config(self) -> dict[str, Any]:
         return {"bits": self.bits, "granularity": self.granularity, "quantize_bias": self.quantize_bias}
 
@@ -346,6 +373,22 @@ class _FixedBitsMixin(_WeightQuantMixin):
     def _integers(self, p, which: str) -> IntegerTensor:
         granularity = self.granularity if which == "kernel" else "scalar"
         return minmax_integers(p, self.bits, granularity, which)
+
+    def _latent(self, values: np.ndarray, scale: np.ndarray, which: str) -> np.ndarray:
+        """Float32 weights :math:`fl(P_q s)`; their recomputed min-max scales and integers are ``scale``, ``values``.
+
+        The scale is recomputed from the weights at every call, :math:`s' = fl(\\max_g|W|/Q)`, with the
+        group maximum :math:`fl(Q s)` (a min-max group has an element with :math:`|P_q| = Q`, unless it
+        is all zero: then :math:`s = 1` and the weights are 0 again).
+        :math:`fl(fl(Q s)/Q) = s` fails for some arbitrary float32 :math:`s` (about 3 % at 8 bits) but
+        holds for every :math:`s` that min-max can produce, i.e. :math:`s = fl(m/Q)` for some float32
+        :math:`m` (tested on 10^6 random scales per bit width 2..16: every scale that a float32 maximum
+        within 8 ulps of :math:`Q s` gives back, :math:`fl(Q s)` gives back). The other elements need
+        :math:`\\operatorname{round}(fl(P_q s)/s) = P_q`, which holds for :math:`|P_q| \\le 2^{15}`
+        (float32 error far below half a bin). :func:`lqs.export.from_integer` checks the integers.
+        """
+        s = np.broadcast_to(scale.reshape(self._param_scale_shape(which)), values.shape)
+        return (values * s.astype(np.float64)).astype(np.float32)
 
 
 class _LSQMixin(_WeightQuantMixin):
@@ -391,6 +434,20 @@ class _LSQMixin(_WeightQuantMixin):
         granularity = self.granularity if which == "kernel" else "scalar"
         step = ops.convert_to_numpy(self._step(which))
         return lsq_integers(p, step, self.bits, granularity, which)
+
+    def _latent(self, values: np.ndarray, scale: np.ndarray, which: str) -> np.ndarray:
+        """Assign the step :math:`s` and return the weights :math:`fl(P_q s)` (float32).
+
+        :math:`\\operatorname{round}(fl(fl(P_q s)/s)) = P_q` because the two roundings move the
+        quotient by a few float32 ulps of :math:`|P_q| \\le 2^{15}` (below :math:`2^{-7}`), far from the
+        half-bin margin; the clip to :math:`[-Q_N, Q_P]` keeps it, so the forward pass uses exactly
+        :math:`P_q s`.
+        """
+        step = self._step(which)
+        if tuple(scale.shape) != tuple(step.shape):
+            raise ValueError(f"{self.name}/{which}: scale shape {scale.shape} does not match the step's {tuple(step.shape)}")
+        step.assign(scale)
+        return (values * np.broadcast_to(scale, values.shape).astype(np.float64)).astype(np.float32)
 
 
 def _dense_call(layer, inputs):
@@ -438,7 +495,7 @@ _LSQ_DOC = """
     :math:`Q_P = 2^{b-1}-1`; gradients of :func:`lsq_quantize` (step gradient scaled by
     :math:`g = 1/\\sqrt{N Q_P}`, :math:`N` the weights sharing the step). Steps start at
     :math:`2\\langle|W|\\rangle/\\sqrt{Q_P}` per group from the weights at build time
-    (:meth:`initialize_steps` redoes this after loading pretrained weights) and are kept
+    (``initialize_steps()`` redoes this after loading pretrained weights) and are kept
     :math:`\\ge 100\\,\\epsilon` by a constraint.
 
     Arguments:
@@ -585,17 +642,17 @@ def ptq_minmax(
     """Post-training symmetric min-max quantization of a trained model.
 
     Returns a clone of ``model`` in which every Dense/Conv2D-like layer (``keras.layers.Dense``,
-    ``keras.layers.Conv2D``, :class:`lqs.QDense`, :class:`lqs.QConv2D`, the LSQ and fixed-bit layers
-    of this module) is replaced by a :class:`FixedBitsDense` / :class:`FixedBitsConv2D` with the
+    ``keras.layers.Conv2D``, :class:`lqs.layers.QDense`, :class:`lqs.layers.QConv2D`, the LSQ and
+    fixed-bit layers of this module) is replaced by a :class:`FixedBitsDense` / :class:`FixedBitsConv2D` with the
     same name, shape and activation, carrying the trained **float** weights, quantized as
     :math:`s_g = \\max_g|W|/(2^{b-1}-1)`, :math:`W_{rec} = \\operatorname{clip}(\\operatorname{round}(W/s),
     \\pm(2^{b-1}-1))\\, s`. All other layers (BatchNormalization, Dropout, Flatten, pooling, Add, ...)
     are cloned with their weights. Nested Sequential/functional sub-models are cloned recursively;
     a :class:`lqs.losses.LossTermsModel` is unwrapped to its network first.
 
-    For :class:`lqs.QDense` / :class:`lqs.QConv2D` (nested or loss-term models) PTQ starts from their
-    float shadow weights, not from their learned :math:`\\lfloor P/s \\rfloor s`; for LSQ layers from
-    their float weights, not their step-quantized ones.
+    For :class:`lqs.layers.QDense` / :class:`lqs.layers.QConv2D` (nested or loss-term models) PTQ
+    starts from their float shadow weights, not from their learned :math:`\\lfloor P/s \\rfloor s`;
+    for LSQ layers from their float weights, not their step-quantized ones.
 
     If ``model`` is compiled, the clone is compiled from the same compile config (fresh optimizer).
 

@@ -61,7 +61,7 @@ EXECUTED_DOC_PREFIX = "book/generated/executed/"
 #: local MathJax 3 copy served with the HTML (``mathjax_path`` in ``_config.yml``)
 MATHJAX_DIR = BOOK_DIR / "_static" / "mathjax"
 FETCH_MATHJAX = ROOT / "scripts" / "fetch_mathjax.sh"
-#: file types copied from ``results/<profile>/<notebook>/``: figures, tables, snippets, captions
+#: file types copied from ``results/<profile>/<notebook>/`` (figures, tables, snippets, captions)
 COPIED_SUFFIXES = frozenset({".png", ".svg", ".pdf", ".jpg", ".jpeg", ".gif", ".csv", ".md", ".txt"})
 BUILD_INFO = "build_info.md"
 
@@ -140,7 +140,7 @@ def page_includes(toc: Path = TOC_FILE) -> list[tuple[str, Path]]:
         toc: path of the ``_toc.yml``; its documents are looked up next to it.
 
     Returns:
-        ``(page, target)`` pairs: the page's document path (e.g. ``"book/intro"``) and the absolute
+        ``(page, target)`` pairs, the page's document path (e.g. ``"book/intro"``) and the absolute
         path of the included file (relative paths resolved against the page's folder, paths that
         start with ``/`` against the book root).
     """

@@ -69,7 +69,8 @@ TRAINED_FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fix
 MODES: tuple[str, ...] = ("from_scratch", "post_training")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "imagenette")
-#: ``reconstructed``: mean|W - floor(W/s) s| (the thesis text); ``implementation``: mean|W - W/s|
+#: deviation penalty forms, ``reconstructed`` = mean|W - floor(W/s) s| (the thesis text) and
+#: ``implementation`` = mean|W - W/s|
 DEVIATION_FORMS: tuple[str, ...] = ("reconstructed", "implementation")
 DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
 CONV_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column", "channel", "filter")

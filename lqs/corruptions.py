@@ -11,19 +11,19 @@ own random numbers); results must be labelled "locally generated corruptions".
 Inputs are image batches ``x`` of shape ``(N, H, W, C)``, floating point in ``[0, 1]``; outputs
 have the same shape and dtype and are clipped to ``[0, 1]``.
 
-=================  ====================================================  ==========================
-corruption         definition                                            parameter, severity 1..5
-=================  ====================================================  ==========================
-``gaussian_noise``  ``x + σ n``, ``n ~ N(0, 1)`` i.i.d. per pixel/channel  σ = 0.04, 0.06, 0.08, 0.09, 0.10
+==================  ======================================================  ================================
+corruption          definition                                              parameter, severity 1..5
+==================  ======================================================  ================================
+``gaussian_noise``  ``x + σ n``, ``n ~ N(0, 1)`` i.i.d. per pixel/channel   σ = 0.04, 0.06, 0.08, 0.09, 0.10
 ``gaussian_blur``   separable Gaussian filter of std σ pixels, radius       σ = 0.4, 0.6, 0.7, 0.8, 1.0
                     ``ceil(4σ)``, edge pixels repeated (skimage "nearest")
 ``contrast``        ``(x - m) c + m``, ``m`` the per-image, per-channel     c = 0.75, 0.5, 0.4, 0.3, 0.15
                     mean
-``jpeg``            JPEG encode/decode at quality q of the 8-bit image     q = 80, 65, 58, 50, 40
+``jpeg``            JPEG encode/decode at quality q of the 8-bit image      q = 80, 65, 58, 50, 40
                     (``tf.image.adjust_jpeg_quality``, 1 or 3 channels)
-``brightness``      RGB: HSV value channel ``v + b``, clipped; 1 channel   b = 0.05, 0.1, 0.15, 0.2, 0.3
+``brightness``      RGB: HSV value channel ``v + b``, clipped; 1 channel    b = 0.05, 0.1, 0.15, 0.2, 0.3
                     (or not 3): ``x + b``
-=================  ====================================================  ==========================
+==================  ======================================================  ================================
 
 Only ``gaussian_noise`` is random: its draws come from ``numpy.random.default_rng(seed)`` and do
 not depend on the severity (the same ``seed`` gives nested noise: severity ``s`` adds the same
@@ -102,12 +102,12 @@ def _finish(out: np.ndarray, like: np.ndarray) -> np.ndarray:
 def gaussian_noise(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     """Additive Gaussian noise: ``clip(x + σ n, 0, 1)``, ``n ~ N(0, 1)`` from ``default_rng(seed)``.
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)`` in ``[0, 1]``.
         severity: 1..5 -> σ = 0.04, 0.06, 0.08, 0.09, 0.10.
         seed: seed of the noise (the same for every severity).
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype.
     """
     x = _check_images(x)
@@ -142,12 +142,12 @@ def gaussian_blur(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     ``g_t ∝ exp(-t²/(2σ²))``, ``|t| ≤ ceil(4σ)`` (skimage's ``gaussian`` with truncate 4 and
     mode ``"nearest"``, as used for CIFAR-10-C).
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)`` in ``[0, 1]``.
         severity: 1..5 -> σ = 0.4, 0.6, 0.7, 0.8, 1.0.
         seed: unused (deterministic corruption), accepted for a uniform signature.
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype.
     """
     x = _check_images(x)
@@ -160,12 +160,12 @@ def gaussian_blur(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
 def contrast(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     """Contrast reduction towards the per-image, per-channel mean: ``(x - m) c + m``.
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)`` in ``[0, 1]``.
         severity: 1..5 -> c = 0.75, 0.5, 0.4, 0.3, 0.15.
         seed: unused (deterministic corruption).
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype.
     """
     x = _check_images(x)
@@ -181,12 +181,12 @@ def jpeg(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     Each image goes through ``tf.image.adjust_jpeg_quality`` (1 or 3 channels; the op works
     on one image at a time).
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)`` in ``[0, 1]``, ``C`` in ``{1, 3}``.
         severity: 1..5 -> q = 80, 65, 58, 50, 40.
         seed: unused (deterministic corruption).
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype.
     """
     x = _check_images(x)
@@ -207,12 +207,12 @@ def brightness(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     result goes back to RGB (``tf.image.rgb_to_hsv``/``hsv_to_rgb``). For grayscale (the value
     *is* the pixel) and any other channel count, ``b`` is added to every channel.
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)`` in ``[0, 1]``.
         severity: 1..5 -> b = 0.05, 0.1, 0.15, 0.2, 0.3.
         seed: unused (deterministic corruption).
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype.
     """
     x = _check_images(x)
@@ -239,16 +239,16 @@ _FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
 def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """Apply corruption ``name`` at ``severity`` (1..5) to images ``x``.
 
-    Arguments
+    Arguments:
         x: images ``(N, H, W, C)``, floating point in ``[0, 1]``.
         name: one of :data:`CORRUPTIONS`.
         severity: 1..5 (parameters in :data:`SEVERITY_PARAMETERS`).
         seed: seed of the random corruptions (``gaussian_noise``).
 
-    Returns
+    Returns:
         the corrupted images, same shape and dtype, clipped to ``[0, 1]``.
 
-    Raises
+    Raises:
         ValueError: unknown ``name``, ``severity`` outside 1..5, or bad images.
     """
     if name not in _FUNCTIONS:
@@ -270,7 +270,7 @@ def robustness_table(
 ) -> pd.DataFrame:
     """Accuracy and loss of ``model`` on clean and corrupted copies of ``(x, y)``.
 
-    Arguments
+    Arguments:
         model: a Keras 3 model taking images ``(N, H, W, C)`` in ``[0, 1]``.
         x, y: clean images and labels.
         severities: severities to evaluate (each in 1..5).
@@ -278,12 +278,12 @@ def robustness_table(
         batch_size, loss_fn, from_logits: as in :func:`lqs.generalization.evaluate`.
         seed: seed of the random corruptions (the same for every severity).
 
-    Returns
-        DataFrame with columns ``corruption``, ``severity``, ``accuracy``, ``loss``: first the
+    Returns:
+        DataFrame with columns ``corruption``, ``severity``, ``accuracy``, ``loss``; first the
         clean row (``corruption="clean"``, ``severity=0``), then one row per corruption and
         severity in the given order.
 
-    References
+    References:
         D. Hendrycks and T. Dietterich, "Benchmarking Neural Network Robustness to Common
         Corruptions and Perturbations", ICLR 2019, https://arxiv.org/abs/1903.12261
     """

@@ -206,6 +206,7 @@ class EpochStats(keras.callbacks.Callback):
         self.rows.append(row)
 
     def frame(self) -> pd.DataFrame:
+        """The per-epoch rows as a DataFrame, one row per epoch (row 0 = before training)."""
         return pd.DataFrame(self.rows)
 
 
@@ -480,7 +481,7 @@ def run(
             children, :func:`load_model` and later analyses). FP32 parents are always saved.
 
     Returns:
-        The record: configuration keys (:data:`lqs.config.KEYS`) + :data:`RECORD_COLUMNS` +
+        The record, holding the configuration keys (:data:`lqs.config.KEYS`) + :data:`RECORD_COLUMNS` +
         store fields (``complete``, checksums).
     """
     cfg = validate_config(dict(config))

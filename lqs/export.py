@@ -35,7 +35,7 @@ rebuilt model starts from the bin centres.)
 Which quantized layers can be loaded: a layer that implements the optional loader hook
 ``set_integer_parameters(list[IntegerTensor])`` (and ``set_float_parameters(dict)`` for its float
 parameters) is loaded through it, so a quantizer that rounds instead of flooring can choose its own
-latent values. Otherwise the nested-quantizer convention is used: the variable ``layer.<name>`` gets
+latent values (the LSQ and fixed-bit layers of :mod:`lqs.baselines` do). Otherwise the nested-quantizer convention is used: the variable ``layer.<name>`` gets
 the bin centres and ``layer.<name>_quantizer.scale`` the scales (``QDense``/``QConv2D``, nested and
 loss-term flavours). Any protocol layer can be exported; one with neither is refused on loading
 with a ``ValueError`` naming the hook.
@@ -147,7 +147,7 @@ def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = 
             (``np.savez``, the default).
 
     Returns:
-        A report: ``path``, ``file_bytes`` (size on disk of the file written), ``payload_bytes``
+        A report with ``path``, ``file_bytes`` (size on disk of the file written), ``payload_bytes``
         (sum of the arrays' bytes, no headers/manifest), ``accounted_bytes`` (:mod:`lqs.memory`
         ``total_bits / 8``), ``fp32_bytes`` (32 bits per parameter element / 8), ``compressed``,
         ``container`` (``"np.savez"`` or ``"np.savez_compressed"`` layout), ``bit_packing`` (False),

@@ -72,7 +72,7 @@ __all__ = [
 
 #: ``loss_fn(y_true, y_pred)`` -> per-sample losses (shape ``(batch, ...)``) or a batch mean (scalar)
 LossFn = Callable[[Any, Any], Any]
-#: ``weights_filter(variable) -> bool``: whether a trainable weight is perturbed
+#: ``weights_filter(variable) -> bool``, whether a trainable weight is perturbed
 WeightsFilter = Callable[[Any], bool]
 
 SHARPNESS_MODES = ("average", "worst")
@@ -126,15 +126,15 @@ def perturbed_weights(
 ) -> list[Any]:
     """The trainable weights of ``model`` that the measures of this module perturb.
 
-    Arguments
+    Arguments:
         model: a built Keras 3 model.
         weights_filter: ``callable(variable) -> bool``; defaults to
             :func:`default_weights_filter` (kernels and biases).
 
-    Returns
+    Returns:
         The selected variables, in ``model.trainable_weights`` order, without duplicates.
 
-    Raises
+    Raises:
         ValueError: when no weight is selected (the model is not built, or the filter
             rejects everything).
     """
@@ -329,7 +329,7 @@ def evaluate(
     (labels may be integers or one-hot); for a single output unit, the output thresholded at 0.5
     (0 when ``from_logits``) against ``y > 0.5`` (only meaningful for binary labels).
 
-    Arguments
+    Arguments:
         model: a Keras 3 model with one output.
         x, y: NumPy arrays with the same first dimension ``N``.
         batch_size: samples per forward pass.
@@ -337,7 +337,7 @@ def evaluate(
             default: sparse categorical cross-entropy on probabilities.
         from_logits: for the default loss, whether the model outputs logits.
 
-    Returns
+    Returns:
         ``{"loss": float, "accuracy": float, "n": int}``.
     """
     _ensure_built(model, np.asarray(x))
@@ -361,16 +361,16 @@ def generalization_gap(
         gap_loss     = test_loss - train_loss
         gap_accuracy = train_accuracy - test_accuracy
 
-    Arguments
+    Arguments:
         model: a Keras 3 model.
         train, test: ``(x, y)`` NumPy pairs.
         batch_size, loss_fn, from_logits: as in :func:`evaluate`.
 
-    Returns
+    Returns:
         ``{"train_loss", "test_loss", "train_accuracy", "test_accuracy", "gap_loss",
         "gap_accuracy"}`` (floats).
 
-    References
+    References:
         QGen (AskariHemmat et al., 2024) reports the gap of the loss and of the accuracy between
         the training and the test set, https://arxiv.org/abs/2404.11769
     """
@@ -457,7 +457,7 @@ def adaptive_sharpness(
     Only the weights chosen by ``weights_filter`` are perturbed; weights equal to zero are not
     perturbed (their adaptive scale is 0). The model's weights are restored on return.
 
-    Arguments
+    Arguments:
         model: a Keras 3 model (quantized layers re-quantize the perturbed float weights).
         x, y: NumPy data on which the loss is measured (usually the training set or a subset).
         rho: radius ``ρ`` of the adaptive ball (no universal value: sweep it).
@@ -470,12 +470,12 @@ def adaptive_sharpness(
         batch_size, loss_fn, from_logits: as in :func:`evaluate`.
         weights_filter: which trainable weights to perturb (default: kernels and biases).
 
-    Returns
+    Returns:
         dict with ``value`` (the sharpness), ``rho``, ``mode``, ``n_samples``, ``base_loss``
         (``L(w)``), ``n_parameters`` (``d``), and ``stderr`` + ``noise`` (average) or
         ``n_steps`` + ``step_size`` (worst).
 
-    References
+    References:
         - J. Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
           Learning of Deep Neural Networks", ICML 2021, https://arxiv.org/abs/2102.11600
         - M. Andriushchenko et al., "A Modern Look at the Relationship between Sharpness and
@@ -563,7 +563,7 @@ def pac_bayes_flatness(
 
     Perturbation (``relative=True``, magnitude-aware, Jiang et al.'s "pacbayes.mag" family)::
 
-        δ = sqrt(σ² w² + ε²) ⊙ e,   e ~ N(0, I_d)     (ε = ``eps``, default 0: δ = σ |w| ⊙ e)
+        δ = sqrt(σ² w² + ε²) ⊙ e,   e ~ N(0, I_d)     (ε = eps, default 0: δ = σ |w| ⊙ e)
 
     or ``δ = σ e`` (``relative=False``, Jiang et al.'s "pacbayes"). The deviation is
     ``D(σ) = E_e[L(w + δ)] - L(w)`` (``criterion="loss"``) or
@@ -579,7 +579,7 @@ def pac_bayes_flatness(
     For a quadratic loss at a minimum (Hessian ``H``), ``D(σ) = σ²/2 Σ_i H_ii w_i²``
     (relative, ε = 0) or ``σ²/2 tr H`` (absolute), so ``σ = sqrt(2 tolerance / Σ_i H_ii w_i²)``.
 
-    Arguments
+    Arguments:
         model: a Keras 3 model.
         x, y: NumPy data on which the loss is measured (Jiang et al. use the training set).
         tolerance: allowed deviation (loss units, or accuracy as a fraction for ``criterion="accuracy"``).
@@ -593,14 +593,14 @@ def pac_bayes_flatness(
         batch_size, loss_fn, from_logits: as in :func:`evaluate`.
         weights_filter: which trainable weights to perturb (default: kernels and biases).
 
-    Returns
+    Returns:
         dict with ``sigma``, ``sigma_upper``, ``flatness`` (``1/σ²``), ``deviation`` (``D`` at
         ``sigma``), ``tolerance``, ``base_loss``, ``base_accuracy``, ``relative``, ``criterion``,
         ``n_samples``, ``iters`` and ``status``: ``"ok"``, ``"sigma_max_within_tolerance"``
         (``sigma = sigma_max``, a lower bound) or ``"sigma_min_exceeds_tolerance"``
         (``sigma = sigma_min``, an upper bound).
 
-    References
+    References:
         - Y. Jiang et al., "Fantastic Generalization Measures and Where to Find Them", ICLR 2020,
           measures "pacbayes.flatness" and "pacbayes.mag.flatness", https://arxiv.org/abs/1912.02178
         - G. K. Dziugaite and D. M. Roy, "Computing Nonvacuous Generalization Bounds for Deep
@@ -713,17 +713,17 @@ def random_direction(
     weights themselves (Li et al.'s code). Without ``filter_normalize`` the raw Gaussian is
     returned (apart from the 1-D rule).
 
-    Arguments
+    Arguments:
         model: a built Keras 3 model.
         seed: the direction uses ``default_rng(seed)``.
         filter_normalize: rescale each filter as above.
         ignore_bias_bn: zero direction for 1-D weights.
         weights_filter: which trainable weights the direction covers (default: kernels and biases).
 
-    Returns
+    Returns:
         list of float32 arrays, one per :func:`perturbed_weights` entry, same shapes.
 
-    References
+    References:
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
         https://arxiv.org/abs/1712.09913
     """
@@ -760,7 +760,7 @@ def loss_landscape_1d(
 ) -> pd.DataFrame:
     """Loss and accuracy along one direction: ``f(α) = L(w + α d)`` (Li et al., 2018).
 
-    Arguments
+    Arguments:
         model: a Keras 3 model (weights restored on return).
         x, y: NumPy data.
         alphas: step sizes ``α`` (``α = 0`` is the model itself).
@@ -771,10 +771,10 @@ def loss_landscape_1d(
         batch_size, loss_fn, from_logits: as in :func:`evaluate`.
         weights_filter: which trainable weights move (default: kernels and biases).
 
-    Returns
+    Returns:
         DataFrame with columns ``alpha``, ``loss``, ``accuracy`` (one row per α, input order).
 
-    References
+    References:
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
         https://arxiv.org/abs/1712.09913
     """
@@ -817,7 +817,7 @@ def loss_landscape_2d(
     ``β = 0`` line is ``loss_landscape_1d`` with the same seed. In high dimension they are
     nearly orthogonal.
 
-    Arguments
+    Arguments:
         model: a Keras 3 model (weights restored on return).
         x, y: NumPy data.
         alphas, betas: coordinates along ``d₁`` and ``d₂``.
@@ -826,11 +826,11 @@ def loss_landscape_2d(
         batch_size, loss_fn, from_logits: as in :func:`evaluate`.
         weights_filter: which trainable weights move (default: kernels and biases).
 
-    Returns
+    Returns:
         DataFrame with columns ``alpha``, ``beta``, ``loss``, ``accuracy``; one row per grid
         point, ``alpha`` the outer loop.
 
-    References
+    References:
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
         https://arxiv.org/abs/1712.09913
     """
@@ -884,16 +884,16 @@ def bin_widths(model: keras.Model) -> pd.DataFrame:
     step ``s``; QGen models quantization as additive noise whose width grows with ``s``.
     Other layers are skipped; nested models and sub-layers are searched.
 
-    Arguments
+    Arguments:
         model: a Keras 3 model.
 
-    Returns
+    Returns:
         DataFrame with columns ``layer``, ``parameter``, ``granularity``, ``n_groups`` (number
         of scales), ``n_params`` (elements of the parameter), ``scale_mean``, ``scale_min``,
         ``scale_max``; one row per quantized parameter, empty (same columns) when no layer is
         quantized.
 
-    References
+    References:
         M. AskariHemmat et al., "QGen: On the Ability to Generalize in Quantization Aware
         Training", 2024, Figure 1, https://arxiv.org/abs/2404.11769
     """

@@ -133,18 +133,6 @@ class QuantizedLayerMixin:
         }
 
 
-_DOC_QUANT_ARGS = """
-        kernel_granularity: scale granularity of the kernel (``"scalar"``, ``"row"``, ``"column"``,
-            and for QConv2D also ``"channel"``, ``"filter"``; see :data:`lqs.quantizers.GRANULARITY_AXES`).
-        bias_granularity: ``"scalar"`` (default, as in the thesis) or ``"row"`` (one scale per unit).
-        threshold: :math:`\\lambda \\ge 0` of the scale-gradient vote.
-        quantize_bias: quantize the bias too (default True, as in the thesis).
-        scale_gradient: ``"threshold"`` (nested quantizer) or ``"ste"`` (loss-term networks).
-        aggregate, all_above_vote, scale_init, min_scale, init_bits: see
-            :class:`lqs.quantizers.NestedQuantizer`.
-"""
-
-
 @keras.saving.register_keras_serializable(package="lqs")
 class QDense(QuantizedLayerMixin, keras.layers.Layer):
     """Dense layer whose kernel and bias pass through nested quantizers.
@@ -152,12 +140,21 @@ class QDense(QuantizedLayerMixin, keras.layers.Layer):
     :math:`y = \\phi(x \\lfloor W/s_W \\rfloor s_W + \\lfloor b/s_b \\rfloor s_b)`.
 
     Arguments:
-        units, activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: as
-            ``keras.layers.Dense``.
+        units: number of output units, as ``keras.layers.Dense``.
+        activation: the activation :math:`\\phi` (default None, linear), as ``keras.layers.Dense``.
+        use_bias: add the bias :math:`b` (default True), as ``keras.layers.Dense``.
+        kernel_initializer, bias_initializer: as ``keras.layers.Dense``.
+        kernel_regularizer, bias_regularizer, activity_regularizer: as ``keras.layers.Dense``.
+        kernel_constraint, bias_constraint: as ``keras.layers.Dense``.
+        kernel_granularity: scale granularity of the kernel (``"scalar"``, ``"row"``, ``"column"``;
+            see :data:`lqs.quantizers.GRANULARITY_AXES`).
+        bias_granularity: ``"scalar"`` (default, as in the thesis) or ``"row"`` (one scale per unit).
+        threshold: :math:`\\lambda \\ge 0` of the scale-gradient vote.
+        quantize_bias: quantize the bias too (default True, as in the thesis).
+        scale_gradient: ``"threshold"`` (nested quantizer) or ``"ste"`` (loss-term networks).
+        aggregate, all_above_vote, scale_init, min_scale, init_bits: see
+            :class:`lqs.quantizers.NestedQuantizer`.
     """
-
-    __doc__ += _DOC_QUANT_ARGS
 
     def __init__(
         self,
@@ -266,14 +263,27 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Layer):
     :math:`y = \\phi(x * \\lfloor K/s_K \\rfloor s_K + \\lfloor b/s_b \\rfloor s_b)`, kernel layout
     ``(kh, kw, cin, cout)`` as ``keras.layers.Conv2D``.
 
-    Arguments:
-        filters, kernel_size, strides, padding, dilation_rate, activation, use_bias,
-        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
-        activity_regularizer, kernel_constraint, bias_constraint: as ``keras.layers.Conv2D``
-            (``data_format`` must be ``"channels_last"``; grouped convolution is not supported).
-    """
+    Grouped convolution is not supported.
 
-    __doc__ += _DOC_QUANT_ARGS
+    Arguments:
+        filters, kernel_size: number of output channels and window size, as ``keras.layers.Conv2D``.
+        strides, padding, dilation_rate: as ``keras.layers.Conv2D`` (``padding``: ``"valid"`` or
+            ``"same"``).
+        data_format: ``None`` or ``"channels_last"`` (the only layout supported).
+        activation: the activation :math:`\\phi` (default None, linear), as ``keras.layers.Conv2D``.
+        use_bias: add the bias :math:`b` (default True), as ``keras.layers.Conv2D``.
+        kernel_initializer, bias_initializer: as ``keras.layers.Conv2D``.
+        kernel_regularizer, bias_regularizer, activity_regularizer: as ``keras.layers.Conv2D``.
+        kernel_constraint, bias_constraint: as ``keras.layers.Conv2D``.
+        kernel_granularity: scale granularity of the kernel (``"scalar"``, ``"row"``, ``"column"``,
+            ``"channel"``, ``"filter"``; see :data:`lqs.quantizers.GRANULARITY_AXES`).
+        bias_granularity: ``"scalar"`` (default, as in the thesis) or ``"row"`` (one scale per filter).
+        threshold: :math:`\\lambda \\ge 0` of the scale-gradient vote.
+        quantize_bias: quantize the bias too (default True, as in the thesis).
+        scale_gradient: ``"threshold"`` (nested quantizer) or ``"ste"`` (loss-term networks).
+        aggregate, all_above_vote, scale_init, min_scale, init_bits: see
+            :class:`lqs.quantizers.NestedQuantizer`.
+    """
 
     def __init__(
         self,

@@ -76,7 +76,7 @@ __all__ = [
 
 #: penalty names, in the order they are reported
 TERMS: tuple[str, ...] = ("inverse", "max_bin", "deviation")
-#: forms of the deviation penalty: the text's intent (default) and the thesis implementation's
+#: forms of the deviation penalty, the text's intent (default) and the thesis implementation's
 DEVIATION_FORMS: tuple[str, ...] = ("reconstructed", "implementation")
 
 
@@ -323,6 +323,7 @@ class LossTermsModel(keras.Model):
         return loss
 
     def get_config(self) -> dict:
+        """Serializable config: name, trainable, the wrapped network (serialized), rates, deviation form."""
         return {
             "name": self.name,
             "trainable": self.trainable,
@@ -333,6 +334,12 @@ class LossTermsModel(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> "LossTermsModel":
+        """Rebuild the wrapper from :meth:`get_config`: deserialize the network, then wrap it.
+
+        Arguments:
+            config: the dict returned by :meth:`get_config`.
+            custom_objects: extra classes for deserializing the network (lqs layers are registered).
+        """
         config = dict(config)
         network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
         return cls(network=network, **config)

@@ -24,10 +24,10 @@ can be compared layer by layer and weights copied by position):
   Kernels: He normal.
 
 Flavours (:data:`FLAVOURS`): ``fp32`` (plain Keras ``Dense``/``Conv2D``), ``nested``
-(:class:`lqs.QDense`/:class:`lqs.QConv2D`, ``scale_gradient="threshold"``), ``loss_terms`` (the
-same layers with ``scale_gradient="ste"``; the penalties are attached by the experiment with
-:func:`lqs.losses.with_loss_terms`), ``lsq`` and ``fixed_bits`` (:mod:`lqs.baselines` layers with
-``bits``). Unquantized layers of a quantized flavour (the CNN's dense layers by default) are plain
+(:class:`lqs.layers.QDense`/:class:`lqs.layers.QConv2D`, ``scale_gradient="threshold"``),
+``loss_terms`` (the same layers with ``scale_gradient="ste"``; the penalties are attached by the
+experiment with :func:`lqs.losses.with_loss_terms`), ``lsq`` and ``fixed_bits`` (:mod:`lqs.baselines`
+layers with ``bits``). Unquantized layers of a quantized flavour (the CNN's dense layers by default) are plain
 Keras layers.
 
 Granularity: ``kernel_granularity`` names the axis of the stored kernel with its own scales
@@ -69,7 +69,7 @@ __all__ = [
     "copy_float_weights",
 ]
 
-#: flavours a network can be built in (``ptq`` is not one: it is :func:`lqs.baselines.ptq_minmax`
+#: flavours a network can be built in (``ptq`` is not one; it is :func:`lqs.baselines.ptq_minmax`
 #: applied to a trained ``fp32`` model by the experiment)
 FLAVOURS: tuple[str, ...] = TRAINED_FLAVOURS
 QUANTIZED_FLAVOURS: tuple[str, ...] = tuple(f for f in FLAVOURS if f != "fp32")

@@ -56,10 +56,10 @@ __all__ = [
 
 #: float32 machine epsilon, the stand-in for ``|P_rec|`` where it is exactly zero
 EPS: float = float(np.finfo(np.float32).eps)
-#: initial value and lower bound of every learned scale (thesis implementation: ``100 * eps``)
+#: initial value and lower bound of every learned scale (thesis implementation, ``100 * eps``)
 MIN_SCALE: float = 100.0 * EPS
 
-#: granularity name -> axis of the stored Keras array that keeps its own scales (None: one scale)
+#: granularity name -> axis of the stored Keras array that keeps its own scales (None = one scale)
 GRANULARITY_AXES: dict[str, int | None] = {
     "scalar": None,
     "row": 0,
