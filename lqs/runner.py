@@ -196,6 +196,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
                 os.replace(partial, failed)
                 log(f"[lqs.runner] {notebook} FAILED after {time.time() - start:.0f} s; see {failed}")
             raise
+        os.chmod(partial, 0o644)  # mkstemp creates 0600; executed notebooks are shared outputs
         os.replace(partial, executed)
     executed.with_suffix(".failed.ipynb").unlink(missing_ok=True)
     log(f"[lqs.runner] {notebook} done in {time.time() - start:.0f} s")
