@@ -1,0 +1,1123 @@
+"""Support code of the ``generalization`` notebook: a small-scale reproduction of QGen's findings.
+
+QGen (AskariHemmat et al., 2024) claims that quantization-aware training (QAT) regularizes: the
+quantization noise drives training to flatter minima, 8-bit models generalize like float32 ones,
+fewer bits shrink the generalization gap at the cost of a higher training loss, and QAT models are
+more robust to distorted inputs. This module holds everything the notebook needs beyond
+:mod:`lqs.generalization` and :mod:`lqs.corruptions` (which hold the measures themselves):
+
+* the study design: :func:`model_specs`, :func:`study_configs` (configurations for
+  :func:`lqs.experiment.sweep`), :func:`model_key` / :func:`model_label` / :func:`model_order`;
+* data availability per part of the study (:func:`check_parts`): a missing dataset is reported
+  as "not run: ... missing", never replaced by another one;
+* measuring a list of trained runs into tidy tables (:func:`measure_runs`, :func:`landscapes`),
+  every result cached on disk per run and measure settings (:func:`cached_frame`);
+* aggregation and QGen's claims decided by explicit rules (:func:`model_metrics`,
+  :func:`summarize`, :func:`compare`, :func:`claims_table`, :func:`claims_detail`) and the
+  Markdown snippets the book includes (:func:`claims_markdown`, :func:`gap_markdown`);
+* the chapter's figures, drawn from those tables (``plot_*``).
+
+Identification columns of every tidy table: :data:`ID_COLUMNS` (one row per model x seed x
+measure setting).
+
+References
+----------
+- M. AskariHemmat et al., "QGen: On the Ability to Generalize in Quantization Aware Training",
+  2024, https://arxiv.org/abs/2404.11769
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "MEASURE_VERSION",
+    "EXTRA_MODELS",
+    "ID_COLUMNS",
+    "METRICS",
+    "CLAIMS",
+    "ClaimSpec",
+    "MeasureSettings",
+    "model_specs",
+    "model_key",
+    "model_label",
+    "model_order",
+    "model_colors",
+    "study_configs",
+    "check_parts",
+    "annotate_runs",
+    "cached_frame",
+    "measure_runs",
+    "landscapes",
+    "model_metrics",
+    "summarize",
+    "compare",
+    "claims_table",
+    "claims_detail",
+    "claims_markdown",
+    "gap_markdown",
+    "format_mean_std",
+    "case_title",
+    "plot_gap",
+    "plot_bin_widths",
+    "plot_sharpness",
+    "plot_landscape_1d",
+    "plot_landscape_2d",
+    "plot_robustness",
+]
+
+#: bump when a change of the measuring code alters cached numbers (invalidates the measure cache)
+MEASURE_VERSION = "1"
+#: models trained besides FP32 and the fixed-bit QAT models
+EXTRA_MODELS: tuple[str, ...] = ("lsq", "nested")
+#: columns that identify one trained model in every tidy table
+ID_COLUMNS: tuple[str, ...] = (
+    "case", "arch", "dataset", "dataset_label", "model", "label", "flavour", "bits", "seed", "config_hash",
+)  # fmt: skip
+#: per-model metrics of :func:`model_metrics` -> (description, unit) used by tables and claims
+METRICS: dict[str, tuple[str, str]] = {
+    "gap_loss": ("loss gap (test - train loss)", "nats"),
+    "gap_accuracy": ("accuracy gap (train - test accuracy)", "pp"),
+    "train_loss": ("training loss", "nats"),
+    "test_loss": ("test loss", "nats"),
+    "train_accuracy": ("training accuracy", "%"),
+    "test_accuracy": ("test accuracy", "%"),
+    "sharpness_average": ("average-case adaptive sharpness", "nats"),
+    "sharpness_worst": ("worst-case adaptive sharpness", "nats"),
+    "pac_bayes_sigma": ("PAC-Bayes noise level sigma", ""),
+    "clean_accuracy": ("clean accuracy (robustness subset)", "%"),
+    "corrupted_accuracy": ("mean accuracy under corruptions", "%"),
+    "robust_drop": ("accuracy drop under corruptions (clean - corrupted)", "pp"),
+}
+_PERCENT = {"train_accuracy", "test_accuracy", "gap_accuracy", "clean_accuracy", "corrupted_accuracy", "robust_drop"}
+_CASE_TITLE = {"mlp": "MLP", "cnn": "CNN", "resnet": "ResNet"}
+
+
+# ---------------------------------------------------------------------------------------------
+# study design
+# ---------------------------------------------------------------------------------------------
+def model_specs(bits: Sequence[int], extra_models: Sequence[str] = EXTRA_MODELS, lsq_bits: int = 4
+                ) -> list[tuple[str, int | None]]:
+    """The trained models of the study as ``(flavour, bits)``: FP32, fixed bits, then the extras.
+
+    Arguments
+        bits: bit widths of the fixed-bit QAT models (each 2..16, no duplicates).
+        extra_models: any of :data:`EXTRA_MODELS` (``"lsq"`` at ``lsq_bits``, ``"nested"``).
+        lsq_bits: bit width of the LSQ model.
+
+    Raises
+        ValueError: an unknown extra model, a bit width out of range or repeated.
+    """
+    bits = [int(b) for b in bits]
+    bad = [b for b in bits if not 2 <= b <= 16]
+    if bad or len(set(bits)) != len(bits):
+        raise ValueError(f"bits must be distinct integers in 2..16, got {bits!r}")
+    unknown = [m for m in extra_models if m not in EXTRA_MODELS]
+    if unknown:
+        raise ValueError(f"unknown extra model(s) {unknown!r}; allowed: {', '.join(EXTRA_MODELS)}")
+    specs: list[tuple[str, int | None]] = [("fp32", None)]
+    specs += [("fixed_bits", b) for b in sorted(bits, reverse=True)]
+    for extra in extra_models:
+        specs.append(("lsq", int(lsq_bits)) if extra == "lsq" else (extra, None))
+    return specs
+
+
+def _bits_or_none(bits: Any) -> int | None:
+    if bits is None:
+        return None
+    try:
+        if isinstance(bits, float) and math.isnan(bits):
+            return None
+    except TypeError:  # pragma: no cover
+        pass
+    if pd.isna(bits):
+        return None
+    return int(bits)
+
+
+def model_key(flavour: str, bits: Any = None) -> str:
+    """Stable identifier of a model kind: ``fp32``, ``fixed_bits_8``, ``lsq_4``, ``nested``."""
+    b = _bits_or_none(bits)
+    if flavour in ("fp32", "nested", "loss_terms") or b is None:
+        return flavour
+    return f"{flavour}_{b}"
+
+
+def model_label(flavour: str, bits: Any = None) -> str:
+    """Human label: ``FP32``, ``8-bit``, ``LSQ 4-bit``, ``nested``, ``PTQ 4-bit``."""
+    b = _bits_or_none(bits)
+    if flavour == "fp32":
+        return "FP32"
+    if flavour == "fixed_bits":
+        return f"{b}-bit"
+    if flavour == "lsq":
+        return f"LSQ {b}-bit"
+    if flavour == "ptq":
+        return f"PTQ {b}-bit"
+    if flavour == "loss_terms":
+        return "loss terms"
+    return str(flavour)
+
+
+def _order_key(key: str) -> tuple[int, int, str]:
+    if key == "fp32":
+        return (0, 0, key)
+    flavour, _, bits = key.rpartition("_")
+    if flavour == "fixed_bits" and bits.isdigit():
+        return (1, -int(bits), key)
+    if flavour == "lsq":
+        return (2, -int(bits) if bits.isdigit() else 0, key)
+    if flavour == "ptq":
+        return (3, -int(bits) if bits.isdigit() else 0, key)
+    return (4, 0, key)
+
+
+def model_order(keys: Iterable[str]) -> list[str]:
+    """Distinct model keys in display order: FP32, fixed bits (many to few), LSQ, PTQ, others."""
+    return sorted(set(keys), key=_order_key)
+
+
+def model_colors(keys: Iterable[str]) -> dict[str, Any]:
+    """One colour per model key, the same in every figure.
+
+    FP32 is black; fixed-bit models follow a sequential palette (darker = fewer bits); LSQ and
+    the nested quantizer take distinct colours of :data:`lqs.plots.PALETTE`.
+    """
+    import seaborn as sns
+
+    from lqs.plots import PALETTE
+
+    keys = model_order(keys)
+    fixed = [k for k in keys if k.startswith("fixed_bits_")]
+    ramp = sns.color_palette("flare", max(len(fixed), 2))
+    ramp = ramp[: len(fixed)] if len(fixed) > 1 else [ramp[-1]]
+    colors: dict[str, Any] = {"fp32": (0.1, 0.1, 0.1)}
+    colors.update(dict(zip(fixed, ramp)))
+    others = [k for k in keys if k not in colors]
+    spare = [PALETTE[i] for i in (0, 2, 4, 8, 9, 7)]
+    colors.update({k: spare[i % len(spare)] for i, k in enumerate(others)})
+    return {k: colors[k] for k in keys}
+
+
+def study_configs(
+    arch: str,
+    dataset: str,
+    *,
+    bits: Sequence[int],
+    seeds: Sequence[int],
+    extra_models: Sequence[str] = EXTRA_MODELS,
+    lsq_bits: int = 4,
+    train_limit: int | None,
+    test_limit: int | None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    kernel_granularity: str = "scalar",
+    l2: float = 0.0,
+    quantize_dense: bool | None = None,
+    image_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Configurations (:mod:`lqs.config`) of one part of the study, seed-major.
+
+    Every model of :func:`model_specs` is trained from scratch with the same data, optimiser and
+    schedule; only the flavour and bit width differ. The list is ordered seed by seed, so an
+    interrupted sweep leaves complete seeds behind.
+
+    Returns
+        list of plain configuration dicts, validated by :func:`lqs.config.validate_config`.
+    """
+    from lqs.config import validate_config
+
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    configs = []
+    for seed in seeds:
+        for flavour, b in model_specs(bits, extra_models, lsq_bits):
+            cfg = {
+                "dataset": dataset, "arch": arch, "flavour": flavour, "bits": b, "lr": float(lr),
+                "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed),
+                "train_limit": train_limit, "test_limit": test_limit, "l2": float(l2),
+                "kernel_granularity": kernel_granularity, "quantize_dense": quantize_dense,
+                "image_size": image_size,
+            }  # fmt: skip
+            configs.append(validate_config(cfg))
+    return configs
+
+
+def check_parts(requests: Mapping[str, str], *, strict: bool = False,
+                available: Callable[[Sequence[str]], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Which parts of the study can run: one row per ``case -> dataset`` request.
+
+    A part whose dataset is absent is marked ``run = False`` with a ``note`` "not run: <dataset>
+    missing (<files>); fix: <command>". Nothing is substituted.
+
+    Arguments
+        requests: ``{case: dataset}``, e.g. ``{"mlp": "mnist", "cnn": "cifar10"}``.
+        strict: raise ``FileNotFoundError`` instead of skipping a part whose data is missing.
+        available: the availability function (default :func:`lqs.data.available`; tests pass a stub).
+
+    Returns
+        DataFrame with columns ``case``, ``dataset``, ``run``, ``label``, ``note``.
+    """
+    if available is None:
+        from lqs.data import available as available  # noqa: PLW0127 - the default implementation
+    rows = []
+    for case, dataset in requests.items():
+        info = available([dataset]).iloc[0]
+        if bool(info["present"]):
+            note = f"runs on {info['label']} ({info['source']})"
+            rows.append({"case": case, "dataset": dataset, "run": True, "label": info["label"], "note": note})
+            continue
+        note = f"not run: {dataset} missing ({info['missing']}); fix: {info['fetch']}"
+        if strict:
+            raise FileNotFoundError(f"part {case!r} of the generalization study needs {dataset!r}: {note}")
+        rows.append({"case": case, "dataset": dataset, "run": False, "label": info["label"], "note": note})
+    return pd.DataFrame(rows, columns=["case", "dataset", "run", "label", "note"])
+
+
+def annotate_runs(records: pd.DataFrame, case: str) -> pd.DataFrame:
+    """Add the identification columns (``case``, ``model``, ``label``) to sweep records."""
+    out = records.copy()
+    out.insert(0, "case", case)
+    out["model"] = [model_key(f, b) for f, b in zip(out["flavour"], out["bits"])]
+    out["label"] = [model_label(f, b) for f, b in zip(out["flavour"], out["bits"])]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Sizes and hyper-parameters of the measures (one object per notebook run).
+
+    Arguments
+        measure_samples: training examples (class-stratified subset of each run's own training
+            set) on which sharpness and PAC-Bayes flatness are measured.
+        rho_average: radius of the average-case adaptive sharpness (Gaussian noise
+            ``delta = rho |w| * u``, Andriushchenko et al., 2023).
+        rho_worst: radius of the worst-case adaptive sharpness (adaptive l2 ball).
+        sharpness_samples: random draws of the average-case sharpness.
+        worst_restarts, worst_steps: restarts and gradient-ascent steps of the worst case.
+        flatness_criterion, flatness_tolerance: PAC-Bayes deviation (``"accuracy"``: drop of the
+            training accuracy, Jiang et al., 2020) and its allowed size.
+        flatness_samples, flatness_iters: Monte-Carlo draws per sigma and bisection steps.
+        flatness_sigma_max, flatness_eps: upper end of the sigma search and the additive epsilon.
+        robustness_samples: test examples for the corruption benchmark.
+        corruptions, severities: of :mod:`lqs.corruptions`.
+        batch_size: evaluation batch size.
+        seed: seed of every measurement subset and random draw (the same for every model).
+    """
+
+    measure_samples: int = 256
+    rho_average: float = 0.1
+    rho_worst: float = 0.5
+    sharpness_samples: int = 8
+    worst_restarts: int = 1
+    worst_steps: int = 10
+    flatness_criterion: str = "accuracy"
+    flatness_tolerance: float = 0.1
+    flatness_samples: int = 4
+    flatness_iters: int = 8
+    flatness_sigma_max: float = 4.0
+    flatness_eps: float = 1e-3
+    robustness_samples: int = 500
+    corruptions: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg", "brightness")
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    batch_size: int = 256
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _key_hash(payload: Mapping[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mapping[str, Any],
+                 compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``compute()`` once per ``(name, key, MEASURE_VERSION)``; the table is kept as CSV in ``cache_dir``.
+
+    The file is written to a temporary name and renamed, so an interrupted computation never
+    leaves a partial table behind. The returned frame is always read back from the CSV, so a
+    first and a cached call give identical frames. ``cache_dir=None`` disables caching.
+    """
+    if cache_dir is None:
+        return compute()
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{_key_hash({'name': name, 'key': dict(key), 'version': MEASURE_VERSION})}.csv"
+    if not path.exists():
+        frame = compute()
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return pd.read_csv(path, dtype=_STRING_COLUMNS)
+
+
+#: columns read back from cached CSVs as strings (a hash of digits only must not become a number)
+_STRING_COLUMNS = {c: str for c in ("case", "arch", "dataset", "dataset_label", "model", "label", "flavour",
+                                    "config_hash", "layer", "parameter", "granularity", "corruption", "mode",
+                                    "noise", "criterion", "status")}
+
+
+def _ids(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "case": run["case"], "arch": run["arch"], "dataset": run["dataset"],
+        "dataset_label": run.get("dataset_label", run["dataset"]), "model": run["model"], "label": run["label"],
+        "flavour": run["flavour"], "bits": _bits_or_none(run.get("bits")), "seed": int(run["seed"]),
+        "config_hash": run["config_hash"],
+    }  # fmt: skip
+
+
+class _DataCache:
+    """The (train, test) arrays of runs, loaded once per dataset/limit/seed."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, dataset: str, split: str, limit: Any, image_size: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from lqs import data as lqs_data
+
+        limit = None if limit is None or pd.isna(limit) else int(limit)
+        image_size = None if image_size is None or pd.isna(image_size) else int(image_size)
+        key = (dataset, split, limit, image_size, int(seed))
+        if key not in self._cache:
+            x, y, _ = lqs_data.load_with_info(dataset, split, limit=limit, image_size=image_size, seed=int(seed))
+            self._cache[key] = (x, y)
+        return self._cache[key]
+
+    def run_data(self, run: Mapping[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Exactly the training subset and test set the run used (same limits and seed)."""
+        args = (run["dataset"], run.get("image_size"), int(run["seed"]))
+        train = self.get(args[0], "train", run.get("train_limit"), args[1], args[2])
+        test = self.get(args[0], "test", run.get("test_limit"), args[1], args[2])
+        return train, test
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from lqs.data import stratified_subset
+
+    idx = stratified_subset(y, int(n), seed=seed)
+    return x[idx], y[idx]
+
+
+def _release() -> None:
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _measure_one(model: Any, run: Mapping[str, Any], data: _DataCache, s: MeasureSettings,
+                 cache_dir: Path | None) -> dict[str, pd.DataFrame]:
+    from lqs import corruptions, generalization
+
+    ids = _ids(run)
+    (x_tr, y_tr), (x_te, y_te) = data.run_data(run)
+    x_m, y_m = _subset(x_tr, y_tr, s.measure_samples, s.seed)
+    x_r, y_r = _subset(x_te, y_te, s.robustness_samples, s.seed)
+    h = run["config_hash"]
+    bs = s.batch_size
+
+    def gap() -> pd.DataFrame:
+        g = generalization.generalization_gap(model, (x_tr, y_tr), (x_te, y_te), batch_size=bs)
+        return pd.DataFrame([{**ids, "n_train": len(y_tr), "n_test": len(y_te), **g}])
+
+    def sharpness() -> pd.DataFrame:
+        rows = []
+        avg = generalization.adaptive_sharpness(
+            model, x_m, y_m, rho=s.rho_average, n_samples=s.sharpness_samples, mode="average",
+            noise="gaussian", seed=s.seed, batch_size=bs)
+        worst = generalization.adaptive_sharpness(
+            model, x_m, y_m, rho=s.rho_worst, n_samples=s.worst_restarts, mode="worst",
+            n_steps=s.worst_steps, seed=s.seed, batch_size=bs)
+        for r in (avg, worst):
+            rows.append({**ids, "mode": r["mode"], "rho": r["rho"], "value": r["value"],
+                         "stderr": r.get("stderr", math.nan), "noise": r.get("noise", "ball"),
+                         "n_samples": r["n_samples"], "n_steps": r.get("n_steps", 0),
+                         "base_loss": r["base_loss"], "n_parameters": r["n_parameters"],
+                         "n_examples": len(y_m)})  # fmt: skip
+        return pd.DataFrame(rows)
+
+    def flatness() -> pd.DataFrame:
+        r = generalization.pac_bayes_flatness(
+            model, x_m, y_m, tolerance=s.flatness_tolerance, sigma_max=s.flatness_sigma_max,
+            n_samples=s.flatness_samples, iters=s.flatness_iters, relative=True, seed=s.seed,
+            criterion=s.flatness_criterion, eps=s.flatness_eps, batch_size=bs)
+        return pd.DataFrame([{**ids, **r, "n_examples": len(y_m)}])
+
+    def bins() -> pd.DataFrame:
+        bw = generalization.bin_widths(model).reset_index(drop=True)
+        bw.insert(0, "layer_index", range(len(bw)))
+        for k in reversed(list(ids)):
+            bw.insert(0, k, ids[k])
+        return bw
+
+    def robustness() -> pd.DataFrame:
+        table = corruptions.robustness_table(model, x_r, y_r, severities=s.severities,
+                                             corruptions=s.corruptions, batch_size=bs, seed=s.seed)
+        for k in reversed(list(ids)):
+            table.insert(0, k, ids[k])
+        table["n_examples"] = len(y_r)
+        return table
+
+    settings = s.to_dict()
+    key_common = {"config_hash": h}
+    return {
+        "gap": cached_frame(cache_dir, "gap", {**key_common, "batch_size": bs}, gap),
+        "sharpness": cached_frame(cache_dir, "sharpness", {**key_common, **{k: settings[k] for k in (
+            "measure_samples", "rho_average", "rho_worst", "sharpness_samples", "worst_restarts",
+            "worst_steps", "seed", "batch_size")}}, sharpness),
+        "flatness": cached_frame(cache_dir, "flatness", {**key_common, **{k: settings[k] for k in (
+            "measure_samples", "flatness_criterion", "flatness_tolerance", "flatness_samples", "flatness_iters",
+            "flatness_sigma_max", "flatness_eps", "seed", "batch_size")}}, flatness),
+        "bin_widths": cached_frame(cache_dir, "bin_widths", key_common, bins),
+        "robustness": cached_frame(cache_dir, "robustness", {**key_common, **{k: settings[k] for k in (
+            "robustness_samples", "corruptions", "severities", "seed", "batch_size")}}, robustness),
+    }
+
+
+MEASURE_TABLES: tuple[str, ...] = ("gap", "sharpness", "flatness", "bin_widths", "robustness")
+
+
+def measure_runs(runs: pd.DataFrame, settings: MeasureSettings, *, cache_dir: str | os.PathLike[str] | None = None,
+                 progress: bool = True, load_model: Callable[[Any], Any] | None = None) -> dict[str, pd.DataFrame]:
+    """Every measure of the chapter for every trained run: tidy tables keyed by measure name.
+
+    For each run (a row of :func:`annotate_runs`' output) the saved model is loaded and measured
+    on exactly the training subset and test set it was trained/evaluated with:
+
+    * ``gap``: :func:`lqs.generalization.generalization_gap` on the full training subset and test set;
+    * ``sharpness``: :func:`lqs.generalization.adaptive_sharpness`, average case (Gaussian noise,
+      ``rho_average``) and worst case (``rho_worst``), on ``measure_samples`` training examples;
+    * ``flatness``: :func:`lqs.generalization.pac_bayes_flatness` (magnitude-aware) on the same examples;
+    * ``bin_widths``: :func:`lqs.generalization.bin_widths` (empty for FP32);
+    * ``robustness``: :func:`lqs.corruptions.robustness_table` on ``robustness_samples`` test examples.
+
+    Each (run, measure, settings) result is cached in ``cache_dir`` (:func:`cached_frame`), so a
+    rerun or an interrupted notebook only measures what is missing.
+
+    Returns
+        ``{"gap", "sharpness", "flatness", "bin_widths", "robustness"}`` -> DataFrame, each
+        starting with :data:`ID_COLUMNS`.
+    """
+    from tqdm import tqdm
+
+    if load_model is None:
+        from lqs.experiment import load_model as load_model  # noqa: PLW0127
+    data = _DataCache()
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in MEASURE_TABLES}
+    bar = tqdm(list(runs.to_dict("records")), desc="measures", unit="model", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(f"{run['case']} {run['label']} seed {run['seed']}", refresh=False)
+        model = load_model(run)
+        try:
+            tables = _measure_one(model, run, data, settings, None if cache_dir is None else Path(cache_dir))
+        finally:
+            del model
+            _release()
+        for name, frame in tables.items():
+            parts[name].append(frame)
+    bar.close()
+    return {name: (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ID_COLUMNS)))
+            for name, frames in parts.items()}
+
+
+def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: float, points_1d: int,
+               points_2d: int, samples: int, direction_seed: int = 0, batch_size: int = 256,
+               cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+               load_model: Callable[[Any], Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """1-D and 2-D loss landscapes (Li et al., 2018) of the chosen models of one training seed.
+
+    Every model is evaluated on the same grid ``alpha, beta in linspace(-extent, extent, n)``
+    along filter-normalized random directions drawn with ``direction_seed`` (the same draw for
+    every model of an architecture, normalized to that model's own filters), on ``samples``
+    examples of its training subset (the training loss, as in Li et al.).
+
+    Returns
+        ``(one_d, two_d)``: tidy frames with :data:`ID_COLUMNS` + ``alpha`` (+ ``beta``),
+        ``loss``, ``accuracy``; models that were not trained are skipped.
+    """
+    from tqdm import tqdm
+
+    from lqs import generalization
+
+    if load_model is None:
+        from lqs.experiment import load_model as load_model  # noqa: PLW0127
+    chosen = runs[runs["model"].isin(models) & (runs["seed"] == seed)]
+    alphas_1d = np.linspace(-extent, extent, int(points_1d))
+    grid = np.linspace(-extent, extent, int(points_2d))
+    data = _DataCache()
+    one, two = [], []
+    for run in tqdm(list(chosen.to_dict("records")), desc="landscapes", unit="model", disable=not progress):
+        ids = _ids(run)
+        (x_tr, y_tr), _ = data.run_data(run)
+        x_l, y_l = _subset(x_tr, y_tr, samples, direction_seed)
+        key = {"config_hash": run["config_hash"], "extent": float(extent), "points_1d": int(points_1d),
+               "points_2d": int(points_2d), "samples": int(samples), "direction_seed": int(direction_seed),
+               "batch_size": int(batch_size)}  # fmt: skip
+        holder: dict[str, Any] = {}
+
+        def model() -> Any:
+            if "model" not in holder:
+                holder["model"] = load_model(run)
+            return holder["model"]
+
+        def line() -> pd.DataFrame:
+            df = generalization.loss_landscape_1d(model(), x_l, y_l, alphas_1d, seed=direction_seed,
+                                                  batch_size=batch_size)
+            return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
+
+        def plane() -> pd.DataFrame:
+            df = generalization.loss_landscape_2d(model(), x_l, y_l, grid, grid, seed=direction_seed,
+                                                  batch_size=batch_size)
+            return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
+
+        one.append(cached_frame(cache_dir, "landscape_1d", key, line))
+        two.append(cached_frame(cache_dir, "landscape_2d", key, plane))
+        holder.clear()
+        _release()
+    empty = pd.DataFrame(columns=list(ID_COLUMNS))
+    return (pd.concat(one, ignore_index=True) if one else empty, pd.concat(two, ignore_index=True) if two else empty)
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation and claims
+# ---------------------------------------------------------------------------------------------
+def model_metrics(gap: pd.DataFrame, sharpness: pd.DataFrame | None = None, flatness: pd.DataFrame | None = None,
+                  robustness: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per trained model (x seed) with every scalar metric of :data:`METRICS`.
+
+    ``sharpness_average`` / ``sharpness_worst`` are the ``value`` of the rows with that mode
+    (one radius per mode); ``pac_bayes_sigma`` is the ``sigma`` of the flatness table;
+    ``clean_accuracy`` is the robustness table's clean row, ``corrupted_accuracy`` the mean over
+    every corruption and severity and ``robust_drop = clean_accuracy - corrupted_accuracy``.
+    Missing tables leave their columns out.
+    """
+    ids = [c for c in ID_COLUMNS if c in gap.columns]
+    keep = ids + [c for c in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "gap_loss",
+                              "gap_accuracy") if c in gap.columns]  # fmt: skip
+    out = gap[keep].copy()
+    key = [c for c in ("case", "config_hash") if c in ids] or ids
+    if sharpness is not None and len(sharpness):
+        wide = sharpness.pivot_table(index=key, columns="mode", values="value", aggfunc="first")
+        wide.columns = [f"sharpness_{c}" for c in wide.columns]
+        out = out.merge(wide.reset_index(), on=key, how="left")
+    if flatness is not None and len(flatness):
+        out = out.merge(flatness[key + ["sigma"]].rename(columns={"sigma": "pac_bayes_sigma"}), on=key, how="left")
+    if robustness is not None and len(robustness):
+        clean = robustness[robustness["corruption"] == "clean"].groupby(key)["accuracy"].mean()
+        corrupted = robustness[robustness["corruption"] != "clean"].groupby(key)["accuracy"].mean()
+        rob = pd.DataFrame({"clean_accuracy": clean, "corrupted_accuracy": corrupted}).reset_index()
+        rob["robust_drop"] = rob["clean_accuracy"] - rob["corrupted_accuracy"]
+        out = out.merge(rob, on=key, how="left")
+    return out
+
+
+def summarize(metrics: pd.DataFrame, columns: Sequence[str] | None = None,
+              by: Sequence[str] = ("case", "model")) -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof 1; NaN for one seed) and count per group, tidy.
+
+    Returns
+        DataFrame with ``by`` + ``metric``, ``mean``, ``std``, ``n`` (one row per group x metric),
+        groups in :func:`model_order` when ``model`` is among ``by``.
+    """
+    by = list(by)
+    columns = [c for c in (columns or METRICS) if c in metrics.columns]
+    long = metrics.melt(id_vars=by, value_vars=columns, var_name="metric", value_name="value").dropna(subset=["value"])
+    agg = long.groupby(by + ["metric"], sort=False)["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n="count")
+    agg = agg.reset_index()
+    if "model" in by:
+        order = {k: i for i, k in enumerate(model_order(agg["model"]))}
+        agg = agg.assign(_o=agg["model"].map(order)).sort_values(by[:by.index("model")] + ["_o", "metric"],
+                                                                  kind="stable").drop(columns="_o")
+    return agg.reset_index(drop=True)
+
+
+def compare(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
+    """Compare two samples (over seeds) by their mean ± std intervals.
+
+    ``relation`` is ``"lower"`` when ``mean + std`` of ``values`` lies below ``mean - std`` of
+    ``reference``, ``"higher"`` in the mirrored case, ``"overlap"`` otherwise, and ``"n/a"``
+    when either sample has fewer than two finite values (no spread, no decision).
+
+    Returns
+        dict with ``mean``, ``std``, ``n``, ``ref_mean``, ``ref_std``, ``ref_n``, ``relation``.
+    """
+    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    b = np.asarray([v for v in reference if v is not None and np.isfinite(v)], np.float64)
+    out = {
+        "mean": float(a.mean()) if a.size else math.nan, "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
+        "n": int(a.size), "ref_mean": float(b.mean()) if b.size else math.nan,
+        "ref_std": float(b.std(ddof=1)) if b.size > 1 else math.nan, "ref_n": int(b.size),
+    }  # fmt: skip
+    if a.size < 2 or b.size < 2:
+        out["relation"] = "n/a"
+    elif out["mean"] + out["std"] < out["ref_mean"] - out["ref_std"]:
+        out["relation"] = "lower"
+    elif out["mean"] - out["std"] > out["ref_mean"] + out["ref_std"]:
+        out["relation"] = "higher"
+    else:
+        out["relation"] = "overlap"
+    return out
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One of QGen's claims, tested on one metric for one model against FP32.
+
+    Arguments
+        key: short identifier.
+        claim: the claim in words; ``{q}`` is replaced by the quantized model's label.
+        metric: a column of :func:`model_metrics`.
+        model: model key, or ``"lowest"`` (the fixed-bit model with the fewest bits) or
+            ``"highest"`` (the most bits).
+        expected: ``"lower"``/``"higher"`` (the quantized model's interval entirely below/above
+            FP32's) or ``"same"`` (the intervals overlap).
+    """
+
+    key: str
+    claim: str
+    metric: str
+    model: str
+    expected: str
+
+    def criterion(self, label: str) -> str:
+        what = METRICS.get(self.metric, (self.metric, ""))[0]
+        if self.expected == "same":
+            return f"holds if the mean ± std intervals of the {what} of {label} and FP32 overlap"
+        side = "below" if self.expected == "lower" else "above"
+        return f"holds if the mean ± std interval of the {what} of {label} lies entirely {side} FP32's"
+
+
+#: QGen's claims as tested here (each per part of the study)
+CLAIMS: tuple[ClaimSpec, ...] = (
+    ClaimSpec("regularizer_loss", "quantization regularizes: {q} has a smaller loss gap than FP32",
+              "gap_loss", "lowest", "lower"),
+    ClaimSpec("regularizer_accuracy", "quantization regularizes: {q} has a smaller accuracy gap than FP32",
+              "gap_accuracy", "lowest", "lower"),
+    ClaimSpec("eight_bit_loss", "8-bit generalizes like FP32 (loss gap)", "gap_loss", "fixed_bits_8", "same"),
+    ClaimSpec("eight_bit_accuracy", "8-bit generalizes like FP32 (accuracy gap)", "gap_accuracy", "fixed_bits_8",
+              "same"),
+    ClaimSpec("training_cost", "fewer bits cost training loss: {q} has a higher training loss than FP32",
+              "train_loss", "lowest", "higher"),
+    ClaimSpec("flat_average", "quantization finds flatter minima: {q} has a lower average-case adaptive sharpness",
+              "sharpness_average", "lowest", "lower"),
+    ClaimSpec("flat_worst", "quantization finds flatter minima: {q} has a lower worst-case adaptive sharpness",
+              "sharpness_worst", "lowest", "lower"),
+    ClaimSpec("flat_pac_bayes", "quantization finds flatter minima: {q} tolerates more weight noise (PAC-Bayes sigma)",
+              "pac_bayes_sigma", "lowest", "higher"),
+    ClaimSpec("robust_8", "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
+              "robust_drop", "fixed_bits_8", "lower"),
+    ClaimSpec("robust_low", "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
+              "robust_drop", "lowest", "lower"),
+)
+
+
+def _resolve_model(spec_model: str, keys: Sequence[str]) -> str | None:
+    fixed = sorted((int(k.rsplit("_", 1)[1]), k) for k in keys if k.startswith("fixed_bits_"))
+    if spec_model == "lowest":
+        return fixed[0][1] if fixed else None
+    if spec_model == "highest":
+        return fixed[-1][1] if fixed else None
+    return spec_model if spec_model in keys else None
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric in _PERCENT else 1.0
+
+
+def format_mean_std(mean: float, std: float, n: int, metric: str = "", digits: int | None = None) -> str:
+    """``"0.375 ± 0.012"`` (loss-like) or ``"8.1 ± 0.4"`` (percent metrics, in %/pp); ``n = 1``: no ±."""
+    f = _scale(metric)
+    if digits is None:
+        digits = 1 if f == 100.0 else 3
+    if not np.isfinite(mean):
+        return "n/a"
+    text = f"{mean * f:.{digits}f}"
+    if n > 1 and np.isfinite(std):
+        text += f" ± {std * f:.{digits}f}"
+    return text
+
+
+_VERDICT = {
+    ("lower", "lower"): "holds", ("higher", "higher"): "holds", ("same", "overlap"): "holds",
+    ("same", "lower"): "does not hold", ("same", "higher"): "does not hold",
+    ("lower", "higher"): "does not hold", ("higher", "lower"): "does not hold",
+    ("lower", "overlap"): "does not hold", ("higher", "overlap"): "does not hold",
+}  # fmt: skip
+
+
+def _verdict(expected: str, relation: str) -> str:
+    if relation == "n/a":
+        return "inconclusive"
+    return _VERDICT[(expected, relation)]
+
+
+def claims_table(metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, reference: str = "fp32") -> pd.DataFrame:
+    """QGen's claims decided by rule, per part (``case``) of the study.
+
+    For each claim and part: the values of ``metric`` over seeds of the claim's model and of
+    ``reference`` are compared with :func:`compare`; the verdict is
+
+    * ``"holds"``: the relation is the expected one (``lower``/``higher``: the intervals are
+      separated in the claimed direction; ``same``: they overlap);
+    * ``"does not hold"``: any other relation (for a directional claim: overlapping intervals,
+      i.e. not shown at this scale, or separated the other way: ``relation`` tells which);
+    * ``"inconclusive"``: fewer than two seeds on either side;
+    * ``"not run"``: the model or the metric is missing.
+
+    Returns
+        DataFrame with ``case``, ``key``, ``claim``, ``metric``, ``model``, ``label``,
+        ``expected``, ``mean``, ``std``, ``n``, ``ref_mean``, ``ref_std``, ``ref_n``,
+        ``relation``, ``verdict``, ``criterion``, ``numbers``.
+    """
+    rows = []
+    for case, part in metrics.groupby("case", sort=False):
+        keys = list(part["model"].unique())
+        labels = dict(zip(part["model"], part["label"]))
+        ref = part[part["model"] == reference]
+        for spec in claims:
+            model = _resolve_model(spec.model, keys)
+            label = labels.get(model, spec.model if model is None else model)
+            row = {"case": case, "key": spec.key, "claim": spec.claim.format(q=label), "metric": spec.metric,
+                   "model": model, "label": label, "expected": spec.expected,
+                   "criterion": spec.criterion(label)}  # fmt: skip
+            if model is None or spec.metric not in part.columns or ref.empty:
+                row.update(mean=math.nan, std=math.nan, n=0, ref_mean=math.nan, ref_std=math.nan, ref_n=0,
+                           relation="n/a", verdict="not run", numbers="model or metric not measured")
+                rows.append(row)
+                continue
+            c = compare(part.loc[part["model"] == model, spec.metric], ref[spec.metric])
+            unit = METRICS.get(spec.metric, ("", ""))[1]
+            unit = f" {unit}" if unit in ("pp", "%") else ""
+            numbers = (f"FP32 {format_mean_std(c['ref_mean'], c['ref_std'], c['ref_n'], spec.metric)}{unit} "
+                       f"vs {label} {format_mean_std(c['mean'], c['std'], c['n'], spec.metric)}{unit} "
+                       f"(n = {c['ref_n']}/{c['n']} seeds)")  # fmt: skip
+            row.update(c, verdict=_verdict(spec.expected, c["relation"]), numbers=numbers)
+            rows.append(row)
+    cols = ["case", "key", "claim", "metric", "model", "label", "expected", "mean", "std", "n", "ref_mean",
+            "ref_std", "ref_n", "relation", "verdict", "criterion", "numbers"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def claims_detail(metrics: pd.DataFrame, reference: str = "fp32") -> pd.DataFrame:
+    """Every model against ``reference`` on every metric: :func:`compare` per (case, model, metric)."""
+    rows = []
+    columns = [c for c in METRICS if c in metrics.columns]
+    for case, part in metrics.groupby("case", sort=False):
+        ref = part[part["model"] == reference]
+        for model in model_order(part["model"]):
+            if model == reference:
+                continue
+            sub = part[part["model"] == model]
+            for metric in columns:
+                c = compare(sub[metric], ref[metric])
+                rows.append({"case": case, "model": model, "label": sub["label"].iloc[0], "metric": metric, **c})
+    return pd.DataFrame(rows, columns=["case", "model", "label", "metric", "mean", "std", "n", "ref_mean", "ref_std",
+                                       "ref_n", "relation"])
+
+
+def case_title(case: str, dataset_label: str | None = None) -> str:
+    """``"MLP"`` / ``"CNN on Fashion-MNIST"``: the name of one part of the study in captions and tables."""
+    title = _CASE_TITLE.get(case, case)
+    return f"{title} on {dataset_label}" if dataset_label else title
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def claims_markdown(claims: pd.DataFrame, dataset_labels: Mapping[str, str], *, profile: str,
+                    not_run: Sequence[str] = ()) -> str:
+    """The ``claims.md`` snippet: a Markdown table of every claim with numbers and verdict."""
+    lines = [
+        f"QGen's claims tested on this build's models (profile `{profile}`). Each claim compares a quantized "
+        "model with FP32 over training seeds; **holds** means its mean ± std interval relates to FP32's as "
+        "claimed (separated in the claimed direction, or overlapping for \"like FP32\"), **does not hold** "
+        "means it does not (`relation` says whether the intervals overlap or are separated the other way), "
+        "**inconclusive** means fewer than two seeds. Gaps: loss = test − train (nats), accuracy = train − "
+        "test (percentage points).",
+        "",
+        "| part | claim | criterion | numbers | relation | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, r in claims.iterrows():
+        part = case_title(r["case"], dataset_labels.get(r["case"]))
+        verdict = f"**{r['verdict']}**"
+        lines.append(f"| {_md_escape(part)} | {_md_escape(r['claim'])} | {_md_escape(r['criterion'])} | "
+                     f"{_md_escape(r['numbers'])} | {r['relation']} | {verdict} |")
+    if claims.empty:
+        lines.append("| – | no part of the study ran | – | – | – | not run |")
+    for note in not_run:
+        lines.append("")
+        lines.append(f"- {note}")
+    counts = claims["verdict"].value_counts() if len(claims) else pd.Series(dtype=int)
+    lines.append("")
+    lines.append("Tally: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
+                                       ("holds", "does not hold", "inconclusive", "not run")) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def gap_markdown(metrics: pd.DataFrame, dataset_labels: Mapping[str, str], *, profile: str,
+                 models: Sequence[str] | None = None) -> str:
+    """The ``gap_summary.md`` snippet: measured gaps of FP32, 8-bit and the lowest bit width per part."""
+    if metrics.empty:
+        return f"No part of the generalization study ran under profile `{profile}` (see the data status).\n"
+    lines = [f"Measured generalization gaps (mean ± std over seeds, profile `{profile}`; loss gap = test − "
+             "train loss in nats, accuracy gap = train − test accuracy in percentage points):", ""]
+    for case, part in metrics.groupby("case", sort=False):
+        keys = list(part["model"].unique())
+        chosen = models or ["fp32", "fixed_bits_8", _resolve_model("lowest", keys)]
+        items = []
+        for m in dict.fromkeys(k for k in chosen if k in keys):
+            sub = part[part["model"] == m]
+            n = int(sub["gap_loss"].notna().sum())
+            gl = format_mean_std(sub["gap_loss"].mean(), sub["gap_loss"].std(ddof=1), n, "gap_loss")
+            ga = format_mean_std(sub["gap_accuracy"].mean(), sub["gap_accuracy"].std(ddof=1), n, "gap_accuracy")
+            items.append(f"{sub['label'].iloc[0]}: loss gap {gl}, accuracy gap {ga} pp (n = {n})")
+        lines.append(f"- {case_title(case, dataset_labels.get(case))}: " + "; ".join(items) + ".")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------
+def _cases(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["case"]))
+
+
+def _titles(df: pd.DataFrame) -> dict[str, str]:
+    labels = df.groupby("case", sort=False)["dataset_label"].first() if "dataset_label" in df else {}
+    return {c: case_title(c, labels.get(c) if len(labels) else None) for c in _cases(df)}
+
+
+def _tick_labels(df: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    labels = dict(zip(df["model"], df["label"]))
+    return [labels.get(k, k) for k in order]
+
+
+def _errorbar_panel(ax: Any, part: pd.DataFrame, metric: str, colors: Mapping[str, Any], scale: float = 1.0) -> None:
+    order = model_order(part["model"])
+    for i, key in enumerate(order):
+        values = part.loc[part["model"] == key, metric].dropna().to_numpy() * scale
+        if not values.size:
+            continue
+        jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
+        ax.scatter(i + jitter, values, s=14, color=colors[key], alpha=0.45, lw=0, zorder=2)
+        std = values.std(ddof=1) if values.size > 1 else 0.0
+        ax.errorbar(i, values.mean(), yerr=std, fmt="o", ms=7, color=colors[key], mec="black", mew=0.6,
+                    capsize=4, lw=1.5, zorder=3)
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
+    ax.set_xlim(-0.6, len(order) - 0.4)
+
+
+def plot_gap(metrics: pd.DataFrame):
+    """Gap vs model (loss gap, accuracy gap, train/test loss): mean ± std over seeds + each seed."""
+    import matplotlib.pyplot as plt
+
+    cases = _cases(metrics)
+    titles = _titles(metrics)
+    colors = model_colors(metrics["model"])
+    fig, axes = plt.subplots(3, len(cases), figsize=(4.6 * len(cases) + 0.6, 10.5), squeeze=False)
+    for j, case in enumerate(cases):
+        part = metrics[metrics["case"] == case]
+        _errorbar_panel(axes[0, j], part, "gap_loss", colors)
+        axes[0, j].set_ylabel("loss gap, test − train (nats)")
+        axes[0, j].set_title(titles[case])
+        _errorbar_panel(axes[1, j], part, "gap_accuracy", colors, scale=100.0)
+        axes[1, j].set_ylabel("accuracy gap, train − test (pp)")
+        order = model_order(part["model"])
+        ax = axes[2, j]
+        for name, marker, ls in (("train_loss", "o", "-"), ("test_loss", "s", "--")):
+            stats = part.groupby("model")[name].agg(["mean", "std"]).reindex(order)
+            ax.errorbar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0.0), marker=marker, ls=ls,
+                        color="0.25" if name == "train_loss" else "0.55", capsize=3, label=name.replace("_", " "))
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
+        ax.set_ylabel("loss (nats)")
+        ax.legend(loc="best", fontsize="small")
+        for a in axes[:, j]:
+            a.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bin_widths(bin_widths: pd.DataFrame, parameter: str = "kernel"):
+    """QGen Fig. 1 analogue: quantization bin width (mean scale) per quantized layer, one line per model."""
+    import matplotlib.pyplot as plt
+
+    df = bin_widths[bin_widths["parameter"] == parameter]
+    cases = _cases(df)
+    titles = _titles(df)
+    colors = model_colors(df["model"]) if len(df) else {}
+    fig, axes = plt.subplots(1, max(len(cases), 1), figsize=(5.2 * max(len(cases), 1) + 0.6, 4.4), squeeze=False)
+    for j, case in enumerate(cases):
+        ax = axes[0, j]
+        part = df[df["case"] == case]
+        layers = list(dict.fromkeys(part.sort_values("layer_index")["layer"]))
+        for key in model_order(part["model"]):
+            sub = part[part["model"] == key]
+            stats = sub.groupby("layer")["scale_mean"].agg(["mean", "std"]).reindex(layers)
+            ax.errorbar(range(len(layers)), stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
+                        color=colors[key], label=sub["label"].iloc[0])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(layers)))
+        ax.set_xticklabels(layers, rotation=35, ha="right")
+        ax.set_xlabel("quantized layer")
+        ax.set_ylabel(f"bin width s of the {parameter} (log scale)")
+        ax.set_title(titles[case])
+    handles, labels = (axes[0, 0].get_legend_handles_labels() if cases else ([], []))
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sharpness(metrics: pd.DataFrame, rho_average: float, rho_worst: float, flatness_label: str):
+    """Average/worst adaptive sharpness and PAC-Bayes sigma per model: mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    cases = _cases(metrics)
+    titles = _titles(metrics)
+    colors = model_colors(metrics["model"])
+    panels = [("sharpness_average", f"average adaptive sharpness, ρ = {rho_average:g} (nats)", False),
+              ("sharpness_worst", f"worst-case adaptive sharpness, ρ = {rho_worst:g} (nats)", False),
+              ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label}); larger = flatter", True)]
+    fig, axes = plt.subplots(len(cases), 3, figsize=(15, 4.3 * len(cases)), squeeze=False)
+    for i, case in enumerate(cases):
+        part = metrics[metrics["case"] == case]
+        for j, (metric, ylabel, logy) in enumerate(panels):
+            ax = axes[i, j]
+            if metric in part:
+                _errorbar_panel(ax, part, metric, colors)
+            ax.set_ylabel(ylabel, fontsize="small")
+            if logy:
+                ax.set_yscale("log")
+            ax.set_title(titles[case] if j == 1 else "")
+    fig.tight_layout()
+    return fig
+
+
+def plot_landscape_1d(one_d: pd.DataFrame):
+    """Training loss (log) and accuracy along one filter-normalized direction, same alpha grid for all models."""
+    import matplotlib.pyplot as plt
+
+    cases = _cases(one_d)
+    titles = _titles(one_d)
+    colors = model_colors(one_d["model"])
+    fig, axes = plt.subplots(2, len(cases), figsize=(5.2 * len(cases) + 0.6, 7.0), squeeze=False, sharex=True)
+    for j, case in enumerate(cases):
+        part = one_d[one_d["case"] == case]
+        for key in model_order(part["model"]):
+            sub = part[part["model"] == key].sort_values("alpha")
+            axes[0, j].plot(sub["alpha"], sub["loss"], marker=".", color=colors[key], label=sub["label"].iloc[0])
+            axes[1, j].plot(sub["alpha"], 100 * sub["accuracy"], marker=".", color=colors[key])
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_ylabel("training loss (nats, log scale)")
+        axes[0, j].set_title(titles[case])
+        axes[0, j].legend(fontsize="small")
+        axes[1, j].set_ylabel("training accuracy (%)")
+        axes[1, j].set_xlabel("α (step along the direction d₁)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
+    """Contour plots of the training loss on the (alpha, beta) plane: shared log colour scale per part."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter
+
+    cases = _cases(two_d)
+    titles = _titles(two_d)
+    ncols = max(two_d.groupby("case")["model"].nunique().max(), 1) if len(two_d) else 1
+    fig, axes = plt.subplots(len(cases), ncols, figsize=(3.9 * ncols + 1.4, 3.9 * len(cases)), squeeze=False,
+                             layout="constrained")
+    for i, case in enumerate(cases):
+        part = two_d[two_d["case"] == case]
+        vmin = max(float(part["loss"].min()), 1e-6)
+        vmax = max(float(part["loss"].max()), vmin * 1.01)
+        levels = np.geomspace(vmin, vmax, n_levels)
+        norm = LogNorm(vmin=vmin, vmax=vmax)
+        order = model_order(part["model"])
+        mappable = None
+        for j in range(ncols):
+            ax = axes[i, j]
+            if j >= len(order):
+                ax.set_visible(False)
+                continue
+            sub = part[part["model"] == order[j]]
+            grid = sub.pivot_table(index="beta", columns="alpha", values="loss")
+            a, b = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
+            z = np.clip(grid.to_numpy(), vmin, vmax)
+            mappable = ax.contourf(a, b, z, levels=levels, norm=norm, cmap="viridis")
+            lines = ax.contour(a, b, z, levels=levels[1::3], norm=norm, colors="white", linewidths=0.7)
+            ax.clabel(lines, fontsize=7, fmt="%.3g")
+            ax.plot(0, 0, marker="*", color="red", ms=10)
+            ax.set_title(f"{titles[case]}: {sub['label'].iloc[0]}", fontsize="small")
+            ax.set_xlabel("α (along d₁)")
+            ax.set_ylabel("β (along d₂)" if j == 0 else "")
+            ax.set_aspect("equal")
+        if mappable is not None:
+            cbar = fig.colorbar(mappable, ax=list(axes[i, : len(order)]), shrink=0.9)
+            cbar.set_label("training loss (nats, log scale)")
+            cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::2]))
+            cbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            cbar.ax.yaxis.set_minor_locator(FixedLocator([]))
+    return fig
+
+
+def plot_robustness(robustness: pd.DataFrame):
+    """Accuracy vs severity per corruption (severity 0 = clean), one line per model, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    cases = _cases(robustness)
+    titles = _titles(robustness)
+    corruptions = [c for c in dict.fromkeys(robustness["corruption"]) if c != "clean"]
+    colors = model_colors(robustness["model"])
+    clean = robustness[robustness["corruption"] == "clean"]
+    fig, axes = plt.subplots(len(cases), len(corruptions), figsize=(3.3 * len(corruptions) + 1.6, 3.4 * len(cases)),
+                             squeeze=False, sharey="row")
+    for i, case in enumerate(cases):
+        part = robustness[robustness["case"] == case]
+        for j, name in enumerate(corruptions):
+            ax = axes[i, j]
+            for key in model_order(part["model"]):
+                rows = pd.concat([clean[(clean["case"] == case) & (clean["model"] == key)],
+                                  part[(part["corruption"] == name) & (part["model"] == key)]])
+                stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
+                ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0.0), marker="o",
+                            ms=3.5, capsize=2, color=colors[key], label=rows["label"].iloc[0] if len(rows) else key)
+            ax.set_title(name.replace("_", " ") if i == 0 else "", fontsize="medium")
+            ax.set_xticks(range(0, 6))
+            ax.set_xlabel("severity (0 = clean)")
+            if j == 0:
+                ax.set_ylabel(f"{titles[case]}\naccuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
