@@ -74,6 +74,9 @@ results/$(PROFILE)/executed/%.ipynb: notebooks/%.md profiles/$(PROFILE)/%.yaml $
 
 notebooks: $(EXECUTED) ## execute every notebook with PROFILE's parameters (cached runs are reused)
 
+# baselines overlays the loss-term fronts that loss_terms writes: run it after loss_terms
+results/$(PROFILE)/executed/baselines.ipynb: | results/$(PROFILE)/executed/loss_terms.ipynb
+
 run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="threshold=1e-9"
 	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }
 	$(PY) -m lqs.runner $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
