@@ -6,6 +6,8 @@ stable names, and a caption that names dataset, profile, seeds and the varied pa
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -50,17 +52,22 @@ def save_figure(fig: plt.Figure, results_dir: str | Path, stem: str, caption_tex
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    def _atomic(target: Path, write) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)  # unique per writer
+        os.close(fd)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
     for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {})):
-        target = out / f"{stem}.{ext}"
-        tmp = out / f".{stem}.tmp.{ext}"
-        fig.savefig(tmp, format=ext, **kwargs)
-        tmp.replace(target)
-        written.append(target)
-    cap = out / f"{stem}.caption.md"
-    tmp = out / f".{stem}.caption.tmp"
-    tmp.write_text(caption_text.strip() + "\n")
-    tmp.replace(cap)
-    written.append(cap)
+        written.append(_atomic(out / f"{stem}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kwargs)))
+    text = caption_text.strip() + "\n"
+    written.append(_atomic(out / f"{stem}.caption.md", lambda tmp: Path(tmp).write_text(text)))
     return written
 
 

@@ -356,6 +356,11 @@ def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mappi
     The file is written to a temporary name and renamed, so an interrupted computation never
     leaves a partial table behind. The returned frame is always read back from the CSV, so a
     first and a cached call give identical frames. ``cache_dir=None`` disables caching.
+
+    The measures key on the run's ``config_hash`` (which includes the lqs and code versions), not
+    on the model file: training is deterministic on one machine, but a run retrained under the
+    same hash elsewhere (``force=True``, another device) needs its cache folder deleted, or
+    :data:`MEASURE_VERSION` bumped.
     """
     if cache_dir is None:
         return compute()
@@ -997,7 +1002,7 @@ def plot_bin_widths(bin_widths: pd.DataFrame, parameter: str = "kernel"):
 
 
 def plot_sharpness(metrics: pd.DataFrame, rho_average: float, rho_worst: float, flatness_label: str):
-    """Average/worst adaptive sharpness and PAC-Bayes sigma per model: mean ± std over seeds."""
+    """Average/worst adaptive sharpness (linear axes) and PAC-Bayes sigma (log axis) per model: mean ± std over seeds."""
     import matplotlib.pyplot as plt
 
     cases = _cases(metrics)
@@ -1099,18 +1104,23 @@ def plot_robustness(robustness: pd.DataFrame):
     corruptions = [c for c in dict.fromkeys(robustness["corruption"]) if c != "clean"]
     colors = model_colors(robustness["model"])
     clean = robustness[robustness["corruption"] == "clean"]
-    fig, axes = plt.subplots(len(cases), len(corruptions), figsize=(3.3 * len(corruptions) + 1.6, 3.4 * len(cases)),
+    fig, axes = plt.subplots(len(cases), len(corruptions), figsize=(3.4 * len(corruptions) + 1.6, 3.9 * len(cases)),
                              squeeze=False, sharey="row")
     for i, case in enumerate(cases):
         part = robustness[robustness["case"] == case]
         for j, name in enumerate(corruptions):
             ax = axes[i, j]
-            for key in model_order(part["model"]):
+            keys = model_order(part["model"])
+            offsets = np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+            for key, dx in zip(keys, offsets):
                 rows = pd.concat([clean[(clean["case"] == case) & (clean["model"] == key)],
                                   part[(part["corruption"] == name) & (part["model"] == key)]])
                 stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
-                ax.errorbar(stats.index, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0.0), marker="o",
-                            ms=3.5, capsize=2, color=colors[key], label=rows["label"].iloc[0] if len(rows) else key)
+                bars = ax.errorbar(stats.index + dx, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0.0),
+                                   marker="o", ms=3.5, lw=1.4, elinewidth=0.8, capsize=0, color=colors[key],
+                                   label=rows["label"].iloc[0] if len(rows) else key)
+                for line in bars[2]:
+                    line.set_alpha(0.45)
             ax.set_title(name.replace("_", " ") if i == 0 else "", fontsize="medium")
             ax.set_xticks(range(0, 6))
             ax.set_xlabel("severity (0 = clean)")
