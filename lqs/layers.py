@@ -117,6 +117,49 @@ class QuantizedLayerMixin:
             return {"bias": ops.convert_to_numpy(self.bias)}
         return {}
 
+    def _init_parameters(self, activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer, kernel_constraint, bias_constraint) -> None:
+        """Store the float-parameter options shared with ``keras.layers.Dense``/``Conv2D``."""
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def _add_parameters(self, kernel_shape: tuple[int, ...], units: int) -> None:
+        """Create the float ``kernel`` and (with ``use_bias``) ``bias`` of shape ``(units,)``."""
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def _parameter_config(self) -> dict[str, Any]:
+        return {
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        }
+
     def _quantization_config(self) -> dict[str, Any]:
         q = self.kernel_quantizer
         return {
@@ -185,14 +228,8 @@ class QDense(QuantizedLayerMixin, keras.layers.Layer):
         if int(units) != units or units < 1:
             raise ValueError(f"units must be a positive integer, got {units!r}")
         self.units = int(units)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self._init_parameters(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                              bias_regularizer, kernel_constraint, bias_constraint)
         self._bias_granularity = bias_granularity
         self._init_quantization(
             kernel_granularity=kernel_granularity,
@@ -210,22 +247,7 @@ class QDense(QuantizedLayerMixin, keras.layers.Layer):
 
     def build(self, input_shape) -> None:
         in_features = int(input_shape[-1])
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(in_features, self.units),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+        self._add_parameters((in_features, self.units), self.units)
         self._build_quantizers()
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: in_features})
         self.built = True
@@ -244,14 +266,7 @@ class QDense(QuantizedLayerMixin, keras.layers.Layer):
         return {
             **super().get_config(),
             "units": self.units,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            **self._parameter_config(),
             **self._quantization_config(),
         }
 
@@ -328,14 +343,8 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Layer):
         self.strides = _pair(strides, "strides")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
         self.padding = padding
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self._init_parameters(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                              bias_regularizer, kernel_constraint, bias_constraint)
         self._bias_granularity = bias_granularity
         self._init_quantization(
             kernel_granularity=kernel_granularity,
@@ -353,22 +362,7 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Layer):
 
     def build(self, input_shape) -> None:
         in_channels = int(input_shape[-1])
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (in_channels, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+        self._add_parameters(self.kernel_size + (in_channels, self.filters), self.filters)
         self._build_quantizers()
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
         self.built = True
@@ -407,13 +401,6 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Layer):
             "padding": self.padding,
             "data_format": "channels_last",
             "dilation_rate": self.dilation_rate,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            **self._parameter_config(),
             **self._quantization_config(),
         }
