@@ -12,9 +12,19 @@ returned tidy table (one row per run) into figures and generated Markdown with t
 * :func:`mark_front` / :func:`fronts` -- Pareto fronts (:mod:`lqs.pareto`) per group.
 * :func:`reference_accuracy` and :func:`best_compression_table` -- "best compression at
   <= 1 point accuracy loss vs FP32", one row per group, with the parameters that achieve it.
-* :func:`write_snippet`, :func:`write_csv` -- atomic writes (temporary file + rename).
+* :func:`write_snippet`, :func:`write_csv`, :func:`save_figure` -- atomic writes (temporary file
+  + rename); figures also get a ``<stem>_figure.md`` snippet for the book.
+* :func:`history_stats` -- per-epoch quantizer statistics (scales, integer ranges, unique values)
+  of stored runs, tidy.
+* :func:`matching_runs`, :func:`read_run_tables` -- another notebook's runs, only where data and
+  training budget match (the loss-term overlay of ``baselines``).
+* :func:`plot_band`, :func:`plot_front`, :func:`reference_lines` -- seed means with their spread,
+  Pareto fronts and the FP32 reference in the shared style of :mod:`lqs.plots`.
 * :func:`resolve_datasets` -- which requested datasets are present; writes the
   ``<notebook>_missing.md`` snippet that the book shows (never substitutes a dataset).
+
+A notebook *setup* is a plain dict of its parameters cell naming one dataset/network and optional
+overrides (:func:`setup_config`), so that profiles differ only in parameters.
 """
 
 from __future__ import annotations
