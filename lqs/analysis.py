@@ -33,13 +33,13 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from lqs.fileio import atomic_write_text
 from lqs.pareto import best_compression_within, pareto_mask
 
 __all__ = [
@@ -359,8 +359,8 @@ def best_compression_table(
         keep: further columns copied from the winning row (parameters that achieve it, spread, ...).
 
     Returns:
-        Columns: ``by``, ``reference_accuracy``, ``within`` (a row qualified), ``accuracy``,
-        ``compression``, then ``keep``.
+        One row per group with the columns ``by``, ``reference_accuracy``, ``within`` (a row
+        qualified), ``accuracy``, ``compression``, then ``keep``.
     """
     ref_cols = [ref_by] if isinstance(ref_by, str) else list(ref_by)
     by = list(by)
@@ -499,47 +499,65 @@ def markdown_table(df: pd.DataFrame, *, floatfmt: str = ".3g") -> str:
 # atomic writes
 
 
-def _atomic_write_text(target: Path, text: str) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def write_snippet(results_dir: str | os.PathLike[str], stem: str, text: str) -> Path:
     """Write the Markdown snippet ``results_dir/<stem>.md`` atomically (temporary file + rename)."""
     if not stem or "/" in stem or stem.endswith(".md"):
         raise ValueError(f"snippet stem must be a plain file stem without '/' or '.md', got {stem!r}")
     text = text if text.endswith("\n") else text + "\n"
-    return _atomic_write_text(Path(results_dir) / f"{stem}.md", text)
+    return atomic_write_text(Path(results_dir) / f"{stem}.md", text)
 
 
 def write_csv(df: pd.DataFrame, results_dir: str | os.PathLike[str], name: str) -> Path:
     """Write ``df`` (no index) to ``results_dir/<name>.csv`` atomically."""
-    return _atomic_write_text(Path(results_dir) / f"{name}.csv", df.to_csv(index=False))
+    return atomic_write_text(Path(results_dir) / f"{name}.csv", df.to_csv(index=False))
 
 
 def save_figure(fig: Any, results_dir: str | os.PathLike[str], notebook: str, stem: str, caption_text: str,
-                *, width: str | None = None) -> list[Path]:
-    """:func:`lqs.plots.save_figure` (PNG, PDF, ``<stem>.caption.md``) plus the book snippet ``<stem>_figure.md``.
+                *, width: str | None = None, show: bool = True) -> list[Path]:
+    """Save a notebook figure for the book, show it in the notebook, close it.
 
-    The snippet is a MyST ``{figure}`` (:func:`lqs.book.figure_markdown`) that a book page includes
-    with ``{include} generated/<notebook>/<stem>_figure.md``.
+    Writes, atomically, :func:`lqs.plots.save_figure`'s ``<stem>.png`` (150 dpi), ``<stem>.pdf`` and
+    ``<stem>.caption.md``, plus the snippet ``<stem>_figure.md``: a MyST ``{figure}``
+    (:func:`lqs.book.figure_markdown`) that a book page includes with
+    ``{include} generated/<notebook>/<stem>_figure.md``. With ``show`` and inside IPython the saved
+    PNG is displayed, so the executed notebook shows exactly the file the book uses (the
+    matplotlib backend is Agg everywhere, so ``plt.show()`` would show nothing). The figure is then
+    closed.
+
+    Arguments:
+        fig: the matplotlib figure.
+        results_dir: the notebook's results folder.
+        notebook: the notebook's name (the snippet's image path and label use it).
+        stem: file stem, stable across runs (the book refers to it).
+        caption_text: the caption (:func:`lqs.plots.caption` adds dataset, profile, seeds, varied).
+        width: optional display width in the book (e.g. ``"80%"``).
+        show: display the saved PNG when running under IPython.
+
+    Returns:
+        The written paths (PNG, PDF, caption, snippet).
     """
+    import matplotlib.pyplot as plt
+
     from lqs.book import figure_markdown
     from lqs.plots import save_figure as _save_figure
 
     written = list(_save_figure(fig, results_dir, stem, caption_text))
     written.append(write_snippet(results_dir, f"{stem}_figure", figure_markdown(notebook, stem, caption_text, width=width)))
+    if show:
+        _display_png(Path(results_dir) / f"{stem}.png", width_px=int(fig.get_figwidth() * 96))
+    plt.close(fig)
     return written
+
+
+def _display_png(path: Path, width_px: int) -> None:
+    """Display a PNG in the running IPython kernel (no-op outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover - IPython ships with the notebook stack
+        return
+    if get_ipython() is not None:
+        display(Image(filename=str(path), width=width_px))
 
 
 # --------------------------------------------------------------------------------------------

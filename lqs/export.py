@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ import numpy as np
 
 import lqs
 from lqs import memory
+from lqs.fileio import atomic_write
 from lqs.quantizers import IntegerTensor
 
 __all__ = [
@@ -115,24 +115,17 @@ def _model_config(model: keras.Model) -> dict[str, Any]:
 
 
 def _write_npz(target: Path, arrays: dict[str, np.ndarray], manifest: dict, compress: bool) -> None:
-    """Write ``arrays`` + manifest as an npz to a temp file beside ``target``, then ``os.replace``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """Write ``arrays`` + manifest as an npz atomically (:func:`lqs.fileio.atomic_write`)."""
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=mode, allowZip64=True) as zf:
-                for key, arr in arrays.items():
-                    with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
-                zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=False))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=mode, allowZip64=True) as zf:
+            for key, arr in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=False))
+
+    atomic_write(target, write)
 
 
 def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = False) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from matplotlib.collections import LineCollection, PatchCollection  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
 from lqs.layers import QConv2D, QDense  # noqa: E402
-from lqs.plots import PALETTE, save_figure  # noqa: E402
+from lqs.plots import PALETTE  # noqa: E402
 from lqs.quantizers import (  # noqa: E402
     EPS,
     GRANULARITIES,
@@ -125,30 +125,10 @@ _BACKWARD = PALETTE[3]  # vermillion-ish red for gradients
 
 def save(fig: plt.Figure, results_dir: str | Path, notebook: str, stem: str, caption_text: str, *,
          show: bool = True) -> list[Path]:
-    """Save ``fig`` with :func:`lqs.plots.save_figure`, write a ``<stem>_figure.md`` MyST snippet, show it.
+    """Save, show and close ``fig``: :func:`lqs.analysis.save_figure` (PNG, PDF, caption, book snippet)."""
+    from lqs.analysis import save_figure
 
-    The snippet (a ``{figure}`` directive built by :func:`lqs.book.figure_markdown`) lets a book page
-    include the figure with its caption: ``{include} generated/<notebook>/<stem>_figure.md``.
-    With ``show`` (and inside IPython) the saved PNG is displayed, so the notebook shows exactly the
-    file the book uses without rendering the figure a third time; the figure is then closed.
-    """
-    from lqs.book import figure_markdown
-
-    written = save_figure(fig, results_dir, stem, caption_text)
-    snippet = Path(results_dir) / f"{stem}_figure.md"
-    tmp = snippet.with_name(f".{snippet.name}.tmp")
-    tmp.write_text(figure_markdown(notebook, stem, caption_text))
-    tmp.replace(snippet)
-    if show:
-        try:
-            from IPython import get_ipython
-            from IPython.display import Image, display
-        except ImportError:  # pragma: no cover - IPython ships with the notebook stack
-            get_ipython = None
-        if get_ipython is not None and get_ipython() is not None:
-            display(Image(filename=str(Path(results_dir) / f"{stem}.png"), width=int(fig.get_figwidth() * 96)))
-    plt.close(fig)
-    return written + [snippet]
+    return save_figure(fig, results_dir, notebook, stem, caption_text, show=show)
 
 
 def _text_colour(rgba) -> str:

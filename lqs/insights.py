@@ -155,7 +155,7 @@ def intensity_histogram(x, bins: int = 32, value_range: tuple[float, float] = (0
     """Histogram of pixel intensities per channel, tidy: ``channel, bin_left, bin_right, count, density``.
 
     ``bins`` equal-width bins over ``value_range`` (the last bin includes its right edge, as
-    :func:`numpy.histogram`); ``density`` = count / (pixels of the channel * bin width), so it
+    ``numpy.histogram``); ``density`` = count / (pixels of the channel * bin width), so it
     integrates to 1 when every pixel lies in the range.
     """
     if int(bins) < 1:
@@ -212,7 +212,7 @@ def per_class_table(y_true, pred_reference, pred_quantized, num_classes: int | N
                     class_names: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-class accuracy of the reference and the quantized predictions side by side.
 
-    Columns: ``label, class, n`` (test examples of the class), ``accuracy_reference``,
+    The columns are ``label``, ``class``, ``n`` (test examples of the class), ``accuracy_reference``,
     ``accuracy_quantized``, ``change`` (= quantized - reference, in accuracy units), ``errors_reference``,
     ``errors_quantized`` (misclassified examples). One row per class, in label order.
     """
@@ -281,9 +281,9 @@ def most_changed(y_true, proba_reference, proba_quantized, k: int = 10,
     by index ascending (stable). Only examples with ``drop > 0`` are listed (fewer than ``k`` if
     the quantized network is at least as confident everywhere).
 
-    Columns: ``index`` (position in the arrays), ``label``, ``class``, ``p_true_reference``,
+    The columns are ``index`` (position in the arrays), ``label``, ``class``, ``p_true_reference``,
     ``p_true_quantized``, ``drop``, ``pred_reference``, ``pred_quantized`` (arg-max labels, ties to
-    the lowest label as :func:`numpy.argmax`), ``pred_class_reference``, ``pred_class_quantized``,
+    the lowest label as ``numpy.argmax``), ``pred_class_reference``, ``pred_class_quantized``,
     ``p_pred_reference``, ``p_pred_quantized`` (probability of each network's own prediction).
     """
     y = _labels(y_true, "y_true")

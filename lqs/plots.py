@@ -6,8 +6,6 @@ stable names, and a caption that names dataset, profile, seeds and the varied pa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -18,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from lqs.fileio import atomic_write, atomic_write_text  # noqa: E402
 from lqs.pareto import pareto_mask  # noqa: E402
 
 __all__ = ["PALETTE", "set_theme", "caption", "save_figure", "plot_pareto"]
@@ -50,24 +49,9 @@ def save_figure(fig: plt.Figure, results_dir: str | Path, stem: str, caption_tex
     Files are written to temporary names and renamed, so a crash never leaves a half-written figure.
     """
     out = Path(results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    def _atomic(target: Path, write) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)  # unique per writer
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return target
-
-    for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {})):
-        written.append(_atomic(out / f"{stem}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kwargs)))
-    text = caption_text.strip() + "\n"
-    written.append(_atomic(out / f"{stem}.caption.md", lambda tmp: Path(tmp).write_text(text)))
+    written = [atomic_write(out / f"{stem}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kwargs))
+               for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {}))]
+    written.append(atomic_write_text(out / f"{stem}.caption.md", caption_text.strip() + "\n"))
     return written
 
 

@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lqs.fileio import atomic_write
 
 __all__ = [
     "MEASURE_VERSION",
@@ -112,7 +113,7 @@ def model_specs(bits: Sequence[int], extra_models: Sequence[str] = EXTRA_MODELS,
                 ) -> list[tuple[str, int | None]]:
     """The trained models of the study as ``(flavour, bits)``: FP32, fixed bits, then the extras.
 
-    Arguments
+    Arguments:
         bits: bit widths of the fixed-bit QAT models (each 2..16, no duplicates).
         extra_models: any of :data:`EXTRA_MODELS` (``"lsq"`` at ``lsq_bits``, ``"nested"``).
         lsq_bits: bit width of the LSQ model.
@@ -263,7 +264,7 @@ def check_parts(requests: Mapping[str, str], *, strict: bool = False,
     A part whose dataset is absent is marked ``run = False`` with a ``note`` "not run: <dataset>
     missing (<files>); fix: <command>". Nothing is substituted.
 
-    Arguments
+    Arguments:
         requests: ``{case: dataset}``, e.g. ``{"mlp": "mnist", "cnn": "cifar10"}``.
         strict: raise ``FileNotFoundError`` instead of skipping a part whose data is missing.
         available: the availability function (default :func:`lqs.data.available`; tests pass a stub).
@@ -303,7 +304,7 @@ def annotate_runs(records: pd.DataFrame, case: str) -> pd.DataFrame:
 class MeasureSettings:
     """Sizes and hyper-parameters of the measures (one object per notebook run).
 
-    Arguments
+    Arguments:
         measure_samples: training examples (class-stratified subset of each run's own training
             set) on which sharpness and PAC-Bayes flatness are measured.
         rho_average: radius of the average-case adaptive sharpness (Gaussian noise
@@ -369,14 +370,7 @@ def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mappi
     path = folder / f"{name}-{_key_hash({'name': name, 'key': dict(key), 'version': MEASURE_VERSION})}.csv"
     if not path.exists():
         frame = compute()
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
     return pd.read_csv(path, dtype=_STRING_COLUMNS)
 
 
@@ -692,7 +686,7 @@ def compare(values: Sequence[float], reference: Sequence[float]) -> dict[str, An
 class ClaimSpec:
     """One of QGen's claims, tested on one metric for one model against FP32.
 
-    Arguments
+    Arguments:
         key: short identifier.
         claim: the claim in words; ``{q}`` is replaced by the quantized model's label.
         metric: a column of :func:`model_metrics`.

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from lqs import paths
+from lqs.fileio import atomic_write_text
 
 __all__ = ["load_yaml", "notebook_parameters", "resolve_parameters", "output_locations", "execute", "main"]
 
@@ -160,8 +161,14 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), load_yaml(raw, source=f"--set {text}")
 
 
-def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None, *, log=print) -> Path:
-    """Run ``notebook`` under ``profile`` (+ ``overrides``) with papermill; return the executed notebook path."""
+def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None, *, log=print,
+            echo: bool = True) -> Path:
+    """Run ``notebook`` under ``profile`` (+ ``overrides``) with papermill; return the executed notebook path.
+
+    With ``echo`` the notebook's printed output and stderr -- the sweeps' tqdm progress bars with
+    their ETA, "N runs (k already stored) -> folder" lines -- are streamed to this process's
+    stdout/stderr while it runs, so a long ``make reproduce`` shows where it is.
+    """
     import jupytext
     import papermill as pm
 
@@ -170,7 +177,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
     params["results_dir"] = str(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
-    (results_dir / "parameters.json").write_text(json.dumps(params, indent=2, sort_keys=True, default=str))
+    atomic_write_text(results_dir / "parameters.json", json.dumps(params, indent=2, sort_keys=True, default=str))
     log(f"[lqs.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}")
 
     nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{notebook}.md")
@@ -189,6 +196,8 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
                 cwd=str(paths.ROOT),
                 progress_bar=sys.stderr.isatty(),
                 log_output=False,
+                stdout_file=sys.stdout if echo else None,
+                stderr_file=sys.stderr if echo else None,
             )
         except BaseException:
             failed = executed.with_suffix(".failed.ipynb")
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (YAML value), repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved parameters and exit")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not stream the notebook's output (progress bars, prints) while it runs")
     args = parser.parse_args(argv)
     try:
         overrides = dict(_parse_override(o) for o in args.overrides)
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             params["results_dir"] = str(output_locations(args.notebook, args.profile, overrides)[0])
             print(json.dumps(params, indent=2, sort_keys=True, default=str))
             return 0
-        execute(args.notebook, args.profile, overrides)
+        execute(args.notebook, args.profile, overrides, echo=not args.quiet)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

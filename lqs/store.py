@@ -14,7 +14,9 @@ final name. The record carries ``complete: true``, the sha256 of the history and
 the record without that field. :meth:`RunStore.load_record` returns ``None`` -- and logs a warning
 -- for a record that is missing, unreadable, truncated, edited, not complete, or whose history or
 model file does not match; the experiment then simply recomputes the run. Leftover temporary
-files are never read (only names ``<16 hex digits>.json`` count as records).
+files are never read (only names ``<16 hex digits>.json`` count as records). Writes go through
+:func:`lqs.fileio.atomic_write`; :meth:`RunStore.lock` (a lock file ``.H.lock``) lets concurrent
+processes train each configuration once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -34,6 +35,7 @@ import pandas as pd
 
 from lqs import paths
 from lqs.config import canonical_json, config_hash, validate_config
+from lqs.fileio import atomic_write, file_lock, file_sha256
 
 __all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE"]
 
@@ -66,31 +68,9 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _record_sha256(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "record_sha256"}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 class RunStore:
@@ -126,22 +106,17 @@ class RunStore:
     def model_path(self, h: str) -> Path:
         return self.root / f"{self._check_hash(h)}.keras"
 
-    # ---------------------------------------------------------------- atomic writes
-    def _atomic_write(self, final: Path, write: Any, suffix: str) -> None:
-        """Call ``write(tmp_path)`` then fsync and ``os.replace`` it to ``final``."""
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        try:
-            write(tmp_path)
-            with open(tmp_path, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp_path, final)
-            _fsync_dir(final.parent)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
+    # ---------------------------------------------------------------- locking
+    def lock_path(self, h: str) -> Path:
+        return self.root / f".{self._check_hash(h)}.lock"
+
+    def lock(self, h: str):
+        """Context manager: exclusive lock on configuration ``h`` across processes (:func:`lqs.fileio.file_lock`).
+
+        :func:`lqs.experiment.run` holds it while training, so two processes asked for the same
+        configuration train it once: the second waits, then finds the stored record.
+        """
+        return file_lock(self.lock_path(h))
 
     # ---------------------------------------------------------------- write
     def put(
@@ -170,16 +145,16 @@ class RunStore:
         out["model_sha256"] = None
         if history is not None:
             hist_path = self.history_path(h)
-            self._atomic_write(hist_path, lambda p: history.to_csv(p, index=False), ".csv")
+            atomic_write(hist_path, lambda p: history.to_csv(p, index=False), suffix=".csv")
             out["history_sha256"] = file_sha256(hist_path)
         if model is not None:
             mpath = self.model_path(h)
-            self._atomic_write(mpath, lambda p: model.save(p), ".keras")
+            atomic_write(mpath, lambda p: model.save(p), suffix=".keras")
             out["model_sha256"] = file_sha256(mpath)
         out["complete"] = True
         out["record_sha256"] = _record_sha256(out)
         text = json.dumps(out, indent=1, sort_keys=False, allow_nan=False)
-        self._atomic_write(self.record_path(h), lambda p: p.write_text(text + "\n", encoding="utf-8"), ".json")
+        atomic_write(self.record_path(h), lambda p: p.write_text(text + "\n", encoding="utf-8"), suffix=".json")
         return out
 
     # ---------------------------------------------------------------- read

@@ -517,3 +517,12 @@ def test_browser_screenshot_not_blank(built_book: dict[str, str], chromium: str)
         variance = ImageStat.Stat(gray).var[0]
         colors = len(set(gray.resize((320, 500)).getdata()))
     assert variance > 50 and colors > 16, f"screenshot looks blank (variance {variance:.1f}, {colors} grey levels)"
+
+
+def test_api_page_documents_every_module():
+    """A module missing from book/api.md would be undocumented in the book."""
+    text = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. automodule:: lqs\.(\w+)$", text, flags=re.M))
+    modules = {p.stem for p in (ROOT / "lqs").glob("*.py") if p.stem != "__init__"}
+    assert modules - documented == set(), "add a section to book/api.md"
+    assert documented - modules == set(), "book/api.md lists a module that does not exist"

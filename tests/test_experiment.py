@@ -463,3 +463,26 @@ def test_load_model_missing(env):
         experiment.load_model(rec)
     with pytest.raises(ValueError, match="config hash"):
         experiment.load_model({"nothing": 1})
+
+
+def test_concurrent_runs_of_one_config_train_once(env):
+    """Two callers asking for one configuration at once: one trains, the other waits for its record."""
+    import threading
+    import time
+
+    def slow(cfg, store, verbose, save_model):
+        env.calls.append(cfg)
+        time.sleep(0.3)  # without the store lock the other caller would start training meanwhile
+        return store.put(cfg, {"test_accuracy": 0.5})
+
+    env.monkeypatch.setattr(experiment, "_execute", slow)
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(experiment.run(TINY))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(env.calls) == 1
+    assert len(results) == 2 and results[0]["record_sha256"] == results[1]["record_sha256"]
+    assert env.store.lock_path(config_hash(TINY)).exists()
+    assert env.store.load_record(config_hash(TINY)) is not None

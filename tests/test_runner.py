@@ -37,6 +37,7 @@ NOTEBOOK = textwrap.dedent(
     import pathlib, json
     assert not fail, "asked to fail"
     pathlib.Path(results_dir, "out.json").write_text(json.dumps({"lr": lr, "epochs": epochs, "grid": grid}))
+    print(f"demo progress: epochs={epochs}")
     ```
     """
 )
@@ -109,8 +110,9 @@ def test_overrides_go_to_a_custom_folder(project):
 
 
 @pytest.mark.slow
-def test_execute_is_atomic(project):
+def test_execute_is_atomic(project, capfd):
     out = runner.execute("demo", "smoke", log=lambda *_: None)
+    assert "demo progress: epochs=2" in capfd.readouterr().out  # the notebook's output is streamed live
     assert out.exists() and out == paths.executed_dir("smoke") / "demo.ipynb"
     written = json.loads((paths.results_dir("demo", "smoke") / "out.json").read_text())
     assert written == {"lr": 1e-4, "epochs": 2, "grid": [1, 2]}
@@ -123,3 +125,6 @@ def test_execute_is_atomic(project):
     assert len(failed) == 1
     assert not list(paths.results_root().rglob("*.partial.ipynb"))
     assert runner.main(["demo", "--profile", "smoke", "--set", "epochs"]) == 2
+    capfd.readouterr()
+    assert runner.main(["demo", "--profile", "smoke", "--set", "epochs=4", "--quiet"]) == 0
+    assert "demo progress" not in capfd.readouterr().out

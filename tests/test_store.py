@@ -121,19 +121,6 @@ def test_leftover_temp_files_are_ignored(store):
     assert store.get(CFG)["test_accuracy"] == 0.5
 
 
-def test_failed_write_leaves_no_file(store):
-    class Boom(Exception):
-        pass
-
-    def bad_write(path):
-        path.write_text("partial")
-        raise Boom
-
-    with pytest.raises(Boom):
-        store._atomic_write(store.root / "x.json", bad_write, ".json")
-    assert os.listdir(store.root) == []
-
-
 def test_record_written_last(store, monkeypatch):
     """A crash while saving the model leaves no record: the run counts as not done."""
     import keras
