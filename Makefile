@@ -12,6 +12,7 @@ TF ?= cpu#             cpu | gpu  (gpu installs tensorflow[and-cuda] instead of 
 STRICT_DATA ?= 0#      1: fail when a dataset a profile wants is missing
 NB ?=#                 notebook name for `make run`
 PARAMS ?=#             parameter overrides for `make run`, e.g. "lr=1e-3 threshold=1e-9"
+BENCH_PROFILE ?= smoke#  profile whose notebooks `make bench` times cold (cpu: about an hour on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
 VENV := .venv
@@ -101,9 +102,10 @@ pdf: venv ## build the PDF book (installs TeX Live with apt-get when missing)
 lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown through jupytext)
 	$(VENV)/bin/jupyter lab notebooks
 
-bench: venv ## run the benchmarks (layer overhead, seconds per epoch per model, time per profile)
+bench: venv ## run the benchmarks (layer overhead, seconds per epoch per model, time per notebook of BENCH_PROFILE)
 	$(PY) benchmarks/layer_overhead.py
 	$(PY) benchmarks/epoch_times.py
+	$(PY) benchmarks/profile_times.py --profile $(BENCH_PROFILE)
 
 clean: ## remove generated results and book builds (keeps .venv and data)
 	rm -rf results book/_build book/generated build

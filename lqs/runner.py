@@ -32,7 +32,35 @@ import yaml
 from lqs import paths
 from lqs.fileio import atomic_write_text
 
-__all__ = ["load_yaml", "notebook_parameters", "resolve_parameters", "output_locations", "execute", "main"]
+__all__ = ["RUNS_AFTER", "execution_order", "load_yaml", "notebook_parameters", "resolve_parameters",
+           "output_locations", "execute", "main"]
+
+#: notebooks that read another notebook's outputs, and which ones (the Makefile encodes the same
+#: order as order-only prerequisites; ``tests/test_runner.py`` checks that the two agree)
+RUNS_AFTER: dict[str, tuple[str, ...]] = {"baselines": ("loss_terms",)}
+
+
+def execution_order(notebooks: list[str] | None = None) -> list[str]:
+    """Notebook names in an order that runs every notebook after the ones it reads (:data:`RUNS_AFTER`).
+
+    Alphabetical otherwise, as ``make notebooks`` runs them. ``None``: every ``notebooks/*.md``.
+    """
+    names = sorted(notebooks if notebooks is not None else (p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md")))
+    order: list[str] = []
+
+    def visit(name: str, stack: tuple[str, ...] = ()) -> None:
+        if name in order:
+            return
+        if name in stack:
+            raise ValueError(f"RUNS_AFTER has a cycle through {name!r}")
+        for before in RUNS_AFTER.get(name, ()):
+            if before in names:
+                visit(before, stack + (name,))
+        order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
 
 
 class _Loader(yaml.SafeLoader):

@@ -128,3 +128,17 @@ def test_execute_is_atomic(project, capfd):
     capfd.readouterr()
     assert runner.main(["demo", "--profile", "smoke", "--set", "epochs=4", "--quiet"]) == 0
     assert "demo progress" not in capfd.readouterr().out
+
+
+def test_execution_order_runs_readers_after_writers():
+    order = runner.execution_order(["pareto_threshold", "baselines", "loss_terms", "hello"])
+    assert order == ["loss_terms", "baselines", "hello", "pareto_threshold"]  # as make runs them
+    assert runner.execution_order(["baselines"]) == ["baselines"]  # a missing writer is not added
+
+
+def test_makefile_encodes_the_same_order():
+    makefile = (paths.ROOT / "Makefile").read_text()
+    for reader, writers in runner.RUNS_AFTER.items():
+        for writer in writers:
+            rule = f"results/$(PROFILE)/executed/{reader}.ipynb: | results/$(PROFILE)/executed/{writer}.ipynb"
+            assert rule in makefile, rule
