@@ -29,6 +29,28 @@ def test_source_is_clean_myst_with_one_parameters_cell(name):
     assert {"profile", "results_dir"} <= set(params), f"{path}: parameters cell needs profile and results_dir"
 
 
+#: calls whose return value (written paths) would otherwise be printed as a cell's output
+_WRITERS = ("save_figure", "save", "write_snippet", "write_csv")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_no_cell_prints_the_paths_a_writer_returns(name):
+    """A cell ending in ``analysis.save_figure(...)`` would show a list of paths under the figure."""
+    import ast
+
+    nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{name}.md")
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        body = ast.parse(code).body
+        last = body[-1] if body else None
+        if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
+            func = ast.unparse(last.value.func).rsplit(".", 1)[-1]
+            if func in _WRITERS:
+                assert cell.source.rstrip().endswith(";"), f"{name}: end the cell's last call to {func} with ';'"
+
+
 @pytest.mark.parametrize("profile", paths.PROFILES)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_profile_resolves(name, profile):
