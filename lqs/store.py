@@ -21,6 +21,7 @@ processes train each configuration once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -108,9 +109,10 @@ class RunStore:
 
     # ---------------------------------------------------------------- locking
     def lock_path(self, h: str) -> Path:
+        """The lock file of configuration ``h`` (hidden, never read as a record)."""
         return self.root / f".{self._check_hash(h)}.lock"
 
-    def lock(self, h: str):
+    def lock(self, h: str) -> contextlib.AbstractContextManager[Path]:
         """Context manager: exclusive lock on configuration ``h`` across processes (:func:`lqs.fileio.file_lock`).
 
         :func:`lqs.experiment.run` holds it while training, so two processes asked for the same
