@@ -350,7 +350,7 @@ def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [0, 1])
     written = analysis.save_figure(fig, tmp_path, "nb", "line", "A line. Dataset: x; profile: smoke.")
-    plt.close(fig)
+    assert not plt.fignum_exists(fig.number)  # closed: notebooks do not accumulate open figures
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["line.caption.md", "line.pdf", "line.png", "line_figure.md"]
     snippet = (tmp_path / "line_figure.md").read_text()
