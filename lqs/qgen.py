@@ -749,15 +749,14 @@ def _scale(metric: str) -> float:
 
 def format_mean_std(mean: float, std: float, n: int, metric: str = "", digits: int | None = None) -> str:
     """``"0.375 ± 0.012"`` (loss-like) or ``"8.1 ± 0.4"`` (percent metrics, in %/pp); ``n = 1``: no ±."""
+    from lqs.analysis import fmt_pm
+
     f = _scale(metric)
     if digits is None:
         digits = 1 if f == 100.0 else 3
     if not np.isfinite(mean):
         return "n/a"
-    text = f"{mean * f:.{digits}f}"
-    if n > 1 and np.isfinite(std):
-        text += f" ± {std * f:.{digits}f}"
-    return text
+    return fmt_pm(mean, std if n > 1 and np.isfinite(std) else None, scale=f, digits=digits)
 
 
 _VERDICT = {
