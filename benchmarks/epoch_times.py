@@ -10,17 +10,17 @@ arch       input       train images     why
 mlp        28x28x1     8000             MNIST (10k subset) / Fashion-MNIST MLP runs
 cnn        28x28x1     10000            Fashion-MNIST: the offline stand-in for the conv experiments
 cnn        32x32x3     10000            CIFAR-10, when its archive is present
-resnet     64x64x3     2000             Imagenette at lqs.data.IMAGENETTE_DEFAULT_SIZE (64 px)
+resnet     64x64x3     2000             Imagenette at companion.data.IMAGENETTE_DEFAULT_SIZE (64 px)
 =========  ==========  ===============  ==========================================================
 
 Method: synthetic random images and labels (timing only -- no accuracy is measured); the model is
-built with :func:`lqs.models.build_model`, compiled like :func:`lqs.experiment.run` (Adam,
+built with :func:`lqs.models.build_model`, compiled like :func:`companion.engine.experiment.run` (Adam,
 sparse categorical cross-entropy, accuracy) and trained for a few warm-up steps (graph tracing,
 reported separately as ``first_call_s``), then for ``steps`` timed steps; ``epoch_s`` =
 seconds per step x steps per epoch (``ceil(n / batch)``). ``eval_s_per_1k`` is the inference time
 for 1000 images (the per-epoch validation on the test set and the final evaluations cost
 ``n_test / 1000`` times that), ``stats_s`` one call of the per-epoch quantizer statistics of
-:class:`lqs.experiment.EpochStats`. ``cpu_s_per_step`` is process CPU time per step (all
+:class:`companion.engine.experiment.EpochStats`. ``cpu_s_per_step`` is process CPU time per step (all
 threads; ``epoch_cpu_s`` per epoch) and ``load1`` the 1-minute load average when the case ran: wall times on a busy machine
 are inflated, CPU times much less.
 
@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lqs import paths  # noqa: E402
-from lqs.experiment import quantizer_stats  # noqa: E402
+from companion import paths  # noqa: E402
+from companion.engine.experiment import quantizer_stats  # noqa: E402
 from lqs.models import build_model  # noqa: E402
 
 #: (arch, input shape, training images of the cpu profile, label)

@@ -19,7 +19,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/layer_overhead.py --profile  # also: where the lqs time goes (MLP)
     /tmp/qk-venv/bin/python benchmarks/layer_overhead.py --qkeras   # QKeras timings (separate venv)
 
-Outputs under ``lqs.paths.results_root() / "benchmarks"``: ``layer_overhead.csv`` and
+Outputs under ``companion.paths.results_root() / "benchmarks"``: ``layer_overhead.csv`` and
 ``layer_overhead.md`` (main run), ``layer_overhead_qkeras.csv`` (``--qkeras``),
 ``layer_overhead_profile.{csv,md}`` (``--profile``). See ``benchmarks/README.md``.
 """
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from lqs.paths import results_root  # noqa: E402
+from companion.paths import results_root  # noqa: E402
 
 #: (model, batch) -> (warm-up steps, timed reps); the big CNN at batch 256 gets fewer reps
 PLAN: dict[tuple[str, int], tuple[int, int]] = {

@@ -1,7 +1,7 @@
 """Wall and CPU time of every notebook under one profile, cold (nothing cached) or warm.
 
-Runs ``python -m lqs.runner NAME --profile P --quiet`` for every notebook, one after the other in
-the order ``make notebooks`` uses (:func:`lqs.runner.execution_order`), and records per notebook:
+Runs ``python -m companion.engine.runner NAME --profile P --quiet`` for every notebook, one after the other in
+the order ``make notebooks`` uses (:func:`companion.engine.runner.execution_order`), and records per notebook:
 
 * ``wall_s`` -- elapsed seconds of the runner (papermill start-up, kernel, the notebook);
 * ``cpu_s`` -- user + system CPU seconds of the runner and everything it started (the kernel and
@@ -36,7 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lqs import paths, runner  # noqa: E402
+from companion import paths  # noqa: E402
+from companion.engine import runner  # noqa: E402
 from lqs.fileio import atomic_write_text  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def time_notebook(name: str, profile: str, env: dict[str, str], results_root: Pa
     before_runs = _n_records(results_root)
     load = os.getloadavg()[0]
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lqs.runner", name, "--profile", profile, "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "companion.engine.runner", name, "--profile", profile, "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode != 0:

@@ -5,7 +5,7 @@ threshold-driven scale gradient), loss terms that push networks toward coarse qu
 baselines, memory accounting and the experiment engine behind the companion book.
 
 The layers are imported lazily (``lqs.QDense`` loads TensorFlow on first use), so light
-submodules such as ``lqs.paths``, ``lqs.runner`` and ``lqs.data`` start fast.
+submodules such as ``companion.paths``, ``companion.engine.runner`` and ``companion.data`` start fast.
 """
 
 from __future__ import annotations

@@ -51,14 +51,12 @@ import tensorflow as tf
 from keras import ops
 
 from lqs.layers import QConv2D, QDense
-from lqs.quantizers import MIN_SCALE, GRANULARITIES, IntegerTensor, MinValue, group_axes, scale_shape
+from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES, MIN_SCALE, IntegerTensor, MinValue, group_axes, scale_shape
 
 __all__ = [
     "BASELINE_FLAVOURS",
     "MIN_BITS",
     "MAX_BITS",
-    "DENSE_GRANULARITIES",
-    "CONV_GRANULARITIES",
     "check_bits",
     "symmetric_max",
     "minmax_scale",
@@ -82,10 +80,6 @@ BASELINE_FLAVOURS: tuple[str, ...] = ("fp32", "fixed_bits", "lsq", "ptq")
 MIN_BITS: int = 2
 #: largest allowed bit width (inclusive); beyond 16 float32 rounding dominates
 MAX_BITS: int = 16
-#: granularities that fit a Dense kernel ``(in, out)``; ``"column"`` is per output unit
-DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
-#: granularities that fit a Conv2D kernel ``(kh, kw, cin, cout)``; ``"filter"`` is per output channel
-CONV_GRANULARITIES: tuple[str, ...] = GRANULARITIES
 
 
 def check_bits(bits: int) -> int:
@@ -541,7 +535,7 @@ class FixedBitsConv2D(_FixedBitsMixin, keras.layers.Conv2D):
     """
 
     __doc__ += _FIXED_DOC
-    _granularities = CONV_GRANULARITIES
+    _granularities = GRANULARITIES
 
     def __init__(self, filters: int, kernel_size, bits: int = 8, granularity: str = "scalar",
                  quantize_bias: bool = False, **conv_kwargs):
@@ -589,7 +583,7 @@ class LSQConv2D(_LSQMixin, keras.layers.Conv2D):
     """
 
     __doc__ += _LSQ_DOC
-    _granularities = CONV_GRANULARITIES
+    _granularities = GRANULARITIES
 
     def __init__(self, filters: int, kernel_size, bits: int = 4, granularity: str = "scalar",
                  quantize_bias: bool = False, **conv_kwargs):

@@ -21,12 +21,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from lqs.quantizers import MIN_SCALE, IntegerTensor, NestedQuantizer
+from lqs.quantizers import BIAS_GRANULARITIES, MIN_SCALE, IntegerTensor, NestedQuantizer
 
-__all__ = ["QuantizedLayerMixin", "QDense", "QConv2D", "BIAS_GRANULARITIES"]
-
-#: granularities that fit a bias vector ``(units,)``
-BIAS_GRANULARITIES = ("scalar", "row")
+__all__ = ["QuantizedLayerMixin", "QDense", "QConv2D"]
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -49,8 +49,8 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from lqs.config import ARCHS, TRAINED_FLAVOURS, default_arch
 from lqs.layers import QConv2D, QDense
+from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES
 
 __all__ = [
     "ARCHS",
@@ -62,16 +62,18 @@ __all__ = [
     "CNN_FILTERS",
     "CNN_DROPOUT",
     "NESTED_OPTIONS",
-    "default_arch",
+    "allowed_kernel_granularities",
     "build_model",
     "quantized_layer_names",
     "float_param_count",
     "copy_float_weights",
 ]
 
-#: flavours a network can be built in (``ptq`` is not one; it is :func:`lqs.baselines.ptq_minmax`
-#: applied to a trained ``fp32`` model by the experiment)
-FLAVOURS: tuple[str, ...] = TRAINED_FLAVOURS
+#: network architectures (module docstring)
+ARCHS: tuple[str, ...] = ("mlp", "cnn", "resnet")
+#: flavours a network can be built in (post-training min-max quantization is not one: it is
+#: :func:`lqs.baselines.ptq_minmax` applied to a trained ``fp32`` model)
+FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fixed_bits")
 QUANTIZED_FLAVOURS: tuple[str, ...] = tuple(f for f in FLAVOURS if f != "fp32")
 CNN_FILTERS: tuple[int, ...] = (32, 64, 128)
 CNN_DROPOUT: tuple[float, ...] = (0.2, 0.3, 0.4)
@@ -306,8 +308,6 @@ def build_model(
     if arch == "mlp" and not quantize_dense:
         raise ValueError("quantize_dense=False leaves the MLP without quantized layers; allowed: True or None")
     if flavour != "fp32":
-        from lqs.config import allowed_kernel_granularities
-
         allowed = allowed_kernel_granularities(arch, flavour)
         if kernel_granularity not in allowed:
             raise ValueError(
@@ -331,6 +331,20 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="image")
     outputs = builder(factory, inputs, int(num_classes), bool(quantize_dense))
     return keras.Model(inputs, outputs, name=f"{arch}_{flavour}")
+
+
+def allowed_kernel_granularities(arch: str, flavour: str) -> tuple[str, ...]:
+    """Kernel granularities that fit ``arch`` built in ``flavour``.
+
+    The MLP's dense kernels ``(in, out)`` take ``scalar``/``row``/``column``; the convolutional nets
+    also ``channel`` (per input channel) and ``filter`` (per output channel) -- their quantized
+    dense layers, if any, then use ``row`` resp. ``column``. ``fp32`` has no scales: ``()``.
+    """
+    _check("arch", arch, ARCHS)
+    _check("flavour", flavour, FLAVOURS)
+    if flavour == "fp32":
+        return ()
+    return DENSE_GRANULARITIES if arch == "mlp" else GRANULARITIES
 
 
 def _is_quantized(layer) -> bool:

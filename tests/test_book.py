@@ -1,4 +1,4 @@
-"""The companion book: lqs.book helpers (fast) and an end-to-end HTML build checked in a browser.
+"""The companion book: companion.engine.book helpers (fast) and an end-to-end HTML build checked in a browser.
 
 The tests marked ``book`` run ``make notebooks PROFILE=smoke`` and ``make book PROFILE=smoke`` once
 per session (the book target builds with ``-n -W --keep-going``: any warning fails), then check the
@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from lqs import book as lb
-from lqs.paths import ROOT
+from companion.engine import book as lb
+from companion.paths import ROOT
 
 HTML = ROOT / "book" / "_build" / "html"
 ARTIFACTS = ROOT / "book" / "_build" / "browser-check"  # screenshots + dumped DOMs, for CI artifacts
@@ -35,7 +35,7 @@ TAIL = 6000
 
 
 # ---------------------------------------------------------------------------------------------
-# lqs.book helpers (fast, no build)
+# companion.engine.book helpers (fast, no build)
 # ---------------------------------------------------------------------------------------------
 
 TOC_TEXT = """

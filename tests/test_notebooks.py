@@ -8,7 +8,8 @@ import subprocess
 import jupytext
 import pytest
 
-from lqs import paths, runner
+from companion import paths
+from companion.engine import runner
 
 NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
 

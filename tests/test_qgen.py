@@ -1,4 +1,4 @@
-"""lqs.qgen: study design, claims logic on hand-made tables with known answers, caching, figures."""
+"""companion.chapters.qgen: study design, claims logic on hand-made tables with known answers, caching, figures."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lqs import qgen
-from lqs.config import config_hash
+from companion.chapters import qgen
+from companion.engine.config import config_hash
 
 
 # ---------------------------------------------------------------------------------------------

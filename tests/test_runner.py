@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from lqs import paths, runner
+from companion import paths
+from companion.engine import runner
 
 NOTEBOOK = textwrap.dedent(
     """\

@@ -1,4 +1,4 @@
-"""lqs.store: atomic, checksummed run records; corrupted or partial records are never trusted."""
+"""companion.engine.store: atomic, checksummed run records; corrupted or partial records are never trusted."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lqs.config import config_hash, validate_config
-from lqs.store import RunStore, default_store, to_jsonable
+from companion.engine.config import config_hash, validate_config
+from companion.engine.store import RunStore, default_store, to_jsonable
 
 CFG = {"dataset": "mnist", "epochs": 1, "train_limit": 64}
 
@@ -56,7 +56,7 @@ def test_truncated_record_is_ignored_with_warning(store, caplog):
     path = store.record_path(config_hash(CFG))
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
-    with caplog.at_level(logging.WARNING, logger="lqs.store"):
+    with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
         assert store.get(CFG) is None
     assert "unreadable" in caplog.text and "recomputed" in caplog.text
     assert store.list_records().empty
@@ -76,7 +76,7 @@ def test_edited_or_incomplete_record_is_ignored(store, caplog, edit, reason):
     record = json.loads(path.read_text())
     edit(record)
     path.write_text(json.dumps(record))
-    with caplog.at_level(logging.WARNING, logger="lqs.store"):
+    with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
         assert store.get(CFG) is None
     assert reason in caplog.text
 
@@ -85,7 +85,7 @@ def test_history_or_model_file_damage_invalidates_record(store, caplog):
     store.put(CFG, {"test_accuracy": 0.5}, _history())
     h = config_hash(CFG)
     store.history_path(h).write_text("epoch,loss\n0,1\n")
-    with caplog.at_level(logging.WARNING, logger="lqs.store"):
+    with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
         assert store.get(CFG) is None
     assert "does not match" in caplog.text
     store.put(CFG, {"test_accuracy": 0.5}, _history())

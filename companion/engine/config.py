@@ -5,7 +5,7 @@ dataset, network, quantization flavour, optimisation and data sizes. :func:`vali
 fills the defaults and rejects anything wrong -- unknown keys, wrong types, out-of-range values,
 combinations that do not fit (e.g. a per-filter granularity on the MLP) -- *before* any training
 starts, with a message naming the key, the value and what is allowed. :func:`config_hash` keys
-the results store (:mod:`lqs.store`): the sha256 of the canonical JSON of the validated
+the results store (:mod:`companion.engine.store`): the sha256 of the canonical JSON of the validated
 configuration, of ``lqs.__version__`` and of :data:`CODE_VERSION`.
 
 Keys that have no effect for a flavour or mode (``bits`` of a nested run, the loss-term rates of
@@ -29,7 +29,13 @@ from typing import Any, Callable
 import numpy as np
 
 import lqs
-from lqs.quantizers import AGGREGATES
+from companion.data import DATASETS
+from lqs.baselines import MAX_BITS, MIN_BITS
+from lqs.losses import DEVIATION_FORMS
+from lqs.models import ARCHS
+from lqs.models import FLAVOURS as TRAINED_FLAVOURS
+from lqs.models import allowed_kernel_granularities as _trained_granularities
+from lqs.quantizers import AGGREGATES, BIAS_GRANULARITIES, DENSE_GRANULARITIES, GRANULARITIES
 
 __all__ = [
     "CODE_VERSION",
@@ -38,11 +44,6 @@ __all__ = [
     "TRAINED_FLAVOURS",
     "MODES",
     "OPTIMIZERS",
-    "DATASETS",
-    "DEVIATION_FORMS",
-    "DENSE_GRANULARITIES",
-    "CONV_GRANULARITIES",
-    "BIAS_GRANULARITIES",
     "BITS_RANGE",
     "Field",
     "SCHEMA",
@@ -60,47 +61,16 @@ __all__ = [
 #: bump when a code change alters the numbers an existing configuration produces (invalidates the store)
 CODE_VERSION = "1"
 
-#: network architectures (see :mod:`lqs.models`)
-ARCHS: tuple[str, ...] = ("mlp", "cnn", "resnet")
 #: quantization flavours; ``ptq`` = post-training min-max quantization of the FP32 parent, no training
-FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fixed_bits", "ptq")
-#: flavours that build a model and train it (``ptq`` only evaluates)
-TRAINED_FLAVOURS: tuple[str, ...] = ("fp32", "nested", "loss_terms", "lsq", "fixed_bits")
+FLAVOURS: tuple[str, ...] = (*TRAINED_FLAVOURS, "ptq")
 MODES: tuple[str, ...] = ("from_scratch", "post_training")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "imagenette")
-#: deviation penalty forms, ``reconstructed`` = mean|W - floor(W/s) s| (the thesis text) and
-#: ``implementation`` = mean|W - W/s|
-DEVIATION_FORMS: tuple[str, ...] = ("reconstructed", "implementation")
-DENSE_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column")
-CONV_GRANULARITIES: tuple[str, ...] = ("scalar", "row", "column", "channel", "filter")
-BIAS_GRANULARITIES: tuple[str, ...] = ("scalar", "row")
 #: inclusive range of ``bits`` (LSQ, fixed-bit and PTQ baselines) and ``init_bits``
-BITS_RANGE: tuple[int, int] = (2, 16)
+BITS_RANGE: tuple[int, int] = (MIN_BITS, MAX_BITS)
 
 _DEFAULT_ARCH = {"mnist": "mlp", "fashion_mnist": "mlp", "cifar10": "cnn", "imagenette": "resnet"}
 #: granularities of PTQ: one scale per tensor or per output unit (``per_channel``)
 _PTQ_GRANULARITIES = {"mlp": ("scalar", "column"), "cnn": ("scalar", "filter"), "resnet": ("scalar", "filter")}
-
-
-def _sync_with_modules() -> None:
-    """Take dataset names / deviation forms from their owning modules when those are importable."""
-    global DATASETS, DEVIATION_FORMS
-    try:
-        from lqs import data as _data
-
-        DATASETS = tuple(_data.DATASETS)
-    except ImportError:  # pragma: no cover - lqs.data is part of the package
-        pass
-    try:
-        from lqs import losses as _losses
-
-        DEVIATION_FORMS = tuple(_losses.DEVIATION_FORMS)
-    except (ImportError, AttributeError):  # pragma: no cover
-        pass
-
-
-_sync_with_modules()
 
 
 def default_arch(dataset: str) -> str:
@@ -120,13 +90,11 @@ def allowed_kernel_granularities(arch: str, flavour: str) -> tuple[str, ...]:
     per output unit (``column`` for the MLP, ``filter`` for the convolutional nets), as
     :func:`lqs.baselines.ptq_minmax` offers. ``fp32`` has no scales (the key is ``None`` there).
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(map(repr, ARCHS))}")
-    if flavour == "fp32":
-        return ()
     if flavour == "ptq":
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(map(repr, ARCHS))}")
         return _PTQ_GRANULARITIES[arch]
-    return DENSE_GRANULARITIES if arch == "mlp" else CONV_GRANULARITIES
+    return _trained_granularities(arch, flavour)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,14 +139,14 @@ def _bits(v: int) -> bool:
 
 
 _FIELDS = [
-    Field("dataset", "str", "mnist", "dataset name (lqs.data)", choices=lambda: DATASETS),
+    Field("dataset", "str", "mnist", "dataset name (companion.data)", choices=DATASETS),
     Field("arch", "str", None, "network; None: the dataset's thesis network (default_arch)", optional=True, choices=ARCHS),
     Field("flavour", "str", "nested", "layers: fp32; nested (threshold scale gradient); loss_terms (STE, scales learn "
           "from the loss terms); lsq; fixed_bits; ptq (min-max post-training quantization, no training)", choices=FLAVOURS),
     Field("mode", "str", None, "from_scratch, or post_training (start from the trained FP32 parent); None: "
           "post_training for ptq, from_scratch otherwise", optional=True, choices=MODES),
     Field("kernel_granularity", "str", "scalar", "axis of a kernel with its own scales (see lqs.quantizers)",
-          choices=CONV_GRANULARITIES),
+          choices=GRANULARITIES),
     Field("bias_granularity", "str", "scalar", "scales of a bias: one (scalar) or one per unit (row)", choices=BIAS_GRANULARITIES),
     Field("quantize_bias", "bool", True, "quantize biases too (thesis: yes; baselines: one scale per bias)"),
     Field("quantize_dense", "bool", None, "quantize the dense layers of the conv nets; None: thesis choice "
@@ -206,13 +174,13 @@ _FIELDS = [
           optional=True, check=lambda v: v >= 1, rule=">= 1"),
     Field("test_limit", "int", None, "subset size of the test split; None: all", optional=True,
           check=lambda v: v >= 1, rule=">= 1"),
-    Field("image_size", "int", None, "square image side; None: native (Imagenette: lqs.data.IMAGENETTE_DEFAULT_SIZE)",
+    Field("image_size", "int", None, "square image side; None: native (Imagenette: companion.data.IMAGENETTE_DEFAULT_SIZE)",
           optional=True, check=lambda v: v >= 8, rule=">= 8"),
     Field("rate_inverse", "float", 0.0, "rate of the inverse loss term mean(1/s) (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
     Field("rate_max_bin", "float", 0.0, "rate of the max-bin loss term max|W|/s (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
     Field("rate_deviation", "float", 0.0, "rate of the deviation loss term (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
     Field("deviation_form", "str", "reconstructed", "deviation term: reconstructed (text) or implementation",
-          choices=lambda: DEVIATION_FORMS),
+          choices=DEVIATION_FORMS),
     Field("deterministic", "bool", True, "enable TensorFlow op determinism (identical numbers for identical configs on CPU)"),
 ]
 

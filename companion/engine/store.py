@@ -1,7 +1,7 @@
 """The results store: one complete, checksummed record per configuration hash.
 
-Layout, in :func:`lqs.paths.runs_dir` (``results/runs/``; ``LQS_RESULTS`` moves it), for a run
-whose validated configuration hashes to ``H`` (:func:`lqs.config.config_hash`):
+Layout, in :func:`companion.paths.runs_dir` (``results/runs/``; ``LQS_RESULTS`` moves it), for a run
+whose validated configuration hashes to ``H`` (:func:`companion.engine.config.config_hash`):
 
 * ``H.history.csv`` -- the per-epoch history (one row per epoch, epoch 0 = before training);
 * ``H.keras`` -- the trained model (optional, ``save_model=True`` by default);
@@ -34,8 +34,8 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from lqs import paths
-from lqs.config import canonical_json, config_hash, validate_config
+from companion import paths
+from companion.engine.config import canonical_json, config_hash, validate_config
 from lqs.fileio import atomic_write, file_lock, file_sha256
 
 __all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE"]
@@ -75,7 +75,7 @@ def _record_sha256(record: dict[str, Any]) -> str:
 
 
 class RunStore:
-    """Run records keyed by configuration hash, in ``root`` (default: :func:`lqs.paths.runs_dir`).
+    """Run records keyed by configuration hash, in ``root`` (default: :func:`companion.paths.runs_dir`).
 
     ``root=None`` resolves the folder at every use, so ``LQS_RESULTS`` set after construction
     (tests) still applies.
@@ -95,7 +95,7 @@ class RunStore:
 
     def _check_hash(self, h: str) -> str:
         if not isinstance(h, str) or not _HASH_RE.match(h):
-            raise ValueError(f"not a config hash: {h!r} (16 lowercase hex digits, see lqs.config.config_hash)")
+            raise ValueError(f"not a config hash: {h!r} (16 lowercase hex digits, see companion.engine.config.config_hash)")
         return h
 
     def record_path(self, h: str) -> Path:
@@ -115,7 +115,7 @@ class RunStore:
     def lock(self, h: str) -> contextlib.AbstractContextManager[Path]:
         """Context manager: exclusive lock on configuration ``h`` across processes (:func:`lqs.fileio.file_lock`).
 
-        :func:`lqs.experiment.run` holds it while training, so two processes asked for the same
+        :func:`companion.engine.experiment.run` holds it while training, so two processes asked for the same
         configuration train it once: the second waits, then finds the stored record.
         """
         return file_lock(self.lock_path(h))
@@ -241,5 +241,5 @@ class RunStore:
 
 
 def default_store() -> RunStore:
-    """The store in :func:`lqs.paths.runs_dir` (resolved at each use)."""
+    """The store in :func:`companion.paths.runs_dir` (resolved at each use)."""
     return RunStore()

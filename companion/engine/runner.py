@@ -1,6 +1,6 @@
 """Execute one notebook with a profile's parameters (papermill), atomically.
 
-``python -m lqs.runner NAME --profile P [--set key=value ...] [--dry-run]``
+``python -m companion.engine.runner NAME --profile P [--set key=value ...] [--dry-run]``
 
 1. reads ``notebooks/NAME.md`` (MyST, jupytext) and its single cell tagged ``parameters``;
 2. reads ``profiles/P/NAME.yaml`` and the ``--set`` overrides, checks that every key exists in the
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from lqs import paths
+from companion import paths
 from lqs.fileio import atomic_write_text
 
 __all__ = ["RUNS_AFTER", "execution_order", "load_yaml", "notebook_parameters", "resolve_parameters",
@@ -206,7 +206,7 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
     results_dir.mkdir(parents=True, exist_ok=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / "parameters.json", json.dumps(params, indent=2, sort_keys=True, default=str))
-    log(f"[lqs.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}")
+    log(f"[companion.engine.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}")
 
     nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{notebook}.md")
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,17 +231,17 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
             failed = executed.with_suffix(".failed.ipynb")
             if Path(partial).exists():
                 os.replace(partial, failed)
-                log(f"[lqs.runner] {notebook} FAILED after {time.time() - start:.0f} s; see {failed}")
+                log(f"[companion.engine.runner] {notebook} FAILED after {time.time() - start:.0f} s; see {failed}")
             raise
         os.chmod(partial, 0o644)  # mkstemp creates 0600; executed notebooks are shared outputs
         os.replace(partial, executed)
     executed.with_suffix(".failed.ipynb").unlink(missing_ok=True)
-    log(f"[lqs.runner] {notebook} done in {time.time() - start:.0f} s")
+    log(f"[companion.engine.runner] {notebook} done in {time.time() - start:.0f} s")
     return executed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lqs.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m companion.engine.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook", help="notebook name (file notebooks/<name>.md)")
     parser.add_argument("--profile", default="cpu", help="smoke | cpu | full (default cpu)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

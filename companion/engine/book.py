@@ -1,7 +1,7 @@
 """Prepare the companion book: copy one profile's results into ``book/generated/``.
 
 The book only renders what the notebooks produced (``execute_notebooks: off``). Before every build
-``python -m lqs.book prepare --profile P`` (run by ``make book`` and ``make pdf``)
+``python -m companion.engine.book prepare --profile P`` (run by ``make book`` and ``make pdf``)
 
 1. makes sure the local MathJax copy exists (``scripts/fetch_mathjax.sh``, needs ``npm`` once);
 2. checks that every notebook listed in ``_toc.yml`` was executed for profile ``P`` and did not
@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from lqs.fileio import atomic_write_text
-from lqs.paths import BOOK_DIR, GENERATED_DIR, ROOT, check_profile, executed_dir, results_root
+from companion.paths import BOOK_DIR, GENERATED_DIR, ROOT, check_profile, executed_dir, results_root
 
 __all__ = [
     "TOC_FILE",
@@ -385,7 +385,7 @@ def prepare(
         raise ValueError(f"refusing to empty {generated}: the destination must be a 'generated' folder")
     say = print if log else (lambda *a, **k: None)
     if mathjax:
-        say(f"lqs.book: MathJax in {ensure_mathjax()}")
+        say(f"companion.engine.book: MathJax in {ensure_mathjax()}")
 
     src_root = results_root() / profile
     src_exec = executed_dir(profile)
@@ -422,7 +422,7 @@ def prepare(
     atomic_write_text(generated / BUILD_INFO, info)
     _check_includes(toc, generated, profile)
     say(
-        f"lqs.book: profile {profile}: {len(runs)} executed notebook(s), {n_files} result file(s) "
+        f"companion.engine.book: profile {profile}: {len(runs)} executed notebook(s), {n_files} result file(s) "
         f"-> {generated}"
     )
     return generated
@@ -454,8 +454,8 @@ def _check_includes(toc: Path, generated: Path, profile: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m lqs.book prepare --profile P`` | ``python -m lqs.book toc-notebooks``."""
-    parser = argparse.ArgumentParser(prog="python -m lqs.book", description=__doc__.splitlines()[0])
+    """Command line: ``python -m companion.engine.book prepare --profile P`` | ``python -m companion.engine.book toc-notebooks``."""
+    parser = argparse.ArgumentParser(prog="python -m companion.engine.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_prep = sub.add_parser("prepare", help="copy results/<profile>/ into book/generated/")
     p_prep.add_argument("--profile", required=True, help="smoke | cpu | full")
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\n".join(toc_notebooks()))
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"lqs.book: error: {err}", file=sys.stderr)
+        print(f"companion.engine.book: error: {err}", file=sys.stderr)
         return 2
     return 0
 

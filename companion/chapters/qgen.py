@@ -4,10 +4,10 @@ QGen (AskariHemmat et al., 2024) claims that quantization-aware training (QAT) r
 quantization noise drives training to flatter minima, 8-bit models generalize like float32 ones,
 fewer bits shrink the generalization gap at the cost of a higher training loss, and QAT models are
 more robust to distorted inputs. This module holds everything the notebook needs beyond
-:mod:`lqs.generalization` and :mod:`lqs.corruptions` (which hold the measures themselves):
+:mod:`lqs.generalization` and :mod:`companion.chapters.corruptions` (which hold the measures themselves):
 
 * the study design: :func:`model_specs`, :func:`study_configs` (configurations for
-  :func:`lqs.experiment.sweep`), :func:`model_key` / :func:`model_label` / :func:`model_order`;
+  :func:`companion.engine.experiment.sweep`), :func:`model_key` / :func:`model_label` / :func:`model_order`;
 * data availability per part of the study (:func:`check_parts`): a missing dataset is reported
   as "not run: ... missing", never replaced by another one;
 * measuring a list of trained runs into tidy tables (:func:`measure_runs`, :func:`landscapes`),
@@ -194,11 +194,11 @@ def model_colors(keys: Iterable[str]) -> dict[str, Any]:
     """One colour per model key, the same in every figure.
 
     FP32 is black; fixed-bit models follow a sequential palette (darker = fewer bits); LSQ and
-    the nested quantizer take distinct colours of :data:`lqs.plots.PALETTE`.
+    the nested quantizer take distinct colours of :data:`companion.chapters.style.PALETTE`.
     """
     import seaborn as sns
 
-    from lqs.plots import PALETTE
+    from companion.chapters.style import PALETTE
 
     keys = model_order(keys)
     fixed = [k for k in keys if k.startswith("fixed_bits_")]
@@ -230,16 +230,16 @@ def study_configs(
     quantize_dense: bool | None = None,
     image_size: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Configurations (:mod:`lqs.config`) of one part of the study, seed-major.
+    """Configurations (:mod:`companion.engine.config`) of one part of the study, seed-major.
 
     Every model of :func:`model_specs` is trained from scratch with the same data, optimiser and
     schedule; only the flavour and bit width differ. The list is ordered seed by seed, so an
     interrupted sweep leaves complete seeds behind.
 
     Returns
-        list of plain configuration dicts, validated by :func:`lqs.config.validate_config`.
+        list of plain configuration dicts, validated by :func:`companion.engine.config.validate_config`.
     """
-    from lqs.config import validate_config
+    from companion.engine.config import validate_config
 
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
@@ -267,13 +267,13 @@ def check_parts(requests: Mapping[str, str], *, strict: bool = False,
     Arguments:
         requests: ``{case: dataset}``, e.g. ``{"mlp": "mnist", "cnn": "cifar10"}``.
         strict: raise ``FileNotFoundError`` instead of skipping a part whose data is missing.
-        available: the availability function (default :func:`lqs.data.available`; tests pass a stub).
+        available: the availability function (default :func:`companion.data.available`; tests pass a stub).
 
     Returns
         DataFrame with columns ``case``, ``dataset``, ``run``, ``label``, ``note``.
     """
     if available is None:
-        from lqs.data import available as available  # noqa: PLW0127 - the default implementation
+        from companion.data import available as available  # noqa: PLW0127 - the default implementation
     rows = []
     for case, dataset in requests.items():
         info = available([dataset]).iloc[0]
@@ -317,7 +317,7 @@ class MeasureSettings:
         flatness_samples, flatness_iters: Monte-Carlo draws per sigma and bisection steps.
         flatness_sigma_max, flatness_eps: upper end of the sigma search and the additive epsilon.
         robustness_samples: test examples for the corruption benchmark.
-        corruptions, severities: of :mod:`lqs.corruptions`.
+        corruptions, severities: of :mod:`companion.chapters.corruptions`.
         batch_size: evaluation batch size.
         seed: seed of every measurement subset and random draw (the same for every model).
     """
@@ -396,7 +396,7 @@ class _DataCache:
         self._cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def get(self, dataset: str, split: str, limit: Any, image_size: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        from lqs import data as lqs_data
+        from companion import data as lqs_data
 
         limit = None if limit is None or pd.isna(limit) else int(limit)
         image_size = None if image_size is None or pd.isna(image_size) else int(image_size)
@@ -415,7 +415,7 @@ class _DataCache:
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from lqs.data import stratified_subset
+    from companion.data import stratified_subset
 
     idx = stratified_subset(y, int(n), seed=seed)
     return x[idx], y[idx]
@@ -430,7 +430,8 @@ def _release() -> None:
 
 def _measure_one(model: Any, run: Mapping[str, Any], data: _DataCache, s: MeasureSettings,
                  cache_dir: Path | None) -> dict[str, pd.DataFrame]:
-    from lqs import corruptions, generalization
+    from lqs import generalization
+    from companion.chapters import corruptions
 
     ids = _ids(run)
     (x_tr, y_tr), (x_te, y_te) = data.run_data(run)
@@ -512,7 +513,7 @@ def measure_runs(runs: pd.DataFrame, settings: MeasureSettings, *, cache_dir: st
       ``rho_average``) and worst case (``rho_worst``), on ``measure_samples`` training examples;
     * ``flatness``: :func:`lqs.generalization.pac_bayes_flatness` (magnitude-aware) on the same examples;
     * ``bin_widths``: :func:`lqs.generalization.bin_widths` (empty for FP32);
-    * ``robustness``: :func:`lqs.corruptions.robustness_table` on ``robustness_samples`` test examples.
+    * ``robustness``: :func:`companion.chapters.corruptions.robustness_table` on ``robustness_samples`` test examples.
 
     Each (run, measure, settings) result is cached in ``cache_dir`` (:func:`cached_frame`), so a
     rerun or an interrupted notebook only measures what is missing.
@@ -524,7 +525,7 @@ def measure_runs(runs: pd.DataFrame, settings: MeasureSettings, *, cache_dir: st
     from tqdm import tqdm
 
     if load_model is None:
-        from lqs.experiment import load_model as load_model  # noqa: PLW0127
+        from companion.engine.experiment import load_model as load_model  # noqa: PLW0127
     data = _DataCache()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in MEASURE_TABLES}
     bar = tqdm(list(runs.to_dict("records")), desc="measures", unit="model", disable=not progress)
@@ -563,7 +564,7 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
     from lqs import generalization
 
     if load_model is None:
-        from lqs.experiment import load_model as load_model  # noqa: PLW0127
+        from companion.engine.experiment import load_model as load_model  # noqa: PLW0127
     chosen = runs[runs["model"].isin(models) & (runs["seed"] == seed)]
     alphas_1d = np.linspace(-extent, extent, int(points_1d))
     grid = np.linspace(-extent, extent, int(points_2d))
@@ -749,7 +750,7 @@ def _scale(metric: str) -> float:
 
 def format_mean_std(mean: float, std: float, n: int, metric: str = "", digits: int | None = None) -> str:
     """``"0.375 ± 0.012"`` (loss-like) or ``"8.1 ± 0.4"`` (percent metrics, in %/pp); ``n = 1``: no ±."""
-    from lqs.analysis import fmt_pm
+    from companion.chapters.analysis import fmt_pm
 
     f = _scale(metric)
     if digits is None:

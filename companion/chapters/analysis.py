@@ -1,11 +1,11 @@
 """Shared analysis helpers of the experiment notebooks (Pareto sweeps and baselines).
 
 The notebooks ``pareto_lr_reg``, ``pareto_threshold`` and ``baselines`` stay thin: they build
-configuration lists with :func:`grid`, train them with :func:`lqs.experiment.sweep`, and turn the
+configuration lists with :func:`grid`, train them with :func:`companion.engine.experiment.sweep`, and turn the
 returned tidy table (one row per run) into figures and generated Markdown with the helpers here.
 
 * :func:`grid` -- cartesian product of parameter axes over a base configuration, validated by
-  :func:`lqs.config.validate_config` and de-duplicated (keys that do not act for a flavour are
+  :func:`companion.engine.config.validate_config` and de-duplicated (keys that do not act for a flavour are
   ``None`` after validation, so e.g. a ``bits`` axis collapses for nested runs).
 * :func:`aggregate_seeds` -- mean, sample standard deviation (``ddof=1``; NaN for one seed) and
   count over seeds of every configuration; Pareto fronts are computed on these seed means.
@@ -19,7 +19,7 @@ returned tidy table (one row per run) into figures and generated Markdown with t
 * :func:`matching_runs`, :func:`read_run_tables` -- another notebook's runs, only where data and
   training budget match (the loss-term overlay of ``baselines``).
 * :func:`plot_band`, :func:`plot_front`, :func:`reference_lines` -- seed means with their spread,
-  Pareto fronts and the FP32 reference in the shared style of :mod:`lqs.plots`.
+  Pareto fronts and the FP32 reference in the shared style of :mod:`companion.chapters.style`.
 * :func:`resolve_datasets` -- which requested datasets are present; writes the
   ``<notebook>_missing.md`` snippet that the book shows (never substitutes a dataset).
 
@@ -89,7 +89,7 @@ METHOD_ORDER: tuple[str, ...] = (
     "LSQ per-channel",
 )
 
-#: used when lqs.config is not importable (it always is in the package; kept for robustness)
+#: used when companion.engine.config is not importable (it always is in the package; kept for robustness)
 _FALLBACK_KEYS = (
     "dataset", "arch", "flavour", "mode", "kernel_granularity", "bias_granularity", "quantize_bias",
     "quantize_dense", "threshold", "all_above_vote", "aggregate", "init_bits", "bits", "lr", "pretrain_lr",
@@ -100,7 +100,7 @@ _FALLBACK_KEYS = (
 
 def _config_module():
     try:
-        from lqs import config
+        from companion.engine import config
     except ImportError:  # pragma: no cover - part of the package
         return None
     return config
@@ -130,7 +130,7 @@ def setup_config(setup: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple
         ``(base, options)``; ``base`` has ``dataset`` and ``arch`` (the dataset's network if not given).
     """
     if "dataset" not in setup:
-        raise ValueError(f"setup {dict(setup)!r} has no 'dataset'; every setup names one of lqs.data.DATASETS")
+        raise ValueError(f"setup {dict(setup)!r} has no 'dataset'; every setup names one of companion.data.DATASETS")
     base = {**dict(defaults), **{k: v for k, v in setup.items() if k not in SETUP_OPTIONS}}
     options = {k: setup[k] for k in SETUP_OPTIONS if k in setup}
     cfg = _config_module()
@@ -182,7 +182,7 @@ def grid(
 
     ``grid({"dataset": "mnist"}, {"lr": [1e-4, 1e-3], "seed": [0, 1]})`` gives four configurations,
     the last axis varying fastest. With ``validate`` each one goes through
-    :func:`lqs.config.validate_config` (defaults filled, keys without effect set to ``None``; a bad
+    :func:`companion.engine.config.validate_config` (defaults filled, keys without effect set to ``None``; a bad
     value raises ``ValueError`` naming it) and exact duplicates after validation are dropped, the
     first kept.
 
@@ -191,7 +191,7 @@ def grid(
         axes: parameter name -> list of values (an empty list gives no configuration).
         where: predicate on the raw configuration (before validation); ``False`` drops it, e.g.
             :func:`granularity_fits` to skip per-filter scales on the MLP.
-        validate: validate and de-duplicate through :mod:`lqs.config`.
+        validate: validate and de-duplicate through :mod:`companion.engine.config`.
 
     Returns:
         A list of configuration dicts (validated, with every key, when ``validate``).
@@ -221,7 +221,7 @@ def grid(
 
 
 def config_columns(df: pd.DataFrame, *, exclude: Iterable[str] = ("seed",)) -> list[str]:
-    """Configuration keys (:data:`lqs.config.KEYS`) present as columns of ``df``, minus ``exclude``."""
+    """Configuration keys (:data:`companion.engine.config.KEYS`) present as columns of ``df``, minus ``exclude``."""
     cfg = _config_module()
     keys = cfg.KEYS if cfg is not None else _FALLBACK_KEYS
     skip = set(exclude)
@@ -418,12 +418,12 @@ _METHOD_STYLE = {
 
 
 def method_style(method: str) -> dict[str, Any]:
-    """Colour (from :data:`lqs.plots.PALETTE`), line style and marker of a method for plots.
+    """Colour (from :data:`companion.chapters.style.PALETTE`), line style and marker of a method for plots.
 
     One colour per method family (blue nested, green loss terms, grey PTQ, purple fixed-bit,
     vermillion LSQ); per-channel variants use a dashed line.
     """
-    from lqs.plots import PALETTE
+    from companion.chapters.style import PALETTE
 
     family = next((k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None)
     if family is None:
@@ -516,9 +516,9 @@ def save_figure(fig: Any, results_dir: str | os.PathLike[str], notebook: str, st
                 *, width: str | None = None, show: bool = True) -> list[Path]:
     """Save a notebook figure for the book, show it in the notebook, close it.
 
-    Writes, atomically, :func:`lqs.plots.save_figure`'s ``<stem>.png`` (150 dpi), ``<stem>.pdf`` and
+    Writes, atomically, :func:`companion.chapters.style.save_figure`'s ``<stem>.png`` (150 dpi), ``<stem>.pdf`` and
     ``<stem>.caption.md``, plus the snippet ``<stem>_figure.md``: a MyST ``{figure}``
-    (:func:`lqs.book.figure_markdown`) that a book page includes with
+    (:func:`companion.engine.book.figure_markdown`) that a book page includes with
     ``{include} generated/<notebook>/<stem>_figure.md``. With ``show`` and inside IPython the saved
     PNG is displayed, so the executed notebook shows exactly the file the book uses (the
     matplotlib backend is Agg everywhere, so ``plt.show()`` would show nothing). The figure is then
@@ -529,7 +529,7 @@ def save_figure(fig: Any, results_dir: str | os.PathLike[str], notebook: str, st
         results_dir: the notebook's results folder.
         notebook: the notebook's name (the snippet's image path and label use it).
         stem: file stem, stable across runs (the book refers to it).
-        caption_text: the caption (:func:`lqs.plots.caption` adds dataset, profile, seeds, varied).
+        caption_text: the caption (:func:`companion.chapters.style.caption` adds dataset, profile, seeds, varied).
         width: optional display width in the book (e.g. ``"80%"``).
         show: display the saved PNG when running under IPython.
 
@@ -538,8 +538,8 @@ def save_figure(fig: Any, results_dir: str | os.PathLike[str], notebook: str, st
     """
     import matplotlib.pyplot as plt
 
-    from lqs.book import figure_markdown
-    from lqs.plots import save_figure as _save_figure
+    from companion.engine.book import figure_markdown
+    from companion.chapters.style import save_figure as _save_figure
 
     written = list(_save_figure(fig, results_dir, stem, caption_text))
     written.append(write_snippet(results_dir, f"{stem}_figure", figure_markdown(notebook, stem, caption_text, width=width)))
@@ -568,8 +568,8 @@ def history_stats(runs: pd.DataFrame, *, keep: Sequence[str] = (), last_only: bo
                   store: Any = None) -> pd.DataFrame:
     """Quantizer statistics of stored runs' histories, tidy: one row per run, epoch, layer, parameter, stat.
 
-    Reads each run's per-epoch history (:func:`lqs.experiment.load_history`, ``long=True``): the
-    statistics :data:`lqs.experiment.HISTORY_STATS` (scale mean/min/max, max|P_q|, unique P_q
+    Reads each run's per-epoch history (:func:`companion.engine.experiment.load_history`, ``long=True``): the
+    statistics :data:`companion.engine.experiment.HISTORY_STATS` (scale mean/min/max, max|P_q|, unique P_q
     values, bits) per quantized parameter, epoch 0 = before training.
 
     Arguments:
@@ -578,7 +578,7 @@ def history_stats(runs: pd.DataFrame, *, keep: Sequence[str] = (), last_only: bo
         last_only: only the last epoch of every run.
         store: results store (default: the experiment's default store).
     """
-    from lqs import experiment
+    from companion.engine import experiment
 
     parts = []
     for rec in runs.to_dict("records"):
@@ -641,7 +641,7 @@ def read_run_tables(folder: str | os.PathLike[str], *, required: Sequence[str] =
 
 
 # --------------------------------------------------------------------------------------------
-# plotting helpers (seed means with spread; styling from lqs.plots)
+# plotting helpers (seed means with spread; styling from companion.chapters.style)
 
 
 def _groups(df: pd.DataFrame, hue: str | None, hue_order: Sequence[Any] | None):
@@ -659,7 +659,7 @@ def plot_band(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
     ``agg`` comes from :func:`aggregate_seeds` (columns ``<y>_mean``/``<y>_std``); ``scale``
     multiplies the values (100 for accuracy in %).
     """
-    from lqs.plots import PALETTE
+    from companion.chapters.style import PALETTE
 
     palette = list(palette or PALETTE)
     for i, (key, g) in enumerate(_groups(agg, hue, hue_order)):
@@ -679,7 +679,7 @@ def plot_front(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
     The front (memory ``x`` minimised, ``y`` maximised, on seed means) is drawn as a step line,
     its points as diamonds with a black edge. Returns the front rows.
     """
-    from lqs.plots import PALETTE
+    from companion.chapters.style import PALETTE
 
     palette = list(palette or PALETTE)
     fronts_ = []
@@ -720,7 +720,7 @@ def _truthy(value: Any) -> bool:
 def missing_data_markdown(available: pd.DataFrame, requested: Sequence[str]) -> str:
     """Markdown saying which requested datasets were not run and how to get them.
 
-    ``available`` is :func:`lqs.data.available`'s table (columns ``dataset``, ``present``,
+    ``available`` is :func:`companion.data.available`'s table (columns ``dataset``, ``present``,
     ``label``, ``missing``, ``fetch``, ``is_subset``). All present: one sentence saying so (naming
     any partial copy, e.g. "MNIST (10k subset)"); otherwise a warning admonition with one
     "not run: <file> missing" line and the fix per missing dataset.
@@ -771,13 +771,13 @@ def resolve_datasets(
         results_dir: where the snippet goes.
         notebook: notebook name (snippet stem ``<notebook>_missing``).
         strict: raise when a requested dataset is missing.
-        available: :func:`lqs.data.available`'s table (default: computed for ``requested``).
+        available: :func:`companion.data.available`'s table (default: computed for ``requested``).
     """
     requested = list(dict.fromkeys(requested))
     if not requested:
-        raise ValueError("no dataset requested; give at least one of the lqs.data.DATASETS names")
+        raise ValueError("no dataset requested; give at least one of the companion.data.DATASETS names")
     if available is None:
-        from lqs import data
+        from companion import data
 
         available = data.available(requested)
     write_snippet(results_dir, f"{notebook}_missing", missing_data_markdown(available, requested))

@@ -49,7 +49,7 @@ from matplotlib.collections import LineCollection, PatchCollection  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
 from lqs.layers import QConv2D, QDense  # noqa: E402
-from lqs.plots import PALETTE  # noqa: E402
+from companion.chapters.style import PALETTE  # noqa: E402
 from lqs.quantizers import (  # noqa: E402
     EPS,
     GRANULARITIES,
@@ -125,8 +125,8 @@ _BACKWARD = PALETTE[3]  # vermillion-ish red for gradients
 
 def save(fig: plt.Figure, results_dir: str | Path, notebook: str, stem: str, caption_text: str, *,
          show: bool = True) -> list[Path]:
-    """Save, show and close ``fig``: :func:`lqs.analysis.save_figure` (PNG, PDF, caption, book snippet)."""
-    from lqs.analysis import save_figure
+    """Save, show and close ``fig``: :func:`companion.chapters.analysis.save_figure` (PNG, PDF, caption, book snippet)."""
+    from companion.chapters.analysis import save_figure
 
     return save_figure(fig, results_dir, notebook, stem, caption_text, show=show)
 
@@ -1119,13 +1119,13 @@ def load_images(dataset: str, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.
     """``(x, y, label)``: ``n`` training images of ``dataset`` and the name to print in captions.
 
     ``"synthetic"`` draws :func:`synthetic_images` (label "synthetic (seeded prototypes + noise)");
-    any other name goes through :func:`lqs.data.load_with_info` (a stratified subset of ``n``), whose
+    any other name goes through :func:`companion.data.load_with_info` (a stratified subset of ``n``), whose
     errors (missing files) are raised, never replaced by synthetic data.
     """
     if dataset == "synthetic":
         x, y = synthetic_images(n, seed=seed)
         return x, y, f"synthetic (seeded prototypes + noise, {n} images)"
-    from lqs import data
+    from companion import data
 
     x, y, info = data.load_with_info(dataset, "train", limit=n, seed=seed)
     return x, y, f"{info.label} (train, stratified subset of {info.n} images, seed {seed})"

