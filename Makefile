@@ -11,7 +11,9 @@ PROFILE ?= cpu#        smoke | cpu | full
 TF ?= cpu#             cpu | gpu  (gpu installs tensorflow[and-cuda] instead of tensorflow-cpu)
 STRICT_DATA ?= 0#      1: fail when a dataset a profile wants is missing
 NB ?=#                 notebook name for `make run`
-PARAMS ?=#             parameter overrides for `make run`, e.g. "lr=1e-3 threshold=1e-9"
+PARAMS ?=#             parameter overrides for `make run`, e.g. "seeds=[0, 1] epochs=3" (spaces inside [] {} '' kept)
+RUN_FLAGS ?=#          extra runner flags for `make run`, e.g. --dry-run (validate and print, run nothing)
+LAB_PORT ?= 8888#      port of `make lab`
 BENCH_PROFILE ?= smoke#  profile whose notebooks `make bench` times cold (cpu: about an hour on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
@@ -21,6 +23,8 @@ STAMP := $(VENV)/.installed-$(TF)
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
+# `make run` hands PARAMS to the runner through the environment: quotes and spaces in it survive intact
+export PARAMS
 
 PROFILES := smoke cpu full
 ifeq ($(filter $(PROFILE),$(PROFILES)),)
@@ -36,7 +40,11 @@ LQS_SRC := $(wildcard lqs/*.py companion/*.py companion/*/*.py)
 help: ## list the targets and variables
 	@echo "usage: make <target> [PROFILE=smoke|cpu|full] [TF=cpu|gpu]"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "variables: PROFILE=$(PROFILE) TF=$(TF) STRICT_DATA=$(STRICT_DATA) NB=<notebook> PARAMS=\"k=v ...\""
+	@echo "variables: PROFILE=$(PROFILE) TF=$(TF) STRICT_DATA=$(STRICT_DATA) NB=<notebook> PARAMS=\"k=v ...\" RUN_FLAGS=--dry-run"
+	@echo "PARAMS: key=value items separated by spaces or ';' (outside [] {} and quotes), values in YAML,"
+	@echo "  e.g. make run NB=pareto_threshold PROFILE=smoke PARAMS=\"seeds=[0, 1] epochs=3; thresholds=[1e-9, 1e-6]\""
+	@echo "  every value is validated (type, range, non-empty lists, no null) before anything runs;"
+	@echo "  RUN_FLAGS=--dry-run only validates and prints the resolved parameters"
 	@echo "notebooks: $(NOTEBOOKS)"
 
 venv: $(STAMP) ## create .venv and install the pinned environment (idempotent)
@@ -66,7 +74,7 @@ data-check: venv ## report which datasets are present (STRICT_DATA=1: fail when 
 unit: venv ## run the unit tests only (no notebooks, no book)
 	$(PY) -m pytest tests -m "not notebooks and not book"
 
-test: venv ## unit tests + smoke run of every notebook + HTML book build and browser check
+test: venv ## unit tests + smoke run of every notebook + HTML book (browser check) + PDF book (xelatex; ~2 min more)
 	bash scripts/fetch_data.sh
 	$(PY) -m pytest tests
 
@@ -78,9 +86,9 @@ notebooks: $(EXECUTED) ## execute every notebook with PROFILE's parameters (cach
 # baselines overlays the loss-term fronts that loss_terms writes: run it after loss_terms
 results/$(PROFILE)/executed/baselines.ipynb: | results/$(PROFILE)/executed/loss_terms.ipynb
 
-run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="threshold=1e-9"
+run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="seeds=[0, 1] epochs=3"
 	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }
-	$(PY) -m companion $(NB) --profile $(PROFILE) $(foreach p,$(PARAMS),--set $(p))
+	$(PY) -m companion $(NB) --profile $(PROFILE) --params "$$PARAMS" $(RUN_FLAGS)
 
 reproduce: venv ## everything from a clean checkout: venv -> fetch/find data -> notebooks -> book
 	bash scripts/fetch_data.sh
@@ -93,14 +101,20 @@ book: venv ## build the HTML book from PROFILE's executed notebooks (warnings ar
 	$(PY) -m companion.engine.book prepare --profile $(PROFILE)
 	$(VENV)/bin/jupyter-book build . --path-output book -n -W --keep-going
 
-pdf: venv ## build the PDF book (installs TeX Live with apt-get when missing)
+pdf: venv ## build the PDF book with xelatex (installs TeX Live with apt-get when missing)
 	bash scripts/install_tex.sh
 	$(PY) -m companion.engine.book prepare --profile $(PROFILE)
-	$(VENV)/bin/jupyter-book build . --path-output book --builder pdflatex
+	rm -rf book/_build/latex
+	$(VENV)/bin/jupyter-book build . --path-output book --builder pdflatex -n -W --keep-going
+	@test -s book/_build/latex/lqs-book.pdf || { echo "make pdf: no PDF; see book/_build/latex/lqs-book.log"; exit 1; }
 	@ls -l book/_build/latex/lqs-book.pdf
 
-lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown through jupytext)
-	$(VENV)/bin/jupyter lab notebooks
+lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown through jupytext); prints the URL
+	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(16))'); \
+	root=; if [ "$$(id -u)" -eq 0 ]; then root=--allow-root; fi; \
+	echo "make lab: open http://127.0.0.1:$(LAB_PORT)/lab?token=$$token  (Ctrl-C stops JupyterLab; LAB_PORT=... for another port)"; \
+	exec $(VENV)/bin/jupyter lab notebooks --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  --IdentityProvider.token=$$token $$root
 
 bench: venv ## run the benchmarks (layer overhead, seconds per epoch per model, time per notebook of BENCH_PROFILE)
 	$(PY) benchmarks/layer_overhead.py

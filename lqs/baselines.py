@@ -51,6 +51,7 @@ import tensorflow as tf
 from keras import ops
 
 from lqs.layers import QConv2D, QDense
+from lqs.losses import LossTermsModel
 from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES, MIN_SCALE, IntegerTensor, MinValue, group_axes, scale_shape
 
 __all__ = [
@@ -664,8 +665,6 @@ def ptq_minmax(
         Krishnamoorthi 2018, https://arxiv.org/abs/1806.08342 (symmetric per-tensor/per-channel PTQ).
     """
     bits = check_bits(bits)
-    from lqs.losses import LossTermsModel  # local import keeps the two modules independent
-
     if isinstance(model, LossTermsModel):
         model = model.network
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):

@@ -7,7 +7,7 @@ by its key, and ``np.load(path)["manifest.json"]`` gives the manifest's UTF-8 by
 (``unzip -p model.npz manifest.json`` prints it).
 
 * each quantized parameter (``integer_parameters()`` of the quantized-layer protocol,
-  CONVENTIONS.md): ``<layer path>/<name>.values`` holding :math:`P_q` in the smallest signed NumPy
+  :mod:`lqs.protocol`): ``<layer path>/<name>.values`` holding :math:`P_q` in the smallest signed NumPy
   integer dtype that holds its min and max (int8, int16, int32 or int64) and
   ``<layer path>/<name>.scale`` holding its scales (float32, the scale's shape);
 * each float parameter (``float_parameters()`` of a quantized layer, every weight of other layers,
@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -155,80 +156,24 @@ def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = 
     for entry in memory.iter_layers(model):
         params: list[dict[str, Any]] = []
         if entry.quantized:
-            for t in entry.layer.integer_parameters():
-                acc = memory.tensor_bits(t)
-                dt = smallest_int_dtype(t.values)
-                key = f"{entry.path}/{t.name}"
-                arrays[f"{key}.values"] = np.asarray(t.values).astype(dt)
-                arrays[f"{key}.scale"] = np.asarray(t.scale, dtype=np.float32)
-                dtypes[dt.name] = dtypes.get(dt.name, 0) + 1
-                n_int += 1
-                params.append(
-                    {
-                        "name": t.name,
-                        "kind": "integer",
-                        "key": f"{key}.values",
-                        "scale_key": f"{key}.scale",
-                        "dtype": dt.name,
-                        "shape": list(acc["shape"]),
-                        "granularity": t.granularity,
-                        "scale_shape": list(np.shape(t.scale)),
-                        "n_groups": acc["n_groups"],
-                        "bits_min": acc["bits_min"],
-                        "bits_max": acc["bits_max"],
-                        "value_min": acc["value_min"],
-                        "value_max": acc["value_max"],
-                        "accounted_bits": acc["total_bits"],
-                    }
-                )
+            params += _integer_entries(entry, arrays, dtypes)
             floats = list(entry.layer.float_parameters().items())
         else:
             floats = [(v.name, keras.ops.convert_to_numpy(v)) for v in entry.variables]
-        for i, (name, arr) in enumerate(floats):
-            key = f"{entry.path}/{name}"
-            if key in arrays:  # two weights of one layer with the same name: keep both, by position
-                key = f"{entry.path}/{name}#{i}"
-            arr = np.asarray(arr, dtype=np.float32)
-            arrays[key] = arr
-            n_float += 1
-            params.append(
-                {
-                    "name": name,
-                    "kind": "float",
-                    "key": key,
-                    "dtype": "float32",
-                    "shape": list(arr.shape),
-                    "accounted_bits": memory.FLOAT_BITS * int(arr.size),
-                }
-            )
+        n_int += len(params)
+        float_params = _float_entries(entry, floats, arrays)
+        n_float += len(float_params)
         layers.append(
             {
                 "path": entry.path,
                 "name": entry.layer.name,
                 "class": type(entry.layer).__name__,
                 "quantized": entry.quantized,
-                "parameters": params,
+                "parameters": params + float_params,
             }
         )
     totals = memory.model_summary(model)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "lqs_version": lqs.__version__,
-        "keras_version": keras.__version__,
-        "tensorflow_version": _tf_version(),
-        "numpy_version": np.__version__,
-        "storage": {
-            "bit_packing": False,
-            "container": "np.savez_compressed" if compress else "np.savez",
-            "compressed": bool(compress),
-            "note": STORAGE_NOTE,
-        },
-        "latent_on_load": "bin centre (P_q + 0.5) * scale, so that floor(P / scale) == P_q in float32",
-        "memory": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in totals.items()},
-        "model": _model_config(model),
-        "layers": layers,
-    }
+    manifest = _manifest(model, layers, totals, compress)
     _write_npz(target, arrays, manifest, compress)
     return {
         "path": str(target),
@@ -246,6 +191,81 @@ def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = 
     }
 
 
+def _integer_entries(entry: memory.LayerEntry, arrays: dict[str, np.ndarray], dtypes: dict[str, int]) -> list[dict]:
+    """Add a quantized layer's integers and scales to ``arrays`` (counting ``dtypes``); their manifest entries."""
+    params: list[dict[str, Any]] = []
+    for t in entry.layer.integer_parameters():
+        acc = memory.tensor_bits(t)
+        dt = smallest_int_dtype(t.values)
+        key = f"{entry.path}/{t.name}"
+        arrays[f"{key}.values"] = np.asarray(t.values).astype(dt)
+        arrays[f"{key}.scale"] = np.asarray(t.scale, dtype=np.float32)
+        dtypes[dt.name] = dtypes.get(dt.name, 0) + 1
+        params.append(
+            {
+                "name": t.name,
+                "kind": "integer",
+                "key": f"{key}.values",
+                "scale_key": f"{key}.scale",
+                "dtype": dt.name,
+                "shape": list(acc["shape"]),
+                "granularity": t.granularity,
+                "scale_shape": list(np.shape(t.scale)),
+                "n_groups": acc["n_groups"],
+                "bits_min": acc["bits_min"],
+                "bits_max": acc["bits_max"],
+                "value_min": acc["value_min"],
+                "value_max": acc["value_max"],
+                "accounted_bits": acc["total_bits"],
+            }
+        )
+    return params
+
+
+def _float_entries(entry: memory.LayerEntry, floats: list[tuple[str, Any]], arrays: dict[str, np.ndarray]) -> list[dict]:
+    """Add a layer's float parameters to ``arrays`` as float32; their manifest entries."""
+    params: list[dict[str, Any]] = []
+    for i, (name, arr) in enumerate(floats):
+        key = f"{entry.path}/{name}"
+        if key in arrays:  # two weights of one layer with the same name: keep both, by position
+            key = f"{entry.path}/{name}#{i}"
+        arr = np.asarray(arr, dtype=np.float32)
+        arrays[key] = arr
+        params.append(
+            {
+                "name": name,
+                "kind": "float",
+                "key": key,
+                "dtype": "float32",
+                "shape": list(arr.shape),
+                "accounted_bits": memory.FLOAT_BITS * int(arr.size),
+            }
+        )
+    return params
+
+
+def _manifest(model: keras.Model, layers: list[dict[str, Any]], totals: dict[str, Any], compress: bool) -> dict:
+    """The export's ``manifest.json`` content (versions, storage, memory totals, model config, layers)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lqs_version": lqs.__version__,
+        "keras_version": keras.__version__,
+        "tensorflow_version": _tf_version(),
+        "numpy_version": np.__version__,
+        "storage": {
+            "bit_packing": False,
+            "container": "np.savez_compressed" if compress else "np.savez",
+            "compressed": bool(compress),
+            "note": STORAGE_NOTE,
+        },
+        "latent_on_load": "bin centre (P_q + 0.5) * scale, so that floor(P / scale) == P_q in float32",
+        "memory": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in totals.items()},
+        "model": _model_config(model),
+        "layers": layers,
+    }
+
+
 def _tf_version() -> str | None:
     try:
         import tensorflow as tf
@@ -255,13 +275,42 @@ def _tf_version() -> str | None:
         return None
 
 
+#: what reading a truncated or corrupted ``.npz`` raises (zip, deflate, npy header, JSON, missing member)
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, UnicodeDecodeError)
+
+
+def _unreadable(target: Path, exc: BaseException) -> ValueError:
+    what = f"it has no {MANIFEST_NAME}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return ValueError(
+        f"cannot read the integer export {target}: the file is truncated or corrupted ({what}). "
+        "Write it again with lqs.export.to_integer(model, path) (or copy it again, checking its size)"
+    )
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of an export written by :func:`to_integer`."""
+    """The manifest of an export written by :func:`to_integer`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, corrupted or has no manifest (the message names it).
+    """
     target = _npz_path(path)
     if not target.exists():
         raise FileNotFoundError(f"no export at {target}; write one with lqs.export.to_integer(model, path)")
-    with np.load(target) as npz:
-        return json.loads(npz[MANIFEST_NAME].decode("utf-8"))
+    try:
+        with np.load(target) as npz:
+            return json.loads(npz[MANIFEST_NAME].decode("utf-8"))
+    except _UNREADABLE as exc:
+        raise _unreadable(target, exc) from exc
+
+
+def _read_arrays(target: Path) -> dict[str, np.ndarray]:
+    """Every array of an export but the manifest (``ValueError`` naming the file if it cannot be read)."""
+    try:
+        with np.load(target) as npz:
+            return {k: npz[k] for k in npz.files if k != MANIFEST_NAME}
+    except _UNREADABLE as exc:
+        raise _unreadable(target, exc) from exc
 
 
 def _variable(layer: Any, name: str, path: str):
@@ -317,7 +366,8 @@ def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None 
 
     Raises:
         FileNotFoundError: no such export.
-        ValueError: not an lqs export, or the rebuilt model does not match the stored parameters.
+        ValueError: a truncated or corrupted file (named in the message), not an lqs export, or the
+            rebuilt model does not match the stored parameters.
     """
     target = _npz_path(path)
     manifest = read_manifest(target)
@@ -333,8 +383,7 @@ def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None 
     if not model.built:
         raise ValueError(f"the model rebuilt from {target} is not built; export a model with a known input shape")
     stored = {layer["path"]: layer for layer in manifest["layers"]}
-    with np.load(target) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != MANIFEST_NAME}
+    arrays = _read_arrays(target)
     visited: set[str] = set()
     for entry in memory.iter_layers(model):
         record = stored.get(entry.path)
@@ -358,7 +407,7 @@ def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None 
                 raise ValueError(
                     f"layer {entry.path!r}: {len(params)} stored weights, the rebuilt layer has {len(entry.variables)}"
                 )
-            for p, var in zip(params, entry.variables):
+            for p, var in zip(params, entry.variables, strict=True):
                 if p["name"] != var.name:
                     raise ValueError(f"layer {entry.path!r}: stored weight {p['name']!r} but rebuilt {var.name!r}")
                 _assign(var, arrays[p["key"]], f"{entry.path}/{p['name']}")

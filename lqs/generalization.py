@@ -25,7 +25,7 @@ Measures
 - :func:`random_direction`, :func:`loss_landscape_1d`, :func:`loss_landscape_2d` — loss surfaces
   along filter-normalized random directions (Li et al., 2018).
 - :func:`bin_widths` — QGen's "width of the quantization bin" (the scale) per quantized layer,
-  duck-typed on the ``integer_parameters()`` protocol of ``CONVENTIONS.md``.
+  duck-typed on the ``integer_parameters()`` protocol (:mod:`lqs.protocol`).
 
 References
 ----------
@@ -51,8 +51,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
+
+from lqs.protocol import is_quantized_layer
 
 __all__ = [
     "LossFn",
@@ -540,6 +541,32 @@ def adaptive_sharpness(
     return result
 
 
+def _bisect_sigma(
+    deviation: Callable[[float], float], sigma_min: float, sigma_max: float, tolerance: float, iters: int
+) -> tuple[float, float, float, str]:
+    """Largest ``sigma`` in ``[sigma_min, sigma_max]`` with ``deviation(sigma) <= tolerance``.
+
+    Bisection on a log scale (``mid = sqrt(lo * hi)``), ``iters`` steps, assuming the deviation
+    grows with ``sigma``. Returns ``(sigma, sigma_upper, deviation at sigma, status)`` with status
+    ``"ok"``, ``"sigma_max_within_tolerance"`` or ``"sigma_min_exceeds_tolerance"``.
+    """
+    lo, hi = float(sigma_min), float(sigma_max)
+    dev_hi = deviation(hi)
+    if dev_hi <= tolerance:
+        return hi, hi, dev_hi, "sigma_max_within_tolerance"
+    dev_lo = deviation(lo)
+    if dev_lo > tolerance:
+        return lo, lo, dev_lo, "sigma_min_exceeds_tolerance"
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        dev_mid = deviation(mid)
+        if dev_mid <= tolerance:
+            lo, dev_lo = mid, dev_mid
+        else:
+            hi = mid
+    return lo, hi, dev_lo, "ok"
+
+
 def pac_bayes_flatness(
     model: keras.Model,
     x: np.ndarray,
@@ -639,23 +666,7 @@ def pac_bayes_flatness(
                 values.append(loss - base_loss if criterion == "loss" else base_acc - acc)
             return float(np.mean(values))
 
-        lo, hi = float(sigma_min), float(sigma_max)
-        dev_hi = deviation(hi)
-        if dev_hi <= tolerance:
-            sigma, upper, dev, status = hi, hi, dev_hi, "sigma_max_within_tolerance"
-        else:
-            dev_lo = deviation(lo)
-            if dev_lo > tolerance:
-                sigma, upper, dev, status = lo, lo, dev_lo, "sigma_min_exceeds_tolerance"
-            else:
-                for _ in range(iters):
-                    mid = math.sqrt(lo * hi)
-                    dev_mid = deviation(mid)
-                    if dev_mid <= tolerance:
-                        lo, dev_lo = mid, dev_mid
-                    else:
-                        hi = mid
-                sigma, upper, dev, status = lo, hi, dev_lo, "ok"
+        sigma, upper, dev, status = _bisect_sigma(deviation, sigma_min, sigma_max, tolerance, iters)
     return {
         "sigma": sigma,
         "sigma_upper": upper,
@@ -757,7 +768,7 @@ def loss_landscape_1d(
     loss_fn: LossFn | None = None,
     from_logits: bool = False,
     weights_filter: WeightsFilter | None = None,
-) -> pd.DataFrame:
+) -> list[dict[str, float]]:
     """Loss and accuracy along one direction: ``f(α) = L(w + α d)`` (Li et al., 2018).
 
     Arguments:
@@ -772,7 +783,7 @@ def loss_landscape_1d(
         weights_filter: which trainable weights move (default: kernels and biases).
 
     Returns:
-        DataFrame with columns ``alpha``, ``loss``, ``accuracy`` (one row per α, input order).
+        One row (dict with keys ``alpha``, ``loss``, ``accuracy``) per α, in input order.
 
     References:
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
@@ -791,7 +802,7 @@ def loss_landscape_1d(
             _assign(variables, base, direction, float(alpha))
             loss, acc = evaluator()
             rows.append({"alpha": float(alpha), "loss": loss, "accuracy": acc})
-    return pd.DataFrame(rows, columns=["alpha", "loss", "accuracy"])
+    return rows
 
 
 def loss_landscape_2d(
@@ -809,7 +820,7 @@ def loss_landscape_2d(
     loss_fn: LossFn | None = None,
     from_logits: bool = False,
     weights_filter: WeightsFilter | None = None,
-) -> pd.DataFrame:
+) -> list[dict[str, float]]:
     """Loss and accuracy on a plane: ``f(α, β) = L(w + α d₁ + β d₂)`` (Li et al., 2018).
 
     The two directions are independent filter-normalized Gaussians drawn one after the other
@@ -827,8 +838,8 @@ def loss_landscape_2d(
         weights_filter: which trainable weights move (default: kernels and biases).
 
     Returns:
-        DataFrame with columns ``alpha``, ``beta``, ``loss``, ``accuracy``; one row per grid
-        point, ``alpha`` the outer loop.
+        One row (dict with keys ``alpha``, ``beta``, ``loss``, ``accuracy``) per grid point,
+        ``alpha`` the outer loop.
 
     References:
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
@@ -855,7 +866,7 @@ def loss_landscape_2d(
                 _assign(variables, base, delta)
                 loss, acc = evaluator()
                 rows.append({"alpha": float(alpha), "beta": float(beta), "loss": loss, "accuracy": acc})
-    return pd.DataFrame(rows, columns=["alpha", "beta", "loss", "accuracy"])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -874,11 +885,11 @@ def _all_layers(model: keras.Model) -> list[Any]:
     return _unique(layers)
 
 
-def bin_widths(model: keras.Model) -> pd.DataFrame:
+def bin_widths(model: keras.Model) -> list[dict[str, Any]]:
     """Quantization bin width (the scale ``s``) per quantized layer and parameter (QGen Fig. 1).
 
     A layer counts as quantized when it has an ``integer_parameters()`` method (the protocol
-    of ``CONVENTIONS.md``): each returned object has ``name``, ``values`` (integers ``P_q``),
+    of :mod:`lqs.protocol`): each returned object has ``name``, ``values`` (integers ``P_q``),
     ``scale`` (one per scale group, broadcastable to the parameter; ``values * scale`` is the
     fake-quantized parameter) and ``granularity``. The bin width of a uniform quantizer is its
     step ``s``; QGen models quantization as additive noise whose width grows with ``s``.
@@ -888,10 +899,10 @@ def bin_widths(model: keras.Model) -> pd.DataFrame:
         model: a Keras 3 model.
 
     Returns:
-        DataFrame with columns ``layer``, ``parameter``, ``granularity``, ``n_groups`` (number
-        of scales), ``n_params`` (elements of the parameter), ``scale_mean``, ``scale_min``,
-        ``scale_max``; one row per quantized parameter, empty (same columns) when no layer is
-        quantized.
+        One row per quantized parameter, a dict with the keys :data:`BIN_WIDTH_COLUMNS`:
+        ``layer``, ``parameter``, ``granularity``, ``n_groups`` (number of scales), ``n_params``
+        (elements of the parameter), ``scale_mean``, ``scale_min``, ``scale_max``; empty when no
+        layer is quantized.
 
     References:
         M. AskariHemmat et al., "QGen: On the Ability to Generalize in Quantization Aware
@@ -899,10 +910,9 @@ def bin_widths(model: keras.Model) -> pd.DataFrame:
     """
     rows = []
     for layer in _all_layers(model):
-        method = getattr(layer, "integer_parameters", None)
-        if not callable(method):
+        if not is_quantized_layer(layer):
             continue
-        for tensor in method():
+        for tensor in layer.integer_parameters():
             scale = np.abs(np.asarray(keras.ops.convert_to_numpy(tensor.scale), np.float64)).ravel()
             values = np.asarray(tensor.values)
             rows.append({
@@ -915,4 +925,4 @@ def bin_widths(model: keras.Model) -> pd.DataFrame:
                 "scale_min": float(scale.min()) if scale.size else math.nan,
                 "scale_max": float(scale.max()) if scale.size else math.nan,
             })
-    return pd.DataFrame(rows, columns=list(BIN_WIDTH_COLUMNS))
+    return rows

@@ -23,8 +23,8 @@ with the three penalties :math:`\\mathcal{P}_t` (names as in :data:`TERMS`):
 
 Each penalty is first computed per quantized parameter (kernel, and the bias when it is
 quantized) and then averaged over all quantized parameters of the model, weighted by their element
-counts :math:`n_p`: :math:`\\mathcal{P}_t = \\sum_p n_p \\mathcal{P}_{t,p} / \\sum_p n_p`
-(DESIGN.md; the thesis code weighted by the number of scales instead).
+counts :math:`n_p`: :math:`\\mathcal{P}_t = \\sum_p n_p \\mathcal{P}_{t,p} / \\sum_p n_p`,
+exactly as the thesis implementation weights its layers (by element count, not by scale count).
 
 Gradient of the reconstructed deviation. :math:`\\lfloor\\cdot\\rfloor` is differentiated exactly
 where it is differentiable, i.e. with derivative 0 (TensorFlow's own gradient of ``floor``; no
@@ -46,8 +46,9 @@ The max-bin gradient is a subgradient: the whole group gradient goes to its arg-
 (TensorFlow splits it evenly between exact ties).
 
 References:
-    Thesis section 3.2 ("Custom Loss Functions"), ``shared/thesis/000_224ae26164ead3ec.txt``;
-    ``shared/DESIGN.md`` ("The thesis's original experiments").
+    A. Chinbat, "Learned Quantization Schemes for Data-centric ML Pipelines", master's thesis,
+    TU Berlin, 2025, section 3.2 ("Custom Loss Functions") and chapter 4 (settings);
+    https://github.com/anuunchin/learned-quantization
 """
 
 from __future__ import annotations

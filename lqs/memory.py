@@ -1,6 +1,6 @@
 """Memory accounting: one definition of "how many bits does this model need", used everywhere.
 
-Definition (DESIGN.md, "Memory accounting"). For a quantized parameter with integer values
+Definition (the one the book uses everywhere). For a quantized parameter with integer values
 :math:`P_q` and one stored scale per scale group :math:`G`:
 
 .. math::
@@ -20,7 +20,7 @@ Every parameter that is not quantized counts 32 bits per element: plain Keras la
 ``float_parameters()`` of quantized layers (e.g. an unquantized bias). The FP32 reference counts
 32 bits for every parameter element and nothing for scales (a float model has none).
 
-Which layers are quantized: those implementing the quantized-layer protocol of CONVENTIONS.md,
+Which layers are quantized: those implementing the quantized-layer protocol (:class:`lqs.protocol.QuantizedLayer`),
 ``integer_parameters() -> list[IntegerTensor]`` and ``float_parameters() -> dict``. Such a layer is
 accounted from the protocol only; its own weights (parameters and scale variables) and its
 sublayers (the ``NestedQuantizer`` objects) are not counted again. Nested models (a functional
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 
+from lqs.protocol import is_quantized_layer
 from lqs.quantizers import IntegerTensor, group_axes
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "group_bits",
     "tensor_bits",
     "float_bits",
-    "is_quantized_layer",
     "iter_layers",
     "layer_table",
     "model_summary",
@@ -216,13 +215,6 @@ def tensor_bits(int_tensor: IntegerTensor) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def is_quantized_layer(layer: Any) -> bool:
-    """True if ``layer`` implements the quantized-layer protocol (CONVENTIONS.md)."""
-    return callable(getattr(layer, "integer_parameters", None)) and callable(
-        getattr(layer, "float_parameters", None)
-    )
-
-
 @dataclass
 class LayerEntry:
     """One accounted layer, as yielded by :func:`iter_layers`.
@@ -324,15 +316,15 @@ def _check_protocol_layer(entry: LayerEntry, ints: list[IntegerTensor], floats: 
         )
 
 
-def layer_table(model: Any) -> pd.DataFrame:
-    """One row per (layer, parameter) with its memory accounting (columns: :data:`TABLE_COLUMNS`).
+def layer_table(model: Any) -> list[dict[str, Any]]:
+    """One row (a dict with the keys :data:`TABLE_COLUMNS`) per (layer, parameter) with its memory.
 
     ``path`` is the layer's nesting path, ``layer`` its name. Quantized parameters get their
     per-group widths (``bits_min/max/mean``, ``int_bits``), ``scale_bits = 32 * n_groups`` and
     the statistics of :math:`P_q` (``unique_values``, ``value_min``, ``value_max``); float
     parameters get ``n_groups = 0``, 32 bits, ``float_bits = 32 * n_params`` and NaN statistics.
     Always ``total_bits = int_bits + scale_bits + float_bits``; ``kib = total_bits / 8 / 1024``;
-    ``compression = fp32_bits / total_bits``.
+    ``compression = fp32_bits / total_bits``. ``pandas.DataFrame(rows)`` turns it into a table.
     """
     rows: list[dict[str, Any]] = []
     for entry in iter_layers(model):
@@ -349,18 +341,16 @@ def layer_table(model: Any) -> pd.DataFrame:
             for v in entry.variables:
                 n = int(np.prod(v.shape))
                 rows.append(_row(entry, v.name, float_bits(n), v.shape, None))
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    table["quantized"] = table["quantized"].astype(bool)
-    return table
+    return [{key: row.get(key, math.nan) for key in TABLE_COLUMNS} for row in rows]
 
 
 def model_summary(model: Any) -> dict[str, Any]:
     """Model totals of :func:`layer_table`.
 
     Keys: ``n_params`` (parameter elements, scales excluded), ``n_scales``, ``total_bits``,
-    ``fp32_bits`` (32 per parameter element), ``bytes``, ``fp32_bytes``, ``kib``, ``fp32_kib``, ``bits_per_param``
-    (``total_bits / n_params``, scales included in the numerator), ``compression``
-    (``fp32_bits / total_bits``), ``n_quantized_params``, ``quantized_fraction``
+    ``fp32_bits`` (32 per parameter element), ``bytes``, ``fp32_bytes``, ``kib``, ``fp32_kib``,
+    ``bits_per_param`` (``total_bits / n_params``, scales included in the numerator),
+    ``compression`` (``fp32_bits / total_bits``), ``n_quantized_params``, ``quantized_fraction``
     (``n_quantized_params / n_params``), ``max_bits`` (widest group of any quantized parameter; NaN
     if none), ``q_total_bits``, ``q_fp32_bits``, ``q_bits_per_param`` and ``q_compression`` (the
     same restricted to quantized parameters and their scales; NaN if none), ``n_layers``.
@@ -368,28 +358,34 @@ def model_summary(model: Any) -> dict[str, Any]:
     return _totals(layer_table(model))
 
 
-def layer_summary(model: Any) -> pd.DataFrame:
+def _by_layer(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of :func:`layer_table` grouped by ``path``, in model order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["path"], []).append(row)
+    return groups
+
+
+def layer_summary(model: Any) -> list[dict[str, Any]]:
     """One row per layer (``path``, ``layer``, ``layer_type``) with the keys of :func:`model_summary`."""
-    table = layer_table(model)
-    rows = []
-    for path, part in table.groupby("path", sort=False):
-        rows.append({"path": path, "layer": part["layer"].iloc[0], "layer_type": part["layer_type"].iloc[0],
-                     **_totals(part)})
-    return pd.DataFrame(rows)
+    return [
+        {"path": path, "layer": part[0]["layer"], "layer_type": part[0]["layer_type"], **_totals(part)}
+        for path, part in _by_layer(layer_table(model)).items()
+    ]
 
 
-def _totals(table: pd.DataFrame) -> dict[str, Any]:
-    n_params = int(table["n_params"].sum())
-    total = int(table["total_bits"].sum())
-    fp32 = int(table["fp32_bits"].sum())
-    q = table[table["quantized"]]
-    q_params = int(q["n_params"].sum())
-    q_total = int(q["total_bits"].sum())
-    q_fp32 = int(q["fp32_bits"].sum())
+def _sum(rows: list[dict[str, Any]], key: str) -> int:
+    return int(sum(row[key] for row in rows))
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n_params, total, fp32 = _sum(rows, "n_params"), _sum(rows, "total_bits"), _sum(rows, "fp32_bits")
+    q = [row for row in rows if row["quantized"]]
+    q_params, q_total, q_fp32 = _sum(q, "n_params"), _sum(q, "total_bits"), _sum(q, "fp32_bits")
     return {
         "n_params": n_params,
-        "n_scales": int(table["n_groups"].sum()),
-        "n_layers": int(table["path"].nunique()),
+        "n_scales": _sum(rows, "n_groups"),
+        "n_layers": len({row["path"] for row in rows}),
         "total_bits": total,
         "fp32_bits": fp32,
         "bytes": total / 8,
@@ -400,7 +396,7 @@ def _totals(table: pd.DataFrame) -> dict[str, Any]:
         "compression": fp32 / total if total else math.nan,
         "n_quantized_params": q_params,
         "quantized_fraction": q_params / n_params if n_params else math.nan,
-        "max_bits": float(q["bits_max"].max()) if len(q) else math.nan,
+        "max_bits": float(max(row["bits_max"] for row in q)) if q else math.nan,
         "q_total_bits": q_total,
         "q_fp32_bits": q_fp32,
         "q_bits_per_param": q_total / q_params if q_params else math.nan,
@@ -412,6 +408,27 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
+#: column headers of :func:`summary`
+SUMMARY_HEADER: tuple[str, ...] = (
+    "Layer (type)", "Params", "Quant.", "Scales", "Bits/param", "Max bits", "KiB", "FP32 KiB", "Compr."
+)
+
+
+def _summary_cells(label: str, t: dict[str, Any]) -> tuple[str, ...]:
+    """One line of :func:`summary` from the totals ``t`` of a layer (or the model)."""
+    return (
+        label,
+        f"{t['n_params']:,}",
+        f"{t['n_quantized_params']:,}",
+        f"{t['n_scales']:,}",
+        _fmt(t["bits_per_param"]),
+        _fmt(t["max_bits"], 0),
+        _fmt(t["kib"]),
+        _fmt(t["fp32_kib"]),
+        _fmt(t["compression"]) + " x",
+    )
+
+
 def summary(model: Any, print_fn: Callable[[str], Any] = print) -> dict[str, Any]:
     """Print a per-layer memory table (larq-like) and a totals line; return :func:`model_summary`.
 
@@ -419,35 +436,10 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> dict[str, Any
     max bits (widest group), KiB, FP32 KiB, compression (FP32 / accounted).
     """
     table = layer_table(model)
-    header = ("Layer (type)", "Params", "Quant.", "Scales", "Bits/param", "Max bits", "KiB", "FP32 KiB", "Compr.")
-    lines: list[tuple[str, ...]] = []
-    for path, rows in table.groupby("path", sort=False):
-        t = _totals(rows)
-        lines.append(
-            (
-                f"{path} ({rows['layer_type'].iloc[0]})",
-                f"{t['n_params']:,}",
-                f"{t['n_quantized_params']:,}",
-                f"{t['n_scales']:,}",
-                _fmt(t["bits_per_param"]),
-                _fmt(t["max_bits"], 0),
-                _fmt(t["kib"]),
-                _fmt(t["fp32_kib"]),
-                _fmt(t["compression"]) + " x",
-            )
-        )
     tot = _totals(table)
-    total_line = (
-        "Total",
-        f"{tot['n_params']:,}",
-        f"{tot['n_quantized_params']:,}",
-        f"{tot['n_scales']:,}",
-        _fmt(tot["bits_per_param"]),
-        _fmt(tot["max_bits"], 0),
-        _fmt(tot["kib"]),
-        _fmt(tot["fp32_kib"]),
-        _fmt(tot["compression"]) + " x",
-    )
+    lines = [_summary_cells(f"{path} ({rows[0]['layer_type']})", _totals(rows)) for path, rows in _by_layer(table).items()]
+    total_line = _summary_cells("Total", tot)
+    header = SUMMARY_HEADER
     widths = [max(len(r[i]) for r in [header, total_line, *lines]) for i in range(len(header))]
 
     def fmt_line(cells: Sequence[str]) -> str:

@@ -50,7 +50,8 @@ import keras
 import numpy as np
 
 from lqs.layers import QConv2D, QDense
-from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES
+from lqs.protocol import is_quantized_layer
+from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES, NestedQuantizer
 
 __all__ = [
     "ARCHS",
@@ -150,14 +151,15 @@ class _Factory:
 
     def _quant_kwargs(self, granularity: str, cls: type) -> dict[str, Any]:
         if self.flavour in ("nested", "loss_terms"):
-            return {
-                "kernel_granularity": granularity,
-                "bias_granularity": self.bias_granularity,
-                "quantize_bias": self.quantize_bias,
-                "threshold": self.threshold,
-                "scale_gradient": "threshold" if self.flavour == "nested" else "ste",
-                **self.options,
-            }
+            scale_gradient = "threshold" if self.flavour == "nested" else "ste"
+
+            def quantizer(g: str) -> NestedQuantizer:  # a template: each layer copies it
+                return NestedQuantizer(
+                    g, self.threshold, scale_gradient=scale_gradient, **self.options
+                )
+
+            bias = quantizer(self.bias_granularity) if self.quantize_bias else None
+            return {"kernel_quantizer": quantizer(granularity), "bias_quantizer": bias}
         kwargs = {"bits": self.bits, "granularity": granularity, "quantize_bias": self.quantize_bias, **self.options}
         accepted = inspect.signature(cls.__init__).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
@@ -347,20 +349,16 @@ def allowed_kernel_granularities(arch: str, flavour: str) -> tuple[str, ...]:
     return DENSE_GRANULARITIES if arch == "mlp" else GRANULARITIES
 
 
-def _is_quantized(layer) -> bool:
-    return callable(getattr(layer, "integer_parameters", None))
-
-
 def quantized_layer_names(model: keras.Model) -> list[str]:
     """Names of the layers that implement the quantized-layer protocol, in model order."""
-    return [layer.name for layer in model.layers if _is_quantized(layer)]
+    return [layer.name for layer in model.layers if is_quantized_layer(layer)]
 
 
 def float_param_count(model: keras.Model) -> int:
     """Parameter elements of the network without quantizer scales/steps (kernels, biases, BatchNorm)."""
     total = 0
     for layer in model.layers:
-        if _is_quantized(layer):
+        if is_quantized_layer(layer):
             total += sum(int(np.size(t.values)) for t in layer.integer_parameters())
             total += sum(int(np.size(a)) for a in layer.float_parameters().values())
         else:

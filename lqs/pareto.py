@@ -8,9 +8,8 @@ Exact duplicates of a front point are all kept on the front.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-__all__ = ["pareto_mask", "pareto_front", "best_compression_within"]
+__all__ = ["pareto_mask", "pareto_front", "best_within"]
 
 
 def pareto_mask(x, y) -> np.ndarray:
@@ -44,23 +43,22 @@ def pareto_mask(x, y) -> np.ndarray:
     return mask
 
 
-def pareto_front(df: pd.DataFrame, x: str, y: str, by: str | list[str] | None = None) -> pd.DataFrame:
-    """Rows of ``df`` on the front of ``x`` (minimise) vs ``y`` (maximise), per group of ``by``, sorted by ``x``."""
-    if by is None:
-        return df[pareto_mask(df[x], df[y])].sort_values(x)
-    parts = [group[pareto_mask(group[x], group[y])] for _, group in df.groupby(by, sort=True)]
-    return pd.concat(parts).sort_values(([by] if isinstance(by, str) else list(by)) + [x]) if parts else df.iloc[:0]
+def pareto_front(x, y) -> np.ndarray:
+    """Indices of the points on the front of ``x`` (minimise) vs ``y`` (maximise), sorted by ``x``."""
+    x = np.asarray(x, dtype=float)
+    front = np.flatnonzero(pareto_mask(x, y))
+    return front[np.argsort(x[front], kind="stable")]
 
 
-def best_compression_within(
-    df: pd.DataFrame, reference_accuracy: float, *, max_drop: float = 0.01,
-    accuracy: str = "test_accuracy", compression: str = "mem_compression",
-) -> pd.Series | None:
-    """Row with the highest ``compression`` whose ``accuracy`` is at least ``reference_accuracy - max_drop``.
+def best_within(accuracy, compression, reference_accuracy: float, *, max_drop: float = 0.01) -> int | None:
+    """Index of the highest ``compression`` among points with ``accuracy >= reference - max_drop``.
 
-    ``max_drop`` is in accuracy units (0.01 = one percentage point). Returns None when no row qualifies.
+    ``max_drop`` is in accuracy units (0.01 = one percentage point); ties go to the first point.
+    Returns None when no point qualifies.
     """
-    ok = df[df[accuracy] >= reference_accuracy - max_drop - 1e-12]
-    if ok.empty:
+    accuracy = np.asarray(accuracy, dtype=float)
+    compression = np.asarray(compression, dtype=float)
+    ok = np.flatnonzero(accuracy >= reference_accuracy - max_drop - 1e-12)
+    if ok.size == 0:
         return None
-    return ok.loc[ok[compression].idxmax()]
+    return int(ok[np.argmax(compression[ok])])

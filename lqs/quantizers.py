@@ -106,6 +106,8 @@ class IntegerTensor:
 
 def check_threshold(threshold: float) -> float:
     """Return ``threshold`` as float or raise ``ValueError`` (it must be a finite number >= 0)."""
+    if isinstance(threshold, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
     try:
         value = float(threshold)
     except (TypeError, ValueError):
@@ -116,9 +118,21 @@ def check_threshold(threshold: float) -> float:
 
 
 def _check_choice(kind: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}")
     return value
+
+
+def _positive_float(name: str, value) -> float:
+    """``value`` as float if it is a finite number > 0, else ``ValueError`` naming ``name``."""
+    bad = isinstance(value, (str, bytes, bool, np.bool_))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        bad = True
+    if bad or not (np.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
 
 
 def scale_shape(granularity: str, param_shape: Sequence[int]) -> tuple[int, ...]:
@@ -330,15 +344,16 @@ class NestedQuantizer(keras.layers.Layer):
         self.threshold = check_threshold(threshold)
         self.scale_gradient = _check_choice("scale_gradient", scale_gradient, SCALE_GRADIENTS)
         self.aggregate = _check_choice("aggregate", aggregate, AGGREGATES)
+        if not isinstance(all_above_vote, (bool, np.bool_)):
+            raise ValueError(f"all_above_vote must be True or False, got {all_above_vote!r}")
         self.all_above_vote = bool(all_above_vote)
-        if not float(min_scale) > 0:
-            raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-        if not float(scale_init) >= float(min_scale):
+        self.min_scale = _positive_float("min_scale", min_scale)
+        self.scale_init = _positive_float("scale_init", scale_init)
+        if not self.scale_init >= self.min_scale:
             raise ValueError(f"scale_init must be >= min_scale={min_scale}, got {scale_init!r}")
-        if init_bits is not None and (int(init_bits) != init_bits or init_bits < 2):
+        integral = isinstance(init_bits, (int, np.integer)) and not isinstance(init_bits, bool)
+        if init_bits is not None and (not integral or init_bits < 2):
             raise ValueError(f"init_bits must be an integer >= 2 or None, got {init_bits!r}")
-        self.scale_init = float(scale_init)
-        self.min_scale = float(min_scale)
         self.init_bits = None if init_bits is None else int(init_bits)
         self.scale = None
 

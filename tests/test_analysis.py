@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion.chapters import analysis
+import companion.data
+from companion.chapters import analysis, thresholds
 from companion.engine.config import validate_config
-
 
 # ------------------------------------------------------------------------------------ grids
 
@@ -58,6 +58,40 @@ def test_grid_where_granularity_fits_skips_conv_granularities_on_the_mlp():
     assert got == {("mnist", g) for g in ("scalar", "row", "column")} | {
         ("cifar10", g) for g in ("scalar", "row", "column", "channel", "filter")
     }
+
+
+def test_unknown_granularity_raises_instead_of_being_dropped():
+    """Regression: a typo ("colum") used to be dropped silently, so only scalar ran."""
+    axes = {"kernel_granularity": ["scalar", "colum"]}
+    with pytest.raises(ValueError) as err:
+        analysis.grid({"flavour": "nested", "dataset": "mnist"}, axes,
+                      where=analysis.granularity_fits)
+    message = str(err.value)
+    assert "granularities" in message and "'colum'" in message
+    assert "scalar, row, column, channel, filter" in message
+    with pytest.raises(ValueError, match="nested_granularities"):
+        analysis.check_granularities(["colum"], "nested_granularities")
+    with pytest.raises(ValueError, match="list of granularity names"):
+        analysis.check_granularities("scalar")
+
+
+def test_known_granularity_that_does_not_fit_the_network_is_still_filtered():
+    assert analysis.check_granularities(["scalar", "filter"]) == ["scalar", "filter"]
+    assert not analysis.granularity_fits({"dataset": "mnist", "kernel_granularity": "filter"})
+    assert analysis.granularity_fits({"dataset": "cifar10", "kernel_granularity": "filter"})
+    assert analysis.granularity_fits({"flavour": "fp32", "kernel_granularity": "filter"})
+
+
+def test_threshold_configs_reject_a_typo_before_anything_trains():
+    setups = [{"dataset": "fashion_mnist", "arch": "mlp"}]
+    kwargs = dict(thresholds=[1e-9], seeds=[0], dynamics_thresholds=[1e-9], dynamics_epochs=2)
+    defaults = {"flavour": "nested", "epochs": 1}
+    with pytest.raises(ValueError, match="granularities.*'colum'.*allowed"):
+        thresholds.threshold_configs(setups, defaults, granularities=["scalar", "colum"],
+                                     **kwargs)
+    with pytest.raises(ValueError, match="'colum'"):  # a setup's own override too
+        thresholds.threshold_configs([{**setups[0], "granularities": ["colum"]}],
+                                     defaults, granularities=["scalar"], **kwargs)
 
 
 def test_baseline_granularity():
@@ -341,23 +375,6 @@ def test_matching_runs_and_read_run_tables(tmp_path):
     assert sorted(analysis.read_run_tables(tmp_path, pattern="more_runs.csv")["config_hash"]) == ["a", "b"]
 
 
-def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(2, 2))
-    ax.plot([0, 1], [0, 1])
-    written = analysis.save_figure(fig, tmp_path, "nb", "line", "A line. Dataset: x; profile: smoke.")
-    assert not plt.fignum_exists(fig.number)  # closed: notebooks do not accumulate open figures
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["line.caption.md", "line.pdf", "line.png", "line_figure.md"]
-    snippet = (tmp_path / "line_figure.md").read_text()
-    assert snippet.startswith("```{figure} /book/generated/nb/line.*") and "profile: smoke" in snippet
-    assert len(written) == 4
-
-
 def test_history_stats_reads_stored_histories(tmp_path):
     from companion.engine.store import RunStore
 
@@ -382,3 +399,41 @@ def test_history_stats_reads_stored_histories(tmp_path):
     assert uv[1e-6] == 20.0 and uv[1e-12] == 80.0
     assert (last["epoch"] == 2).all() and (last["layer"] == "dense1").all()
     assert analysis.history_stats(runs.iloc[:0], keep=["threshold"], store=store).empty
+
+
+# ------------------------------------------------------------------------ notebook
+# plumbing
+
+
+def test_add_setup_appends_the_label_column():
+    df = pd.DataFrame({"dataset_label": ["MNIST", "CIFAR-10"], "arch": ["mlp", "cnn"]})
+    out = analysis.add_setup(df)
+    assert list(out.columns) == ["dataset_label", "arch", "setup"]
+    assert list(out["setup"]) == ["MNIST · MLP", "CIFAR-10 · CNN"]
+    assert "setup" not in df.columns
+
+
+def test_sort_by_order_uses_display_orders_then_extra_columns():
+    df = pd.DataFrame({"mode": ["post_training", "from_scratch", "from_scratch", "other"],
+                       "x": [1.0, 3.0, 2.0, 0.0]}, index=[10, 11, 12, 13])
+    out = analysis.sort_by_order(df, {"mode": analysis.MODE_ORDER}, extra=["x"])
+    assert list(out.index) == [12, 11, 10, 13]  # unknown values last
+    assert list(out.columns) == ["mode", "x"]
+    assert analysis.present_in_order(["row", "scalar", "row"], analysis.GRANULARITY_ORDER) == \
+        ["scalar", "row"]
+
+
+def test_prepare_notebook_creates_the_folder_and_keeps_present_setups(tmp_path, capsys,
+                                                                    monkeypatch):
+    available = pd.DataFrame({
+        "dataset": ["mnist", "cifar10"], "present": [True, False],
+        "label": ["MNIST (10k subset)", "CIFAR-10"], "missing": ["", "cifar-10-python.tar.gz"],
+        "fetch": ["", "make data"], "is_subset": [True, False]})
+    out, runnable = analysis.prepare_notebook("nb", "smoke", tmp_path / "res")
+    assert out == tmp_path / "res" and out.is_dir() and runnable == []
+    monkeypatch.setattr(companion.data, "available", lambda requested: available)
+    setups = [{"dataset": "mnist"}, {"dataset": "cifar10", "arch": "cnn"}]
+    out, runnable = analysis.prepare_notebook("nb", "smoke", out, setups)
+    assert runnable == [{"dataset": "mnist"}]
+    assert "cifar-10-python.tar.gz" in (out / "nb_missing.md").read_text()
+    assert "Datasets not run" in capsys.readouterr().out

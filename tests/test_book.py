@@ -117,7 +117,7 @@ def test_read_notebook_run(tmp_path: Path) -> None:
 
 def test_build_info_markdown() -> None:
     runs = [lb.NotebookRun("nb_one", "2025-01-20T10:11:12+00:00", 75.0, False), lb.NotebookRun("x", None, None, False)]
-    now = dt.datetime(2025, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2025, 2, 3, 4, 5, tzinfo=dt.UTC)
     text = lb.build_info_markdown("cpu", runs, ["nb_one"], now=now, commit="abc123")
     assert "| Profile | `cpu` |" in text
     assert "2025-02-03 04:05 UTC" in text and "`abc123`" in text
@@ -519,10 +519,109 @@ def test_browser_screenshot_not_blank(built_book: dict[str, str], chromium: str)
     assert variance > 50 and colors > 16, f"screenshot looks blank (variance {variance:.1f}, {colors} grey levels)"
 
 
-def test_api_page_documents_every_module():
-    """A module missing from book/api.md would be undocumented in the book."""
-    text = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
-    documented = set(re.findall(r"^\.\. automodule:: lqs\.(\w+)$", text, flags=re.M))
-    modules = {p.stem for p in (ROOT / "lqs").glob("*.py") if p.stem != "__init__"}
-    assert modules - documented == set(), "add a section to book/api.md"
-    assert documented - modules == set(), "book/api.md lists a module that does not exist"
+@pytest.mark.parametrize(
+    ("page", "package"), [("api.md", "lqs"), ("machinery.md", "companion")], ids=["lqs", "companion"]
+)
+def test_api_pages_document_every_module(page, package):
+    """A module missing from its API page would be undocumented in the book."""
+    text = (ROOT / "book" / page).read_text(encoding="utf-8")
+    documented = set(re.findall(rf"^\.\. automodule:: ({package}(?:\.\w+)*)$", text, flags=re.M))
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / package).rglob("*.py")
+        if p.stem not in ("__init__", "__main__")
+    }
+    assert modules - documented == set(), f"add a section to book/{page}"
+    assert documented - modules == set(), f"book/{page} lists a module that does not exist"
+
+
+# ---------------------------------------------------------------------------------------------
+# PDF: `make pdf` (xelatex, after the HTML build) and what it must contain
+# ---------------------------------------------------------------------------------------------
+
+LATEX = ROOT / "book" / "_build" / "latex"
+PDF = LATEX / "lqs-book.pdf"
+#: what the LaTeX log says for a character no font (xelatex) or declaration (pdflatex) covers
+MISSING_CHAR_RE = re.compile(r"Missing character: There is no .*|Unicode character .* not set up .*|! LaTeX Error: .*")
+INCLUDE_GRAPHICS_RE = re.compile(r"\\sphinxincludegraphics(?:\[[^\]]*\])?\{\{([^}]*)\}([^}]*)\}")
+
+
+@pytest.fixture(scope="session")
+def built_pdf(built_book: dict[str, str]) -> str:
+    """Run `make pdf` for the smoke profile once (TeX Live is installed by scripts/install_tex.sh if missing)."""
+    digest = hashlib.sha1(str(ROOT).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"lqs-book-test-{digest}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = _run(["make", "pdf", f"PROFILE={PROFILE}"], timeout=3600)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    if proc.returncode != 0:
+        log = LATEX / "lqs-book.log"
+        tail = log.read_text(errors="replace")[-TAIL:] if log.is_file() else "(no LaTeX log)"
+        _fail_with_tail(f"make pdf PROFILE={PROFILE} (LaTeX log tail:\n{tail}\n)", proc)
+    return proc.stdout + proc.stderr
+
+
+def _latex_log() -> str:
+    return (LATEX / "lqs-book.log").read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.book
+def test_pdf_is_built_with_a_unicode_engine(built_pdf: str) -> None:
+    assert PDF.is_file() and PDF.read_bytes()[:5] == b"%PDF-", f"no PDF at {PDF}"
+    log = _latex_log()
+    assert log.startswith("This is XeTeX"), "the PDF is built with xelatex (_config.yml latex_engine)"
+    pages = re.search(r"Output written on lqs-book\.\w+ \((\d+) pages", log)
+    assert pages and int(pages.group(1)) >= 20, "the PDF has (almost) no pages"
+
+
+@pytest.mark.book
+def test_pdf_has_no_missing_characters(built_pdf: str) -> None:
+    """Every character of the book (Greek, math symbols, notebook output) has a glyph: no 'Missing character'."""
+    bad = sorted(set(MISSING_CHAR_RE.findall(_latex_log())))
+    assert not bad, "characters the PDF could not typeset (see book/_build/latex/lqs-book.log):\n" + "\n".join(bad[:40])
+
+
+@pytest.mark.book
+def test_pdf_has_every_chapter_of_the_toc(built_pdf: str) -> None:
+    tex = (LATEX / "lqs-book.tex").read_text(encoding="utf-8")
+    missing = [doc for doc in lb.toc_files() if f"\\label{{\\detokenize{{{doc}::doc}}}}" not in tex]
+    assert not missing, f"_toc.yml documents missing from the PDF: {missing}"
+    typeset = (LATEX / "lqs-book.toc").read_text(encoding="utf-8", errors="replace")
+    chapters = re.findall(r"\\contentsline \{chapter\}\{(?:\\numberline \{\d+\})?(.*?)\}\{\d+\}", typeset)
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    entries = toc.get("chapters") or [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    assert entries, "_toc.yml lists no chapter"
+    for entry in entries:
+        page = (ROOT / f"{entry['file']}.md").read_text(encoding="utf-8")
+        title = re.search(r"^# (.+)$", page, re.M).group(1).strip()
+        assert title in chapters, f"chapter {title!r} ({entry['file']}) is not in the PDF's contents: {chapters}"
+
+
+@pytest.mark.book
+def test_pdf_has_every_figure_of_the_html_book(built_book: dict[str, str], built_pdf: str) -> None:
+    """The same images (by file stem) as the HTML pages show, each file present, each embedded in the PDF."""
+    from collections import Counter
+
+    html_images: Counter[str] = Counter()
+    for page in _pages():
+        for img in _soup(page).find_all("img"):
+            src = img.get("src") or ""
+            if src and "_static/" not in src and not src.startswith("data:"):
+                html_images[Path(unquote(urlsplit(src).path)).stem] += 1
+    tex = (LATEX / "lqs-book.tex").read_text(encoding="utf-8")
+    included = INCLUDE_GRAPHICS_RE.findall(tex)
+    pdf_images = Counter(stem for stem, _ in included)
+    assert html_images, "the HTML book shows no figure"
+    assert pdf_images == html_images, (
+        f"figures only in HTML: {sorted(html_images - pdf_images)}; only in the PDF: {sorted(pdf_images - html_images)}"
+    )
+    files = {stem + ext for stem, ext in included}
+    assert all((LATEX / f).is_file() for f in files), [f for f in files if not (LATEX / f).is_file()]
+    raw = PDF.read_bytes()  # image XObjects (PNG figures) and form XObjects (PDF figures) in the PDF itself
+    n_png = sum(1 for f in files if f.endswith(".png"))
+    n_pdf = sum(1 for f in files if f.endswith(".pdf"))
+    assert len(re.findall(rb"/Subtype\s*/Image", raw)) >= n_png
+    assert len(re.findall(rb"/Subtype\s*/Form", raw)) >= n_pdf

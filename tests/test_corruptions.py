@@ -35,7 +35,7 @@ def test_shape_dtype_range_and_severity_ordering(images, name):
         assert out.min() >= 0.0 and out.max() <= 1.0
         distances.append(float(np.mean(np.abs(out - images))))
     assert distances[0] > 0
-    assert all(b > a for a, b in zip(distances, distances[1:])), distances
+    assert all(b > a for a, b in zip(distances, distances[1:], strict=False)), distances
 
 
 @pytest.mark.parametrize("name", C.CORRUPTIONS)
@@ -87,7 +87,7 @@ def test_contrast_reference():
 def test_brightness_reference_rgb_and_gray():
     x = smooth_images(2, 4, 4, 3, seed=5)
     out = C.corrupt(x, "brightness", 4)
-    for pixel, got in zip(x.reshape(-1, 3), out.reshape(-1, 3)):
+    for pixel, got in zip(x.reshape(-1, 3), out.reshape(-1, 3), strict=True):
         h, s, v = colorsys.rgb_to_hsv(*pixel.astype(np.float64))
         np.testing.assert_allclose(got, colorsys.hsv_to_rgb(h, s, min(v + 0.2, 1.0)), atol=1e-5)
     gray = x[..., :1]

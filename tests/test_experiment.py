@@ -15,12 +15,18 @@ import pandas as pd
 import pytest
 
 import lqs
-from companion.engine import config as lqs_config
 from companion import data as lqs_data
+from companion.engine import config as lqs_config
 from companion.engine import experiment
-from companion.engine.config import KEYS, SCHEMA, config_hash, parent_config, validate_config
-from lqs.models import build_model
+from companion.engine.config import (
+    KEYS,
+    SCHEMA,
+    config_hash,
+    parent_config,
+    validate_config,
+)
 from companion.engine.store import RunStore
+from lqs.models import build_model
 
 # ==================================================================================== config
 
@@ -130,9 +136,13 @@ def test_keys_that_do_not_act_become_none():
     assert ptq["epochs"] is None and ptq["pretrain_epochs"] == 2
     # a sweep over a key that does not act maps to one configuration
     assert config_hash({"flavour": "nested", "bits": 2}) == config_hash({"flavour": "nested", "bits": 8})
-    # a validated config of one flavour turned into another still validates (None = default)
-    lsq_from_nested = validate_config({**validate_config({}), "flavour": "lsq"})
-    assert lsq_from_nested["bits"] == SCHEMA["bits"].default
+    # a validated config validates to itself, but turned into another flavour its None for a key that
+    # now acts is refused (None is never silently the default: leave the key out instead)
+    nested = validate_config({})
+    with pytest.raises(ValueError, match=r"config key 'bits' is None .* acts for flavour 'lsq'.*default \(4\)"):
+        validate_config({**nested, "flavour": "lsq"})
+    lsq = {k: v for k, v in nested.items() if v is not None or k in ("arch", "mode")}
+    assert validate_config({**lsq, "flavour": "lsq"})["bits"] == SCHEMA["bits"].default
 
 
 def test_parent_config_shared_by_post_training_runs():
@@ -285,6 +295,9 @@ def test_run_record_columns_and_values(env):
     assert tf_config.is_op_determinism_enabled() == determinism_before  # process-wide switch restored
     for key in KEYS + experiment.RECORD_COLUMNS + ("complete", "record_sha256", "history_sha256", "model_sha256"):
         assert key in rec, key
+    # a sweep of no configuration (e.g. every dataset missing) still has every record column
+    empty = experiment.sweep([], progress=False)
+    assert len(empty) == 0 and set(empty.columns) == set(rec)
     cfg = validate_config(TINY)
     assert {k: rec[k] for k in KEYS} == cfg
     assert rec["config_hash"] == config_hash(TINY)
@@ -362,7 +375,7 @@ def test_deterministic_reruns(env, flavour):
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "best_test_accuracy", "mem_total_bits"):
         assert a[key] == b[key], key
     assert len(wa) == len(wb)
-    for x, y in zip(wa, wb):
+    for x, y in zip(wa, wb, strict=True):
         np.testing.assert_array_equal(x, y)
     ha, hb = env.store.load_history(a["config_hash"]), experiment.load_history(b)
     cols = [c for c in ha.columns if c != "seconds"]
@@ -372,7 +385,7 @@ def test_deterministic_reruns(env, flavour):
     else:  # another seed: other numbers
         c = experiment.run({**cfg, "seed": 1})
         assert c["config_hash"] != a["config_hash"]
-        assert not all(np.array_equal(x, y) for x, y in zip(wa, _weights(c["config_hash"])))
+        assert not all(np.array_equal(x, y) for x, y in zip(wa, _weights(c["config_hash"]), strict=True))
 
 
 def test_post_training_reuses_one_fp32_parent(env):
@@ -484,5 +497,5 @@ def test_concurrent_runs_of_one_config_train_once(env):
         t.join(10)
     assert len(env.calls) == 1
     assert len(results) == 2 and results[0]["record_sha256"] == results[1]["record_sha256"]
-    assert env.store.lock_path(config_hash(TINY)).exists()
+    assert not env.store.lock_path(config_hash(TINY)).exists()  # the lock file goes with the lock: no leftovers
     assert env.store.load_record(config_hash(TINY)) is not None

@@ -8,11 +8,18 @@ import zipfile
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
 from lqs import export, memory
-from lqs.baselines import FixedBitsConv2D, FixedBitsDense, LSQConv2D, LSQDense, minmax_integers
+from lqs.baselines import (
+    FixedBitsConv2D,
+    FixedBitsDense,
+    LSQConv2D,
+    LSQDense,
+    minmax_integers,
+)
 from lqs.layers import QConv2D, QDense
 from lqs.quantizers import MIN_SCALE, IntegerTensor
 
@@ -28,7 +35,7 @@ def train(model: keras.Model, x: np.ndarray, n_classes: int, steps: int = 6) -> 
         with tf.GradientTape() as tape:
             loss = loss_fn(y[idx], model(x[idx], training=True))
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -83,10 +90,10 @@ def round_trip(model: keras.Model, x: np.ndarray, tmp_path) -> tuple[dict, keras
     report = export.to_integer(model, tmp_path / "model")
     rebuilt = export.from_integer(report["path"])
     np.testing.assert_array_equal(predict(rebuilt, x), predict(model, x))
-    for a, b in zip(memory.iter_layers(model), memory.iter_layers(rebuilt)):
+    for a, b in zip(memory.iter_layers(model), memory.iter_layers(rebuilt), strict=True):
         assert a.path == b.path
         if a.quantized:
-            for ta, tb in zip(a.layer.integer_parameters(), b.layer.integer_parameters()):
+            for ta, tb in zip(a.layer.integer_parameters(), b.layer.integer_parameters(), strict=True):
                 np.testing.assert_array_equal(ta.values, tb.values)
                 np.testing.assert_array_equal(ta.scale, tb.scale)
     return report, rebuilt
@@ -124,7 +131,7 @@ def test_cnn_round_trip(granularity, data, tmp_path):
     assert scales_moved(model)
     report, rebuilt = round_trip(model, data["cnn"], tmp_path)
     # BatchNormalization moving statistics are restored as float32
-    for a, b in zip(model.weights, rebuilt.weights):
+    for a, b in zip(model.weights, rebuilt.weights, strict=True):
         if "moving" in a.name:
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     assert report["n_integer_parameters"] == 4
@@ -137,7 +144,7 @@ def test_round_trip_without_bias_quantization(kind, data, tmp_path):
     train(model, data[kind], 4)
     report, rebuilt = round_trip(model, data[kind], tmp_path)
     assert report["n_integer_parameters"] == 2  # two kernels; the biases are floats
-    for layer_a, layer_b in zip(model.layers, rebuilt.layers):
+    for layer_a, layer_b in zip(model.layers, rebuilt.layers, strict=True):
         if isinstance(layer_a, (QDense, QConv2D)):
             np.testing.assert_array_equal(
                 keras.ops.convert_to_numpy(layer_a.bias), keras.ops.convert_to_numpy(layer_b.bias)
@@ -192,7 +199,7 @@ def test_file_contents_and_report(data, tmp_path):
     assert report["container"] == "np.savez"
     assert "no bit-packing" in report["storage"]
 
-    table = memory.layer_table(model)
+    table = pd.DataFrame(memory.layer_table(model))  # rows (list of dicts) or a DataFrame
     manifest = export.read_manifest(path)
     assert manifest["format"] == "lqs-integer" and manifest["storage"]["bit_packing"] is False
     assert manifest["model"]["class_name"] == "Sequential"
@@ -259,6 +266,42 @@ def test_overwrite_is_atomic_replace(data, tmp_path):
 def test_missing_export_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="to_integer"):
         export.from_integer(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.97])
+def test_truncated_export_names_the_file_and_the_fix(data, tmp_path, keep):
+    """A cut-off copy (disk full, interrupted transfer) gives a ValueError naming the file, never a bare BadZipFile."""
+    path = export.to_integer(mlp(), tmp_path / "m")["path"]
+    raw = open(path, "rb").read()
+    with open(path, "wb") as fh:
+        fh.write(raw[: int(len(raw) * keep)])
+    for read in (export.from_integer, export.read_manifest):
+        with pytest.raises(ValueError, match="truncated or corrupted") as err:
+            read(path)
+        assert str(path) in str(err.value) and "to_integer(model, path)" in str(err.value)
+
+
+def test_export_without_manifest_is_refused(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(ValueError, match=r"plain.npz.*has no manifest.json"):
+        export.from_integer(path)
+
+
+def test_export_bytes_are_deterministic(data, tmp_path):
+    """The same model exports to the same arrays and manifest (to_integer is split into helpers: no change)."""
+    model = mlp()
+    a = export.to_integer(model, tmp_path / "a")
+    b = export.to_integer(model, tmp_path / "b")
+    assert a["file_bytes"] == b["file_bytes"] and a["dtypes"] == b["dtypes"]
+    with zipfile.ZipFile(a["path"]) as za, zipfile.ZipFile(b["path"]) as zb:
+        assert za.namelist() == zb.namelist()
+        assert all(za.read(n) == zb.read(n) for n in za.namelist())
+    manifest = export.read_manifest(a["path"])
+    keys = [k for layer in manifest["layers"] for p in layer["parameters"] for k in (p["key"], p.get("scale_key")) if k]
+    with zipfile.ZipFile(a["path"]) as za:
+        assert keys == [k[:-4] for k in za.namelist() if k.endswith(".npy")]  # manifest order = file order
+    assert a["n_integer_parameters"] == 4 and a["n_float_parameters"] == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -349,7 +392,7 @@ def test_protocol_layer_with_set_integer_parameters_round_trips(tmp_path):
     model = keras.Sequential([keras.Input((5,)), LoadableRoundDense(3, name="rd")])
     x = np.random.default_rng(0).random((4, 5), dtype=np.float32)
     report = export.to_integer(model, tmp_path / "rd")
-    table = memory.layer_table(model)
+    table = pd.DataFrame(memory.layer_table(model))  # rows (list of dicts) or a DataFrame
     assert table["quantized"].all() and table["n_groups"].tolist() == [3]
     rebuilt = export.from_integer(report["path"])
     assert isinstance(rebuilt.layers[0], LoadableRoundDense)
@@ -412,7 +455,7 @@ def test_baseline_round_trip(family, kind, bits, granularity, quantize_bias, dat
     report, rebuilt = round_trip(model, data[kind], tmp_path)
     n_quantized = 2 if kind == "mlp" else 3
     assert report["n_integer_parameters"] == n_quantized * (2 if quantize_bias else 1)
-    for layer_a, layer_b in zip(model.layers, rebuilt.layers):
+    for layer_a, layer_b in zip(model.layers, rebuilt.layers, strict=True):
         assert type(layer_a) is type(layer_b)
         if family == "lsq" and isinstance(layer_a, (LSQDense, LSQConv2D)):
             np.testing.assert_array_equal(
@@ -450,7 +493,7 @@ def test_fixed_bits_loader_keeps_the_recomputed_scale(bits):
     twin = FixedBitsDense(n_out, bits=bits, granularity="column", quantize_bias=True)
     twin.build((None, n_in))
     twin.set_integer_parameters(stored)
-    for a, b in zip(stored, twin.integer_parameters()):
+    for a, b in zip(stored, twin.integer_parameters(), strict=True):
         assert a.name == b.name
         np.testing.assert_array_equal(b.values, a.values)
         np.testing.assert_array_equal(b.scale, a.scale)

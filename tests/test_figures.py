@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from companion.chapters import figures as F  # noqa: E402
 from companion import paths  # noqa: E402
+from companion.chapters import figures as F  # noqa: E402
 from lqs.quantizers import (  # noqa: E402
     EPS,
     GRANULARITIES,
@@ -63,6 +63,41 @@ def test_mlp_edges_are_the_model_kernels(mlp):
     _check_legible(F.draw_mlp(mlp), 2)  # network + colourbar
 
 
+def test_gaussian_blobs_are_seeded_blobs_around_their_centres():
+    x, y = F.gaussian_blobs(4, 3, 600, seed=2)
+    assert x.shape == (600, 4) and x.dtype == np.float32 and set(y) == {0, 1, 2}
+    np.testing.assert_array_equal(x, F.gaussian_blobs(4, 3, 600, seed=2)[0])
+    # the same draws by hand: centres, labels, then unit-variance points around the
+    # centres
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0.0, F.BLOB_SPREAD, size=(3, 4))
+    np.testing.assert_array_equal(y, rng.integers(0, 3, size=600))
+    spread = x - centres[y]
+    assert abs(spread.std() - 1.0) < 0.1 and abs(spread.mean()) < 0.1
+
+
+def test_full_batch_adam_takes_the_steps_and_lowers_the_loss():
+    x, y = F.gaussian_blobs(4, 3, 128, seed=0)
+    model = F.build_mlp((4, 6, 5, 3), seed=0)
+    before = [w.numpy().copy() for w in model.trainable_variables]
+    losses = F.full_batch_adam(model, x, y, steps=25, lr=0.05)
+    assert len(losses) == 25
+    assert losses[-1] < losses[0]
+    # one full-batch step with an independent Adam reproduces the first update
+    ref = F.build_mlp((4, 6, 5, 3), seed=0)
+    opt = tf.keras.optimizers.Adam(0.05)
+    with tf.GradientTape() as tape:
+        loss = tf.keras.losses.SparseCategoricalCrossentropy()(y, ref(x, training=True))
+    opt.apply_gradients(zip(tape.gradient(loss, ref.trainable_variables),
+                            ref.trainable_variables, strict=True))
+    assert float(loss) == pytest.approx(losses[0], rel=1e-6)
+    one = F.build_mlp((4, 6, 5, 3), seed=0)
+    F.full_batch_adam(one, x, y, steps=1, lr=0.05)
+    for a, b, w0 in zip(one.trainable_variables, ref.trainable_variables, before, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+        assert not np.array_equal(a.numpy(), w0)
+
+
 def test_mlp_is_seeded_and_training_moves_the_weights():
     a = F.build_mlp((3, 4, 2), seed=5).layers[0].kernel.numpy()
     b = F.build_mlp((3, 4, 2), seed=5).layers[0].kernel.numpy()
@@ -98,6 +133,16 @@ def test_rgb_conv_value_is_the_sum_of_channel_sums_and_equals_tf():
     _check_legible(F.draw_conv3d(ex), 7)  # 3 input planes, 3 kernel planes, output
 
 
+@pytest.mark.parametrize("channels,seed", [(1, 0), (3, 5)])
+def test_conv_map_equals_tf_conv2d_exactly_for_integer_inputs(channels, seed):
+    rng = np.random.default_rng(seed)
+    x = F.integer_input(6, channels, seed=seed)
+    kernel = rng.integers(-3, 4, size=(3, 3, channels)).astype(np.float32)
+    ex = F.conv_example(x, kernel, (2, 2), padding=1)
+    np.testing.assert_array_equal(ex.output.astype(np.float32), ex.tf_output)
+    assert ex.value == ex.output[2, 2] == float(np.sum(ex.channel_sums))
+
+
 def test_conv_float_inputs_and_errors():
     rng = np.random.default_rng(1)
     ex = F.conv_example(rng.normal(size=(4, 4)), rng.normal(size=(3, 3)), (3, 3), padding=1)
@@ -120,6 +165,8 @@ def test_weight_quantization_integers_are_the_library_integers(mlp, bits, granul
     np.testing.assert_array_equal(q.scale, scale)
     np.testing.assert_array_equal(q.integers, integer_values(w, scale))
     np.testing.assert_array_equal(q.reconstructed, nested_quantize(tf.constant(w), tf.constant(scale), 0.0).numpy())
+    # the forward pass is exactly the integers times the scale (float32)
+    np.testing.assert_array_equal(q.reconstructed, (q.integers.astype(np.float32) * scale).astype(np.float32))
     assert np.all(q.error >= 0) and np.all(q.error < np.broadcast_to(scale, w.shape))
     assert np.abs(q.integers).max() <= 2 ** (bits - 1)
     frame = q.to_frame()
@@ -133,13 +180,13 @@ def test_weight_quantization_integers_are_the_library_integers(mlp, bits, granul
 @pytest.mark.parametrize("bits", [2, 8])
 def test_minmax_quantization_equals_tf_fake_quant(bits):
     x = np.random.default_rng(bits).normal(size=(3, 5)).astype(np.float32) + 0.3
-    q, s, z, lo, hi = F.minmax_quantize(x, bits)
+    q, s, z, lo, hi = F.affine_minmax_quantize(x, bits)
     assert q.min() >= 0 and q.max() <= 2**bits - 1
     ref = tf.quantization.fake_quant_with_min_max_vars(x, min=lo, max=hi, num_bits=bits).numpy()
     np.testing.assert_allclose(s * (q - z), ref, atol=1e-6)
     assert np.max(np.abs(s * (q - z) - x)) <= s / 2 + 1e-6
     with pytest.raises(ValueError, match="bits"):
-        F.minmax_quantize(x, 1)
+        F.affine_minmax_quantize(x, 1)
 
 
 def test_minmax_matmul_integer_product_rescales_to_the_dequantized_product(mlp):
@@ -186,8 +233,26 @@ def test_granularity_figures():
     _check_legible(F.draw_dense_granularities(6, 4), 3)
 
 
+def test_dense_granularity_figure_draws_the_scales_qdense_builds():
+    from lqs.layers import QDense
+
+    for g in ("scalar", "row", "column"):
+        layer = QDense(4, kernel_granularity=g)
+        layer.build((None, 6))
+        built = tuple(int(d) for d in layer.kernel_quantizer.scale.shape)
+        assert built == scale_shape(g, (6, 4)) == F.quantizer_scale_shape(g, (6, 4))
+    fig = F.draw_dense_granularities(6, 4)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("scalar") and "1 scale" in titles[0]
+    assert "6 scales" in titles[1] and "4 scales" in titles[2]
+    plt.close(fig)
+
+
 def test_nested_conv_description_comes_from_real_layers():
     desc = F.describe_nested_conv(5, 3, (6, 6, 2), kernel_granularity="channel", threshold=1e-8)
+    # the quantized layer has the plain layer's kernel and output shapes
+    assert desc["plain_weights"][0] == desc["kernel_shape"]
+    assert desc["plain_output_shape"] == desc["output_shape"]
     assert desc["kernel_shape"] == (3, 3, 2, 5)
     assert desc["kernel_scale_shape"] == scale_shape("channel", (3, 3, 2, 5)) == (1, 1, 2, 1)
     assert desc["bias_scale_shape"] == (1,)
@@ -292,17 +357,6 @@ def test_worked_example_matches_tf_gradient(threshold, expect_all_above):
     _check_legible(F.draw_worked_example(ex), 2)
 
 
-def test_save_writes_png_pdf_caption_and_snippet(tmp_path):
-    fig, ax = plt.subplots(figsize=(2, 1.5))
-    ax.plot([0, 1], [0, 1])
-    written = F.save(fig, tmp_path, "method_insights", "tiny", "A line. Dataset: none; profile: smoke.")
-    names = sorted(p.name for p in written)
-    assert names == ["tiny.caption.md", "tiny.pdf", "tiny.png", "tiny_figure.md"]
-    snippet = (tmp_path / "tiny_figure.md").read_text()
-    assert "/book/generated/method_insights/tiny.*" in snippet and "profile: smoke" in snippet
-    assert not list(tmp_path.glob(".*")), "temporary files left behind"
-
-
 @pytest.mark.parametrize("notebook,stems", [
     ("background_figures", ["fig2_1_mlp", "fig2_2_conv2d", "fig2_3_conv3d", "fig2_4_weight_quantization",
                             "fig2_5_minmax_matmul", "fig2_6_conv_granularities"]),
@@ -313,3 +367,48 @@ def test_notebooks_save_the_stable_stems(notebook, stems):
     source = (paths.NOTEBOOKS_DIR / f"{notebook}.md").read_text()
     for stem in stems:
         assert f'"{stem}"' in source, f"{notebook} no longer saves {stem}"
+
+
+# ---- the checks background_figures records
+# -------------------------------------------------
+
+
+def test_figure_checks_tie_drawn_numbers_to_the_library(mlp):
+    edges = F.mlp_edges(mlp)
+    row = F.mlp_check(mlp, edges)
+    assert row["figure"] == "fig2_1_mlp" and row["value"] == 0.0 == row["reference"]
+    ex = F.conv_example(F.integer_input(5, 1, seed=0), F.SOBEL_X, (0, 1))
+    row = F.conv_check("fig2_2_conv2d", ex)
+    assert row["quantity"] == "output(0, 1) (NumPy vs tf.nn.conv2d)"
+    assert row["value"] == row["reference"] == ex.value
+    wq = F.quantize_weights(mlp.layers[0].kernel.numpy(), 4)
+    assert F.weight_check(wq)["value"] == 0.0
+    mm = F.minmax_matmul(np.ones((1, 4), np.float32), wq, 8)
+    assert F.minmax_check(mm)["value"] <= F.CHECK_ATOL
+    rows = F.granularity_checks(CONV_KERNEL, ["scalar", "filter"])
+    assert [(r["value"], r["reference"]) for r in rows] == [(1.0, 1.0), (4.0, 4.0)]
+    table = F.check_table([row, *rows])
+    assert list(table.columns) == ["figure", "quantity", "value", "reference", "equal"]
+    assert table["equal"].all()
+
+
+def test_check_table_raises_on_a_differing_figure():
+    bad = {"figure": "f", "quantity": "q", "value": 1.0, "reference": 0.0}
+    with pytest.raises(ValueError, match="differ from the library"):
+        F.check_table([bad])
+
+
+def test_ratio_stats_adds_provenance_columns(trained):
+    x, y, label, model, history = trained
+    ratios = F.layer_ratios(model, x[:32], y[:32], 0)
+    stats = F.ratio_stats(ratios, [1e-9, 1e-3], dataset=label, trained_threshold=1e-9,
+                          epochs=1, seed=1)
+    assert list(stats.columns[:3]) == ["dataset", "layer", "granularity"]
+    assert list(stats.columns[-3:]) == ["trained_threshold", "epochs", "seed"]
+    assert len(stats) == 2 and set(stats["layer"]) == {ratios.layer}
+
+
+def test_worked_example_forward_equals_the_quantizer():
+    ex = F.worked_example([0.83, -0.41, 0.07], [0.02, -0.3, 0.01], 0.5, 0.25, 0.02)
+    np.testing.assert_array_equal(ex.p_rec_tf, ex.p_rec)
+    np.testing.assert_array_equal(ex.p_rec, np.floor(ex.p / np.float32(0.25)) * np.float32(0.25))

@@ -67,3 +67,78 @@ def test_file_lock_is_exclusive(tmp_path):
         order.append("first released")
     t.join(5)
     assert order == ["first released", "second acquired"]
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_disk_full_names_the_target_and_the_fix(tmp_path, chained):
+    import errno
+
+    target = tmp_path / "r.json"
+    target.write_text("old")
+
+    def no_space(p):
+        p.write_text("half")
+        err = OSError(errno.ENOSPC, "No space left on device")
+        if not chained:
+            raise err
+        raise RuntimeError("the writer wrapped it") from err  # e.g. a library re-raising
+
+    with pytest.raises(OSError) as err:
+        atomic_write(target, no_space)
+    assert err.value.errno == errno.ENOSPC
+    msg = str(err.value)
+    assert str(target) in msg and "free space" in msg and f"df -h {tmp_path}" in msg
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_other_os_errors_pass_unchanged(tmp_path):
+    import errno
+
+    def denied(p):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        atomic_write(tmp_path / "x", denied)
+
+
+def test_file_lock_removes_its_file_and_waiters_relock(tmp_path):
+    """The lock file is removed on release; a waiter that opened the removed file locks the new one."""
+    lock = tmp_path / ".y.lock"
+    inside: list[int] = []
+    holding = threading.Event()
+
+    def worker(i):
+        holding.wait(5)
+        with file_lock(lock):
+            inside.append(i)
+            assert len(inside) == 1  # never two holders at once
+            time.sleep(0.05)
+            inside.remove(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    with file_lock(lock):
+        holding.set()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(5)
+    assert not lock.exists()
+
+
+def test_remove_stale_temp_files(tmp_path):
+    from lqs.fileio import remove_stale_temp_files
+
+    old = time.time() - 7200
+    names = [".a.json.abcd1234.tmp.json", ".b.csv.zz.tmp", ".nb.x1.partial.ipynb", "visible.tmp", ".fresh.q.tmp",
+             ".keep.me"]
+    for n in names:
+        (tmp_path / n).write_text("x")
+        if n != ".fresh.q.tmp":
+            os.utime(tmp_path / n, (old, old))
+    (tmp_path / ".free.lock").write_text("")
+    removed = remove_stale_temp_files(tmp_path, older_than=3600, extra=("*.partial.ipynb",))
+    assert sorted(p.name for p in removed) == [".a.json.abcd1234.tmp.json", ".b.csv.zz.tmp", ".free.lock",
+                                               ".nb.x1.partial.ipynb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fresh.q.tmp", ".keep.me", "visible.tmp"]
+    assert remove_stale_temp_files(tmp_path / "missing") == []

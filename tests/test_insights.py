@@ -62,7 +62,7 @@ def test_confusion_matrix_matches_a_double_loop():
     rng = np.random.default_rng(1)
     y, p = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
     want = np.zeros((4, 4), int)
-    for t, q in zip(y, p):
+    for t, q in zip(y, p, strict=True):
         want[t, q] += 1
     np.testing.assert_array_equal(insights.confusion_matrix(y, p), want)
 

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lqs.layers import QConv2D, QDense
+from lqs.quantizers import NestedQuantizer
 from lqs.losses import (
     DEVIATION_FORMS,
     TERMS,
@@ -22,6 +23,9 @@ from lqs.losses import (
     quantized_layers,
     with_loss_terms,
 )
+
+#: an STE quantizer (loss-term networks) whose scales start at 4 bits for the data they see
+STE4 = NestedQuantizer(scale_gradient="ste", init_bits=4)
 
 # ---------------------------------------------------------------------------- NumPy reference
 
@@ -129,8 +133,8 @@ def test_penalties_single_layer_and_model_input():
     for term in TERMS:
         np.testing.assert_allclose(float(got[term]), want[term], rtol=1e-5)
     # a Sequential holding quantized layers is searched recursively (nested model included)
-    inner = keras.Sequential([keras.Input((4,)), QDense(2, scale_gradient="ste", init_bits=4)])
-    outer = keras.Sequential([keras.Input((6,)), QDense(4, scale_gradient="ste", init_bits=4), inner])
+    inner = keras.Sequential([keras.Input((4,)), QDense(2, kernel_quantizer=STE4, bias_quantizer=STE4)])
+    outer = keras.Sequential([keras.Input((6,)), QDense(4, kernel_quantizer=STE4, bias_quantizer=STE4), inner])
     assert len(quantized_layers(outer)) == 2
     assert float(penalties(outer)["inverse"]) > 0
 
@@ -187,8 +191,8 @@ def _mlp(seed: int = 0) -> keras.Model:
     return keras.Sequential(
         [
             keras.Input((4,)),
-            QDense(8, activation="relu", scale_gradient="ste", init_bits=4, name="d1"),
-            QDense(2, activation="softmax", scale_gradient="ste", init_bits=4, name="d2"),
+            QDense(8, activation="relu", kernel_quantizer=STE4, bias_quantizer=STE4, name="d1"),
+            QDense(2, activation="softmax", kernel_quantizer=STE4, bias_quantizer=STE4, name="d2"),
         ],
         name="mlp",
     )

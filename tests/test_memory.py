@@ -6,11 +6,12 @@ import math
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from lqs import memory
 from lqs.layers import QConv2D, QDense
-from lqs.quantizers import IntegerTensor
+from lqs.quantizers import IntegerTensor, NestedQuantizer
 
 # ------------------------------------------------------------------------------------------
 # independent references (float log2, written without lqs.memory)
@@ -148,7 +149,7 @@ def test_hand_worked_tensor_bits():
 
 
 def test_hand_worked_layer_table():
-    table = memory.layer_table(hand_model()).set_index("parameter")
+    table = pd.DataFrame(memory.layer_table(hand_model())).set_index("parameter")
     assert list(table.index) == ["kernel", "bias"]
     k, b = table.loc["kernel"], table.loc["bias"]
     assert (k["int_bits"], k["scale_bits"], k["total_bits"], k["fp32_bits"]) == (16, 96, 112, 192)
@@ -209,7 +210,7 @@ def test_plain_layers_count_32_bits_including_batchnorm_statistics():
             keras.layers.Dense(5),
         ]
     )
-    table = memory.layer_table(model)
+    table = pd.DataFrame(memory.layer_table(model))
     n = 3 * 3 * 2 * 4 + 4 + 4 * 4 + 4 * 4 * 4 * 5 + 5  # conv, BN (gamma beta mean var), dense
     assert n == model.count_params()
     assert set(table.loc[table["layer_type"] == "BatchNormalization", "parameter"]) == {
@@ -228,7 +229,7 @@ def test_unquantized_bias_is_a_float_row():
     layer = QDense(3, quantize_bias=False, name="q")
     model = keras.Sequential([keras.Input((2,)), layer])
     set_quantized(layer, "kernel", KERNEL_PQ, np.array([0.5], np.float32))
-    table = memory.layer_table(model).set_index("parameter")
+    table = pd.DataFrame(memory.layer_table(model)).set_index("parameter")
     # kernel one scalar scale: max|.| = 7 -> 4 bits x 6 = 24 + 32 = 56; bias 3 floats = 96
     assert table.loc["kernel", "total_bits"] == 56
     assert not table.loc["bias", "quantized"] and table.loc["bias", "total_bits"] == 96
@@ -244,10 +245,11 @@ def test_unquantized_bias_is_a_float_row():
     [("scalar", 1), ("row", 3), ("column", 3), ("channel", 4), ("filter", 5)],
 )
 def test_conv_granularity_groups(granularity, n_groups):
-    layer = QConv2D(5, 3, kernel_granularity=granularity, bias_granularity="row", init_bits=3)
+    layer = QConv2D(5, 3, kernel_quantizer=NestedQuantizer(granularity, init_bits=3),
+                    bias_quantizer=NestedQuantizer("row", init_bits=3))
     model = keras.Sequential([keras.Input((6, 6, 4)), layer])
     kernel, bias = layer.integer_parameters()
-    table = memory.layer_table(model).set_index("parameter")
+    table = pd.DataFrame(memory.layer_table(model)).set_index("parameter")
     k = table.loc["kernel"]
     assert k["n_groups"] == n_groups and k["granularity"] == granularity
     ref = ref_group_bits(kernel.values, kernel.scale.shape)
@@ -264,7 +266,7 @@ def test_conv_granularity_groups(granularity, n_groups):
 
 def test_scales_and_quantizer_sublayers_not_counted_separately():
     model = keras.Sequential([keras.Input((4,)), QDense(3, kernel_granularity="column"), QDense(2)])
-    table = memory.layer_table(model)
+    table = pd.DataFrame(memory.layer_table(model))
     assert "scale" not in set(table["parameter"])
     assert "NestedQuantizer" not in set(table["layer_type"])
     s = memory.model_summary(model)
@@ -282,7 +284,8 @@ def test_scales_and_quantizer_sublayers_not_counted_separately():
 def test_nested_models_and_shared_layers_counted_once():
     keras.utils.set_random_seed(3)
     inner = keras.Sequential(
-        [keras.Input((4,)), QDense(5, kernel_granularity="column", init_bits=3, name="inner_q"),
+        [keras.Input((4,)), QDense(5, kernel_quantizer=NestedQuantizer("column", init_bits=3),
+                bias_quantizer=NestedQuantizer(init_bits=3), name="inner_q"),
          keras.layers.BatchNormalization(name="inner_bn")],
         name="inner",
     )
@@ -291,9 +294,9 @@ def test_nested_models_and_shared_layers_counted_once():
     h = inner(x)
     h = shared(h)
     h = shared(h)  # the same layer twice: its weights once
-    out = QDense(2, init_bits=4, name="head")(h)
+    out = QDense(2, kernel_quantizer=NestedQuantizer(init_bits=4), bias_quantizer=NestedQuantizer(init_bits=4), name="head")(h)
     model = keras.Model(x, out)
-    table = memory.layer_table(model)
+    table = pd.DataFrame(memory.layer_table(model))
     assert list(table["path"].unique()) == ["inner/inner_q", "inner/inner_bn", "shared", "head"]
     assert not table.duplicated(["path", "parameter"]).any()
 
@@ -316,11 +319,11 @@ def test_nested_models_and_shared_layers_counted_once():
 def test_unbuilt_model_raises():
     model = keras.Sequential([QDense(3)])
     with pytest.raises(ValueError, match="not built"):
-        memory.layer_table(model)
+        pd.DataFrame(memory.layer_table(model))
 
 
 def test_layer_table_columns():
-    table = memory.layer_table(hand_model())
+    table = pd.DataFrame(memory.layer_table(hand_model()))
     assert tuple(table.columns) == memory.TABLE_COLUMNS
     for col in ("layer", "layer_type", "parameter", "shape", "granularity", "n_params", "n_groups",
                 "bits_min", "bits_max", "bits_mean", "int_bits", "scale_bits", "total_bits", "fp32_bits",
@@ -341,7 +344,7 @@ def test_layer_summary_rows_add_up_to_the_model():
     )
     set_quantized(model.layers[0], "kernel", KERNEL_PQ, KERNEL_SCALE)
     set_quantized(model.layers[0], "bias", BIAS_PQ, BIAS_SCALE)
-    per_layer = memory.layer_summary(model).set_index("path")
+    per_layer = pd.DataFrame(memory.layer_summary(model)).set_index("path")
     assert list(per_layer.index) == ["hand", "fp"]
     assert per_layer.loc["hand", "total_bits"] == 156 and per_layer.loc["hand", "bytes"] == 19.5
     assert per_layer.loc["fp", "total_bits"] == 32 * (3 * 2 + 2)

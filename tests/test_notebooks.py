@@ -61,16 +61,38 @@ def test_every_profile_resolves(name, profile):
 
 @pytest.fixture(scope="session")
 def smoke_notebooks():
-    """Execute every notebook with the smoke profile through Make (cached: only what changed reruns)."""
+    """Execute every notebook with the smoke profile through Make (cached: only what changed reruns).
+
+    ``-k``: a failing notebook does not stop the others, but make's exit code still says it failed.
+    """
     proc = subprocess.run(["make", "-k", "notebooks", "PROFILE=smoke"], cwd=paths.ROOT, capture_output=True, text=True)
     return proc
+
+
+def _tail(proc) -> str:
+    return f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.notebooks
+def test_make_notebooks_succeeded(smoke_notebooks):
+    """Any notebook failing fails the suite (the executed notebooks of an earlier success prove nothing)."""
+    failed = sorted(p.name for p in paths.executed_dir("smoke").glob("*.failed.ipynb"))
+    assert smoke_notebooks.returncode == 0, (
+        f"make -k notebooks PROFILE=smoke exited {smoke_notebooks.returncode}; failed: {failed}\n{_tail(smoke_notebooks)}"
+    )
 
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_smoke_run(name, smoke_notebooks):
     executed = paths.executed_dir("smoke") / f"{name}.ipynb"
-    assert executed.exists(), f"{name} did not run under smoke:\n{smoke_notebooks.stdout[-3000:]}\n{smoke_notebooks.stderr[-3000:]}"
+    failed = executed.with_suffix(".failed.ipynb")
+    assert not failed.exists(), f"{name} failed under smoke; see {failed}\n{_tail(smoke_notebooks)}"
+    assert executed.exists(), f"{name} did not run under smoke:\n{_tail(smoke_notebooks)}"
+    sources = (paths.NOTEBOOKS_DIR / f"{name}.md", paths.profile_file(name, "smoke"))
+    assert executed.stat().st_mtime >= max(p.stat().st_mtime for p in sources), (
+        f"{executed} is older than its source or profile: a stale result (run make notebooks PROFILE=smoke)"
+    )
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{name}: error outputs {errors[:1]}"

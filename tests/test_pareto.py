@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from lqs.pareto import best_compression_within, pareto_front, pareto_mask
+from lqs.pareto import best_within, pareto_front, pareto_mask
 
 
 def brute_force(x, y):
@@ -42,18 +41,17 @@ def test_matches_brute_force(seed):
     np.testing.assert_array_equal(pareto_mask(x, y), brute_force(x, y))
 
 
-def test_front_per_group_and_best_compression():
-    df = pd.DataFrame({
-        "method": ["a", "a", "a", "b", "b"],
-        "kib": [1.0, 2.0, 3.0, 1.5, 0.5],
-        "test_accuracy": [0.80, 0.90, 0.85, 0.95, 0.70],
-        "mem_compression": [32.0, 16.0, 10.0, 21.0, 64.0],
-    })
-    front = pareto_front(df, "kib", "test_accuracy", by="method")
-    assert front[["method", "kib"]].values.tolist() == [["a", 1.0], ["a", 2.0], ["b", 0.5], ["b", 1.5]]
-    best = best_compression_within(df, reference_accuracy=0.905, max_drop=0.01)
-    assert best["mem_compression"] == 21.0  # 0.95 >= 0.895; 0.90 qualifies too but compresses less
-    assert best_compression_within(df, reference_accuracy=0.99, max_drop=0.01) is None
+def test_front_indices_and_best_within():
+    kib = [1.0, 2.0, 3.0, 1.5, 0.5]
+    accuracy = [0.80, 0.90, 0.85, 0.95, 0.70]
+    compression = [32.0, 16.0, 10.0, 21.0, 64.0]
+    # front: E(0.5, .70), A(1.0, .80), D(1.5, .95); B and C are dominated by D
+    assert pareto_front(kib, accuracy).tolist() == [4, 0, 3]
+    # 0.95 and 0.90 reach 0.905 - 0.01; of those D compresses more (21 > 16)
+    assert best_within(accuracy, compression, 0.905, max_drop=0.01) == 3
+    assert best_within(accuracy, compression, 0.99, max_drop=0.01) is None
+    # ties go to the first point
+    assert best_within([0.9, 0.9], [8.0, 8.0], 0.9, max_drop=0.0) == 0
 
 
 def test_shape_errors_are_named():

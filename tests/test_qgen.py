@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -259,6 +261,13 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
     assert len(tables["robustness"]) == 1 + 5 * 2
     again = qgen.measure_runs(runs, settings, cache_dir=tmp_path, progress=False, load_model=load)
     pd.testing.assert_frame_equal(again["sharpness"], tables["sharpness"])
+    # each measure keys on its own settings: a new radius re-measures the sharpness only
+    cached = {p.name for p in tmp_path.glob("*.csv")}
+    assert len(cached) == len(qgen.MEASURE_TABLES)
+    wider = dataclasses.replace(settings, rho_average=0.2)
+    qgen.measure_runs(runs, wider, cache_dir=tmp_path, progress=False, load_model=load)
+    new = {p.name for p in tmp_path.glob("*.csv")} - cached
+    assert [name.split("-")[0] for name in new] == ["sharpness"]
     one_d, two_d = qgen.landscapes(runs, models=["fixed_bits_4"], seed=0, extent=0.5, points_1d=3, points_2d=2,
                                    samples=16, cache_dir=tmp_path, progress=False, load_model=load)
     assert one_d["alpha"].tolist() == [-0.5, 0.0, 0.5] and len(two_d) == 4
@@ -293,3 +302,87 @@ def test_figures_draw_from_tidy_tables():
     for fig in figs:
         assert fig.axes
         plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# the notebook's generated Markdown and captions
+# --------------------------------------------------------------------------------------
+def test_case_settings_reject_unknown_parts():
+    settings = {"mlp": {"dataset": "mnist"}, "cnn": {"dataset": "cifar10"}}
+    assert qgen.case_settings(["cnn"], settings) == {"cnn": {"dataset": "cifar10"}}
+    with pytest.raises(ValueError, match="'cases'.*'resnet'.*allowed"):
+        qgen.case_settings(["resnet"], settings)
+
+
+def test_data_status_and_not_run_notes():
+    parts = qgen.check_parts({"mlp": "mnist", "cnn": "cifar10"}, available=_available_stub({"mnist"}))
+    status = qgen.data_status_markdown(parts).splitlines()
+    assert status[0].startswith("- MLP part (`mnist`): runs on MNIST (10k subset)")
+    assert status[1].startswith("- CNN part (`cifar10`): not run: cifar10 missing")
+    assert qgen.not_run_notes(parts) == [f"CNN part: {parts.loc[1, 'note']}"]
+
+
+def _study_runs() -> pd.DataFrame:
+    rows = [{"flavour": f, "bits": b, "seed": s, "train_accuracy": tr, "test_accuracy": te,
+             "train_seconds": 30.0}
+            for f, b, tr, te in (("fp32", None, 0.9, 0.8), ("fixed_bits", 8, 0.85, 0.8))
+            for s in (0, 1)]
+    df = pd.DataFrame(rows).assign(dataset="mnist", dataset_label="MNIST (10k subset)",
+                                   n_train=300, n_test=200, device="CPU")
+    return qgen.annotate_runs(df, "mlp")
+
+
+def test_setup_markdown_states_data_training_and_measures():
+    measures = qgen.MeasureSettings(measure_samples=64, sharpness_samples=2, robustness_samples=100)
+    landscape = {"samples": 64, "extent": 1.0, "points_1d": 5, "points_2d": 3, "seed": 0}
+    settings = {"mlp": {"epochs": 2, "batch_size": 32, "seeds": [0, 1]}}
+    md = qgen.setup_markdown({"mlp": _study_runs()}, settings, profile="smoke", lr=1e-3,
+                             measures=measures, landscape=landscape)
+    lines = md.splitlines()
+    assert lines[0] == "Setup of this build (profile `smoke`):"
+    assert lines[2] == (
+        "- MLP on MNIST (10k subset): 300 training and 200 test images, 2 epoch(s), "
+        "Adam lr 0.001, batch 32, seeds 0, 1; models FP32, 8-bit (4 runs, 2.0 min of "
+        "training on CPU); FP32 reaches 90.0 % training and 80.0 % test accuracy "
+        "(mean over seeds).")
+    assert lines[3].startswith("- Measures: sharpness and PAC-Bayes flatness on 64 training")
+    assert "with 5 (1-D) and 3×3 (2-D) points." in lines[3]
+    empty = qgen.setup_markdown({}, {}, profile="smoke", lr=1e-3, measures=measures,
+                                landscape=landscape)
+    assert "- No part of the study ran (see the data status)." in empty
+
+
+def test_figure_captions_name_settings_and_seeds():
+    measures = qgen.MeasureSettings(rho_average=0.1, rho_worst=0.5, severities=(1, 3))
+    landscape = {"samples": 64, "extent": 1.0, "points_1d": 5, "points_2d": 3, "seed": 2}
+    context = qgen.CaptionContext(dataset="MLP: MNIST", profile="smoke", seeds=[0, 1],
+                                  measures=measures, landscape=landscape, bits=[2, 8],
+                                  lsq_bits=4)
+    gap = qgen.figure_caption("gap_vs_bits", context)
+    assert gap.endswith("Dataset: MLP: MNIST; profile: smoke; seeds: 0, 1; varied: "
+                        "quantization (FP32, fixed bits 8, 2, LSQ 4-bit, nested).")
+    assert "ρ = 0.1" in qgen.figure_caption("sharpness", context)
+    assert "severities 1, 3 (0 = clean)" in qgen.figure_caption("robustness", context)
+    plane = qgen.figure_caption("landscape_2d", context, "FP32, 2-bit")
+    assert "for FP32, 2-bit (training seed 2, 3×3 grid on [−1, 1]²" in plane
+    assert "seeds: 2; varied: quantization." in plane
+    assert qgen.flatness_label(measures) == "accuracy drop ≤ 0.1"
+    with pytest.raises(ValueError, match="no caption"):
+        qgen.figure_caption("nope", context)
+
+
+def test_train_study_sweeps_each_part_that_runs(monkeypatch):
+    swept = []
+
+    def sweep(configs, desc):
+        swept.append((desc, len(configs)))
+        return pd.DataFrame(configs)
+
+    monkeypatch.setattr(qgen.experiment, "sweep", sweep)
+    parts = pd.DataFrame({"case": ["mlp", "cnn"], "run": [True, False]})
+    settings = {"mlp": dict(dataset="mnist", seeds=[0], train_limit=100, test_limit=50,
+                            epochs=1, batch_size=32)}
+    runs = qgen.train_study(parts, settings, bits=[8, 2], extra_models=["lsq"], lsq_bits=4,
+                            lr=1e-3, kernel_granularity="scalar")
+    assert list(runs) == ["mlp"] and swept == [("generalization mlp", 4)]
+    assert list(runs["mlp"]["model"]) == ["fp32", "fixed_bits_8", "fixed_bits_2", "lsq_4"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import keras
 import numpy as np
@@ -104,7 +105,7 @@ def ratio_range(p, s, G):
 def test_forward_and_gradients_match_reference(key, where):
     p_shape, s_shape = SHAPES[key]
     assert scale_shape(key[1], p_shape) == s_shape
-    p, s, G = make_case(p_shape, s_shape, seed=hash(key) % 1000)
+    p, s, G = make_case(p_shape, s_shape, seed=zlib.crc32("-".join(key).encode()) % 1000)  # hash() varies per process
     r = ratio_range(p, s, G)
     lam = {"below": float(r.min()) * 0.5 + 1e-12, "inside": float(np.median(r)), "above": float(r.max()) * 2}[where]
     out, gp, gs = grads(p, s, G, lam)

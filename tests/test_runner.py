@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import textwrap
 
 import pytest
@@ -32,11 +34,14 @@ NOTEBOOK = textwrap.dedent(
     epochs = 1
     fail = False
     grid = [1, 2]
+    long_error = False
     ```
 
     ```{code-cell} ipython3
     import pathlib, json
     assert not fail, "asked to fail"
+    if long_error:
+        raise ValueError("config key 'kernel_granularity' has the value 'diagonal'; " + "x" * 3000 + " END")
     pathlib.Path(results_dir, "out.json").write_text(json.dumps({"lr": lr, "epochs": epochs, "grid": grid}))
     print(f"demo progress: epochs={epochs}")
     ```
@@ -64,7 +69,8 @@ def test_yaml_reads_exponent_floats():
 
 def test_resolve_merges_defaults_profile_and_overrides(project):
     params = runner.resolve_parameters("demo", "cpu", {"epochs": 5})
-    assert params == {"profile": "cpu", "results_dir": "", "lr": 1e-4, "epochs": 5, "fail": False, "grid": [1, 2]}
+    assert params == {"profile": "cpu", "results_dir": "", "lr": 1e-4, "epochs": 5, "fail": False, "grid": [1, 2],
+                      "long_error": False}
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,13 @@ def test_resolve_merges_defaults_profile_and_overrides(project):
     [
         ("epochs: [1, 2\n", "malformed YAML in .*demo.yaml"),
         ("- 1\n- 2\n", "must hold a mapping"),
-        ("epoch: 2\n", "unknown parameter 'epoch' for notebook 'demo'; allowed: epochs, fail, grid, lr"),
+        ("epoch: 2\n", "unknown parameter 'epoch' for notebook 'demo'; allowed: epochs, fail, grid, long_error, lr"),
+        ("epochs:\n", "parameter 'epochs' is null .* allowed: an integer >= 1"),
+        ("epochs: 0\n", "parameter 'epochs' has the bad value 0; allowed: an integer >= 1"),
+        ("lr: -1.0e-3\n", "parameter 'lr' has the bad value -0.001; allowed: a number > 0"),
+        ("grid: []\n", "parameter 'grid' is an empty list; the notebook needs at least one value"),
+        ("profile: full\n", "parameter 'profile' = 'full' is set by --profile P"),
+        ("results_dir: /tmp/x\n", "parameter 'results_dir' = '/tmp/x' is set by the runner"),
         ("epochs: two\n", "parameter 'epochs' must be of type int"),
         ("fail: 1\n", "parameter 'fail' must be of type bool"),
     ],
@@ -110,6 +122,138 @@ def test_overrides_go_to_a_custom_folder(project):
     assert "custom" in custom.parts and custom != base and executed.parent == custom
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("epochs=", r"--set: parameter 'epochs' is null \(YAML null: an empty value as in `epochs=`"),
+        ("epochs=~", r"parameter 'epochs' is null"),
+        ("epochs=-1", r"parameter 'epochs' has the bad value -1; allowed: an integer >= 1"),
+        ("lr=0", r"parameter 'lr' has the bad value 0.0; allowed: a number > 0"),
+        ("lr=.nan", r"parameter 'lr' has the bad value nan"),
+        ("grid=[]", r"parameter 'grid' is an empty list"),
+        ("grid=[1, null]", r"parameter 'grid' has null at grid\[1\]"),
+        ("fail=maybe", r"parameter 'fail' must be of type bool"),
+        ("profile=full", r"parameter 'profile' = 'full' is set by --profile P"),
+    ],
+)
+def test_bad_overrides_are_refused_before_anything_runs(project, capsys, override, message):
+    assert runner.main(["demo", "--profile", "smoke", "--set", override, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Fix: give an allowed value, e.g. --set '" in err or "must be of type" in err or "set by" in err
+    assert not paths.results_root().exists()  # nothing ran, nothing was written
+
+
+def test_every_notebook_parameter_has_a_declared_rule():
+    from companion.engine import parameters
+
+    declared = parameters.rules()
+    missing = {nb.stem: sorted(set(runner.notebook_parameters(nb.stem)) - set(declared))
+               for nb in sorted(paths.NOTEBOOKS_DIR.glob("*.md"))}
+    assert not {k: v for k, v in missing.items() if v}, "add a rule per parameter in companion/engine/parameters.py"
+
+
+@pytest.mark.parametrize(
+    "text,items",
+    [
+        ("", []),
+        ("epochs=3", ["epochs=3"]),
+        ("seeds=[0, 1] epochs=3", ["seeds=[0, 1]", "epochs=3"]),
+        ("seeds=[0, 1];epochs=3 ; lr=1e-3", ["seeds=[0, 1]", "epochs=3", "lr=1e-3"]),
+        ("setups=[{dataset: mnist, arch: mlp}] thresholds=[1e-9, 1e-6]",
+         ["setups=[{dataset: mnist, arch: mlp}]", "thresholds=[1e-9, 1e-6]"]),
+        ("note='a b; c' x=\"[ \"", ["note='a b; c'", 'x="[ "']),
+        ("epochs=", ["epochs="]),
+    ],
+)
+def test_split_params_keeps_brackets_and_quotes_together(text, items):
+    assert runner.split_params(text) == items
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("seeds=[0, 1", "bracket\\(s\\) not closed"),
+        ("seeds=0]", "closes a bracket that was not opened"),
+        ("note='open", "quote ' is not closed"),
+        ("seeds = [0]", "'seeds' is not key=value; write key=value without spaces around '='"),
+        ("=3", "'=3' is not key=value"),
+    ],
+)
+def test_split_params_errors_show_the_form(text, message):
+    with pytest.raises(ValueError, match=message) as err:
+        runner.split_params(text)
+    assert 'PARAMS="seeds=[0, 1] epochs=3"' in str(err.value)
+
+
+def test_params_and_set_reach_the_notebook(project, capsys):
+    assert runner.main(["demo", "--profile", "smoke", "--params", "grid=[3, 4, 5] epochs=3", "--set", "lr=0.5",
+                        "--dry-run"]) == 0
+    params = json.loads(capsys.readouterr().out)
+    assert (params["grid"], params["epochs"], params["lr"]) == ([3, 4, 5], 3, 0.5)
+
+
+def test_makefile_passes_params_whole(repo_root):
+    """`make run PARAMS="seeds=[0, 1] ..."` reaches the runner as one string (was split at the space)."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["make", "-s", "run", "NB=background_figures", "PROFILE=smoke", "PARAMS=mlp_units=[4, 6, 3]; seed=2",
+         "RUN_FLAGS=--dry-run"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert params["mlp_units"] == [4, 6, 3] and params["seed"] == 2
+    help_text = subprocess.run(["make", "-s", "help"], cwd=repo_root, capture_output=True, text=True).stdout
+    assert 'PARAMS="seeds=[0, 1] epochs=3' in help_text and "RUN_FLAGS=--dry-run" in help_text
+
+
+def test_datasets_missing_refused_before_running(project, monkeypatch):
+    """Every dataset a notebook's setups ask for is missing: refused with the files and the fix (no KeyError later)."""
+    import pandas as pd
+
+    from companion import data
+
+    present = {"fashion_mnist"}
+
+    def available(names):
+        return pd.DataFrame([{"dataset": n, "present": n in present, "label": n.upper(), "missing":
+                              f"data/{n}/x.tgz" if n not in present else "", "fetch": "make data"} for n in names])
+
+    monkeypatch.setattr(data, "available", available)
+    runner.check_datasets("nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "fashion_mnist"}]})  # one is enough
+    runner.check_datasets("nb", {"seeds": [0]})  # no setups: nothing to check
+    with pytest.raises(FileNotFoundError) as err:
+        runner.check_datasets("nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "imagenette"}]})
+    msg = str(err.value)
+    assert "notebook 'nb' not run: none of the datasets" in msg
+    assert "CIFAR10 (cifar10): data/cifar10/x.tgz missing; fix: make data" in msg and "imagenette" in msg
+    with pytest.raises(FileNotFoundError, match="strict_data is true"):
+        runner.check_datasets("nb", {"strict_data": True, "setups": [{"dataset": "fashion_mnist"},
+                                                                     {"dataset": "cifar10"}]})
+
+
+@pytest.mark.slow
+def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(project, capfd):
+    """A failed run never leaves the previous success looking current; the error's last line is shown whole."""
+    out = runner.execute("demo", "smoke", log=lambda *_: None, echo=False)
+    assert out.exists()
+    (project / "profiles" / "smoke" / "demo.yaml").write_text("long_error: true\n")
+    capfd.readouterr()
+    assert runner.main(["demo", "--profile", "smoke", "--quiet"]) == 1
+    err = capfd.readouterr().err
+    assert not out.exists(), "the old executed notebook would pass for the result of the failed run"
+    failed = out.with_suffix(".failed.ipynb")
+    assert failed.exists() and f"the failed notebook (with the traceback): {failed}" in err
+    assert "ValueError: config key 'kernel_granularity' has the value 'diagonal'; " + "x" * 3000 + " END" in err
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no partial or temporary file left
+    # a later success replaces the failed notebook
+    (project / "profiles" / "smoke" / "demo.yaml").write_text("epochs: 2\n")
+    assert runner.main(["demo", "--profile", "smoke", "--quiet"]) == 0
+    assert out.exists() and not failed.exists()
+
+
 @pytest.mark.slow
 def test_execute_is_atomic(project, capfd):
     out = runner.execute("demo", "smoke", log=lambda *_: None)
@@ -143,3 +287,105 @@ def test_makefile_encodes_the_same_order():
         for writer in writers:
             rule = f"results/$(PROFILE)/executed/{reader}.ipynb: | results/$(PROFILE)/executed/{writer}.ipynb"
             assert rule in makefile, rule
+
+
+# ------------------------------------------------------------------------------------------------
+# property: every bad value for every parameter of every real notebook is refused by the runner,
+# with its own error naming the parameter (exit 2), before anything runs
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: parameters whose numbers may be negative (a worked example's weights and gradients, a Sobel kernel)
+_SIGNED = {"worked_p", "worked_g", "conv_kernel"}
+_REAL = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
+
+
+def _numeric(default) -> bool:
+    if isinstance(default, bool):
+        return False
+    if isinstance(default, (int, float)):
+        return True
+    return isinstance(default, list) and bool(default) and all(_numeric(v) for v in default)
+
+
+def _bad_value(name: str, default) -> st.SearchStrategy:
+    """Values that must be refused for a parameter whose default is ``default`` (independent of the rules)."""
+    from companion.engine import parameters
+
+    rule = parameters.rules()[name]
+    junk = [st.lists(st.integers(), min_size=1, max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                             max_size=1)]
+    out = []
+    if default is not None and not rule.nullable:
+        out.append(st.none())
+    if isinstance(default, bool):
+        out += [st.integers(), st.text(max_size=4), *junk]
+    elif isinstance(default, int):
+        out += [st.text(max_size=4), st.booleans(), st.floats(), *junk, st.integers(max_value=-1)]
+    elif isinstance(default, float):
+        out += [st.text(max_size=4), st.booleans(), *junk, st.sampled_from([math.nan, math.inf, -math.inf])]
+        if name not in _SIGNED:
+            out.append(st.floats(max_value=-1e-300, allow_infinity=False))
+    elif isinstance(default, str):
+        out += [st.integers(), st.floats(), st.booleans(), *junk]
+    elif isinstance(default, dict):
+        out += [st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2)]
+    elif isinstance(default, list):
+        out += [st.integers(), st.text(max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1)]
+        if not rule.allow_empty:
+            out.append(st.just([]))
+        if _numeric(default):
+            flat = default[0] if not isinstance(default[0], list) else default[0][0]
+            out.append(st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=2))
+            if name not in _SIGNED:
+                bad = st.integers(max_value=-1) if isinstance(flat, int) else st.floats(max_value=-1e-300)
+                out.append(bad.map(lambda v: [v] if not isinstance(default[0], list) else [[v]]))
+        else:
+            out.append(st.lists(st.integers(), min_size=1, max_size=2) if isinstance(default[0], (str, dict))
+                       else st.lists(st.text(max_size=3), min_size=1, max_size=2))
+    elif default is None:  # nullable by default (init_bits): wrong types and numbers out of every range
+        out += [st.text(min_size=1, max_size=4), st.booleans(), st.floats(allow_nan=False).filter(
+            lambda v: not float(v).is_integer()), st.integers(max_value=-1), *junk]
+    return st.one_of(out)
+
+
+@pytest.fixture
+def fast_notebook_parameters(monkeypatch):
+    import functools
+
+    monkeypatch.setattr(runner, "notebook_parameters", functools.cache(runner.notebook_parameters))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_bad_set_values_are_refused_naming_the_parameter(data, fast_notebook_parameters, capsys):
+    import yaml
+
+    notebook = data.draw(st.sampled_from(_REAL), label="notebook")
+    defaults = runner.notebook_parameters(notebook)
+    name = data.draw(st.sampled_from(sorted(k for k in defaults if k not in ("profile", "results_dir"))), label="name")
+    value = data.draw(_bad_value(name, defaults[name]), label="value")
+    text = "" if value is None else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = text.removesuffix("...").strip()
+    code = runner.main([notebook, "--profile", "smoke", "--set", f"{name}={text}", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2, f"{notebook}: --set {name}={text} was accepted (exit {code})"
+    assert repr(name) in err and "Traceback" not in err, err
+
+
+def test_every_parameter_refuses_null_and_empty_lists(fast_notebook_parameters):
+    """Exhaustive over every parameter of every notebook: None unless nullable, [] unless declared."""
+    from companion.engine import parameters
+
+    for notebook in _REAL:
+        for name, default in runner.notebook_parameters(notebook).items():
+            if name in ("profile", "results_dir"):
+                continue
+            rule = parameters.rules()[name]
+            bad = ([None] if default is not None and not rule.nullable else [])
+            bad += [[]] if isinstance(default, list) and not rule.allow_empty else []
+            for value in bad:
+                with pytest.raises(ValueError, match=f"parameter {name!r}"):
+                    runner.resolve_parameters(notebook, "smoke", {name: value})

@@ -148,3 +148,64 @@ def test_hash_validation_and_delete(store):
 def test_to_jsonable():
     assert to_jsonable({"a": np.float32(1.5), "b": (1, np.int64(2)), "c": np.array([1.0, np.inf]),
                         "d": np.bool_(True)}) == {"a": 1.5, "b": [1, 2], "c": [1.0, None], "d": True}
+
+
+def test_corrupted_record_is_warned_about_once(store, caplog):
+    """run() and sweep() look a record up several times: one warning per corruption, not three."""
+    store.put(CFG, {"test_accuracy": 0.5})
+    path = store.record_path(config_hash(CFG))
+    path.write_text(path.read_text()[:40])
+    with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
+        for _ in range(3):
+            assert store.get(CFG) is None
+        assert RunStore().get(CFG) is None  # another store object on the same folder: still once
+    assert caplog.text.count("ignoring run record") == 1
+    caplog.clear()
+    path.write_text("{}")  # a different damage: said again
+    with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
+        assert store.get(CFG) is None
+    assert caplog.text.count("ignoring run record") == 1 and "not marked complete" in caplog.text
+
+
+def test_stale_temp_and_lock_files_are_removed_on_first_write(store, caplog):
+    import time
+
+    from lqs.fileio import file_lock
+
+    store.root.mkdir(parents=True)
+    h = config_hash(CFG)
+    old_tmp = store.root / f".{h}.json.k3j2h1a0.tmp.json"
+    fresh_tmp = store.root / f".{h}.history.csv.a1b2c3d4.tmp.csv"
+    unheld = store.root / ".0123456789abcdef.lock"
+    for p in (old_tmp, fresh_tmp, unheld):
+        p.write_text("x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_tmp, (two_hours_ago, two_hours_ago))
+    held = store.lock_path("fedcba9876543210")
+    with file_lock(held), caplog.at_level(logging.INFO, logger="companion.engine.store"):
+        store.put(CFG, {"test_accuracy": 0.5})
+        assert held.exists()  # in use: kept
+    assert not old_tmp.exists() and not unheld.exists()
+    assert fresh_tmp.exists()  # a live writer's temporary file is never touched
+    assert "removed 2 leftover" in caplog.text and str(store.root) in caplog.text
+    assert not held.exists()  # released: the lock removes its own file
+
+
+def test_disk_full_while_storing_names_the_file_and_the_fix(store, monkeypatch):
+    import errno
+
+    def no_space(self, path, *args, **kwargs):
+        with open(path, "w") as fh:
+            fh.write("epoch\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", no_space)
+    with pytest.raises(OSError) as err:
+        store.put(CFG, {"test_accuracy": 0.5}, _history())
+    msg = str(err.value)
+    h = config_hash(CFG)
+    assert err.value.errno == errno.ENOSPC
+    assert f"could not store run {h} in {store.root}" in msg and str(store.history_path(h)) in msg
+    assert "free space" in msg and "LQS_RESULTS" in msg
+    assert sorted(os.listdir(store.root)) == []  # no temp file, no history, no record
+    assert store.get(CFG) is None

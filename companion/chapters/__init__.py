@@ -1,8 +1,18 @@
 """Notebook helpers per book chapter (they read results and draw; training goes through the engine).
 
-* :mod:`companion.chapters.style` -- the one plot style, colours per method, figure saving;
-* :mod:`companion.chapters.figures` -- Background and Method figures (thesis 2.1-2.6, 3.1-3.2);
-* :mod:`companion.chapters.analysis` -- Pareto fronts, sweep tables and best-compression tables;
-* :mod:`companion.chapters.insights` -- dataset-level statistics of the Experiments chapter;
-* :mod:`companion.chapters.corruptions` and :mod:`companion.chapters.qgen` -- the generalization study.
+* :mod:`companion.chapters.style` -- the one plot style and the one way to save a
+  figure;
+* :mod:`companion.chapters.figures` -- Background and Method figures (thesis 2.1-2.6,
+  3.1-3.2);
+* :mod:`companion.chapters.analysis` -- grids, seed means, Pareto fronts,
+  best-compression tables, snippets (shared by the experiment notebooks);
+* :mod:`companion.chapters.thresholds`, :mod:`companion.chapters.lr_reg`,
+  :mod:`companion.chapters.loss_terms`, :mod:`companion.chapters.comparison` -- the
+  figures and generated Markdown of ``pareto_threshold``, ``pareto_lr_reg``,
+  ``loss_terms`` and ``baselines``;
+* :mod:`companion.chapters.insights` (statistics) and
+  :mod:`companion.chapters.dataset_figures` (figures, snippets) -- the
+  ``dataset_insights`` notebook;
+* :mod:`companion.chapters.corruptions` and :mod:`companion.chapters.qgen` -- the
+  generalization study.
 """

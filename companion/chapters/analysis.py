@@ -1,30 +1,35 @@
 """Shared analysis helpers of the experiment notebooks (Pareto sweeps and baselines).
 
-The notebooks ``pareto_lr_reg``, ``pareto_threshold`` and ``baselines`` stay thin: they build
-configuration lists with :func:`grid`, train them with :func:`companion.engine.experiment.sweep`, and turn the
-returned tidy table (one row per run) into figures and generated Markdown with the helpers here.
+The notebooks ``pareto_lr_reg``, ``pareto_threshold`` and ``baselines`` stay thin: they
+build configuration lists with :func:`grid`, train them with
+:func:`companion.engine.experiment.sweep`, and turn the returned tidy table (one row per
+run) into figures and generated Markdown with the helpers here.
 
-* :func:`grid` -- cartesian product of parameter axes over a base configuration, validated by
-  :func:`companion.engine.config.validate_config` and de-duplicated (keys that do not act for a flavour are
-  ``None`` after validation, so e.g. a ``bits`` axis collapses for nested runs).
-* :func:`aggregate_seeds` -- mean, sample standard deviation (``ddof=1``; NaN for one seed) and
-  count over seeds of every configuration; Pareto fronts are computed on these seed means.
+* :func:`grid` -- cartesian product of parameter axes over a base configuration,
+  validated by :func:`companion.engine.config.validate_config` and de-duplicated (keys
+  that do not act for a flavour are ``None`` after validation, so e.g. a ``bits`` axis
+  collapses for nested runs).
+* :func:`aggregate_seeds` -- mean, sample standard deviation (``ddof=1``; NaN for one
+  seed) and count over seeds of every configuration; Pareto fronts are computed on these
+  seed means.
 * :func:`mark_front` / :func:`fronts` -- Pareto fronts (:mod:`lqs.pareto`) per group.
 * :func:`reference_accuracy` and :func:`best_compression_table` -- "best compression at
-  <= 1 point accuracy loss vs FP32", one row per group, with the parameters that achieve it.
-* :func:`write_snippet`, :func:`write_csv`, :func:`save_figure` -- atomic writes (temporary file
-  + rename); figures also get a ``<stem>_figure.md`` snippet for the book.
-* :func:`history_stats` -- per-epoch quantizer statistics (scales, integer ranges, unique values)
-  of stored runs, tidy.
-* :func:`matching_runs`, :func:`read_run_tables` -- another notebook's runs, only where data and
-  training budget match (the loss-term overlay of ``baselines``).
-* :func:`plot_band`, :func:`plot_front`, :func:`reference_lines` -- seed means with their spread,
-  Pareto fronts and the FP32 reference in the shared style of :mod:`companion.chapters.style`.
+  <= 1 point accuracy loss vs FP32", one row per group, with the parameters that achieve
+  it.
+* :func:`write_snippet`, :func:`write_csv` -- atomic writes (temporary file + rename);
+  figures are saved by :func:`companion.chapters.style.save_figure`.
+* :func:`history_stats` -- per-epoch quantizer statistics (scales, integer ranges,
+  unique values) of stored runs, tidy.
+* :func:`matching_runs`, :func:`read_run_tables` -- another notebook's runs, only where
+  data and training budget match (the loss-term overlay of ``baselines``).
+* :func:`plot_band`, :func:`plot_front`, :func:`reference_lines` -- seed means with
+  their spread, Pareto fronts and the FP32 reference in the shared style of
+  :mod:`companion.chapters.style`.
 * :func:`resolve_datasets` -- which requested datasets are present; writes the
   ``<notebook>_missing.md`` snippet that the book shows (never substitutes a dataset).
 
-A notebook *setup* is a plain dict of its parameters cell naming one dataset/network and optional
-overrides (:func:`setup_config`), so that profiles differ only in parameters.
+A notebook *setup* is a plain dict of its parameters cell naming one dataset/network and
+optional overrides (:func:`setup_config`), so that profiles differ only in parameters.
 """
 
 from __future__ import annotations
@@ -33,21 +38,32 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from companion import paths
+from companion.chapters.style import PALETTE, set_theme
 from lqs.fileio import atomic_write_text
-from lqs.pareto import best_compression_within, pareto_mask
+from lqs.pareto import best_within, pareto_mask
+from lqs.quantizers import GRANULARITIES
 
 __all__ = [
     "METHOD_ORDER",
     "SETUP_OPTIONS",
     "setup_config",
     "setup_label",
+    "add_setup",
+    "prepare_notebook",
+    "MODE_ORDER",
+    "GRANULARITY_ORDER",
+    "present_in_order",
+    "sort_by_order",
     "grid",
+    "check_granularities",
     "granularity_fits",
     "baseline_granularity",
     "config_columns",
@@ -65,7 +81,6 @@ __all__ = [
     "markdown_table",
     "write_snippet",
     "write_csv",
-    "save_figure",
     "history_stats",
     "matching_runs",
     "read_run_tables",
@@ -144,14 +159,93 @@ def setup_label(dataset_label: str, arch: str) -> str:
     return f"{dataset_label} · {_ARCH_NAMES.get(arch, arch)}"
 
 
+def add_setup(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a last column ``setup``: :func:`setup_label` of each row."""
+    labels = [setup_label(d, a) for d, a in zip(df["dataset_label"], df["arch"], strict=True)]
+    return df.assign(setup=labels)
+
+
+def prepare_notebook(notebook: str, profile: str, results_dir: str | os.PathLike[str] = "",
+                     setups: Sequence[Mapping[str, Any]] | None = None, *,
+                     strict: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """The first step of an experiment notebook: results folder, theme, datasets.
+
+    Creates ``results_dir`` (default ``results/<profile>/<notebook>/``), applies the
+    plot theme and, given ``setups``, writes and prints the ``<notebook>_missing.md``
+    snippet (:func:`resolve_datasets`).
+
+    Returns:
+        ``(out, runnable)``: the results folder and the setups whose dataset is present.
+    """
+    out = Path(results_dir) if results_dir else paths.results_dir(notebook, profile)
+    out.mkdir(parents=True, exist_ok=True)
+    set_theme()
+    if not setups:
+        return out, []
+    datasets = [s["dataset"] for s in setups]
+    present = resolve_datasets(datasets, out, notebook, strict=strict)
+    print((out / f"{notebook}_missing.md").read_text())
+    return out, [dict(s) for s in setups if s["dataset"] in present]
+
+
+#: display order of training modes and of granularities in tables and legends
+MODE_ORDER: tuple[str, ...] = ("from_scratch", "post_training")
+GRANULARITY_ORDER: tuple[str, ...] = GRANULARITIES
+
+
+def present_in_order(values: Iterable[Any], order: Sequence[Any]) -> list[Any]:
+    """The entries of ``order`` that occur in ``values``, in ``order``'s order."""
+    seen = set(values)
+    return [v for v in order if v in seen]
+
+
+def sort_by_order(df: pd.DataFrame, orders: Mapping[str, Sequence[Any]],
+                  extra: Sequence[str] = ()) -> pd.DataFrame:
+    """``df`` sorted by each column's display order (``orders``), then by ``extra``.
+
+    ``orders`` maps a column to its values in display order (e.g. setups as they ran,
+    :data:`TERM_ORDER`-like lists); values missing from an order sort last. Stable.
+    """
+    keys = {f"_order_{c}": df[c].map({v: i for i, v in enumerate(order)}).fillna(len(order))
+            for c, order in orders.items()}
+    ordered = df.assign(**keys).sort_values([*keys, *extra], kind="stable")
+    return ordered.drop(columns=list(keys))
+
+
+def check_granularities(values: Iterable[Any], parameter: str = "granularities") -> list[str]:
+    """``values`` as a list if every entry is a name of :data:`GRANULARITIES`.
+
+    Raises:
+        ValueError: naming ``parameter``, the unknown value(s) and the allowed names,
+            e.g. for ``--set 'granularities=[scalar, colum]'``.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"parameter {parameter!r} must be a list of granularity "
+                         f"names, got {values!r}; allowed names: "
+                         f"{', '.join(GRANULARITIES)}")
+    values = list(values)
+    unknown = [v for v in values if v not in GRANULARITIES]
+    if unknown:
+        raise ValueError(f"parameter {parameter!r} has unknown granularity "
+                         f"{', '.join(map(repr, unknown))}; allowed: "
+                         f"{', '.join(GRANULARITIES)} (fix the value in the profile "
+                         "or the --set override)")
+    return values
+
+
 def granularity_fits(config: Mapping[str, Any]) -> bool:
     """Whether ``config``'s ``kernel_granularity`` exists for its network and flavour.
 
-    ``channel``/``filter`` need convolutions; the baselines have ``scalar`` and one per output unit.
-    Use it as ``where=`` of :func:`grid` when crossing datasets (networks) with granularities.
+    ``channel``/``filter`` need convolutions; the baselines have ``scalar`` and one per
+    output unit. Use it as ``where=`` of :func:`grid` when crossing datasets (networks)
+    with granularities. A name that is no granularity at all (a typo such as
+    ``"colum"``) raises ``ValueError`` (:func:`check_granularities`) instead of silently
+    dropping the configuration.
     """
     cfg = _config_module()
     gran = config.get("kernel_granularity")
+    if gran is not None:
+        check_granularities([gran])
     if cfg is None or gran is None:
         return True
     arch = config.get("arch") or cfg.default_arch(config.get("dataset", cfg.SCHEMA["dataset"].default))
@@ -205,7 +299,7 @@ def grid(
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for combo in itertools.product(*(list(axes[n]) for n in names)):
-        raw = {**dict(base), **dict(zip(names, combo))}
+        raw = {**dict(base), **dict(zip(names, combo, strict=True))}
         if where is not None and not where(raw):
             continue
         if cfg_mod is not None:
@@ -262,7 +356,7 @@ def aggregate_seeds(
     rows = []
     for key, group in df.groupby(by, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        row: dict[str, Any] = {c: (None if _isna(v) else v) for c, v in zip(by, key)}
+        row: dict[str, Any] = {c: (None if _isna(v) else v) for c, v in zip(by, key, strict=True)}
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float)
             values = values[~np.isnan(values)]
@@ -345,22 +439,24 @@ def best_compression_table(
 ) -> pd.DataFrame:
     """Best compression within ``max_drop`` of the reference accuracy, one row per ``by`` group.
 
-    Uses :func:`lqs.pareto.best_compression_within` on each group of ``agg`` (seed means, from
-    :func:`aggregate_seeds`). A group without a qualifying row keeps a row with NaN values and
-    ``within = False``; a group whose reference is unknown is left out.
+    Uses :func:`lqs.pareto.best_within` on each group of ``agg`` (seed means, from
+    :func:`aggregate_seeds`). A group without a qualifying row keeps a row with NaN
+    values and ``within = False``; a group whose reference is unknown is left out.
 
     Arguments:
         agg: table with ``accuracy`` and ``compression`` columns.
-        reference: reference accuracy keyed by the ``ref_by`` value(s) (e.g. FP32 accuracy per dataset).
+        reference: reference accuracy keyed by the ``ref_by`` value(s) (e.g. FP32
+            accuracy per dataset).
         by: grouping columns of the output (e.g. dataset and method).
         ref_by: column(s) whose value(s) key ``reference``.
         max_drop: allowed drop in accuracy units (0.01 = one percentage point).
         accuracy, compression: column names.
-        keep: further columns copied from the winning row (parameters that achieve it, spread, ...).
+        keep: further columns copied from the winning row (parameters that achieve it,
+            spread, ...).
 
     Returns:
-        One row per group with the columns ``by``, ``reference_accuracy``, ``within`` (a row
-        qualified), ``accuracy``, ``compression``, then ``keep``.
+        One row per group with the columns ``by``, ``reference_accuracy``, ``within`` (a
+        row qualified), ``accuracy``, ``compression``, then ``keep``.
     """
     ref_cols = [ref_by] if isinstance(ref_by, str) else list(ref_by)
     by = list(by)
@@ -373,8 +469,9 @@ def best_compression_table(
         if rkey not in ref_map or _isna(ref_map[rkey]):
             continue
         ref = float(ref_map[rkey])
-        best = best_compression_within(group, ref, max_drop=max_drop, accuracy=accuracy, compression=compression)
-        row: dict[str, Any] = dict(zip(by, key))
+        index = best_within(group[accuracy], group[compression], ref, max_drop=max_drop)
+        best = None if index is None else group.iloc[index]
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
         row["reference_accuracy"] = ref
         row["within"] = best is not None
         row["accuracy"] = float(best[accuracy]) if best is not None else math.nan
@@ -423,8 +520,6 @@ def method_style(method: str) -> dict[str, Any]:
     One colour per method family (blue nested, green loss terms, grey PTQ, purple fixed-bit,
     vermillion LSQ); per-channel variants use a dashed line.
     """
-    from companion.chapters.style import PALETTE
-
     family = next((k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None)
     if family is None:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHOD_ORDER)}")
@@ -512,54 +607,6 @@ def write_csv(df: pd.DataFrame, results_dir: str | os.PathLike[str], name: str) 
     return atomic_write_text(Path(results_dir) / f"{name}.csv", df.to_csv(index=False))
 
 
-def save_figure(fig: Any, results_dir: str | os.PathLike[str], notebook: str, stem: str, caption_text: str,
-                *, width: str | None = None, show: bool = True) -> list[Path]:
-    """Save a notebook figure for the book, show it in the notebook, close it.
-
-    Writes, atomically, :func:`companion.chapters.style.save_figure`'s ``<stem>.png`` (150 dpi), ``<stem>.pdf`` and
-    ``<stem>.caption.md``, plus the snippet ``<stem>_figure.md``: a MyST ``{figure}``
-    (:func:`companion.engine.book.figure_markdown`) that a book page includes with
-    ``{include} generated/<notebook>/<stem>_figure.md``. With ``show`` and inside IPython the saved
-    PNG is displayed, so the executed notebook shows exactly the file the book uses (the
-    matplotlib backend is Agg everywhere, so ``plt.show()`` would show nothing). The figure is then
-    closed.
-
-    Arguments:
-        fig: the matplotlib figure.
-        results_dir: the notebook's results folder.
-        notebook: the notebook's name (the snippet's image path and label use it).
-        stem: file stem, stable across runs (the book refers to it).
-        caption_text: the caption (:func:`companion.chapters.style.caption` adds dataset, profile, seeds, varied).
-        width: optional display width in the book (e.g. ``"80%"``).
-        show: display the saved PNG when running under IPython.
-
-    Returns:
-        The written paths (PNG, PDF, caption, snippet).
-    """
-    import matplotlib.pyplot as plt
-
-    from companion.engine.book import figure_markdown
-    from companion.chapters.style import save_figure as _save_figure
-
-    written = list(_save_figure(fig, results_dir, stem, caption_text))
-    written.append(write_snippet(results_dir, f"{stem}_figure", figure_markdown(notebook, stem, caption_text, width=width)))
-    if show:
-        _display_png(Path(results_dir) / f"{stem}.png", width_px=int(fig.get_figwidth() * 96))
-    plt.close(fig)
-    return written
-
-
-def _display_png(path: Path, width_px: int) -> None:
-    """Display a PNG in the running IPython kernel (no-op outside IPython)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:  # pragma: no cover - IPython ships with the notebook stack
-        return
-    if get_ipython() is not None:
-        display(Image(filename=str(path), width=width_px))
-
-
 # --------------------------------------------------------------------------------------------
 # per-epoch histories
 
@@ -614,8 +661,15 @@ def matching_runs(df: pd.DataFrame, base: Mapping[str, Any], keys: Sequence[str]
         elif isinstance(want, (int, float)) and not isinstance(want, bool):
             mask &= pd.to_numeric(col, errors="coerce").sub(float(want)).abs().le(1e-12 * max(1.0, abs(float(want))))
         else:
-            mask &= col.astype(object).map(lambda v: (not _isna(v)) and v == want if not isinstance(v, str) else v == str(want))
+            mask &= col.astype(object).map(lambda v, w=want: _equal(v, w))
     return df[mask]
+
+
+def _equal(value: Any, want: Any) -> bool:
+    """``value == want`` for a table cell: a string compares with ``str(want)``, NaN never."""
+    if isinstance(value, str):
+        return value == str(want)
+    return (not _isna(value)) and value == want
 
 
 def read_run_tables(folder: str | os.PathLike[str], *, required: Sequence[str] = ("config_hash",),
@@ -659,8 +713,6 @@ def plot_band(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
     ``agg`` comes from :func:`aggregate_seeds` (columns ``<y>_mean``/``<y>_std``); ``scale``
     multiplies the values (100 for accuracy in %).
     """
-    from companion.chapters.style import PALETTE
-
     palette = list(palette or PALETTE)
     for i, (key, g) in enumerate(_groups(agg, hue, hue_order)):
         g = g.sort_values(x)
@@ -679,8 +731,6 @@ def plot_front(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
     The front (memory ``x`` minimised, ``y`` maximised, on seed means) is drawn as a step line,
     its points as diamonds with a black edge. Returns the front rows.
     """
-    from companion.chapters.style import PALETTE
-
     palette = list(palette or PALETTE)
     fronts_ = []
     for i, (key, g) in enumerate(_groups(agg, hue, hue_order)):
@@ -720,10 +770,11 @@ def _truthy(value: Any) -> bool:
 def missing_data_markdown(available: pd.DataFrame, requested: Sequence[str]) -> str:
     """Markdown saying which requested datasets were not run and how to get them.
 
-    ``available`` is :func:`companion.data.available`'s table (columns ``dataset``, ``present``,
-    ``label``, ``missing``, ``fetch``, ``is_subset``). All present: one sentence saying so (naming
-    any partial copy, e.g. "MNIST (10k subset)"); otherwise a warning admonition with one
-    "not run: <file> missing" line and the fix per missing dataset.
+    ``available`` is :func:`companion.data.loaders.available`'s table (columns
+    ``dataset``, ``present``, ``label``, ``missing``, ``fetch``, ``is_subset``). All
+    present: one sentence saying so (naming any partial copy, e.g. "MNIST (10k
+    subset)"); otherwise a warning admonition with one "not run: <file> missing" line
+    and the fix per missing dataset.
     """
     table = available.set_index("dataset")
     unknown = [d for d in requested if d not in table.index]
@@ -764,14 +815,16 @@ def resolve_datasets(
     """The requested datasets that are present; writes ``results_dir/<notebook>_missing.md`` always.
 
     Missing datasets are skipped (never replaced by another one); with ``strict`` a
-    ``FileNotFoundError`` naming them and the fix is raised instead (after the snippet is written).
+    ``FileNotFoundError`` naming them and the fix is raised instead (after the snippet
+    is written).
 
     Arguments:
         requested: dataset names, in order.
         results_dir: where the snippet goes.
         notebook: notebook name (snippet stem ``<notebook>_missing``).
         strict: raise when a requested dataset is missing.
-        available: :func:`companion.data.available`'s table (default: computed for ``requested``).
+        available: :func:`companion.data.loaders.available`'s table (default: computed
+            for ``requested``).
     """
     requested = list(dict.fromkeys(requested))
     if not requested:

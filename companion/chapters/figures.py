@@ -1,40 +1,44 @@
 """Schematic figures of thesis chapters 2 and 3, drawn from computed data.
 
-Every figure here is drawn from numbers that the library (or TensorFlow) computed, never from
-hand-typed values, so a reader can change a parameter and watch the figure change. Each figure has a
-*compute* function returning the numbers (checked against the library with assertions) and a
-*draw* function turning them into a Matplotlib figure. The notebooks ``background_figures`` and
-``method_insights`` only call these functions, print the checks and save the figures.
+Every figure here is drawn from numbers that the library (or TensorFlow) computed, never
+from hand-typed values, so a reader can change a parameter and watch the figure change.
+Each figure has a *compute* function returning the numbers (checked against the library
+by ``tests/test_figures.py``) and a *draw* function turning them into a Matplotlib
+figure. The notebooks ``background_figures`` and ``method_insights`` only call these
+functions, print the checks and save the figures.
 
 Figures (thesis numbering) and what ties each to the library:
 
-* 2.1 :func:`build_mlp`, :func:`mlp_edges`, :func:`draw_mlp`: a small Keras MLP; edge colour and
-  width are its kernels' entries.
-* 2.2 / 2.3 :func:`conv_example`, :func:`draw_conv2d`, :func:`draw_conv3d`: one output value of a
-  3x3 (x C) convolution over a zero-padded input, equal to ``tf.nn.conv2d``.
-* 2.4 :func:`quantize_weights`, :func:`draw_weight_quantization`: the Fig. 2.1 kernel floored onto a
-  scale grid with :func:`lqs.quantizers.scale_for_bits`, :func:`lqs.quantizers.integer_values` and
-  :func:`lqs.quantizers.nested_quantize`.
-* 2.5 :func:`minmax_quantize`, :func:`minmax_matmul`, :func:`draw_minmax_matmul`: min-max
-  (asymmetric, k-bit) quantization of inputs, equal to
-  ``tf.quantization.fake_quant_with_min_max_vars``, then an integer matmul with the Fig. 2.4 integers.
-* 2.6 / 3.2 :func:`group_ids`, :func:`quantizer_scale_shape`, :func:`draw_conv_granularities`,
-  :func:`draw_dense_granularities`: scale groups of the shapes :func:`lqs.quantizers.scale_shape`
-  and :class:`lqs.quantizers.NestedQuantizer` create.
-* 3.1 :func:`describe_nested_conv`, :func:`draw_nested_conv`: a layer diagram labelled with the
-  shapes of a real :class:`lqs.layers.QConv2D`.
+* 2.1 :func:`build_mlp`, :func:`mlp_edges`, :func:`draw_mlp`: a small Keras MLP; edge
+  colour and width are its kernels' entries.
+* 2.2 / 2.3 :func:`conv_example`, :func:`draw_conv2d`, :func:`draw_conv3d`: one output
+  value of a 3x3 (x C) convolution over a zero-padded input, equal to ``tf.nn.conv2d``.
+* 2.4 :func:`quantize_weights`, :func:`draw_weight_quantization`: the Fig. 2.1 kernel
+  floored onto a scale grid with :func:`lqs.quantizers.scale_for_bits`,
+  :func:`lqs.quantizers.integer_values` and :func:`lqs.quantizers.nested_quantize`.
+* 2.5 :func:`affine_minmax_quantize`, :func:`minmax_matmul`, :func:`draw_minmax_matmul`:
+  min-max (asymmetric, k-bit) quantization of inputs, equal to
+  ``tf.quantization.fake_quant_with_min_max_vars``, then an integer matmul with the Fig.
+  2.4 integers.
+* 2.6 / 3.2 :func:`group_ids`, :func:`quantizer_scale_shape`,
+  :func:`draw_conv_granularities`, :func:`draw_dense_granularities`: scale groups of the
+  shapes :func:`lqs.quantizers.scale_shape` and :class:`lqs.quantizers.NestedQuantizer`
+  create.
+* 3.1 :func:`describe_nested_conv`, :func:`draw_nested_conv`: a layer diagram labelled
+  with the shapes of a real :class:`lqs.layers.QConv2D`.
 * method insights :func:`votes`, :func:`draw_vote_function`, :func:`train_qdense_mlp`,
-  :func:`layer_ratios`, :func:`vote_stats`, :func:`draw_ratio_histogram`, :func:`worked_example`,
-  :func:`draw_worked_example`: the scale-gradient vote :math:`g = -\\tanh(\\lambda - r)`, the
-  ratios :math:`r = |G|/|P_{rec}|` of a trained layer, and one scale update computed by hand and
-  by :func:`lqs.quantizers.nested_quantize`'s gradient.
+  :func:`layer_ratios`, :func:`vote_stats`, :func:`draw_ratio_histogram`,
+  :func:`worked_example`, :func:`draw_worked_example`: the scale-gradient vote
+  :math:`g = -\\tanh(\\lambda - r)`, the ratios :math:`r = |G|/|P_{rec}|` of a trained
+  layer, and one scale update computed by hand and by
+  :func:`lqs.quantizers.nested_quantize`'s gradient.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import matplotlib
@@ -48,8 +52,8 @@ from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.collections import LineCollection, PatchCollection  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
-from lqs.layers import QConv2D, QDense  # noqa: E402
 from companion.chapters.style import PALETTE  # noqa: E402
+from lqs.layers import QConv2D, QDense  # noqa: E402
 from lqs.quantizers import (  # noqa: E402
     EPS,
     GRANULARITIES,
@@ -67,8 +71,10 @@ __all__ = [
     "DIVERGING",
     "ANNOTATION_SIZE",
     "SOBEL_X",
-    "save",
+    "BLOB_SPREAD",
     "build_mlp",
+    "gaussian_blobs",
+    "full_batch_adam",
     "mlp_edges",
     "draw_mlp",
     "ConvExample",
@@ -80,7 +86,7 @@ __all__ = [
     "quantize_weights",
     "draw_weight_quantization",
     "MinMaxMatmul",
-    "minmax_quantize",
+    "affine_minmax_quantize",
     "minmax_matmul",
     "draw_minmax_matmul",
     "group_ids",
@@ -99,18 +105,29 @@ __all__ = [
     "LayerRatios",
     "layer_ratios",
     "vote_stats",
+    "ratio_stats",
     "draw_ratio_histogram",
     "WorkedExample",
     "worked_example",
     "worked_example_table",
     "worked_example_markdown",
     "draw_worked_example",
+    "CHECK_ATOL",
+    "mlp_check",
+    "conv_check",
+    "weight_check",
+    "minmax_check",
+    "granularity_checks",
+    "check_table",
 ]
 
 #: diverging colour map for signed values (colour-blind-safe red/blue, white at zero)
 DIVERGING = "RdBu_r"
 #: font size (pt) of numbers written into cells and of diagram labels; >= 8 pt at the saved size
 ANNOTATION_SIZE = 9
+#: spread of the blob centres of Fig. 2.1's toy problem (unit-variance points around
+#: them: the blobs overlap a little)
+BLOB_SPREAD = 2.0
 #: the Sobel kernel that responds to vertical edges (a horizontal intensity gradient)
 SOBEL_X = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
 
@@ -121,14 +138,6 @@ _BACKWARD = PALETTE[3]  # vermillion-ish red for gradients
 
 # --------------------------------------------------------------------------------------------
 # shared drawing helpers
-
-
-def save(fig: plt.Figure, results_dir: str | Path, notebook: str, stem: str, caption_text: str, *,
-         show: bool = True) -> list[Path]:
-    """Save, show and close ``fig``: :func:`companion.chapters.analysis.save_figure` (PNG, PDF, caption, book snippet)."""
-    from companion.chapters.analysis import save_figure
-
-    return save_figure(fig, results_dir, notebook, stem, caption_text, show=show)
 
 
 def _text_colour(rgba) -> str:
@@ -238,17 +247,44 @@ def build_mlp(
     layers.append(keras.layers.Dense(units[-1], activation="softmax", name="output"))
     model = keras.Sequential(layers, name="mlp")
     if epochs > 0:
-        rng = np.random.default_rng(seed)
-        centres = rng.normal(0.0, 2.0, size=(units[-1], units[0]))
-        y = rng.integers(0, units[-1], size=n_samples)
-        x = (centres[y] + rng.normal(size=(n_samples, units[0]))).astype(np.float32)
-        optimizer = keras.optimizers.Adam(lr)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy()
-        for _ in range(int(epochs)):  # eager full-batch steps: no graph tracing for a few tiny steps
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        x, y = gaussian_blobs(units[0], units[-1], n_samples, seed=seed)
+        full_batch_adam(model, x, y, steps=int(epochs), lr=lr)
     return model
+
+
+def gaussian_blobs(dim: int, classes: int, n: int, *, seed: int = 0,
+                   spread: float = BLOB_SPREAD) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of ``classes`` Gaussian blobs in ``dim`` dimensions: ``(x, y)``.
+
+    Blob centres are drawn from N(0, spread²), the points around them from
+    N(0, 1), labels uniformly; one seeded generator draws centres, labels and points.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, size=(classes, dim))
+    y = rng.integers(0, classes, size=n)
+    x = (centres[y] + rng.normal(size=(n, dim))).astype(np.float32)
+    return x, y
+
+
+def full_batch_adam(model: keras.Model, x: np.ndarray, y: np.ndarray, *, steps: int,
+                    lr: float) -> list[float]:
+    """Eager full-batch Adam steps on the cross-entropy; the loss before each step.
+
+    Not :func:`companion.engine.experiment.run`: the engine trains the thesis networks
+    on the named datasets with mini-batches, while Fig. 2.1 draws a 4-6-5-3 toy network
+    fitted to :func:`gaussian_blobs` in a few full-batch steps (eager: no graph tracing
+    for tiny steps).
+    """
+    optimizer = keras.optimizers.Adam(lr)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    losses = []
+    for _ in range(int(steps)):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        losses.append(float(loss))
+    return losses
 
 
 def _dense_layers(model: keras.Model) -> list:
@@ -354,7 +390,7 @@ class ConvExample:
     def products_text(self, channel: int = 0) -> str:
         """The sum of products of one channel written out, e.g. ``0·(-1) + 3·0 + ... = 7``."""
         terms = [f"{_num(w)}·{_num(k, paren=True)}" for w, k in
-                 zip(self.window[..., channel].ravel(), self.kernel[..., channel].ravel())]
+                 zip(self.window[..., channel].ravel(), self.kernel[..., channel].ravel(), strict=True)]
         return " + ".join(terms) + f" = {_num(self.channel_sums[channel])}"
 
 
@@ -374,8 +410,9 @@ def conv_example(x, kernel, position: Sequence[int], *, padding: int = 1) -> Con
 
     The whole output map is computed with NumPy as the cross-correlation Keras uses
     (:math:`y_{i,j} = \\sum_{p,q,m} x^{pad}_{i+p,j+q,m} w_{p,q,m}`) and compared with
-    ``tf.nn.conv2d`` on the padded input (``padding="VALID"``); entries must agree exactly for
-    integer inputs and ``allclose`` otherwise (``AssertionError`` if not).
+    ``tf.nn.conv2d`` on the padded input (``padding="VALID"``) is returned beside it
+    (``tf_output``, ``tf_value``); ``tests/test_figures.py`` checks that they agree
+    exactly for integer inputs.
 
     Arguments:
         x: input ``(H, W)`` or ``(H, W, C)``.
@@ -403,16 +440,11 @@ def conv_example(x, kernel, position: Sequence[int], *, padding: int = 1) -> Con
     for a in range(out_h):
         for b in range(out_w):
             output[a, b] = np.sum(xp[a:a + kh, b:b + kw, :].astype(np.float64) * kernel)
+    # the same map from TensorFlow (the tests check that the two agree)
     tf_out = tf.nn.conv2d(xp[None], kernel[..., None], strides=1, padding="VALID").numpy()[0, :, :, 0]
-    integer = np.all(x == np.round(x)) and np.all(kernel == np.round(kernel))
-    if integer:
-        assert np.array_equal(output.astype(np.float32), tf_out), "NumPy convolution differs from tf.nn.conv2d"
-    else:
-        np.testing.assert_allclose(output, tf_out, rtol=1e-5, atol=1e-6, err_msg="NumPy convolution vs tf.nn.conv2d")
     window = xp[i:i + kh, j:j + kw, :]
     channel_sums = np.sum(window.astype(np.float64) * kernel, axis=(0, 1))
     value = float(np.sum(channel_sums))
-    assert value == output[i, j]
     return ConvExample(x=x, x_padded=xp, kernel=kernel, padding=padding, output=output, tf_output=tf_out,
                        position=(i, j), window=window, channel_sums=channel_sums, value=value,
                        tf_value=float(tf_out[i, j]))
@@ -553,14 +585,13 @@ def quantize_weights(weights, bits: int, granularity: str = "scalar") -> WeightQ
     """Quantize ``weights`` with a scale for ``bits`` bits and the nested quantizer's forward pass.
 
     ``s = scale_for_bits(W, granularity, bits)``, ``P_q = integer_values(W, s)``,
-    ``P_rec = nested_quantize(W, s, 0)``; asserts ``P_rec == P_q * s`` exactly (float32).
+    ``P_rec = nested_quantize(W, s, 0)`` (equal to ``P_q * s`` in float32, checked by
+    the tests).
     """
     w = np.asarray(weights, dtype=np.float32)
     scale = scale_for_bits(w, granularity, bits)
     integers = integer_values(w, scale)
     reconstructed = nested_quantize(tf.constant(w), tf.constant(scale), 0.0).numpy()
-    assert np.array_equal(reconstructed, (integers.astype(np.float32) * scale).astype(np.float32)), \
-        "nested_quantize's forward differs from integer_values * scale"
     return WeightQuantization(weights=w, bits=int(bits), granularity=granularity, scale=scale, integers=integers,
                               reconstructed=reconstructed, error=(w - reconstructed).astype(np.float32))
 
@@ -635,14 +666,17 @@ class MinMaxMatmul:
         })
 
 
-def minmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, float, int, float, float]:
+def affine_minmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, float, int, float, float]:
     """Asymmetric min-max quantization of ``x`` to unsigned ``bits``-bit integers.
 
-    :math:`s = (\\max x - \\min x)/(2^b - 1)` (the range is first widened to contain 0), zero point
-    :math:`z = \\operatorname{round}(-\\min x / s)`, :math:`q = \\lfloor x/s + z + 1/2 \\rfloor`
-    clipped to :math:`[0, 2^b - 1]`, so :math:`x \\approx s (q - z)`. This is the rule of
-    ``tf.quantization.fake_quant_with_min_max_vars`` (``narrow_range=False``), and the dequantized
-    values are asserted to equal it.
+    :math:`s = (\\max x - \\min x)/(2^b - 1)` (the range is first widened to contain 0),
+    zero point :math:`z = \\operatorname{round}(-\\min x / s)`,
+    :math:`q = \\lfloor x/s + z + 1/2 \\rfloor` clipped to :math:`[0, 2^b - 1]`, so
+    :math:`x \\approx s (q - z)`. This is the rule of
+    ``tf.quantization.fake_quant_with_min_max_vars`` (``narrow_range=False``); the tests
+    check that the dequantized values equal it. Not
+    :func:`lqs.baselines.minmax_quantize`, which is symmetric (signed integers, no zero
+    point).
 
     Returns:
         ``(q, s, z, x_min, x_max)`` with ``q`` int64.
@@ -658,18 +692,14 @@ def minmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, float, int, float, fl
     nudged_min = np.float32(-zero_point) * scale
     q = np.floor((np.clip(x, nudged_min, nudged_min + q_max * scale) - nudged_min) / scale + np.float32(0.5))
     q = np.clip(q, 0, q_max).astype(np.int64)
-    tf_deq = tf.quantization.fake_quant_with_min_max_vars(
-        tf.constant(x), min=tf.constant(x_min), max=tf.constant(x_max), num_bits=int(bits)).numpy()
-    deq = (scale * (q - zero_point)).astype(np.float32)
-    np.testing.assert_allclose(deq, tf_deq, rtol=0, atol=1e-6 * max(1.0, x_max - x_min),
-                               err_msg="min-max quantization differs from tf.quantization.fake_quant_with_min_max_vars")
     return q, float(scale), zero_point, x_min, x_max
 
 
 def minmax_matmul(x, weights: WeightQuantization, bits: int = 8) -> MinMaxMatmul:
     """Quantize inputs ``x`` (``(n, in)``) min-max to ``bits`` bits and multiply with the quantized weights.
 
-    Asserts that the rescaled integer product equals ``x_deq @ P_rec`` (float64, up to rounding).
+    The rescaled integer product equals ``x_deq @ P_rec`` up to rounding (checked by the
+    tests).
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
@@ -678,14 +708,13 @@ def minmax_matmul(x, weights: WeightQuantization, bits: int = 8) -> MinMaxMatmul
         raise ValueError(f"x has {x.shape[1]} features but the weight matrix {weights.weights.shape[0]} rows")
     if weights.scale.size != 1:
         raise ValueError("minmax_matmul rescales with one weight scale: quantize the weights at 'scalar' granularity")
-    q, s_x, z, x_min, x_max = minmax_quantize(x, bits)
+    q, s_x, z, x_min, x_max = affine_minmax_quantize(x, bits)
     tf_deq = tf.quantization.fake_quant_with_min_max_vars(
         tf.constant(x), min=tf.constant(x_min), max=tf.constant(x_max), num_bits=int(bits)).numpy()
     s_w = float(weights.scale.ravel()[0])
     acc = (q - z) @ weights.integers
     y_deq = acc.astype(np.float64) * s_x * s_w
     x_deq = (s_x * (q - z)).astype(np.float64)
-    np.testing.assert_allclose(y_deq, x_deq @ weights.reconstructed.astype(np.float64), rtol=1e-5, atol=1e-6)
     y_float = x.astype(np.float64) @ weights.weights.astype(np.float64)
     return MinMaxMatmul(x=x, bits=int(bits), x_min=x_min, x_max=x_max, x_scale=s_x, zero_point=z, x_q=q,
                         x_deq=x_deq.astype(np.float32), tf_x_deq=tf_deq, weights=weights, accumulator=acc,
@@ -748,13 +777,12 @@ def group_ids(param_shape: Sequence[int], granularity: str) -> np.ndarray:
 def quantizer_scale_shape(granularity: str, param_shape: Sequence[int]) -> tuple[int, ...]:
     """Shape of the ``scale`` variable a :class:`lqs.quantizers.NestedQuantizer` builds for ``param_shape``.
 
-    Asserts that it equals :func:`lqs.quantizers.scale_shape` (the figure is drawn from that).
+    The figures are drawn from :func:`lqs.quantizers.scale_shape`; the tests check that
+    the two agree for every granularity.
     """
     quantizer = NestedQuantizer(granularity)
     quantizer.build(tuple(int(d) for d in param_shape))
-    shape = tuple(int(d) for d in quantizer.scale.shape)
-    assert shape == scale_shape(granularity, param_shape), (shape, scale_shape(granularity, param_shape))
-    return shape
+    return tuple(int(d) for d in quantizer.scale.shape)
 
 
 def granularity_table(param_shape: Sequence[int], granularities: Sequence[str] | None = None) -> pd.DataFrame:
@@ -802,7 +830,7 @@ def draw_conv_granularities(kernel_shape: Sequence[int] = (3, 3, 3, 4), *,
     figsize = figsize or (10.0, 6.3)
     fig, axes = plt.subplots(2, 3, figsize=figsize)
     table = granularity_table(shape)
-    for ax, g in zip(axes.ravel(), GRANULARITIES):
+    for ax, g in zip(axes.ravel(), GRANULARITIES, strict=False):
         ids = group_ids(shape, g)
         n_groups = int(ids.max()) + 1
         colours = _group_colours(n_groups)
@@ -849,12 +877,11 @@ def draw_dense_granularities(in_features: int = 6, units: int = 4, *,
     ``s`` beside it (right of the rows, above the columns, or one cell).
     """
     fig, axes = plt.subplots(1, 3, figsize=figsize)
-    for ax, g in zip(axes, ("scalar", "row", "column")):
+    for ax, g in zip(axes, ("scalar", "row", "column"), strict=True):
         q = QDense(units, kernel_granularity=g)
         q.build((None, in_features))
         kshape = tuple(int(d) for d in q.kernel.shape)
         sshape = tuple(int(d) for d in q.kernel_quantizer.scale.shape)
-        assert sshape == scale_shape(g, kshape)
         ids = group_ids(kshape, g)
         n = int(ids.max()) + 1
         colours = _group_colours(n)
@@ -900,10 +927,10 @@ def describe_nested_conv(
 ) -> dict[str, Any]:
     """Build a plain ``keras.layers.Conv2D`` and an :class:`~lqs.layers.QConv2D` and read their shapes.
 
-    Both are called on a seeded input batch of ``input_shape``; returns a dict with the shapes of
-    input, kernel, bias, output, the quantizers' scale shapes and granularities, the threshold and
-    the (float32) number of quantized-layer weights. Asserts that the QConv2D kernel and output
-    shapes equal the plain layer's.
+    Both are called on a seeded input batch of ``input_shape``; returns a dict with the
+    shapes of input, kernel, bias, output, the quantizers' scale shapes and
+    granularities, the threshold and the (float32) number of quantized-layer weights
+    (the tests check that the QConv2D kernel and output shapes equal the plain layer's).
     """
     keras.utils.set_random_seed(seed)
     x = np.random.default_rng(seed).normal(size=(1, *input_shape)).astype(np.float32)
@@ -912,8 +939,6 @@ def describe_nested_conv(
     qlayer = QConv2D(filters, kernel_size, padding="same", activation="relu", kernel_granularity=kernel_granularity,
                      bias_granularity=bias_granularity, threshold=threshold)
     y_q = qlayer(x)
-    assert tuple(plain.kernel.shape) == tuple(qlayer.kernel.shape)
-    assert tuple(y_plain.shape) == tuple(y_q.shape)
     kq, bq = qlayer.kernel_quantizer, qlayer.bias_quantizer
     return {
         "input_shape": (None, *[int(d) for d in input_shape]),
@@ -926,6 +951,7 @@ def describe_nested_conv(
         "bias_granularity": bq.granularity if bq is not None else None,
         "threshold": kq.threshold,
         "activation": "relu",
+        "plain_output_shape": (None, *[int(d) for d in y_plain.shape[1:]]),
         "plain_weights": [tuple(int(d) for d in w.shape) for w in plain.weights],
         "qconv_weights": {w.path: tuple(int(d) for d in w.shape) for w in qlayer.weights},
     }
@@ -957,7 +983,7 @@ def draw_nested_conv(desc: dict[str, Any], *, figsize: tuple[float, float] = (10
     fig, axes = plt.subplots(1, 2, figsize=figsize, gridspec_kw={"width_ratios": [8.4, 12.6]})
     kshape, bshape = desc["kernel_shape"], desc["bias_shape"]
     lam = desc["threshold"]
-    for ax, nested in zip(axes, (False, True)):
+    for ax, nested in zip(axes, (False, True), strict=True):
         ax.set_xlim(0, 12.6 if nested else 8.4)
         ax.set_ylim(0.2, 12.0)
         ax.set_axis_off()
@@ -1118,8 +1144,9 @@ def synthetic_images(n: int, *, seed: int = 0, shape: Sequence[int] = (28, 28, 1
 def load_images(dataset: str, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """``(x, y, label)``: ``n`` training images of ``dataset`` and the name to print in captions.
 
-    ``"synthetic"`` draws :func:`synthetic_images` (label "synthetic (seeded prototypes + noise)");
-    any other name goes through :func:`companion.data.load_with_info` (a stratified subset of ``n``), whose
+    ``"synthetic"`` draws :func:`synthetic_images` (label "synthetic (seeded prototypes
+    + noise)"); any other name goes through
+    :func:`companion.data.loaders.load_with_info` (a stratified subset of ``n``), whose
     errors (missing files) are raised, never replaced by synthetic data.
     """
     if dataset == "synthetic":
@@ -1146,9 +1173,15 @@ def train_qdense_mlp(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train Flatten -> QDense(hidden, relu) -> QDense(classes, softmax) with nested quantizers.
 
-    Kernels at ``granularity``, biases ``"scalar"``; Adam, sparse categorical cross-entropy.
-    ``run_eagerly`` skips graph tracing (faster for a handful of steps, e.g. in tests).
+    Kernels at ``granularity``, biases ``"scalar"``; Adam, sparse categorical
+    cross-entropy. ``run_eagerly`` skips graph tracing (faster for a handful of steps,
+    e.g. in tests).
     Returns the model and the Keras history dict.
+
+    Not :func:`companion.engine.experiment.run`: the engine's MLP is the thesis network
+    (128 hidden units) on the named datasets, while the ratio figure uses a small
+    ``hidden`` layer that the smoke profile trains on :func:`synthetic_images`; Keras
+    ``fit`` is the whole loop.
     """
     keras.utils.set_random_seed(seed)
     classes = int(np.max(y)) + 1
@@ -1194,10 +1227,12 @@ class LayerRatios:
 def layer_ratios(model: keras.Model, x: np.ndarray, y: np.ndarray, layer_index: int = 0) -> LayerRatios:
     """Ratios :math:`r = |G|/|P_{rec}|` of the kernel of the ``layer_index``-th QDense layer on ``(x, y)``.
 
-    The loss is the mean sparse categorical cross-entropy of the model on the batch. ``G`` is read as
-    the kernel's gradient (the nested quantizer passes ``G`` straight through); the scale gradient
-    that TensorFlow computes through :func:`lqs.quantizers.nested_quantize` is asserted to equal the
-    NumPy votes of :func:`votes` aggregated by :func:`scale_gradient_numpy` (``allclose``, rtol 1e-4).
+    The loss is the mean sparse categorical cross-entropy of the model on the batch.
+    ``G`` is read as the kernel's gradient (the nested quantizer passes ``G`` straight
+    through); the scale gradient that TensorFlow computes through
+    :func:`lqs.quantizers.nested_quantize` (``d_scale_tf``) is returned beside the NumPy
+    votes of :func:`votes` aggregated by :func:`scale_gradient_numpy`
+    (``d_scale_numpy``); the tests check that they agree (``allclose``, rtol 1e-4).
     """
     qlayers = [layer for layer in model.layers if isinstance(layer, QDense)]
     if not 0 <= layer_index < len(qlayers):
@@ -1219,8 +1254,6 @@ def layer_ratios(model: keras.Model, x: np.ndarray, y: np.ndarray, layer_index: 
     vote = votes(ratio, quantizer.threshold, group, all_above_vote=quantizer.all_above_vote)
     d_numpy = scale_gradient_numpy(p_q, vote, scale.shape, quantizer.aggregate)
     d_tf = g_scale.numpy()
-    np.testing.assert_allclose(d_numpy, d_tf, rtol=1e-4, atol=1e-12,
-                               err_msg="NumPy scale gradient differs from nested_quantize's gradient")
     return LayerRatios(layer=layer.name, granularity=quantizer.granularity, threshold=quantizer.threshold,
                        upstream=upstream, p_q=p_q, p_rec=p_rec, scale=scale, ratio=ratio, group=group,
                        d_scale_numpy=d_numpy, d_scale_tf=d_tf, extra={"loss": float(loss)})
@@ -1253,6 +1286,23 @@ def vote_stats(ratio: np.ndarray, group: np.ndarray, lambdas: Sequence[float]) -
             "ratio_zero_fraction": float(np.mean(r == 0)),
         })
     return pd.DataFrame(rows)
+
+
+def ratio_stats(ratios: LayerRatios, lambdas: Sequence[float], *, dataset: str,
+                trained_threshold: float, epochs: int, seed: int) -> pd.DataFrame:
+    """:func:`vote_stats` of a trained layer, with provenance (``ratio_stats.csv``).
+
+    ``dataset``, ``layer`` and ``granularity`` come first; the threshold the layer was
+    trained with, the epochs and the seed last.
+    """
+    stats = vote_stats(ratios.ratio, ratios.group, lambdas)
+    stats.insert(0, "dataset", dataset)
+    stats.insert(1, "layer", ratios.layer)
+    stats.insert(2, "granularity", ratios.granularity)
+    stats["trained_threshold"] = trained_threshold
+    stats["epochs"] = epochs
+    stats["seed"] = seed
+    return stats
 
 
 def draw_ratio_histogram(lr_: LayerRatios, lambdas: Sequence[float], *, bins: int = 60,
@@ -1314,16 +1364,24 @@ class WorkedExample:
     """One scale update of the nested quantizer, by hand (NumPy) and by the library.
 
     Attributes:
-        p, upstream: the parameter vector ``P`` and the upstream gradient ``G = dL/dP_rec``.
-        threshold, scale, lr: :math:`\\lambda`, the scalar scale ``s`` and the SGD learning rate.
+        p, upstream: the parameter vector ``P`` and the upstream gradient
+            ``G = dL/dP_rec``.
+        threshold, scale, lr: :math:`\\lambda`, the scalar scale ``s`` and the SGD
+            learning rate.
         p_q, p_rec, ratio, vote: per element, NumPy.
         all_above: whether the all-above rule fired (every element had ``r >= λ``).
-        m, mean_vote, d_scale: ``max|P_q|``, the mean vote and ``dL/ds = m * mean_vote`` (NumPy).
+        m, mean_vote, d_scale: ``max|P_q|``, the mean vote and ``dL/ds = m * mean_vote``
+            (NumPy).
         new_scale: ``max(s - lr * dL/ds, min_scale)`` (NumPy).
-        d_scale_tf, d_p_tf: the gradients :func:`lqs.quantizers.nested_quantize` returns.
+        d_scale_tf, d_p_tf: the gradients :func:`lqs.quantizers.nested_quantize`
+            returns.
         new_scale_keras: the scale after one ``keras.optimizers.SGD`` step on a
-            :class:`~lqs.quantizers.NestedQuantizer` (its ``MinValue`` constraint applied).
-        d_scale_zero_vote: ``dL/ds`` under the text's rule (``all_above_vote=False``), NumPy.
+            :class:`~lqs.quantizers.NestedQuantizer` (its ``MinValue`` constraint
+            applied).
+        d_scale_zero_vote: ``dL/ds`` under the text's rule (``all_above_vote=False``),
+            NumPy.
+        exact: whether ``d_scale`` equals ``d_scale_tf`` bit for bit.
+        p_rec_tf: the forward pass of the library's quantizer (equal to ``p_rec``).
     """
 
     p: np.ndarray
@@ -1345,19 +1403,21 @@ class WorkedExample:
     new_scale_keras: float
     d_scale_zero_vote: float
     exact: bool
+    p_rec_tf: np.ndarray | None = None
 
 
 def worked_example(p: Sequence[float], upstream: Sequence[float], threshold: float, scale: float,
                    lr: float) -> WorkedExample:
     """Compute one scale update by hand (NumPy, float32) and check it against the library.
 
-    By hand: ``P_q = floor(P/s)``, ``P_rec = P_q s``, ``r = |G|/|P_rec|`` (eps where ``P_rec = 0``),
-    votes :func:`votes` (all-above rule on: one scalar group), ``m = max|P_q|``,
-    ``dL/ds = m * mean(g)``, ``s' = max(s - lr * dL/ds, MIN_SCALE)``.
-    Library: a :class:`~lqs.quantizers.NestedQuantizer` (``"scalar"``, ``threshold``) with scale
-    ``s``, the loss ``sum(G * P_rec)`` (so ``dL/dP_rec = G``), its gradients, and one Keras SGD step.
-    Asserts ``dL/dP == G`` exactly, ``dL/ds`` equal within 1 ulp-scale tolerance (rtol 1e-6) and the
-    new scales equal (rtol 1e-6); ``exact`` says whether ``dL/ds`` matched bit for bit.
+    By hand: ``P_q = floor(P/s)``, ``P_rec = P_q s``, ``r = |G|/|P_rec|`` (eps where
+    ``P_rec = 0``), votes :func:`votes` (all-above rule on: one scalar group),
+    ``m = max|P_q|``, ``dL/ds = m * mean(g)``, ``s' = max(s - lr * dL/ds, MIN_SCALE)``.
+    Library: a :class:`~lqs.quantizers.NestedQuantizer` (``"scalar"``, ``threshold``)
+    with scale ``s``, the loss ``sum(G * P_rec)`` (so ``dL/dP_rec = G``), its gradients,
+    and one Keras SGD step. Both results are returned (the tests check ``dL/dP == G``
+    exactly, ``dL/ds`` and the new scales equal within rtol 1e-6); ``exact`` says
+    whether ``dL/ds`` matched bit for bit.
     """
     p = np.asarray(p, dtype=np.float32)
     g_up = np.asarray(upstream, dtype=np.float32)
@@ -1386,18 +1446,15 @@ def worked_example(p: Sequence[float], upstream: Sequence[float], threshold: flo
         p_rec_tf = quantizer(p_var)
         loss = tf.reduce_sum(tf.constant(g_up) * p_rec_tf)
     d_p_tf, d_s_tf = tape.gradient(loss, [p_var, quantizer.scale])
-    assert np.array_equal(p_rec_tf.numpy(), p_rec), "forward P_rec differs from floor(P/s)*s"
-    assert np.array_equal(d_p_tf.numpy(), g_up), "dL/dP must be G (straight through)"
     d_s_tf = float(d_s_tf.numpy()[0])
-    np.testing.assert_allclose(d_scale, d_s_tf, rtol=1e-6, err_msg="dL/ds by hand differs from nested_quantize's")
     optimizer = keras.optimizers.SGD(learning_rate=lr)
     optimizer.apply_gradients([(tf.constant([d_s_tf], dtype=tf.float32), quantizer.scale)])
     new_keras = float(quantizer.scale.numpy()[0])
-    np.testing.assert_allclose(new_scale, new_keras, rtol=1e-6, err_msg="new scale by hand differs from Keras SGD")
     return WorkedExample(p=p, upstream=g_up, threshold=float(threshold), scale=float(s), lr=float(lr), p_q=p_q,
                          p_rec=p_rec, ratio=ratio, vote=vote, all_above=all_above, m=float(m),
                          mean_vote=float(mean_vote), d_scale=float(d_scale), new_scale=new_scale, d_scale_tf=d_s_tf,
                          d_p_tf=d_p_tf.numpy(), new_scale_keras=new_keras, d_scale_zero_vote=d_zero,
+                         p_rec_tf=p_rec_tf.numpy(),
                          exact=bool(np.float32(d_scale) == np.float32(d_s_tf)))
 
 
@@ -1469,7 +1526,7 @@ def draw_worked_example(ex: WorkedExample, *, figsize: tuple[float, float] = (10
     for i in idx[~below]:
         axes[0].text(i, 0.02, "0", ha="center", va="bottom", fontsize=ANNOTATION_SIZE, color="0.35")
     axes[0].set_ylim(-1.05, 0.12)
-    axes[0].set_xticks(idx, [f"{i}\nr={_short(r)}" for i, r in zip(idx, ex.ratio)], fontsize=8)
+    axes[0].set_xticks(idx, [f"{i}\nr={_short(r)}" for i, r in zip(idx, ex.ratio, strict=True)], fontsize=8)
     axes[0].set_xlabel("element i and its ratio r")
     axes[0].set_ylabel("vote g")
     axes[0].set_title(f"votes at \u03bb = {ex.threshold:g} (grey: r \u2265 \u03bb)", fontsize=ANNOTATION_SIZE + 1)
@@ -1484,7 +1541,7 @@ def draw_worked_example(ex: WorkedExample, *, figsize: tuple[float, float] = (10
                         label="P" if y == 1.0 else None)
         axes[1].scatter(rec, np.full_like(rec, y), marker="D", color=PALETTE[1], s=30, zorder=3,
                         label="P_rec = \u230aP/s\u230bs" if y == 1.0 else None)
-        for a, b in zip(ex.p, rec):
+        for a, b in zip(ex.p, rec, strict=True):
             axes[1].plot([a, b], [y + 0.3, y], color="0.6", lw=0.8)
         axes[1].text(lo, y - 0.32, label, fontsize=ANNOTATION_SIZE, va="center")
     axes[1].set_yticks([1.0, 0.0], ["before", "after 1 step"])
@@ -1498,3 +1555,70 @@ def draw_worked_example(ex: WorkedExample, *, figsize: tuple[float, float] = (10
         ax.tick_params(labelsize=ANNOTATION_SIZE)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# checks the background notebook records (figure_checks.csv): what is drawn = the
+# library
+
+
+#: a recorded check passes when value and reference agree to this (absolute)
+CHECK_ATOL = 1e-6
+
+
+def _check(figure: str, quantity: str, value: float, reference: float) -> dict[str, Any]:
+    return {"figure": figure, "quantity": quantity, "value": float(value),
+            "reference": float(reference)}
+
+
+def mlp_check(model: keras.Model, edges: pd.DataFrame) -> dict[str, Any]:
+    """Fig. 2.1: largest difference between the drawn edge weights and the kernels."""
+    drawn = np.concatenate([layer.kernel.numpy().ravel() for layer in _dense_layers(model)])
+    diff = np.max(np.abs(edges["weight"].to_numpy() - drawn))
+    return _check("fig2_1_mlp", "edge weights = model kernels (max abs diff)", diff, 0.0)
+
+
+def conv_check(figure: str, ex: ConvExample) -> dict[str, Any]:
+    """Figs. 2.2/2.3: the worked-out output value (NumPy) against ``tf.nn.conv2d``'s."""
+    quantity = f"output{tuple(ex.position)} (NumPy vs tf.nn.conv2d)"
+    return _check(figure, quantity, ex.value, ex.tf_value)
+
+
+def weight_check(wq: WeightQuantization) -> dict[str, Any]:
+    """Fig. 2.4: entries where the drawn integers differ from ``integer_values``."""
+    mismatches = np.sum(wq.integers != integer_values(wq.weights, wq.scale))
+    return _check("fig2_4_weight_quantization", "integers = integer_values (mismatches)",
+                  mismatches, 0.0)
+
+
+def minmax_check(mm: MinMaxMatmul) -> dict[str, Any]:
+    """Fig. 2.5: the dequantized inputs against ``fake_quant_with_min_max_vars``."""
+    diff = np.max(np.abs(mm.x_deq - mm.tf_x_deq))
+    return _check("fig2_5_minmax_matmul", "dequantized x vs tf fake_quant (max abs diff)",
+                  diff, 0.0)
+
+
+def granularity_checks(kernel_shape: Sequence[int],
+                       granularities: Sequence[str]) -> list[dict[str, Any]]:
+    """Fig. 2.6: per granularity, scale groups drawn against the scales built."""
+    rows = []
+    for g in granularities:
+        drawn = np.unique(group_ids(kernel_shape, g)).size
+        built = np.prod(quantizer_scale_shape(g, kernel_shape))
+        rows.append(_check("fig2_6_conv_granularities", f"{g}: groups drawn = scales built",
+                           drawn, built))
+    return rows
+
+
+def check_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The checks with an ``equal`` column (:data:`CHECK_ATOL`); raises if any fails.
+
+    Raises:
+        ValueError: naming the checks whose value differs from the reference.
+    """
+    table = pd.DataFrame(list(rows))
+    table["equal"] = np.isclose(table["value"], table["reference"], rtol=0, atol=CHECK_ATOL)
+    failed = table[~table["equal"]]
+    if len(failed):
+        raise ValueError(f"figures differ from the library:\n{failed.to_string(index=False)}")
+    return table

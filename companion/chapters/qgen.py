@@ -34,13 +34,19 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
+from companion.chapters import corruptions
+from companion.chapters.analysis import fmt_pm
+from companion.chapters.style import PALETTE, caption
+from companion.engine import experiment
+from lqs import generalization
 from lqs.fileio import atomic_write
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "model_colors",
     "study_configs",
     "check_parts",
+    "train_study",
     "annotate_runs",
     "cached_frame",
     "measure_runs",
@@ -69,6 +76,13 @@ __all__ = [
     "claims_detail",
     "claims_markdown",
     "gap_markdown",
+    "case_settings",
+    "data_status_markdown",
+    "not_run_notes",
+    "setup_markdown",
+    "CaptionContext",
+    "flatness_label",
+    "figure_caption",
     "format_mean_std",
     "case_title",
     "plot_gap",
@@ -196,16 +210,12 @@ def model_colors(keys: Iterable[str]) -> dict[str, Any]:
     FP32 is black; fixed-bit models follow a sequential palette (darker = fewer bits); LSQ and
     the nested quantizer take distinct colours of :data:`companion.chapters.style.PALETTE`.
     """
-    import seaborn as sns
-
-    from companion.chapters.style import PALETTE
-
     keys = model_order(keys)
     fixed = [k for k in keys if k.startswith("fixed_bits_")]
     ramp = sns.color_palette("flare", max(len(fixed), 2))
     ramp = ramp[: len(fixed)] if len(fixed) > 1 else [ramp[-1]]
     colors: dict[str, Any] = {"fp32": (0.1, 0.1, 0.1)}
-    colors.update(dict(zip(fixed, ramp)))
+    colors.update(dict(zip(fixed, ramp, strict=False)))
     others = [k for k in keys if k not in colors]
     spare = [PALETTE[i] for i in (0, 2, 4, 8, 9, 7)]
     colors.update({k: spare[i % len(spare)] for i, k in enumerate(others)})
@@ -261,13 +271,15 @@ def check_parts(requests: Mapping[str, str], *, strict: bool = False,
                 available: Callable[[Sequence[str]], pd.DataFrame] | None = None) -> pd.DataFrame:
     """Which parts of the study can run: one row per ``case -> dataset`` request.
 
-    A part whose dataset is absent is marked ``run = False`` with a ``note`` "not run: <dataset>
-    missing (<files>); fix: <command>". Nothing is substituted.
+    A part whose dataset is absent is marked ``run = False`` with a ``note`` "not run:
+    <dataset> missing (<files>); fix: <command>". Nothing is substituted.
 
     Arguments:
         requests: ``{case: dataset}``, e.g. ``{"mlp": "mnist", "cnn": "cifar10"}``.
-        strict: raise ``FileNotFoundError`` instead of skipping a part whose data is missing.
-        available: the availability function (default :func:`companion.data.available`; tests pass a stub).
+        strict: raise ``FileNotFoundError`` instead of skipping a part whose data is
+            missing.
+        available: the availability function (default
+            :func:`companion.data.loaders.available`; tests pass a stub).
 
     Returns
         DataFrame with columns ``case``, ``dataset``, ``run``, ``label``, ``note``.
@@ -288,12 +300,36 @@ def check_parts(requests: Mapping[str, str], *, strict: bool = False,
     return pd.DataFrame(rows, columns=["case", "dataset", "run", "label", "note"])
 
 
+def train_study(parts: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]], *,
+                bits: Sequence[int], extra_models: Sequence[str], lsq_bits: int, lr: float,
+                kernel_granularity: str) -> dict[str, pd.DataFrame]:
+    """Train (or reuse from the store) every model of the parts that run.
+
+    ``parts`` is :func:`check_parts`' table; ``settings`` the training settings per part
+    (``dataset``, ``seeds``, ``train_limit``, ``test_limit``, ``epochs``,
+    ``batch_size``).
+    Returns ``{case: runs}`` annotated by :func:`annotate_runs`, in the order of
+    ``parts``.
+    """
+    runs_by_case = {}
+    for case in parts.loc[parts["run"].astype(bool), "case"]:
+        s = settings[case]
+        configs = study_configs(
+            case, s["dataset"], bits=bits, seeds=s["seeds"], extra_models=extra_models,
+            lsq_bits=lsq_bits, train_limit=s["train_limit"], test_limit=s["test_limit"],
+            epochs=s["epochs"], lr=lr, batch_size=s["batch_size"],
+            kernel_granularity=kernel_granularity)
+        records = experiment.sweep(configs, desc=f"generalization {case}")
+        runs_by_case[case] = annotate_runs(records, case)
+    return runs_by_case
+
+
 def annotate_runs(records: pd.DataFrame, case: str) -> pd.DataFrame:
     """Add the identification columns (``case``, ``model``, ``label``) to sweep records."""
     out = records.copy()
     out.insert(0, "case", case)
-    out["model"] = [model_key(f, b) for f, b in zip(out["flavour"], out["bits"])]
-    out["label"] = [model_label(f, b) for f, b in zip(out["flavour"], out["bits"])]
+    out["model"] = [model_key(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)]
+    out["label"] = [model_label(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)]
     return out
 
 
@@ -428,74 +464,104 @@ def _release() -> None:
     gc.collect()
 
 
+def _gap_table(model: Any, ids: Mapping[str, Any], train: tuple[np.ndarray, np.ndarray],
+               test: tuple[np.ndarray, np.ndarray], s: MeasureSettings) -> pd.DataFrame:
+    """One row: :func:`lqs.generalization.generalization_gap` on the run's own data."""
+    g = generalization.generalization_gap(model, train, test, batch_size=s.batch_size)
+    return pd.DataFrame([{**ids, "n_train": len(train[1]), "n_test": len(test[1]), **g}])
+
+
+def _sharpness_table(model: Any, ids: Mapping[str, Any], x_m: np.ndarray, y_m: np.ndarray,
+                     s: MeasureSettings) -> pd.DataFrame:
+    """Two rows: average-case (Gaussian) and worst-case adaptive sharpness."""
+    bs = s.batch_size
+    avg = generalization.adaptive_sharpness(
+        model, x_m, y_m, rho=s.rho_average, n_samples=s.sharpness_samples, mode="average",
+        noise="gaussian", seed=s.seed, batch_size=bs)
+    worst = generalization.adaptive_sharpness(
+        model, x_m, y_m, rho=s.rho_worst, n_samples=s.worst_restarts, mode="worst",
+        n_steps=s.worst_steps, seed=s.seed, batch_size=bs)
+    rows = []
+    for r in (avg, worst):
+        rows.append({**ids, "mode": r["mode"], "rho": r["rho"], "value": r["value"],
+                     "stderr": r.get("stderr", math.nan), "noise": r.get("noise", "ball"),
+                     "n_samples": r["n_samples"], "n_steps": r.get("n_steps", 0),
+                     "base_loss": r["base_loss"], "n_parameters": r["n_parameters"],
+                     "n_examples": len(y_m)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _flatness_table(model: Any, ids: Mapping[str, Any], x_m: np.ndarray, y_m: np.ndarray,
+                    s: MeasureSettings) -> pd.DataFrame:
+    """One row: the magnitude-aware PAC-Bayes noise level of the model."""
+    r = generalization.pac_bayes_flatness(
+        model, x_m, y_m, tolerance=s.flatness_tolerance, sigma_max=s.flatness_sigma_max,
+        n_samples=s.flatness_samples, iters=s.flatness_iters, relative=True, seed=s.seed,
+        criterion=s.flatness_criterion, eps=s.flatness_eps, batch_size=s.batch_size)
+    return pd.DataFrame([{**ids, **r, "n_examples": len(y_m)}])
+
+
+def _with_ids(table: pd.DataFrame, ids: Mapping[str, Any]) -> pd.DataFrame:
+    """``table`` with the identification columns ``ids`` inserted first."""
+    for k in reversed(list(ids)):
+        table.insert(0, k, ids[k])
+    return table
+
+
+def _bin_width_table(model: Any, ids: Mapping[str, Any]) -> pd.DataFrame:
+    """Per quantized parameter: :func:`lqs.generalization.bin_widths` (FP32: none)."""
+    bw = pd.DataFrame(generalization.bin_widths(model), columns=list(generalization.BIN_WIDTH_COLUMNS))
+    bw.insert(0, "layer_index", range(len(bw)))
+    return _with_ids(bw, ids)
+
+
+def _robustness_table(model: Any, ids: Mapping[str, Any], x_r: np.ndarray, y_r: np.ndarray,
+                      s: MeasureSettings) -> pd.DataFrame:
+    """Accuracy per corruption and severity on the robustness subset.
+
+    :func:`~companion.chapters.corruptions.robustness_table` with the settings ``s``.
+    """
+    table = corruptions.robustness_table(model, x_r, y_r, severities=s.severities,
+                                         corruptions=s.corruptions, batch_size=s.batch_size,
+                                         seed=s.seed)
+    table = _with_ids(table, ids)
+    table["n_examples"] = len(y_r)
+    return table
+
+
+#: the settings each measure depends on (its cache key, besides the run's config hash)
+_MEASURE_KEYS: dict[str, tuple[str, ...]] = {
+    "gap": ("batch_size",),
+    "sharpness": ("measure_samples", "rho_average", "rho_worst", "sharpness_samples",
+                  "worst_restarts", "worst_steps", "seed", "batch_size"),
+    "flatness": ("measure_samples", "flatness_criterion", "flatness_tolerance",
+                 "flatness_samples", "flatness_iters", "flatness_sigma_max", "flatness_eps",
+                 "seed", "batch_size"),
+    "bin_widths": (),
+    "robustness": ("robustness_samples", "corruptions", "severities", "seed", "batch_size"),
+}
+
+
 def _measure_one(model: Any, run: Mapping[str, Any], data: _DataCache, s: MeasureSettings,
                  cache_dir: Path | None) -> dict[str, pd.DataFrame]:
-    from lqs import generalization
-    from companion.chapters import corruptions
-
+    """Every measure of one trained model, each cached per run and settings."""
     ids = _ids(run)
-    (x_tr, y_tr), (x_te, y_te) = data.run_data(run)
-    x_m, y_m = _subset(x_tr, y_tr, s.measure_samples, s.seed)
-    x_r, y_r = _subset(x_te, y_te, s.robustness_samples, s.seed)
-    h = run["config_hash"]
-    bs = s.batch_size
-
-    def gap() -> pd.DataFrame:
-        g = generalization.generalization_gap(model, (x_tr, y_tr), (x_te, y_te), batch_size=bs)
-        return pd.DataFrame([{**ids, "n_train": len(y_tr), "n_test": len(y_te), **g}])
-
-    def sharpness() -> pd.DataFrame:
-        rows = []
-        avg = generalization.adaptive_sharpness(
-            model, x_m, y_m, rho=s.rho_average, n_samples=s.sharpness_samples, mode="average",
-            noise="gaussian", seed=s.seed, batch_size=bs)
-        worst = generalization.adaptive_sharpness(
-            model, x_m, y_m, rho=s.rho_worst, n_samples=s.worst_restarts, mode="worst",
-            n_steps=s.worst_steps, seed=s.seed, batch_size=bs)
-        for r in (avg, worst):
-            rows.append({**ids, "mode": r["mode"], "rho": r["rho"], "value": r["value"],
-                         "stderr": r.get("stderr", math.nan), "noise": r.get("noise", "ball"),
-                         "n_samples": r["n_samples"], "n_steps": r.get("n_steps", 0),
-                         "base_loss": r["base_loss"], "n_parameters": r["n_parameters"],
-                         "n_examples": len(y_m)})  # fmt: skip
-        return pd.DataFrame(rows)
-
-    def flatness() -> pd.DataFrame:
-        r = generalization.pac_bayes_flatness(
-            model, x_m, y_m, tolerance=s.flatness_tolerance, sigma_max=s.flatness_sigma_max,
-            n_samples=s.flatness_samples, iters=s.flatness_iters, relative=True, seed=s.seed,
-            criterion=s.flatness_criterion, eps=s.flatness_eps, batch_size=bs)
-        return pd.DataFrame([{**ids, **r, "n_examples": len(y_m)}])
-
-    def bins() -> pd.DataFrame:
-        bw = generalization.bin_widths(model).reset_index(drop=True)
-        bw.insert(0, "layer_index", range(len(bw)))
-        for k in reversed(list(ids)):
-            bw.insert(0, k, ids[k])
-        return bw
-
-    def robustness() -> pd.DataFrame:
-        table = corruptions.robustness_table(model, x_r, y_r, severities=s.severities,
-                                             corruptions=s.corruptions, batch_size=bs, seed=s.seed)
-        for k in reversed(list(ids)):
-            table.insert(0, k, ids[k])
-        table["n_examples"] = len(y_r)
-        return table
-
-    settings = s.to_dict()
-    key_common = {"config_hash": h}
-    return {
-        "gap": cached_frame(cache_dir, "gap", {**key_common, "batch_size": bs}, gap),
-        "sharpness": cached_frame(cache_dir, "sharpness", {**key_common, **{k: settings[k] for k in (
-            "measure_samples", "rho_average", "rho_worst", "sharpness_samples", "worst_restarts",
-            "worst_steps", "seed", "batch_size")}}, sharpness),
-        "flatness": cached_frame(cache_dir, "flatness", {**key_common, **{k: settings[k] for k in (
-            "measure_samples", "flatness_criterion", "flatness_tolerance", "flatness_samples", "flatness_iters",
-            "flatness_sigma_max", "flatness_eps", "seed", "batch_size")}}, flatness),
-        "bin_widths": cached_frame(cache_dir, "bin_widths", key_common, bins),
-        "robustness": cached_frame(cache_dir, "robustness", {**key_common, **{k: settings[k] for k in (
-            "robustness_samples", "corruptions", "severities", "seed", "batch_size")}}, robustness),
+    train, test = data.run_data(run)
+    x_m, y_m = _subset(*train, s.measure_samples, s.seed)
+    x_r, y_r = _subset(*test, s.robustness_samples, s.seed)
+    compute = {
+        "gap": lambda: _gap_table(model, ids, train, test, s),
+        "sharpness": lambda: _sharpness_table(model, ids, x_m, y_m, s),
+        "flatness": lambda: _flatness_table(model, ids, x_m, y_m, s),
+        "bin_widths": lambda: _bin_width_table(model, ids),
+        "robustness": lambda: _robustness_table(model, ids, x_r, y_r, s),
     }
+    settings = s.to_dict()
+    tables = {}
+    for name, keys in _MEASURE_KEYS.items():
+        key = {"config_hash": run["config_hash"], **{k: settings[k] for k in keys}}
+        tables[name] = cached_frame(cache_dir, name, key, compute[name])
+    return tables
 
 
 MEASURE_TABLES: tuple[str, ...] = ("gap", "sharpness", "flatness", "bin_widths", "robustness")
@@ -561,8 +627,6 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
     """
     from tqdm import tqdm
 
-    from lqs import generalization
-
     if load_model is None:
         from companion.engine.experiment import load_model as load_model  # noqa: PLW0127
     chosen = runs[runs["model"].isin(models) & (runs["seed"] == seed)]
@@ -585,13 +649,13 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
             return holder["model"]
 
         def line() -> pd.DataFrame:
-            df = generalization.loss_landscape_1d(model(), x_l, y_l, alphas_1d, seed=direction_seed,
-                                                  batch_size=batch_size)
+            df = pd.DataFrame(generalization.loss_landscape_1d(
+                model(), x_l, y_l, alphas_1d, seed=direction_seed, batch_size=batch_size))
             return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
 
         def plane() -> pd.DataFrame:
-            df = generalization.loss_landscape_2d(model(), x_l, y_l, grid, grid, seed=direction_seed,
-                                                  batch_size=batch_size)
+            df = pd.DataFrame(generalization.loss_landscape_2d(
+                model(), x_l, y_l, grid, grid, seed=direction_seed, batch_size=batch_size))
             return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
 
         one.append(cached_frame(cache_dir, "landscape_1d", key, line))
@@ -750,8 +814,6 @@ def _scale(metric: str) -> float:
 
 def format_mean_std(mean: float, std: float, n: int, metric: str = "", digits: int | None = None) -> str:
     """``"0.375 ± 0.012"`` (loss-like) or ``"8.1 ± 0.4"`` (percent metrics, in %/pp); ``n = 1``: no ±."""
-    from companion.chapters.analysis import fmt_pm
-
     f = _scale(metric)
     if digits is None:
         digits = 1 if f == 100.0 else 3
@@ -795,7 +857,7 @@ def claims_table(metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, re
     rows = []
     for case, part in metrics.groupby("case", sort=False):
         keys = list(part["model"].unique())
-        labels = dict(zip(part["model"], part["label"]))
+        labels = dict(zip(part["model"], part["label"], strict=True))
         ref = part[part["model"] == reference]
         for spec in claims:
             model = _resolve_model(spec.model, keys)
@@ -900,6 +962,171 @@ def gap_markdown(metrics: pd.DataFrame, dataset_labels: Mapping[str, str], *, pr
     return "\n".join(lines) + "\n"
 
 
+def case_settings(cases: Sequence[str], settings: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, dict[str, Any]]:
+    """The training settings of the requested ``cases`` (parts of the study), in order.
+
+    Raises:
+        ValueError: naming the parameter ``cases``, the unknown case(s) and the allowed
+            ones.
+    """
+    unknown = sorted(set(cases) - set(settings))
+    if unknown:
+        raise ValueError(f"parameter 'cases' has unknown case(s) {unknown}; allowed: "
+                         f"{sorted(settings)}")
+    return {case: dict(settings[case]) for case in cases}
+
+
+def data_status_markdown(parts: pd.DataFrame) -> str:
+    """The ``data_status.md`` snippet: one line per part (:func:`check_parts`)."""
+    lines = [f"- {case_title(r.case)} part (`{r.dataset}`): {r.note}" for r in parts.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def not_run_notes(parts: pd.DataFrame) -> list[str]:
+    """``"<part> part: not run: ..."`` for every part that did not run."""
+    return [f"{case_title(r.case)} part: {r.note}" for r in parts.itertuples() if not r.run]
+
+
+def _case_line(case: str, df: pd.DataFrame, s: Mapping[str, Any], lr: float) -> str:
+    """The setup of one part: data, training, models, time, and FP32's accuracy."""
+    fp32 = df[df["model"] == "fp32"]
+    order = {m: i for i, m in enumerate(model_order(df["model"]))}
+    models = df.drop_duplicates("model").sort_values("model", key=lambda k: k.map(order))
+    minutes = df["train_seconds"].sum() / 60
+    return (f"- {case_title(case, df['dataset_label'].iloc[0])}: "
+            f"{int(df['n_train'].iloc[0])} training and {int(df['n_test'].iloc[0])} "
+            f"test images, {s['epochs']} epoch(s), Adam lr {lr:g}, batch "
+            f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}; models "
+            f"{', '.join(models['label'])} ({len(df)} runs, {minutes:.1f} min of "
+            f"training on {df['device'].iloc[0]}); FP32 reaches "
+            f"{100 * fp32['train_accuracy'].mean():.1f} % training and "
+            f"{100 * fp32['test_accuracy'].mean():.1f} % test accuracy (mean over "
+            "seeds).")
+
+
+def _measures_line(m: MeasureSettings, landscape: Mapping[str, Any]) -> str:
+    """The sizes and radii of every measure, and the landscape grids."""
+    n_1d, n_2d, extent = landscape["points_1d"], landscape["points_2d"], landscape["extent"]
+    return (f"- Measures: sharpness and PAC-Bayes flatness on {m.measure_samples} "
+            f"training images per model (ρ_avg = {m.rho_average:g} with "
+            f"{m.sharpness_samples} draws, ρ_worst = {m.rho_worst:g} with "
+            f"{m.worst_restarts} restart(s) × {m.worst_steps} ascent steps, PAC-Bayes "
+            f"{m.flatness_criterion} tolerance {m.flatness_tolerance:g}); robustness "
+            f"on {m.robustness_samples} test images; landscapes on "
+            f"{landscape['samples']} training images, α, β ∈ [−{extent:g}, "
+            f"{extent:g}] with {n_1d} (1-D) and {n_2d}×{n_2d} (2-D) points.")
+
+
+def setup_markdown(runs_by_case: Mapping[str, pd.DataFrame],
+                   settings: Mapping[str, Mapping[str, Any]], *, profile: str, lr: float,
+                   measures: MeasureSettings, landscape: Mapping[str, Any]) -> str:
+    """The ``setup.md`` snippet: one line per part that ran and one for the measures.
+
+    Arguments:
+        runs_by_case: the annotated runs of every part that ran (:func:`annotate_runs`).
+        settings: training settings per part (``epochs``, ``batch_size``, ``seeds``).
+        profile: the profile name; lr: the learning rate of every run.
+        measures: the measure settings; landscape: ``samples``, ``extent``,
+            ``points_1d``, ``points_2d`` of the loss landscapes.
+    """
+    lines = [_case_line(case, df, settings[case], lr) for case, df in runs_by_case.items()]
+    if not lines:
+        lines.append("- No part of the study ran (see the data status).")
+    lines.append(_measures_line(measures, landscape))
+    return f"Setup of this build (profile `{profile}`):\n\n" + "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CaptionContext:
+    """What the chapter's captions name: data, profile, seeds and settings.
+
+    Attributes:
+        dataset: the datasets of the parts that ran (e.g.
+            ``"MLP: MNIST (10k subset)"``).
+        profile, seeds: the profile and the training seeds of the study.
+        measures: the measure settings; landscape: ``samples``, ``extent``,
+            ``points_1d``, ``points_2d`` of the loss landscapes, and ``seed`` (the
+            training seed shown).
+        bits, lsq_bits: the fixed bit widths and LSQ's bit width.
+    """
+
+    dataset: str
+    profile: str
+    seeds: Sequence[int]
+    measures: MeasureSettings
+    landscape: Mapping[str, Any]
+    bits: Sequence[int]
+    lsq_bits: int
+
+
+def flatness_label(m: MeasureSettings) -> str:
+    """The PAC-Bayes criterion in words, e.g. ``"accuracy drop ≤ 0.1"``."""
+    return f"{m.flatness_criterion} drop ≤ {m.flatness_tolerance:g}"
+
+
+def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
+    m, land = c.measures, c.landscape
+    n, e = land["points_2d"], land["extent"]
+    quantization = "quantization and bit width"
+    fixed = ", ".join(map(str, sorted(c.bits, reverse=True)))
+    return {
+        "gap_vs_bits": (
+            "Generalization gap per model: loss gap (test − train loss), accuracy "
+            "gap (train − test accuracy, percentage points) and the training and "
+            "test loss themselves; large markers are the mean ± std over seeds, "
+            "small dots the individual seeds",
+            f"quantization (FP32, fixed bits {fixed}, LSQ {c.lsq_bits}-bit, nested)"),
+        "bin_widths": (
+            "Quantization bin width (mean scale s of the kernel) per "
+            "quantized layer and model, mean ± std over seeds; log "
+            "scale", quantization),
+        "sharpness": (
+            "Adaptive sharpness (average case, Gaussian noise, ρ = "
+            f"{m.rho_average:g}, {m.sharpness_samples} draws; worst "
+            f"case, adaptive ℓ2 ball ρ = {m.rho_worst:g}, "
+            f"{m.worst_restarts} restart(s) × {m.worst_steps} steps) "
+            f"and PAC-Bayes noise level σ* ({flatness_label(m)}, "
+            f"{m.flatness_samples} draws) on {m.measure_samples} "
+            "training images per model; mean ± std over seeds and "
+            "individual seeds; σ* on a logarithmic axis", quantization),
+        "landscape_1d": (
+            "Training loss (log scale) and accuracy along one "
+            f"filter-normalized random direction for {shown} "
+            f"(training seed {land['seed']}, {land['samples']} "
+            "training images, α on the same grid for every model)", "quantization"),
+        "landscape_2d": (
+            "Training loss on the plane of two filter-normalized "
+            f"random directions for {shown} (training seed "
+            f"{land['seed']}, {n}×{n} grid on [−{e:g}, {e:g}]², "
+            f"{land['samples']} training images); one shared "
+            "logarithmic colour scale per architecture, the star "
+            "marks the trained weights", "quantization"),
+        "robustness": (
+            "Accuracy under locally generated corruptions (CIFAR-10-C parameters of "
+            "Hendrycks & Dietterich) at severities "
+            f"{', '.join(map(str, m.severities))} (0 = clean), {m.robustness_samples} "
+            "test images; mean ± std over seeds",
+            "quantization, corruption and severity"),
+    }
+
+
+def figure_caption(stem: str, context: CaptionContext, shown: str = "") -> str:
+    """The caption of the chapter's figure ``stem``, provenance included.
+
+    Made by :func:`~companion.chapters.style.caption`. ``shown`` names the models of the
+    landscape figures. The landscapes name their one training seed, every other figure
+    all seeds of the study.
+    """
+    texts = _caption_texts(context, shown)
+    if stem not in texts:
+        raise ValueError(f"no caption for figure {stem!r}; figures: {', '.join(texts)}")
+    text, varied = texts[stem]
+    seeds = [context.landscape["seed"]] if stem.startswith("landscape") else context.seeds
+    return caption(text, dataset=context.dataset, profile=context.profile, seeds=seeds,
+                   varied=varied)
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
@@ -913,7 +1140,7 @@ def _titles(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _tick_labels(df: pd.DataFrame, order: Sequence[str]) -> list[str]:
-    labels = dict(zip(df["model"], df["label"]))
+    labels = dict(zip(df["model"], df["label"], strict=True))
     return [labels.get(k, k) for k in order]
 
 
@@ -1106,7 +1333,7 @@ def plot_robustness(robustness: pd.DataFrame):
             ax = axes[i, j]
             keys = model_order(part["model"])
             offsets = np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
-            for key, dx in zip(keys, offsets):
+            for key, dx in zip(keys, offsets, strict=True):
                 rows = pd.concat([clean[(clean["case"] == case) & (clean["model"] == key)],
                                   part[(part["corruption"] == name) & (part["model"] == key)]])
                 stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])

@@ -1,39 +1,47 @@
-"""Shared figure style and the few plot helpers the notebooks reuse.
+"""The one plot style of the notebooks and the one way to save a figure.
 
-One seaborn theme (colour-blind-safe palette), figures saved as PNG (HTML) and PDF (print) with
-stable names, and a caption that names dataset, profile, seeds and the varied parameters.
+One seaborn theme (colour-blind-safe palette), a caption that names dataset, profile,
+seeds and the varied parameters, and :func:`save_figure`: PNG (HTML) + PDF (print) +
+caption + the ``<stem>_figure.md`` snippet the book includes, all written atomically;
+the saved PNG is shown in the executed notebook and the figure is closed.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 
 matplotlib.use("Agg")  # noqa: E402 - headless everywhere (papermill, CI)
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from companion.engine.book import figure_markdown  # noqa: E402
 from lqs.fileio import atomic_write, atomic_write_text  # noqa: E402
-from lqs.pareto import pareto_mask  # noqa: E402
 
-__all__ = ["PALETTE", "set_theme", "caption", "save_figure", "plot_pareto"]
+__all__ = ["PALETTE", "PNG_DPI", "SCREEN_DPI", "set_theme", "caption", "save_figure"]
 
 #: colour-blind-safe qualitative palette (seaborn "colorblind", from Okabe & Ito)
 PALETTE = sns.color_palette("colorblind")
+#: resolution of the saved PNG: sharp in the HTML book at about 1.5x the display size
+PNG_DPI = 150
+#: pixels per inch of the notebook display (CSS pixels), so a figure shows at its own
+#: size
+SCREEN_DPI = 96
 
 
 def set_theme(context: str = "notebook") -> None:
-    """Apply the project's seaborn theme (white grid, colour-blind palette, readable fonts)."""
+    """Apply the project's seaborn theme (white grid, colour-blind palette, fonts)."""
     sns.set_theme(context=context, style="whitegrid", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "pdf.fonttype": 42, "axes.titleweight": "bold"})
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "pdf.fonttype": 42,
+                         "axes.titleweight": "bold"})
 
 
 def caption(text: str, *, dataset: str, profile: str, seeds: Iterable[int] | int | None = None,
             varied: str | None = None) -> str:
-    """A figure caption ending with the provenance line: dataset, profile, seeds, varied parameters."""
+    """A figure caption ending with its provenance: dataset, profile, seeds, varied."""
     parts = [f"Dataset: {dataset}", f"profile: {profile}"]
     if seeds is not None:
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
@@ -43,29 +51,59 @@ def caption(text: str, *, dataset: str, profile: str, seeds: Iterable[int] | int
     return f"{text.rstrip('.')}. {'; '.join(parts)}."
 
 
-def save_figure(fig: plt.Figure, results_dir: str | Path, stem: str, caption_text: str) -> list[Path]:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` plus ``<stem>.caption.md`` in ``results_dir``.
+def save_figure(fig: plt.Figure, results_dir: str | os.PathLike[str], notebook: str, stem: str,
+                caption_text: str, *, width: str | None = None, show: bool = True) -> list[Path]:
+    """Save a notebook figure for the book, show it in the notebook, close it.
 
-    Files are written to temporary names and renamed, so a crash never leaves a half-written figure.
+    Writes atomically (temporary file + rename) ``<stem>.png`` (:data:`PNG_DPI`),
+    ``<stem>.pdf``, ``<stem>.caption.md`` and the snippet ``<stem>_figure.md``: a MyST
+    ``{figure}`` (:func:`companion.engine.book.figure_markdown`) that a book page
+    includes with ``{include} generated/<notebook>/<stem>_figure.md``. With ``show`` and
+    inside IPython the saved PNG is displayed, so the executed notebook shows exactly
+    the file the book uses (the backend is Agg everywhere, so ``plt.show()`` would show
+    nothing). The figure is then closed.
+
+    Arguments:
+        fig: the matplotlib figure.
+        results_dir: the notebook's results folder.
+        notebook: the notebook's name (the snippet's image path and label use it).
+        stem: file stem, stable across runs (the book refers to it).
+        caption_text: the caption (:func:`caption` adds dataset, profile, seeds,
+            varied).
+        width: optional display width in the book (e.g. ``"80%"``).
+        show: display the saved PNG when running under IPython.
+
+    Returns:
+        The written paths (PNG, PDF, caption, snippet).
     """
+    if not stem or "/" in stem or "." in stem:
+        raise ValueError("figure stem must be a plain file stem without '/' or '.', "
+                         f"got {stem!r}")
     out = Path(results_dir)
-    written = [atomic_write(out / f"{stem}.{ext}", lambda tmp: fig.savefig(tmp, format=ext, **kwargs))
-               for ext, kwargs in (("png", {"dpi": 150}), ("pdf", {}))]
+    written = [
+        atomic_write(out / f"{stem}.{ext}", lambda tmp, ext=ext, kw=kw: fig.savefig(tmp, format=ext, **kw))
+        for ext, kw in (("png", {"dpi": PNG_DPI}), ("pdf", {}))
+    ]
     written.append(atomic_write_text(out / f"{stem}.caption.md", caption_text.strip() + "\n"))
+    snippet = figure_markdown(notebook, stem, caption_text, width=width)
+    written.append(atomic_write_text(out / f"{stem}_figure.md", _with_newline(snippet)))
+    if show:
+        _display_png(out / f"{stem}.png", width_px=int(fig.get_figwidth() * SCREEN_DPI))
+    plt.close(fig)
     return written
 
 
-def plot_pareto(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str | None = None,
-                style: str | None = None, front_label: str = "Pareto front") -> plt.Axes:
-    """Scatter ``y`` against ``x`` (all runs, faint) and draw each ``hue`` group's Pareto front as a step line."""
-    groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=True))
-    colours = dict(zip([g for g, _ in groups], PALETTE))
-    hue_kwargs = {} if hue is None else {"hue": hue, "hue_order": list(colours), "palette": list(colours.values())}
-    sns.scatterplot(data=df, x=x, y=y, style=style, ax=ax, alpha=0.45, s=30, legend="brief", **hue_kwargs)
-    for key, group in groups:
-        front = group[pareto_mask(group[x], group[y])].sort_values(x)
-        ax.step(front[x], front[y], where="post", color=colours.get(key, "black"), lw=1.6)
-        ax.scatter(front[x], front[y], color=colours.get(key, "black"), s=60, marker="D", edgecolor="black",
-                   zorder=3, label=None)
-    ax.set_title(ax.get_title() or front_label)
-    return ax
+def _with_newline(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _display_png(path: Path, width_px: int) -> None:
+    """Display a PNG in the running IPython kernel (no-op outside IPython)."""
+    # optional dependency: IPython ships with the notebook stack, not with every install
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover
+        return
+    if get_ipython() is not None:
+        display(Image(filename=str(path), width=width_px))

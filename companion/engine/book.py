@@ -34,8 +34,15 @@ from typing import Any
 
 import yaml
 
+from companion.paths import (
+    BOOK_DIR,
+    GENERATED_DIR,
+    ROOT,
+    check_profile,
+    executed_dir,
+    results_root,
+)
 from lqs.fileio import atomic_write_text
-from companion.paths import BOOK_DIR, GENERATED_DIR, ROOT, check_profile, executed_dir, results_root
 
 __all__ = [
     "TOC_FILE",
@@ -250,7 +257,7 @@ def _fmt_time(iso: str | None) -> str:
     except ValueError:
         return iso
     if t.tzinfo is not None:
-        t = t.astimezone(_dt.timezone.utc)
+        t = t.astimezone(_dt.UTC)
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -281,13 +288,13 @@ def build_info_markdown(
     """
     from lqs import __version__
 
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     commit = git_commit() if commit is None else commit
     lines = [
         "| Build | |",
         "|---|---|",
         f"| Profile | `{profile}` |",
-        f"| Built | {now.astimezone(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
+        f"| Built | {now.astimezone(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} |",
         f"| Git commit | `{commit}` |",
         f"| lqs version | `{__version__}` |",
         "",

@@ -11,8 +11,10 @@ configuration, of ``lqs.__version__`` and of :data:`CODE_VERSION`.
 Keys that have no effect for a flavour or mode (``bits`` of a nested run, the loss-term rates of
 any flavour but ``loss_terms``, ``pretrain_epochs`` of a ``from_scratch`` run, ...) are set to
 ``None`` by validation (see :func:`applies`), so a sweep that varies them runs once and tables show
-an empty cell where a value had no effect; their type and range are still checked. ``None`` given
-for a key that is not optional means its default.
+an empty cell where a value had no effect; their type and range are still checked. ``None`` (YAML
+``null``, e.g. ``--set epochs=``) is refused for a key that is not optional where that key acts; it is
+accepted only where the key does not act (it is ``None`` there anyway, so a validated configuration
+validates to itself). Leave a key out to get its default.
 
 :data:`SCHEMA` lists every key with its type, default and allowed values;
 :func:`describe` renders it as a Markdown table for the book.
@@ -23,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +38,11 @@ from lqs.losses import DEVIATION_FORMS
 from lqs.models import ARCHS
 from lqs.models import FLAVOURS as TRAINED_FLAVOURS
 from lqs.models import allowed_kernel_granularities as _trained_granularities
-from lqs.quantizers import AGGREGATES, BIAS_GRANULARITIES, DENSE_GRANULARITIES, GRANULARITIES
+from lqs.quantizers import (
+    AGGREGATES,
+    BIAS_GRANULARITIES,
+    GRANULARITIES,
+)
 
 __all__ = [
     "CODE_VERSION",
@@ -51,6 +58,7 @@ __all__ = [
     "default_arch",
     "allowed_kernel_granularities",
     "validate_config",
+    "check_key",
     "config_hash",
     "canonical_json",
     "parent_config",
@@ -246,6 +254,26 @@ def _check_value(field: Field, value: Any) -> None:
         raise ValueError(f"config key {field.name!r} has the value {value!r} out of range; allowed: {field.allowed()}")
 
 
+def check_key(name: str, value: Any) -> Any:
+    """Type and range check of one configuration key alone; returns the value normalised.
+
+    The rules are those of :func:`validate_config` for that key (no combinations, ``None`` only for
+    optional keys). Other inputs that carry configuration values -- a notebook's ``setups`` and the
+    parameters named like a configuration key, checked by :mod:`companion.engine.runner` -- go
+    through this function, so each key's rule is written once, in :data:`SCHEMA`.
+
+    Raises:
+        ValueError: unknown key, wrong type or value out of range; the message names the key, the
+            value and what is allowed.
+    """
+    if name not in SCHEMA:
+        raise ValueError(f"unknown config key {name!r}; allowed keys: {', '.join(KEYS)}")
+    field = SCHEMA[name]
+    coerced = _coerce(field, value)
+    _check_value(field, coerced)
+    return coerced
+
+
 #: key -> predicate on the resolved config: does the key act? (keys not listed always act)
 _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "kernel_granularity": lambda c: c["flavour"] != "fp32",
@@ -302,7 +330,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check a configuration and return it complete and canonical (defaults filled, key order of :data:`KEYS`).
 
     Steps: reject unknown keys; check the type and range of every given value (also of keys that
-    will not act, so a typo never passes); resolve ``arch=None`` to :func:`default_arch`,
+    will not act, so a typo never passes); refuse ``None`` for a key that is not optional and acts
+    (a key left out takes its default); resolve ``arch=None`` to :func:`default_arch`,
     ``mode=None`` (``post_training`` for ``ptq``, else ``from_scratch``) and
     ``quantize_dense=None`` (the thesis choice: only the MLP's dense layers are quantized); check
     the combinations that must fit (granularity vs. arch and flavour, mode vs. flavour); set every
@@ -314,8 +343,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     The result validates to itself (idempotent).
 
     Raises:
-        ValueError: unknown key, wrong type, value out of range or a combination that does not fit;
-            the message names the key, the value and what is allowed.
+        ValueError: unknown key, wrong type, ``None`` for a key that acts and is not optional, value
+            out of range or a combination that does not fit; the message names the key, the value
+            and what is allowed.
     """
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
@@ -323,10 +353,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(KEYS)}")
     cfg: dict[str, Any] = {}
+    given_none: list[str] = []  # non-optional keys given as None: refused below where they act
     for name, field in SCHEMA.items():
         value = config.get(name)
         if value is None:
-            value = None if field.optional else field.default  # None = the default for a non-optional key
+            if name in config and not field.optional:
+                given_none.append(name)
+            value = None if field.optional else field.default  # a key left out takes its default
         else:
             value = _coerce(field, value)
         _check_value(field, value)
@@ -347,6 +380,15 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             cfg[name] = None
     if applies("quantize_dense", cfg) and cfg["quantize_dense"] is None:
         cfg["quantize_dense"] = arch == "mlp"
+    for name in given_none:
+        if applies(name, cfg):  # the key acts here: None has no meaning for it
+            field = SCHEMA[name]
+            where = f"it acts for flavour {flavour!r} ({_APPLIES_TEXT[name]})" if name in _APPLIES else "it always acts"
+            raise ValueError(
+                f"config key {name!r} is None (YAML null, e.g. an empty `{name}=`), but {where} and is not "
+                f"optional; allowed: {field.allowed()}. Give a value, or leave the key out for its default "
+                f"({field.default!r})"
+            )
 
     # combinations
     def bad(key: str, why: str, allowed: str) -> ValueError:

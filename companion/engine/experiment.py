@@ -41,7 +41,9 @@ import math
 import platform
 import sys
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -50,10 +52,16 @@ import tensorflow as tf
 
 import lqs
 from companion import data as lqs_data
+from companion.engine.config import (
+    CODE_VERSION,
+    KEYS,
+    config_hash,
+    parent_config,
+    validate_config,
+)
+from companion.engine.store import STORE_FIELDS, RunStore, default_store
 from lqs import memory as lqs_memory
 from lqs import models as lqs_models
-from companion.engine.config import CODE_VERSION, config_hash, parent_config, validate_config
-from companion.engine.store import RunStore, default_store
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -126,6 +134,8 @@ _MEM_KEYS = (
     "n_layers",
     "total_bits",
     "fp32_bits",
+    "bytes",
+    "fp32_bytes",
     "kib",
     "fp32_kib",
     "bits_per_param",
@@ -240,7 +250,9 @@ def _device() -> str:
 
 
 def _determinism_enabled() -> bool:
-    from tensorflow.python.framework import config as tf_config  # the public API has only enable
+    from tensorflow.python.framework import (
+        config as tf_config,  # the public API has only enable
+    )
 
     return bool(tf_config.is_op_determinism_enabled())
 
@@ -348,6 +360,19 @@ def _execute(cfg: dict[str, Any], store: RunStore, verbose: int, save_model: boo
         _set_determinism(was_deterministic)
 
 
+@dataclass
+class _Trained:
+    """What training (or ptq's quantization) hands to evaluation and the record."""
+
+    model: keras.Model  # what is evaluated (a loss-terms wrapper, or the network)
+    network: keras.Model  # the plain network (memory, history, saved model)
+    history: pd.DataFrame
+    te_eval: dict[str, float]  # test-set evaluation
+    train_seconds: float
+    epochs_trained: int
+    eval_start: float  # perf_counter when evaluation began (the test set first)
+
+
 def _train_and_store(
     cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, verbose: int, save_model: bool
 ) -> dict[str, Any]:
@@ -355,68 +380,89 @@ def _train_and_store(
 
     keras.backend.clear_session()
     _seed_everything(cfg)
-    (x_tr, y_tr, info_tr), (x_te, y_te, info_te) = _load_data(cfg)
+    train, test = _load_data(cfg)
+    (x_tr, y_tr, info_tr), (x_te, y_te, _) = train, test
     num_classes = int(_info_get(info_tr, "num_classes", int(max(y_tr.max(), y_te.max())) + 1))
 
     if cfg["flavour"] == "ptq":
-        from lqs import baselines
-
-        src = load_model(parent, store=store)
-        model = baselines.ptq_minmax(
-            src,
-            cfg["bits"],
-            per_channel=cfg["kernel_granularity"] != "scalar",
-            quantize_bias=bool(cfg["quantize_bias"]),
-        )
-        network = model
-        _compile(model, cfg, cfg["pretrain_lr"])
-        t0 = time.perf_counter()
-        te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
-        stats = EpochStats(network)
-        stats.on_train_begin()
-        stats.rows[0].update({"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]})
-        history = stats.frame()
-        train_seconds, epochs_trained = 0.0, 0
+        out = _quantize_parent(cfg, parent, store, x_te, y_te)
     else:
-        network = _build(cfg, x_tr.shape[1:], num_classes)
-        if parent is not None:
-            src = load_model(parent, store=store)
-            lqs_models.copy_float_weights(src, network, init_bits=cfg["init_bits"])
-            del src
-        model = network
-        if cfg["flavour"] == "loss_terms":
-            from lqs import losses
+        out = _fit(cfg, parent, store, verbose, train, test, num_classes)
+    tr_eval = _evaluate(out.model, x_tr, y_tr, cfg["batch_size"])
+    eval_seconds = time.perf_counter() - out.eval_start
 
-            rates = {"inverse": cfg["rate_inverse"], "max_bin": cfg["rate_max_bin"], "deviation": cfg["rate_deviation"]}
-            model = losses.with_loss_terms(network, rates, cfg["deviation_form"])
-        _compile(model, cfg, cfg["lr"])
-        stats = EpochStats(network)
-        _seed_everything(cfg)  # the same shuffling/dropout stream whatever building consumed
-        t0 = time.perf_counter()
-        model.fit(
-            x_tr,
-            y_tr,
-            batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"],
-            shuffle=True,
-            validation_data=(x_te, y_te),
-            verbose=verbose,
-            callbacks=[stats],
-        )
-        train_seconds = time.perf_counter() - t0
-        epochs_trained = cfg["epochs"]
-        history = stats.frame()
-        t0 = time.perf_counter()
-        te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+    record = _record(cfg, h, parent, out, tr_eval, eval_seconds, train, test, num_classes)
+    stored = store.put(cfg, record, out.history, out.network if save_model else None)
+    del out
+    return stored
 
-    tr_eval = _evaluate(model, x_tr, y_tr, cfg["batch_size"])
-    eval_seconds = time.perf_counter() - t0
 
+def _quantize_parent(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, x_te, y_te) -> _Trained:
+    """ptq: min-max quantize the FP32 parent (no training) and evaluate it on the test set (epoch 0)."""
+    from lqs import baselines
+
+    src = load_model(parent, store=store)
+    model = baselines.ptq_minmax(
+        src,
+        cfg["bits"],
+        per_channel=cfg["kernel_granularity"] != "scalar",
+        quantize_bias=bool(cfg["quantize_bias"]),
+    )
+    _compile(model, cfg, cfg["pretrain_lr"])
+    t0 = time.perf_counter()
+    te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+    stats = EpochStats(model)
+    stats.on_train_begin()
+    stats.rows[0].update({"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]})
+    return _Trained(model, model, stats.frame(), te_eval, 0.0, 0, t0)
+
+
+def _fit(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, verbose: int, train, test,
+         num_classes: int) -> _Trained:
+    """Build (post_training: copy the parent's weights), train and evaluate on the test set."""
+    (x_tr, y_tr, _), (x_te, y_te, _) = train, test
+    network = _build(cfg, x_tr.shape[1:], num_classes)
+    if parent is not None:
+        src = load_model(parent, store=store)
+        lqs_models.copy_float_weights(src, network, init_bits=cfg["init_bits"])
+        del src
+    model = network
+    if cfg["flavour"] == "loss_terms":
+        from lqs import losses
+
+        rates = {"inverse": cfg["rate_inverse"], "max_bin": cfg["rate_max_bin"], "deviation": cfg["rate_deviation"]}
+        model = losses.with_loss_terms(network, rates, cfg["deviation_form"])
+    _compile(model, cfg, cfg["lr"])
+    stats = EpochStats(network)
+    _seed_everything(cfg)  # the same shuffling/dropout stream whatever building consumed
+    t0 = time.perf_counter()
+    model.fit(
+        x_tr,
+        y_tr,
+        batch_size=cfg["batch_size"],
+        epochs=cfg["epochs"],
+        shuffle=True,
+        validation_data=(x_te, y_te),
+        verbose=verbose,
+        callbacks=[stats],
+    )
+    train_seconds = time.perf_counter() - t0
+    history = stats.frame()
+    t0 = time.perf_counter()
+    te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+    return _Trained(model, network, history, te_eval, train_seconds, cfg["epochs"], t0)
+
+
+def _record(cfg: dict[str, Any], h: str, parent: dict[str, Any] | None, out: _Trained, tr_eval: dict[str, float],
+            eval_seconds: float, train, test, num_classes: int) -> dict[str, Any]:
+    """The flat record of one run: configuration, metrics, memory, timings, dataset provenance, versions."""
+    (x_tr, y_tr, info_tr), (_, y_te, info_te) = train, test
+    te_eval, history, epochs_trained = out.te_eval, out.history, out.epochs_trained
     # best test accuracy over the trained epochs (ptq: its single evaluation, epoch 0)
     trained = history[history["epoch"] >= (1 if epochs_trained else 0)]
     val_trained = trained["val_accuracy"] if "val_accuracy" in trained else pd.Series([te_eval["accuracy"]])
     best_idx = int(np.nanargmax(val_trained.to_numpy())) if val_trained.notna().any() else None
-    mem = lqs_memory.model_summary(network)
+    mem = lqs_memory.model_summary(out.network)
     losses_ok = all(_finite(v) for v in (tr_eval["loss"], te_eval["loss"]))
 
     record: dict[str, Any] = dict(cfg)
@@ -437,10 +483,10 @@ def _train_and_store(
             "penalty_deviation": te_eval.get("penalty_deviation"),
             "bits_per_param": mem["bits_per_param"],
             "compression": mem["compression"],
-            "n_quantized_layers": len(_quantized_layers(network)),
-            "train_seconds": train_seconds,
+            "n_quantized_layers": len(_quantized_layers(out.network)),
+            "train_seconds": out.train_seconds,
             "eval_seconds": eval_seconds,
-            "seconds_per_epoch": train_seconds / epochs_trained if epochs_trained else None,
+            "seconds_per_epoch": out.train_seconds / epochs_trained if epochs_trained else None,
             "dataset_label": _info_get(info_tr, "label", cfg["dataset"]),
             "dataset_source": _info_get(info_tr, "source"),
             "dataset_is_subset": _info_get(info_tr, "is_subset"),
@@ -452,13 +498,11 @@ def _train_and_store(
             "image_shape": "x".join(str(int(d)) for d in x_tr.shape[1:]),
             "num_classes": num_classes,
             **_versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
     )
     record.update({f"mem_{k}": v for k, v in mem.items()})
-    stored = store.put(cfg, record, history, network if save_model else None)
-    del model, network
-    return stored
+    return record
 
 
 def run(
@@ -526,7 +570,10 @@ def sweep(
         progress: show the progress bar.
 
     Returns:
-        DataFrame with the records in the order of ``configs`` (duplicates give the same row twice).
+        DataFrame with the records in the order of ``configs`` (duplicates give the same row twice);
+        no configuration gives an empty DataFrame that still has every record column
+        (configuration keys, :data:`RECORD_COLUMNS`, the store's fields), so ``df["dataset_label"]``
+        works on it.
     """
     from tqdm import tqdm
 
@@ -546,6 +593,8 @@ def sweep(
         records.append(run(cfg, store=store, force=force, verbose=verbose, save_model=save_model))
         bar.set_postfix_str(f"test acc {records[-1].get('test_accuracy', float('nan')):.3f}", refresh=False)
     bar.close()
+    if not records:
+        return pd.DataFrame(columns=[*KEYS, *RECORD_COLUMNS, *STORE_FIELDS])
     return pd.DataFrame(records)
 
 

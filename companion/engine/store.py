@@ -11,36 +11,49 @@ Every file is written atomically: to a temporary file in the same folder (``.H.*
 and fsynced, then ``os.replace``-d into place, so a crash never leaves a half-written file under a
 final name. The record carries ``complete: true``, the sha256 of the history and model files
 (``history_sha256``, ``model_sha256``) and ``record_sha256``, the sha256 of the canonical JSON of
-the record without that field. :meth:`RunStore.load_record` returns ``None`` -- and logs a warning
--- for a record that is missing, unreadable, truncated, edited, not complete, or whose history or
-model file does not match; the experiment then simply recomputes the run. Leftover temporary
-files are never read (only names ``<16 hex digits>.json`` count as records). Writes go through
-:func:`lqs.fileio.atomic_write`; :meth:`RunStore.lock` (a lock file ``.H.lock``) lets concurrent
-processes train each configuration once.
+the record without that field. :meth:`RunStore.load_record` returns ``None`` -- and logs a warning,
+once per process and file state -- for a record that is missing, unreadable, truncated, edited, not
+complete, or whose history or model file does not match; the experiment then simply recomputes the
+run. Leftover temporary files are never read (only names ``<16 hex digits>.json`` count as records);
+those of writers killed mid-write are removed once older than :data:`STALE_SECONDS` (the first time
+a process writes to the store). Writes go through :func:`lqs.fileio.atomic_write`; a full disk raises
+an ``OSError`` naming the file, the run and the fix. :meth:`RunStore.lock` (a lock file ``.H.lock``,
+removed on release) lets concurrent processes train each configuration once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from companion import paths
 from companion.engine.config import canonical_json, config_hash, validate_config
-from lqs.fileio import atomic_write, file_lock, file_sha256
+from lqs.fileio import atomic_write, file_lock, file_sha256, remove_stale_temp_files
 
-__all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE"]
+__all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE", "STALE_SECONDS", "STORE_FIELDS"]
 
 log = logging.getLogger(__name__)
+
+#: fields :meth:`RunStore.put` adds to every record (after the run's own columns)
+STORE_FIELDS: tuple[str, ...] = ("history_sha256", "model_sha256", "complete", "record_sha256")
+#: temporary files of killed writers older than this are removed (no write takes an hour)
+STALE_SECONDS = 3600.0
+#: (record path, size, mtime, reason) already warned about in this process: one warning per corruption
+_WARNED: set[tuple[str, int, float, str]] = set()
+#: store folders cleaned of stale temporary files in this process
+_CLEANED: set[str] = set()
 
 #: file names of records (anything else in the folder is ignored)
 RECORD_RE = re.compile(r"^[0-9a-f]{16}\.json$")
@@ -141,6 +154,20 @@ class RunStore:
         """
         cfg = validate_config(config)
         h = config_hash(cfg)
+        self.remove_stale_files()
+        try:
+            return self._put(h, record, history, model)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise OSError(
+                    exc.errno,
+                    f"could not store run {h} in {self.root}: {exc.strerror or exc}. The run is not stored "
+                    "(it will be recomputed); free space there, or move the results folder to a disk with room "
+                    "by setting LQS_RESULTS=/path/with/room, and rerun",
+                ) from exc
+            raise
+
+    def _put(self, h: str, record: dict[str, Any], history: pd.DataFrame | None, model: Any) -> dict[str, Any]:
         out = to_jsonable(dict(record))
         out["config_hash"] = h
         out["history_sha256"] = None
@@ -194,9 +221,31 @@ class RunStore:
                 if why:
                     break
         if why is not None:
-            log.warning("ignoring run record %s: %s; the run will be recomputed", path, why)
+            try:
+                st = path.stat()
+                state = (str(path), st.st_size, st.st_mtime, why)
+            except OSError:
+                state = (str(path), -1, -1.0, why)
+            if state not in _WARNED:  # run() and sweep() look a record up several times: say it once
+                _WARNED.add(state)
+                log.warning("ignoring run record %s: %s; the run will be recomputed", path, why)
             return None
         return record
+
+    def remove_stale_files(self) -> list[Path]:
+        """Remove temporary files of killed writers (older than :data:`STALE_SECONDS`) and unheld lock files.
+
+        Runs once per process and store folder (on the first write); returns the removed paths
+        and logs where they were.
+        """
+        root = self.root
+        if str(root) in _CLEANED:
+            return []
+        _CLEANED.add(str(root))
+        removed = remove_stale_temp_files(root, older_than=STALE_SECONDS)
+        if removed:
+            log.info("removed %d leftover temporary/lock file(s) of killed runs from %s", len(removed), root)
+        return removed
 
     def get(self, config: dict[str, Any]) -> dict[str, Any] | None:
         """The complete record of ``config`` (validated and hashed here), or ``None``."""
