@@ -35,7 +35,7 @@ NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/*.md))))
 EXECUTED := $(patsubst %,results/$(PROFILE)/executed/%.ipynb,$(NOTEBOOKS))
 LQS_SRC := $(wildcard lqs/*.py companion/*.py companion/*/*.py)
 
-.PHONY: help venv data data-check test unit notebooks run reproduce book pdf lab bench clean distclean
+.PHONY: help venv data data-check lint test unit notebooks run reproduce book pdf lab bench clean distclean
 
 help: ## list the targets and variables
 	@echo "usage: make <target> [PROFILE=smoke|cpu|full] [TF=cpu|gpu]"
@@ -74,7 +74,11 @@ data-check: venv ## report which datasets are present (STRICT_DATA=1: fail when 
 unit: venv ## run the unit tests only (no notebooks, no book)
 	$(PY) -m pytest tests -m "not notebooks and not book"
 
-test: venv ## unit tests + smoke run of every notebook + HTML book (browser check) + PDF book (xelatex; ~2 min more)
+lint: venv ## ruff lint + format check (config in pyproject.toml); `ruff format .` fixes the format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv lint ## lint + unit tests + smoke run of every notebook + HTML book (browser check) + PDF book
 	bash scripts/fetch_data.sh
 	$(PY) -m pytest tests
 

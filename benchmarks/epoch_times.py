@@ -40,14 +40,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
 
-from companion import paths  # noqa: E402
-from companion.engine.experiment import quantizer_stats  # noqa: E402
-from lqs.models import build_model  # noqa: E402
+from companion import paths
+from companion.engine.experiment import quantizer_stats
+from lqs.models import build_model
 
 #: (arch, input shape, training images of the cpu profile, label)
 CASES = (
@@ -63,18 +63,28 @@ DATA_LABEL = "synthetic random data (timing only)"
 
 def _data(shape, n, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64)
+    return rng.random((n, *shape), dtype=np.float32), rng.integers(0, 10, n).astype(
+        np.int64
+    )
 
 
-def time_case(arch, shape, n_train, flavour, batch, target_s, max_steps, measure_eval=True):
+def time_case(
+    arch, shape, n_train, flavour, batch, target_s, max_steps, measure_eval=True
+):
     keras.backend.clear_session()
     model = build_model(arch, flavour, input_shape=shape, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     steps_per_epoch = math.ceil(n_train / batch)
     warm = 3
     x, y = _data(shape, batch * warm)
     t0 = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True)  # traces the train step
+    model.fit(
+        x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True
+    )  # traces the train step
     first_call = time.perf_counter() - t0
     # probe, then choose the number of timed steps so that the timing takes about target_s
     t0 = time.perf_counter()
@@ -86,7 +96,9 @@ def time_case(arch, shape, n_train, flavour, batch, target_s, max_steps, measure
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     eval_1k = math.nan
-    if measure_eval:  # inference (validation / evaluation) throughput, after a warm-up call
+    if (
+        measure_eval
+    ):  # inference (validation / evaluation) throughput, after a warm-up call
         xe, ye = _data(shape, 1024, seed=2)
         model.evaluate(xe[:256], ye[:256], batch_size=256, verbose=0)
         t0 = time.perf_counter()
@@ -122,7 +134,11 @@ def to_markdown(df: pd.DataFrame, meta: dict) -> str:
         f"Data: {DATA_LABEL}. Machine: {meta['platform']}, {meta['cpus']} CPUs, TensorFlow {meta['tf']}, "
         f"Keras {meta['keras']}; {meta['date']}.",
         "`epoch_s` = measured seconds per step x steps per epoch"
-        + (" (extrapolated from `timed_steps` steps)" if df["extrapolated"].any() else "")
+        + (
+            " (extrapolated from `timed_steps` steps)"
+            if df["extrapolated"].any()
+            else ""
+        )
         + "; excludes graph tracing (`first_call_s`, once per run) and the per-epoch validation "
         "(`eval_s_per_1k` seconds per 1000 test images). `load1`: 1-minute load average during the case "
         "(> number of CPUs means the machine was shared and wall times are inflated). `epoch CPU s`: process "
@@ -144,10 +160,19 @@ def to_markdown(df: pd.DataFrame, meta: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="time fewer steps (about 1 s per case)")
-    parser.add_argument("--target-seconds", type=float, default=3.0, help="timed seconds per case")
+    parser.add_argument(
+        "--quick", action="store_true", help="time fewer steps (about 1 s per case)"
+    )
+    parser.add_argument(
+        "--target-seconds", type=float, default=3.0, help="timed seconds per case"
+    )
     parser.add_argument("--max-steps", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default results/benchmarks)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default results/benchmarks)",
+    )
     args = parser.parse_args(argv)
     target = 1.0 if args.quick else args.target_seconds
     out = args.out or (paths.results_root() / "benchmarks")
@@ -158,7 +183,16 @@ def main(argv=None) -> int:
         for flavour in FLAVOURS:
             for batch in BATCHES:
                 # inference does not depend on the training batch size: measured once per model
-                row = time_case(arch, shape, n, flavour, batch, target, args.max_steps, measure_eval=batch == BATCHES[0])
+                row = time_case(
+                    arch,
+                    shape,
+                    n,
+                    flavour,
+                    batch,
+                    target,
+                    args.max_steps,
+                    measure_eval=batch == BATCHES[0],
+                )
                 if batch != BATCHES[0]:
                     row["eval_s_per_1k"] = rows[-1]["eval_s_per_1k"]
                 row["case"] = label
@@ -181,7 +215,9 @@ def main(argv=None) -> int:
     df["cpus"] = meta["cpus"]
     df.to_csv(out / "epoch_times.csv", index=False)
     (out / "epoch_times.md").write_text(to_markdown(df, meta))
-    print(f"wrote {out / 'epoch_times.csv'} and {out / 'epoch_times.md'} in {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"wrote {out / 'epoch_times.csv'} and {out / 'epoch_times.md'} in {time.perf_counter() - t_start:.0f} s"
+    )
     return 0
 
 

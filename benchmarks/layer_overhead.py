@@ -33,8 +33,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,9 @@ def _layer_factories(flavour: str) -> tuple[Callable, Callable]:
                 "bias_quantizer": qkeras.quantized_bits(4, 0, 1),
             }
 
-        return (lambda *a, **k: qkeras.QDense(*a, **k, **q())), (lambda *a, **k: qkeras.QConv2D(*a, **k, **q()))
+        return (lambda *a, **k: qkeras.QDense(*a, **k, **q())), (
+            lambda *a, **k: qkeras.QConv2D(*a, **k, **q())
+        )
     raise ValueError(f"unknown flavour {flavour!r}; allowed: 'plain', 'lqs', 'qkeras'")
 
 
@@ -103,7 +105,10 @@ def build_model(name: str, flavour: str) -> keras.Model:
         layers: list = [keras.Input(INPUT_SHAPES["cnn"])]
         for filters, drop in ((32, 0.2), (64, 0.3), (128, 0.4)):
             for _ in range(2):
-                layers += [conv_q(filters, (3, 3), padding="same", activation="relu"), L.BatchNormalization()]
+                layers += [
+                    conv_q(filters, (3, 3), padding="same", activation="relu"),
+                    L.BatchNormalization(),
+                ]
             layers += [L.MaxPooling2D(2), L.Dropout(drop)]
         layers += [
             L.Flatten(),
@@ -141,7 +146,11 @@ def batch_for(name: str, batch: int, seed: int = 0) -> tuple[tf.Tensor, tf.Tenso
 
 
 def time_interleaved(
-    steps: dict[str, Callable], args: tuple, warmup: int, reps: int, cpu: dict[str, list[float]] | None = None
+    steps: dict[str, Callable],
+    args: tuple,
+    warmup: int,
+    reps: int,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Wall milliseconds per call of each step function, warm-up excluded, alternating the order.
 
@@ -222,7 +231,9 @@ def _write_atomic(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def run_cases(flavours: tuple[str, ...], plan: dict, log: Callable = print) -> pd.DataFrame:
+def run_cases(
+    flavours: tuple[str, ...], plan: dict, log: Callable = print
+) -> pd.DataFrame:
     """Median step time of every (model, batch) for each flavour, timed interleaved."""
     rows = []
     for (name, batch), (warmup, reps) in plan.items():
@@ -237,13 +248,36 @@ def run_cases(flavours: tuple[str, ...], plan: dict, log: Callable = print) -> p
             row[f"{f}_min_ms"] = min(times[f])
             row[f"{f}_cpu_ms"] = statistics.median(cpu[f])
         rows.append(row)
-        log("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        log(
+            "  ".join(
+                f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    cols = ["model", "batch", "reps", "plain_ms", "lqs_ms", "ratio", "ratio_min", "ratio_cpu"]
-    heads = ["model", "batch", "reps", "plain ms", "lqs ms", "lqs / plain", "(of minima)", "(of CPU time)"]
+    cols = [
+        "model",
+        "batch",
+        "reps",
+        "plain_ms",
+        "lqs_ms",
+        "ratio",
+        "ratio_min",
+        "ratio_cpu",
+    ]
+    heads = [
+        "model",
+        "batch",
+        "reps",
+        "plain ms",
+        "lqs ms",
+        "lqs / plain",
+        "(of minima)",
+        "(of CPU time)",
+    ]
     if "qkeras_ms" in df:
         cols += ["qkeras_ms", "qkeras_ratio", "qkeras_ratio_cpu"]
         heads += ["QKeras ms", "QKeras / plain", "(of CPU time)"]
@@ -282,7 +316,16 @@ def main_run(quick: bool) -> pd.DataFrame:
         else:
             qk["qkeras_ratio_cpu"] = float("nan")
         qk = qk.rename(columns={"plain_ms": "qkeras_run_plain_ms"})
-        qk = qk[["model", "batch", "qkeras_ms", "qkeras_run_plain_ms", "qkeras_ratio", "qkeras_ratio_cpu"]]
+        qk = qk[
+            [
+                "model",
+                "batch",
+                "qkeras_ms",
+                "qkeras_run_plain_ms",
+                "qkeras_ratio",
+                "qkeras_ratio_cpu",
+            ]
+        ]
         df = df.merge(qk, on=["model", "batch"], how="left")
         qk_note = (
             f"QKeras ({qk_path.name}): QDense/QConv2D with quantized_bits(4, 0, 1) for kernel and bias, "
@@ -298,8 +341,8 @@ def main_run(quick: bool) -> pd.DataFrame:
         "",
         "One Adam training step (forward + backward + update, `tf.function`), median over the reps after",
         "warm-up; lqs and plain timed interleaved. MLP: both Dense layers quantized; CNN: the six",
-        "convolutions quantized (thesis setup). \"(of minima)\": the ratio of the fastest reps;",
-        "\"(of CPU time)\": the ratio of the median process CPU time per step (all threads), less",
+        'convolutions quantized (thesis setup). "(of minima)": the ratio of the fastest reps;',
+        '"(of CPU time)": the ratio of the median process CPU time per step (all threads), less',
         "sensitive than wall time to other load on the machine.",
         "",
         markdown_table(df),
@@ -339,7 +382,9 @@ def qkeras_run(quick: bool) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 
-def proposed_nested_quantize(p, scale, threshold: float, *, aggregate: str = "mean", all_above_vote: bool = True):
+def proposed_nested_quantize(
+    p, scale, threshold: float, *, aggregate: str = "mean", all_above_vote: bool = True
+):
     """Same forward and bit-identical gradients as ``lqs.quantizers.nested_quantize``, fewer full-size ops.
 
     Proposed to the core (measured with ``--profile``); differences in the backward pass:
@@ -368,7 +413,9 @@ def proposed_nested_quantize(p, scale, threshold: float, *, aggregate: str = "me
         def grad(upstream):
             dtype = upstream.dtype
             lam = tf.constant(threshold, dtype)
-            ratio = tf.abs(upstream) / tf.maximum(tf.abs(p_rec), tf.constant(EPS, dtype))
+            ratio = tf.abs(upstream) / tf.maximum(
+                tf.abs(p_rec), tf.constant(EPS, dtype)
+            )
             vote = -tf.tanh(tf.nn.relu(lam - ratio))
             reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
             group_vote = reduce(vote, axis=axes, keepdims=True)
@@ -404,7 +451,10 @@ def profile_run(quick: bool) -> pd.DataFrame:
                 if kind == "nested (current)":
                     outs = [current(p, s, 1e-9) for p, s in zip(params, scales)]
                 elif kind == "nested (proposed)":
-                    outs = [proposed_nested_quantize(p, s, 1e-9) for p, s in zip(params, scales)]
+                    outs = [
+                        proposed_nested_quantize(p, s, 1e-9)
+                        for p, s in zip(params, scales)
+                    ]
                 elif kind == "ste":
                     outs = [lq.ste_quantize(p, s) for p, s in zip(params, scales)]
                 else:
@@ -418,19 +468,31 @@ def profile_run(quick: bool) -> pd.DataFrame:
     kinds = ("identity", "ste", "nested (current)", "nested (proposed)")
     qt = time_interleaved({k: quantizer_fn(k) for k in kinds}, (), warmup=5, reps=reps)
     for k, v in qt.items():
-        rows.append({"what": f"quantizers alone, 4 MLP tensors fwd+bwd: {k}", "batch": 0, "ms": statistics.median(v)})
+        rows.append(
+            {
+                "what": f"quantizers alone, 4 MLP tensors fwd+bwd: {k}",
+                "batch": 0,
+                "ms": statistics.median(v),
+            }
+        )
 
     # 2. whole MLP step: plain vs lqs variants (the proposed gradient is patched in for its model only)
     def mlp_lqs(**kw):
         return keras.Sequential(
-            [keras.Input((28, 28)), keras.layers.Flatten(),
-             QDense(128, activation="relu", **kw), QDense(10, activation="softmax", **kw)],
+            [
+                keras.Input((28, 28)),
+                keras.layers.Flatten(),
+                QDense(128, activation="relu", **kw),
+                QDense(10, activation="softmax", **kw),
+            ],
         )
 
     def traced_with(fn, model):
         step = make_train_step(model)
 
-        def run(x, y):  # the patch only matters while tracing; keep it for every call to be safe
+        def run(
+            x, y
+        ):  # the patch only matters while tracing; keep it for every call to be safe
             lq.nested_quantize = fn
             try:
                 return step(x, y)
@@ -446,16 +508,28 @@ def profile_run(quick: bool) -> pd.DataFrame:
             "lqs (current)": make_train_step(mlp_lqs()),
             "lqs, proposed gradient": traced_with(proposed_nested_quantize, mlp_lqs()),
             "lqs, scale_gradient=ste": make_train_step(mlp_lqs(scale_gradient="ste")),
-            "plain, jit_compile": make_train_step(build_model("mlp", "plain"), jit_compile=True),
+            "plain, jit_compile": make_train_step(
+                build_model("mlp", "plain"), jit_compile=True
+            ),
             "lqs (current), jit_compile": make_train_step(mlp_lqs(), jit_compile=True),
         }
         t = time_interleaved(steps, batch_for("mlp", batch), warmup=5, reps=reps)
         for k, v in t.items():
-            rows.append({"what": f"MLP train step: {k}", "batch": batch, "ms": statistics.median(v)})
+            rows.append(
+                {
+                    "what": f"MLP train step: {k}",
+                    "batch": batch,
+                    "ms": statistics.median(v),
+                }
+            )
     df = pd.DataFrame(rows)
-    base = {b: df.loc[df["what"] == "MLP train step: plain"].set_index("batch")["ms"].get(b) for b in (32, 256)}
+    base = {
+        b: df.loc[df["what"] == "MLP train step: plain"].set_index("batch")["ms"].get(b)
+        for b in (32, 256)
+    }
     df["vs_plain"] = [
-        r.ms / base[r.batch] if r.batch in base and base[r.batch] else float("nan") for r in df.itertuples()
+        r.ms / base[r.batch] if r.batch in base and base[r.batch] else float("nan")
+        for r in df.itertuples()
     ]
     d = out_dir()
     df.to_csv(d / "layer_overhead_profile.csv", index=False)
@@ -473,9 +547,19 @@ def profile_run(quick: bool) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--qkeras", action="store_true", help="time QKeras layers (run from a venv with qkeras-v3)")
-    parser.add_argument("--profile", action="store_true", help="also decompose the MLP overhead")
-    parser.add_argument("--quick", action="store_true", help="2 warm-ups and 3 reps per case (smoke check)")
+    parser.add_argument(
+        "--qkeras",
+        action="store_true",
+        help="time QKeras layers (run from a venv with qkeras-v3)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also decompose the MLP overhead"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 warm-ups and 3 reps per case (smoke check)",
+    )
     args = parser.parse_args(argv)
     if args.qkeras:
         qkeras_run(args.quick)

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -52,7 +53,15 @@ from keras import ops
 
 from lqs.layers import QConv2D, QDense
 from lqs.losses import LossTermsModel
-from lqs.quantizers import DENSE_GRANULARITIES, GRANULARITIES, MIN_SCALE, IntegerTensor, MinValue, group_axes, scale_shape
+from lqs.quantizers import (
+    DENSE_GRANULARITIES,
+    GRANULARITIES,
+    MIN_SCALE,
+    IntegerTensor,
+    MinValue,
+    group_axes,
+    scale_shape,
+)
 
 __all__ = [
     "BASELINE_FLAVOURS",
@@ -85,14 +94,22 @@ MAX_BITS: int = 16
 
 def check_bits(bits: int) -> int:
     """Return ``bits`` as int or raise ``ValueError`` (an integer in ``[MIN_BITS, MAX_BITS]``)."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    if (
+        isinstance(bits, bool)
+        or not isinstance(bits, (int, np.integer))
+        or not MIN_BITS <= bits <= MAX_BITS
+    ):
+        raise ValueError(
+            f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}"
+        )
     return int(bits)
 
 
 def _check_granularity(granularity: str, allowed: Sequence[str]) -> str:
     if granularity not in allowed:
-        raise ValueError(f"unknown granularity {granularity!r}; allowed: {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"unknown granularity {granularity!r}; allowed: {', '.join(map(repr, allowed))}"
+        )
     return granularity
 
 
@@ -166,7 +183,9 @@ def minmax_quantize(p, bits: int, scale_shape_: Sequence[int]):
     return _fake_quant(p)
 
 
-def minmax_integers(p, bits: int, granularity: str, name: str = "kernel") -> IntegerTensor:
+def minmax_integers(
+    p, bits: int, granularity: str, name: str = "kernel"
+) -> IntegerTensor:
     """``p`` in integer form under symmetric min-max quantization (NumPy, protocol object).
 
     Values :math:`P_q \\in [-(2^{b-1}-1), 2^{b-1}-1]` (int64), scales :math:`s` (float32, one per group).
@@ -174,7 +193,9 @@ def minmax_integers(p, bits: int, granularity: str, name: str = "kernel") -> Int
     p = tf.convert_to_tensor(p, tf.float32)
     shape = scale_shape(granularity, tuple(p.shape))
     p_q, s = _minmax_parts(p, bits, shape)
-    return IntegerTensor(name, p_q.numpy().astype(np.int64), s.numpy().astype(np.float32), granularity)
+    return IntegerTensor(
+        name, p_q.numpy().astype(np.int64), s.numpy().astype(np.float32), granularity
+    )
 
 
 # --------------------------------------------------------------------------------------- LSQ
@@ -186,7 +207,9 @@ def lsq_bounds(bits: int) -> tuple[int, int]:
     return 2 ** (b - 1), 2 ** (b - 1) - 1
 
 
-def lsq_grad_scale(param_shape: Sequence[int], scale_shape_: Sequence[int], bits: int) -> float:
+def lsq_grad_scale(
+    param_shape: Sequence[int], scale_shape_: Sequence[int], bits: int
+) -> float:
     """The LSQ step-gradient scale :math:`g = 1/\\sqrt{N Q_P}`.
 
     :math:`N` is the number of weights sharing one step: the whole tensor for a per-tensor step
@@ -198,7 +221,9 @@ def lsq_grad_scale(param_shape: Sequence[int], scale_shape_: Sequence[int], bits
     return 1.0 / math.sqrt(n * q_p)
 
 
-def lsq_step_init(p, bits: int, scale_shape_: Sequence[int], min_step: float = MIN_SCALE):
+def lsq_step_init(
+    p, bits: int, scale_shape_: Sequence[int], min_step: float = MIN_SCALE
+):
     """The LSQ step initialization :math:`s_0 = 2 \\langle |v| \\rangle / \\sqrt{Q_P}` per group.
 
     The mean runs over the group's weights; the result is clipped below at ``min_step`` (an
@@ -207,7 +232,9 @@ def lsq_step_init(p, bits: int, scale_shape_: Sequence[int], min_step: float = M
     _, q_p = lsq_bounds(bits)
     p = tf.convert_to_tensor(p)
     axes = _group_reduce_axes(p.shape, scale_shape_)
-    mean_abs = tf.reduce_mean(tf.abs(p), axis=axes, keepdims=True) if axes else tf.abs(p)
+    mean_abs = (
+        tf.reduce_mean(tf.abs(p), axis=axes, keepdims=True) if axes else tf.abs(p)
+    )
     s = tf.maximum(2.0 * mean_abs / math.sqrt(q_p), tf.cast(min_step, p.dtype))
     return tf.reshape(s, tuple(scale_shape_))
 
@@ -258,7 +285,11 @@ def lsq_quantize(v, step, bits: int, grad_scale: float | None = None):
             d_elem = tf.where(
                 inside,
                 tf.round(ratio) - ratio,
-                tf.where(below, -float(q_n) * tf.ones_like(ratio), float(q_p) * tf.ones_like(ratio)),
+                tf.where(
+                    below,
+                    -float(q_n) * tf.ones_like(ratio),
+                    float(q_p) * tf.ones_like(ratio),
+                ),
             )
             prod = upstream * d_elem
             d_s = tf.reduce_sum(prod, axis=axes, keepdims=True) if axes else prod
@@ -269,13 +300,17 @@ def lsq_quantize(v, step, bits: int, grad_scale: float | None = None):
     return _lsq(v, step)
 
 
-def lsq_integers(v, step, bits: int, granularity: str, name: str = "kernel") -> IntegerTensor:
+def lsq_integers(
+    v, step, bits: int, granularity: str, name: str = "kernel"
+) -> IntegerTensor:
     """``v`` in integer form under LSQ: :math:`\\bar v \\in [-2^{b-1}, 2^{b-1}-1]` (int64) and the steps."""
     q_n, q_p = lsq_bounds(bits)
     v = tf.convert_to_tensor(v, tf.float32)
     s = tf.cast(tf.convert_to_tensor(step), tf.float32)
     v_bar = tf.round(tf.clip_by_value(v / s, -float(q_n), float(q_p)))
-    return IntegerTensor(name, v_bar.numpy().astype(np.int64), s.numpy().astype(np.float32), granularity)
+    return IntegerTensor(
+        name, v_bar.numpy().astype(np.int64), s.numpy().astype(np.float32), granularity
+    )
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -289,7 +324,9 @@ class _WeightQuantMixin:
 
     _granularities: tuple[str, ...] = ()
 
-    def _init_weight_quant(self, bits: int, granularity: str, quantize_bias: bool) -> None:
+    def _init_weight_quant(
+        self, bits: int, granularity: str, quantize_bias: bool
+    ) -> None:
         self.bits = check_bits(bits)
         self.granularity = _check_granularity(granularity, self._granularities)
         self.quantize_bias = bool(quantize_bias)
@@ -345,10 +382,16 @@ class _WeightQuantMixin:
                 raise ValueError(
                     f"{self.name}/{t.name}: integer shape {values.shape} does not match the layer's {tuple(var.shape)}"
                 )
-            var.assign(self._latent(values, np.asarray(t.scale, dtype=np.float32), t.name))
+            var.assign(
+                self._latent(values, np.asarray(t.scale, dtype=np.float32), t.name)
+            )
 
     def _weight_quant_config(self) -> dict[str, Any]:
-        return {"bits": self.bits, "granularity": self.granularity, "quantize_bias": self.quantize_bias}
+        return {
+            "bits": self.bits,
+            "granularity": self.granularity,
+            "quantize_bias": self.quantize_bias,
+        }
 
     # Dense/Conv2D save only kernel and bias; save every variable (LSQ steps included).
     def save_own_variables(self, store) -> None:
@@ -393,7 +436,9 @@ class _LSQMixin(_WeightQuantMixin):
         self.kernel_step = self.add_weight(
             name="kernel_step",
             shape=kernel_shape,
-            initializer=lambda shape, dtype=None: ops.cast(kernel_init, dtype or "float32"),
+            initializer=lambda shape, dtype=None: ops.cast(
+                kernel_init, dtype or "float32"
+            ),
             constraint=MinValue(MIN_SCALE),
             trainable=True,
             dtype="float32",
@@ -404,7 +449,9 @@ class _LSQMixin(_WeightQuantMixin):
             self.bias_step = self.add_weight(
                 name="bias_step",
                 shape=(1,),
-                initializer=lambda shape, dtype=None: ops.cast(bias_init, dtype or "float32"),
+                initializer=lambda shape, dtype=None: ops.cast(
+                    bias_init, dtype or "float32"
+                ),
                 constraint=MinValue(MIN_SCALE),
                 trainable=True,
                 dtype="float32",
@@ -415,7 +462,9 @@ class _LSQMixin(_WeightQuantMixin):
 
         Call after loading pretrained float weights (the paper initializes from them).
         """
-        self.kernel_step.assign(lsq_step_init(self.kernel, self.bits, self.kernel_scale_shape()))
+        self.kernel_step.assign(
+            lsq_step_init(self.kernel, self.bits, self.kernel_scale_shape())
+        )
         if self.bias_step is not None:
             self.bias_step.assign(lsq_step_init(self.bias, self.bits, (1,)))
 
@@ -440,9 +489,13 @@ class _LSQMixin(_WeightQuantMixin):
         """
         step = self._step(which)
         if tuple(scale.shape) != tuple(step.shape):
-            raise ValueError(f"{self.name}/{which}: scale shape {scale.shape} does not match the step's {tuple(step.shape)}")
+            raise ValueError(
+                f"{self.name}/{which}: scale shape {scale.shape} does not match the step's {tuple(step.shape)}"
+            )
         step.assign(scale)
-        return (values * np.broadcast_to(scale, values.shape).astype(np.float64)).astype(np.float32)
+        return (
+            values * np.broadcast_to(scale, values.shape).astype(np.float64)
+        ).astype(np.float32)
 
 
 def _dense_call(layer, inputs):
@@ -515,8 +568,14 @@ class FixedBitsDense(_FixedBitsMixin, keras.layers.Dense):
     __doc__ += _FIXED_DOC
     _granularities = DENSE_GRANULARITIES
 
-    def __init__(self, units: int, bits: int = 8, granularity: str = "scalar", quantize_bias: bool = False,
-                 **dense_kwargs):
+    def __init__(
+        self,
+        units: int,
+        bits: int = 8,
+        granularity: str = "scalar",
+        quantize_bias: bool = False,
+        **dense_kwargs,
+    ):
         super().__init__(units, **dense_kwargs)
         self._init_weight_quant(bits, granularity, quantize_bias)
 
@@ -538,8 +597,15 @@ class FixedBitsConv2D(_FixedBitsMixin, keras.layers.Conv2D):
     __doc__ += _FIXED_DOC
     _granularities = GRANULARITIES
 
-    def __init__(self, filters: int, kernel_size, bits: int = 8, granularity: str = "scalar",
-                 quantize_bias: bool = False, **conv_kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        bits: int = 8,
+        granularity: str = "scalar",
+        quantize_bias: bool = False,
+        **conv_kwargs,
+    ):
         super().__init__(filters, kernel_size, **conv_kwargs)
         self._init_weight_quant(bits, granularity, quantize_bias)
 
@@ -560,8 +626,14 @@ class LSQDense(_LSQMixin, keras.layers.Dense):
     __doc__ += _LSQ_DOC
     _granularities = DENSE_GRANULARITIES
 
-    def __init__(self, units: int, bits: int = 4, granularity: str = "scalar", quantize_bias: bool = False,
-                 **dense_kwargs):
+    def __init__(
+        self,
+        units: int,
+        bits: int = 4,
+        granularity: str = "scalar",
+        quantize_bias: bool = False,
+        **dense_kwargs,
+    ):
         super().__init__(units, **dense_kwargs)
         self._init_weight_quant(bits, granularity, quantize_bias)
 
@@ -586,8 +658,15 @@ class LSQConv2D(_LSQMixin, keras.layers.Conv2D):
     __doc__ += _LSQ_DOC
     _granularities = GRANULARITIES
 
-    def __init__(self, filters: int, kernel_size, bits: int = 4, granularity: str = "scalar",
-                 quantize_bias: bool = False, **conv_kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        bits: int = 4,
+        granularity: str = "scalar",
+        quantize_bias: bool = False,
+        **conv_kwargs,
+    ):
         super().__init__(filters, kernel_size, **conv_kwargs)
         self._init_weight_quant(bits, granularity, quantize_bias)
 
@@ -605,12 +684,29 @@ class LSQConv2D(_LSQMixin, keras.layers.Conv2D):
 # --------------------------------------------------------------------------------------- PTQ
 
 _COMMON_KEYS = (
-    "name", "trainable", "dtype", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-    "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint",
+    "name",
+    "trainable",
+    "dtype",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
 )
 _DENSE_KEYS = _COMMON_KEYS + ("units",)
-_CONV_KEYS = _COMMON_KEYS + ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
-                             "groups")
+_CONV_KEYS = _COMMON_KEYS + (
+    "filters",
+    "kernel_size",
+    "strides",
+    "padding",
+    "data_format",
+    "dilation_rate",
+    "groups",
+)
 
 
 def _ptq_replacement(layer, bits: int, per_channel: bool, quantize_bias: bool):
@@ -623,7 +719,11 @@ def _ptq_replacement(layer, bits: int, per_channel: bool, quantize_bias: bool):
         return None
     config = layer.get_config()
     kwargs = {k: config[k] for k in keys if k in config}
-    kwargs.update(bits=bits, granularity=channel if per_channel else "scalar", quantize_bias=quantize_bias)
+    kwargs.update(
+        bits=bits,
+        granularity=channel if per_channel else "scalar",
+        quantize_bias=quantize_bias,
+    )
     return cls(**kwargs)
 
 
@@ -673,7 +773,9 @@ def ptq_minmax(
             "subclassed models cannot be cloned"
         )
     if not model.built:
-        raise ValueError(f"model {model.name!r} is not built; build or train it before ptq_minmax")
+        raise ValueError(
+            f"model {model.name!r} is not built; build or train it before ptq_minmax"
+        )
 
     pairs: list[tuple[Any, Any]] = []
 
@@ -684,7 +786,9 @@ def ptq_minmax(
         pairs.append((new, layer))
         return new
 
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    clone = keras.models.clone_model(
+        model, clone_function=clone_function, recursive=True
+    )
     if not clone.built:
         clone.build(model.input_shape)
     for new, old in pairs:
@@ -697,8 +801,11 @@ def ptq_minmax(
     if getattr(model, "compiled", False):
         try:
             clone.compile_from_config(model.get_compile_config())
-        except Exception as err:  # noqa: BLE001 - a custom loss may not deserialize; PTQ is still usable
-            warnings.warn(f"ptq_minmax: could not compile the clone like the model ({err}); compile it yourself")
+        except Exception as err:
+            warnings.warn(
+                f"ptq_minmax: could not compile the clone like the model ({err}); compile it yourself",
+                stacklevel=2,
+            )
     return clone
 
 

@@ -115,7 +115,9 @@ def _model_config(model: keras.Model) -> dict[str, Any]:
     return config
 
 
-def _write_npz(target: Path, arrays: dict[str, np.ndarray], manifest: dict, compress: bool) -> None:
+def _write_npz(
+    target: Path, arrays: dict[str, np.ndarray], manifest: dict, compress: bool
+) -> None:
     """Write ``arrays`` + manifest as an npz atomically (:func:`lqs.fileio.atomic_write`)."""
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
 
@@ -123,13 +125,17 @@ def _write_npz(target: Path, arrays: dict[str, np.ndarray], manifest: dict, comp
         with zipfile.ZipFile(tmp, "w", compression=mode, allowZip64=True) as zf:
             for key, arr in arrays.items():
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                    np.lib.format.write_array(
+                        member, np.ascontiguousarray(arr), allow_pickle=False
+                    )
             zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=False))
 
     atomic_write(target, write)
 
 
-def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = False) -> dict[str, Any]:
+def to_integer(
+    model: keras.Model, path: str | os.PathLike, *, compress: bool = False
+) -> dict[str, Any]:
     """Write ``model`` in integer form to ``<path>.npz`` (module docstring: format) and report sizes.
 
     Arguments:
@@ -184,14 +190,17 @@ def to_integer(model: keras.Model, path: str | os.PathLike, *, compress: bool = 
         "compressed": bool(compress),
         "container": manifest["storage"]["container"],
         "bit_packing": False,
-        "storage": STORAGE_NOTE + ("; members deflate-compressed" if compress else "; members uncompressed"),
+        "storage": STORAGE_NOTE
+        + ("; members deflate-compressed" if compress else "; members uncompressed"),
         "dtypes": dtypes,
         "n_integer_parameters": n_int,
         "n_float_parameters": n_float,
     }
 
 
-def _integer_entries(entry: memory.LayerEntry, arrays: dict[str, np.ndarray], dtypes: dict[str, int]) -> list[dict]:
+def _integer_entries(
+    entry: memory.LayerEntry, arrays: dict[str, np.ndarray], dtypes: dict[str, int]
+) -> list[dict]:
     """Add a quantized layer's integers and scales to ``arrays`` (counting ``dtypes``); their manifest entries."""
     params: list[dict[str, Any]] = []
     for t in entry.layer.integer_parameters():
@@ -222,12 +231,18 @@ def _integer_entries(entry: memory.LayerEntry, arrays: dict[str, np.ndarray], dt
     return params
 
 
-def _float_entries(entry: memory.LayerEntry, floats: list[tuple[str, Any]], arrays: dict[str, np.ndarray]) -> list[dict]:
+def _float_entries(
+    entry: memory.LayerEntry,
+    floats: list[tuple[str, Any]],
+    arrays: dict[str, np.ndarray],
+) -> list[dict]:
     """Add a layer's float parameters to ``arrays`` as float32; their manifest entries."""
     params: list[dict[str, Any]] = []
     for i, (name, arr) in enumerate(floats):
         key = f"{entry.path}/{name}"
-        if key in arrays:  # two weights of one layer with the same name: keep both, by position
+        if (
+            key in arrays
+        ):  # two weights of one layer with the same name: keep both, by position
             key = f"{entry.path}/{name}#{i}"
         arr = np.asarray(arr, dtype=np.float32)
         arrays[key] = arr
@@ -244,7 +259,12 @@ def _float_entries(entry: memory.LayerEntry, floats: list[tuple[str, Any]], arra
     return params
 
 
-def _manifest(model: keras.Model, layers: list[dict[str, Any]], totals: dict[str, Any], compress: bool) -> dict:
+def _manifest(
+    model: keras.Model,
+    layers: list[dict[str, Any]],
+    totals: dict[str, Any],
+    compress: bool,
+) -> dict:
     """The export's ``manifest.json`` content (versions, storage, memory totals, model config, layers)."""
     return {
         "format": FORMAT,
@@ -260,7 +280,10 @@ def _manifest(model: keras.Model, layers: list[dict[str, Any]], totals: dict[str
             "note": STORAGE_NOTE,
         },
         "latent_on_load": "bin centre (P_q + 0.5) * scale, so that floor(P / scale) == P_q in float32",
-        "memory": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in totals.items()},
+        "memory": {
+            k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in totals.items()
+        },
         "model": _model_config(model),
         "layers": layers,
     }
@@ -276,11 +299,22 @@ def _tf_version() -> str | None:
 
 
 #: what reading a truncated or corrupted ``.npz`` raises (zip, deflate, npy header, JSON, missing member)
-_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, UnicodeDecodeError)
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    KeyError,
+    ValueError,
+    UnicodeDecodeError,
+)
 
 
 def _unreadable(target: Path, exc: BaseException) -> ValueError:
-    what = f"it has no {MANIFEST_NAME}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    what = (
+        f"it has no {MANIFEST_NAME}"
+        if isinstance(exc, KeyError)
+        else f"{type(exc).__name__}: {exc}"
+    )
     return ValueError(
         f"cannot read the integer export {target}: the file is truncated or corrupted ({what}). "
         "Write it again with lqs.export.to_integer(model, path) (or copy it again, checking its size)"
@@ -296,7 +330,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """
     target = _npz_path(path)
     if not target.exists():
-        raise FileNotFoundError(f"no export at {target}; write one with lqs.export.to_integer(model, path)")
+        raise FileNotFoundError(
+            f"no export at {target}; write one with lqs.export.to_integer(model, path)"
+        )
     try:
         with np.load(target) as npz:
             return json.loads(npz[MANIFEST_NAME].decode("utf-8"))
@@ -326,11 +362,15 @@ def _variable(layer: Any, name: str, path: str):
 
 def _assign(var, value: np.ndarray, what: str) -> None:
     if tuple(var.shape) != tuple(value.shape):
-        raise ValueError(f"{what}: stored shape {value.shape} does not match the rebuilt model's {tuple(var.shape)}")
+        raise ValueError(
+            f"{what}: stored shape {value.shape} does not match the rebuilt model's {tuple(var.shape)}"
+        )
     var.assign(value.astype(var.dtype))
 
 
-def _set_quantized(layer: Any, path: str, ints: list[IntegerTensor], floats: dict[str, np.ndarray]) -> None:
+def _set_quantized(
+    layer: Any, path: str, ints: list[IntegerTensor], floats: dict[str, np.ndarray]
+) -> None:
     if callable(getattr(layer, "set_integer_parameters", None)):
         layer.set_integer_parameters(ints)
     else:
@@ -342,8 +382,14 @@ def _set_quantized(layer: Any, path: str, ints: list[IntegerTensor], floats: dic
                     f"layer {path!r} ({type(layer).__name__}) has no {t.name}_quantizer.scale variable; "
                     "implement set_integer_parameters(list[IntegerTensor]) on it to make it loadable"
                 )
-            _assign(scale, np.asarray(t.scale, dtype=np.float32), f"{path}/{t.name} scale")
-            _assign(_variable(layer, t.name, path), bin_centre(t.values, t.scale), f"{path}/{t.name}")
+            _assign(
+                scale, np.asarray(t.scale, dtype=np.float32), f"{path}/{t.name} scale"
+            )
+            _assign(
+                _variable(layer, t.name, path),
+                bin_centre(t.values, t.scale),
+                f"{path}/{t.name}",
+            )
     if floats:
         if callable(getattr(layer, "set_float_parameters", None)):
             layer.set_float_parameters(floats)
@@ -352,7 +398,9 @@ def _set_quantized(layer: Any, path: str, ints: list[IntegerTensor], floats: dic
                 _assign(_variable(layer, name, path), arr, f"{path}/{name}")
 
 
-def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None = None) -> keras.Model:
+def from_integer(
+    path: str | os.PathLike, custom_objects: dict[str, Any] | None = None
+) -> keras.Model:
     """Rebuild the model written by :func:`to_integer` (uncompiled) and set its weights.
 
     Quantized parameters get their stored scales and the bin-centre latent values (module
@@ -372,34 +420,51 @@ def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None 
     target = _npz_path(path)
     manifest = read_manifest(target)
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{target} is not an {FORMAT!r} export (format {manifest.get('format')!r})")
+        raise ValueError(
+            f"{target} is not an {FORMAT!r} export (format {manifest.get('format')!r})"
+        )
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{target} has format_version {manifest['format_version']}; this lqs reads up to {FORMAT_VERSION}"
         )
     import lqs.layers  # noqa: F401  (registers the lqs layers for deserialization)
 
-    model = keras.models.model_from_json(json.dumps(manifest["model"]), custom_objects=custom_objects)
+    model = keras.models.model_from_json(
+        json.dumps(manifest["model"]), custom_objects=custom_objects
+    )
     if not model.built:
-        raise ValueError(f"the model rebuilt from {target} is not built; export a model with a known input shape")
+        raise ValueError(
+            f"the model rebuilt from {target} is not built; export a model with a known input shape"
+        )
     stored = {layer["path"]: layer for layer in manifest["layers"]}
     arrays = _read_arrays(target)
     visited: set[str] = set()
     for entry in memory.iter_layers(model):
         record = stored.get(entry.path)
         if record is None:
-            raise ValueError(f"layer {entry.path!r} of the rebuilt model has no stored parameters in {target}")
+            raise ValueError(
+                f"layer {entry.path!r} of the rebuilt model has no stored parameters in {target}"
+            )
         visited.add(entry.path)
         params = record["parameters"]
         if entry.quantized != record["quantized"]:
-            raise ValueError(f"layer {entry.path!r}: stored quantized={record['quantized']}, rebuilt {entry.quantized}")
+            raise ValueError(
+                f"layer {entry.path!r}: stored quantized={record['quantized']}, rebuilt {entry.quantized}"
+            )
         if entry.quantized:
             ints = [
-                IntegerTensor(p["name"], arrays[p["key"]].astype(np.int64), arrays[p["scale_key"]], p["granularity"])
+                IntegerTensor(
+                    p["name"],
+                    arrays[p["key"]].astype(np.int64),
+                    arrays[p["scale_key"]],
+                    p["granularity"],
+                )
                 for p in params
                 if p["kind"] == "integer"
             ]
-            floats = {p["name"]: arrays[p["key"]] for p in params if p["kind"] == "float"}
+            floats = {
+                p["name"]: arrays[p["key"]] for p in params if p["kind"] == "float"
+            }
             _set_quantized(entry.layer, entry.path, ints, floats)
             _verify(entry, ints, target)
         else:
@@ -409,11 +474,15 @@ def from_integer(path: str | os.PathLike, custom_objects: dict[str, Any] | None 
                 )
             for p, var in zip(params, entry.variables, strict=True):
                 if p["name"] != var.name:
-                    raise ValueError(f"layer {entry.path!r}: stored weight {p['name']!r} but rebuilt {var.name!r}")
+                    raise ValueError(
+                        f"layer {entry.path!r}: stored weight {p['name']!r} but rebuilt {var.name!r}"
+                    )
                 _assign(var, arrays[p["key"]], f"{entry.path}/{p['name']}")
     missing = sorted(set(stored) - visited)
     if missing:
-        raise ValueError(f"stored layers {missing} are not in the model rebuilt from {target}")
+        raise ValueError(
+            f"stored layers {missing} are not in the model rebuilt from {target}"
+        )
     return model
 
 
@@ -422,9 +491,15 @@ def _verify(entry: memory.LayerEntry, ints: list[IntegerTensor], target: Path) -
     for t in ints:
         got = current.get(t.name)
         if got is None:
-            raise ValueError(f"layer {entry.path!r} of the rebuilt model has no quantized parameter {t.name!r}")
-        if not np.array_equal(np.asarray(got.scale, np.float32), np.asarray(t.scale, np.float32)):
-            raise ValueError(f"{entry.path}/{t.name}: scales differ after loading {target}")
+            raise ValueError(
+                f"layer {entry.path!r} of the rebuilt model has no quantized parameter {t.name!r}"
+            )
+        if not np.array_equal(
+            np.asarray(got.scale, np.float32), np.asarray(t.scale, np.float32)
+        ):
+            raise ValueError(
+                f"{entry.path}/{t.name}: scales differ after loading {target}"
+            )
         if not np.array_equal(got.values, t.values):
             raise ValueError(
                 f"{entry.path}/{t.name}: floor(P/s) of the loaded latent values differs from the stored "

@@ -35,7 +35,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "file_lock", "file_sha256", "remove_stale_temp_files"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "file_lock",
+    "file_sha256",
+    "remove_stale_temp_files",
+]
 
 #: errnos of a full disk or an exhausted quota
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -64,7 +70,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], object], *, suffix: str = "") -> Path:
+def atomic_write(
+    target: str | os.PathLike[str], write: Callable[[Path], object], *, suffix: str = ""
+) -> Path:
     """Create ``target`` atomically by calling ``write(tmp_path)`` and renaming the result.
 
     Arguments:
@@ -80,7 +88,9 @@ def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], object]
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
+        )
         os.close(fd)
     except OSError as exc:
         _raise_if_disk_full(exc, target)
@@ -153,7 +163,9 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield path
     finally:
         try:
-            path.unlink(missing_ok=True)  # removed while held: a waiter sees the change and retries
+            path.unlink(
+                missing_ok=True
+            )  # removed while held: a waiter sees the change and retries
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
             fh.close()
@@ -170,7 +182,10 @@ def _same_file(fh, path: Path) -> bool:
 
 
 def remove_stale_temp_files(
-    folder: str | os.PathLike[str], *, older_than: float = 3600.0, extra: Iterable[str] = ()
+    folder: str | os.PathLike[str],
+    *,
+    older_than: float = 3600.0,
+    extra: Iterable[str] = (),
 ) -> list[Path]:
     """Remove the temporary files that killed writers left in ``folder``; return what was removed.
 
@@ -194,7 +209,9 @@ def remove_stale_temp_files(
             if _remove_unheld_lock(path):
                 removed.append(path)
             continue
-        if not (_TEMP_RE.match(name) or any(fnmatch.fnmatch(name, p) for p in patterns)):
+        if not (
+            _TEMP_RE.match(name) or any(fnmatch.fnmatch(name, p) for p in patterns)
+        ):
             continue
         try:
             if now - path.stat().st_mtime > older_than:

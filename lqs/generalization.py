@@ -142,7 +142,9 @@ def perturbed_weights(
     keep = default_weights_filter if weights_filter is None else weights_filter
     selected = [v for v in _unique(model.trainable_weights) if keep(v)]
     if not selected:
-        names = [getattr(v, "path", getattr(v, "name", "?")) for v in model.trainable_weights]
+        names = [
+            getattr(v, "path", getattr(v, "name", "?")) for v in model.trainable_weights
+        ]
         raise ValueError(
             "no weight selected for perturbation; trainable weights are "
             f"{names or '[] (is the model built?)'}; pass weights_filter=callable(variable) -> bool"
@@ -162,8 +164,12 @@ def _preserved_weights(model: keras.Model) -> Iterator[None]:
             v.assign(value)
 
 
-def _assign(variables: Sequence[Any], base: Sequence[np.ndarray], delta: Sequence[np.ndarray] | None,
-            scale: float = 1.0) -> None:
+def _assign(
+    variables: Sequence[Any],
+    base: Sequence[np.ndarray],
+    delta: Sequence[np.ndarray] | None,
+    scale: float = 1.0,
+) -> None:
     for i, v in enumerate(variables):
         value = base[i] if delta is None else base[i] + scale * delta[i]
         v.assign(value.astype(base[i].dtype, copy=False))
@@ -173,7 +179,9 @@ def _global_norm(arrays: Sequence[np.ndarray]) -> float:
     return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
 
 
-def _normal_like(rng: np.random.Generator, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _normal_like(
+    rng: np.random.Generator, arrays: Sequence[np.ndarray]
+) -> list[np.ndarray]:
     return [rng.standard_normal(a.shape).astype(np.float32) for a in arrays]
 
 
@@ -182,7 +190,9 @@ def _normal_like(rng: np.random.Generator, arrays: Sequence[np.ndarray]) -> list
 # ---------------------------------------------------------------------------------------------
 def _default_loss(from_logits: bool) -> LossFn:
     def loss(y_true: Any, y_pred: Any) -> Any:
-        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=from_logits)
+        return keras.losses.sparse_categorical_crossentropy(
+            y_true, y_pred, from_logits=from_logits
+        )
 
     return loss
 
@@ -200,10 +210,17 @@ def _loss_sum(loss_fn: LossFn, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tenso
 def _correct_sum(y_true: tf.Tensor, y_pred: tf.Tensor, from_logits: bool) -> tf.Tensor:
     """Number of correct predictions: argmax for several outputs, threshold for one output."""
     n_out = int(np.prod(y_pred.shape[1:])) if None not in y_pred.shape[1:] else None
-    y_pred = tf.reshape(y_pred, [-1, n_out if n_out is not None else tf.reduce_prod(tf.shape(y_pred)[1:])])
+    y_pred = tf.reshape(
+        y_pred,
+        [-1, n_out if n_out is not None else tf.reduce_prod(tf.shape(y_pred)[1:])],
+    )
     if n_out is not None and n_out > 1:
         predicted = tf.argmax(y_pred, axis=-1, output_type=tf.int64)
-        if y_true.shape.rank is not None and y_true.shape.rank >= 2 and y_true.shape[-1] == n_out:
+        if (
+            y_true.shape.rank is not None
+            and y_true.shape.rank >= 2
+            and y_true.shape[-1] == n_out
+        ):
             label = tf.argmax(y_true, axis=-1, output_type=tf.int64)  # one-hot labels
         else:
             label = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
@@ -216,7 +233,9 @@ def _correct_sum(y_true: tf.Tensor, y_pred: tf.Tensor, from_logits: bool) -> tf.
 
 #: traced batch functions per model (weak keys: dropped with the model), at most
 #: ``_CACHE_SIZE`` per model; avoids retracing when a notebook calls the measures repeatedly
-_FUNCTION_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_FUNCTION_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = (
+    weakref.WeakKeyDictionary()
+)
 _CACHE_SIZE = 8
 
 
@@ -224,7 +243,9 @@ def _traced(model: keras.Model, key: tuple[Any, ...], build: Callable[[], Any]) 
     try:
         hash(key)
         per_model = _FUNCTION_CACHE.setdefault(model, {})
-    except TypeError:  # unhashable loss_fn, or a model without weak references: no caching
+    except (
+        TypeError
+    ):  # unhashable loss_fn, or a model without weak references: no caching
         return build()
     if key not in per_model:
         if len(per_model) >= _CACHE_SIZE:
@@ -240,10 +261,23 @@ class _Evaluator:
     model, loss, data dtype/shape), which holds the model only through a weak reference.
     """
 
-    def __init__(self, model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
-                 loss_fn: LossFn | None, from_logits: bool) -> None:
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    def __init__(
+        self,
+        model: keras.Model,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        loss_fn: LossFn | None,
+        from_logits: bool,
+    ) -> None:
+        if (
+            not isinstance(batch_size, (int, np.integer))
+            or isinstance(batch_size, bool)
+            or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be a positive integer, got {batch_size!r}"
+            )
         self.model, self.batch_size = model, int(batch_size)
         self.from_logits = bool(from_logits)
         self._loss_key = loss_fn
@@ -268,7 +302,11 @@ class _Evaluator:
         self._sums = _traced(self.model, key, self._build_sums)
 
     def _build_sums(self) -> Any:
-        model_ref, loss_fn, from_logits = weakref.ref(self.model), self.loss_fn, self.from_logits
+        model_ref, loss_fn, from_logits = (
+            weakref.ref(self.model),
+            self.loss_fn,
+            self.from_logits,
+        )
 
         def sums(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             pred = model_ref()(xb, training=False)
@@ -277,19 +315,28 @@ class _Evaluator:
         return tf.function(sums, input_signature=list(self._specs))
 
     def _build_grad(self, variables: Sequence[Any]) -> Any:
-        model_ref, loss_fn, variables = weakref.ref(self.model), self.loss_fn, list(variables)
+        model_ref, loss_fn, variables = (
+            weakref.ref(self.model),
+            self.loss_fn,
+            list(variables),
+        )
 
         def step(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
             with tf.GradientTape() as tape:
                 total = _loss_sum(loss_fn, yb, model_ref()(xb, training=False))
-            grads = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = tape.gradient(
+                total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
             return total, grads
 
         return tf.function(step, input_signature=list(self._specs))
 
     def _batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(self.x), self.batch_size):
-            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            yield (
+                self.x[start : start + self.batch_size],
+                self.y[start : start + self.batch_size],
+            )
 
     def __call__(self) -> tuple[float, float]:
         """Mean loss and accuracy at the current weights."""
@@ -302,7 +349,13 @@ class _Evaluator:
 
     def loss_and_grad(self, variables: Sequence[Any]) -> tuple[float, list[np.ndarray]]:
         """Mean loss and its gradient with respect to ``variables`` at the current weights."""
-        key = ("grad", self._loss_key, self.from_logits, *self._specs, tuple(id(v) for v in variables))
+        key = (
+            "grad",
+            self._loss_key,
+            self.from_logits,
+            *self._specs,
+            tuple(id(v) for v in variables),
+        )
         grad_fn = _traced(self.model, key, lambda: self._build_grad(variables))
         loss = 0.0
         grads = [np.zeros(tuple(v.shape), np.float64) for v in variables]
@@ -375,8 +428,12 @@ def generalization_gap(
         QGen (AskariHemmat et al., 2024) reports the gap of the loss and of the accuracy between
         the training and the test set, https://arxiv.org/abs/2404.11769
     """
-    tr = evaluate(model, *train, batch_size=batch_size, loss_fn=loss_fn, from_logits=from_logits)
-    te = evaluate(model, *test, batch_size=batch_size, loss_fn=loss_fn, from_logits=from_logits)
+    tr = evaluate(
+        model, *train, batch_size=batch_size, loss_fn=loss_fn, from_logits=from_logits
+    )
+    te = evaluate(
+        model, *test, batch_size=batch_size, loss_fn=loss_fn, from_logits=from_logits
+    )
     return {
         "train_loss": tr["loss"],
         "test_loss": te["loss"],
@@ -392,7 +449,9 @@ def generalization_gap(
 # ---------------------------------------------------------------------------------------------
 def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, allowed))}"
+        )
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -514,7 +573,11 @@ def adaptive_sharpness(
                 _assign(variables, base, delta)
                 increases.append(evaluator()[0] - base_loss)
             increases_arr = np.asarray(increases)
-            stderr = float(increases_arr.std(ddof=1) / math.sqrt(n_samples)) if n_samples > 1 else math.nan
+            stderr = (
+                float(increases_arr.std(ddof=1) / math.sqrt(n_samples))
+                if n_samples > 1
+                else math.nan
+            )
             result.update(value=float(increases_arr.mean()), stderr=stderr, noise=noise)
         else:
             alpha = float(rho if step_size is None else step_size)
@@ -537,12 +600,18 @@ def adaptive_sharpness(
                         eta = [e * (rho / norm_eta) for e in eta]
                 _assign(variables, base, [c * e for c, e in zip(magnitude, eta)])
                 best = max(best, evaluator()[0])
-            result.update(value=float(best - base_loss), n_steps=int(n_steps), step_size=alpha)
+            result.update(
+                value=float(best - base_loss), n_steps=int(n_steps), step_size=alpha
+            )
     return result
 
 
 def _bisect_sigma(
-    deviation: Callable[[float], float], sigma_min: float, sigma_max: float, tolerance: float, iters: int
+    deviation: Callable[[float], float],
+    sigma_min: float,
+    sigma_max: float,
+    tolerance: float,
+    iters: int,
 ) -> tuple[float, float, float, str]:
     """Largest ``sigma`` in ``[sigma_min, sigma_max]`` with ``deviation(sigma) <= tolerance``.
 
@@ -640,7 +709,9 @@ def pac_bayes_flatness(
     _check_positive("sigma_max", sigma_max)
     _check_positive("sigma_min", sigma_min)
     if sigma_min >= sigma_max:
-        raise ValueError(f"sigma_min={sigma_min!r} must be smaller than sigma_max={sigma_max!r}")
+        raise ValueError(
+            f"sigma_min={sigma_min!r} must be smaller than sigma_max={sigma_max!r}"
+        )
     _check_positive_int("n_samples", n_samples)
     _check_positive_int("iters", iters)
     if not np.isfinite(eps) or eps < 0:
@@ -663,10 +734,14 @@ def pac_bayes_flatness(
                     delta = [sigma * ei for ei in e]
                 _assign(variables, base, delta)
                 loss, acc = evaluator()
-                values.append(loss - base_loss if criterion == "loss" else base_acc - acc)
+                values.append(
+                    loss - base_loss if criterion == "loss" else base_acc - acc
+                )
             return float(np.mean(values))
 
-        sigma, upper, dev, status = _bisect_sigma(deviation, sigma_min, sigma_max, tolerance, iters)
+        sigma, upper, dev, status = _bisect_sigma(
+            deviation, sigma_min, sigma_max, tolerance, iters
+        )
     return {
         "sigma": sigma,
         "sigma_upper": upper,
@@ -686,18 +761,32 @@ def pac_bayes_flatness(
 # ---------------------------------------------------------------------------------------------
 # loss landscapes
 # ---------------------------------------------------------------------------------------------
-def _direction_from_rng(rng: np.random.Generator, base: Sequence[np.ndarray], filter_normalize: bool,
-                        ignore_bias_bn: bool) -> list[np.ndarray]:
+def _direction_from_rng(
+    rng: np.random.Generator,
+    base: Sequence[np.ndarray],
+    filter_normalize: bool,
+    ignore_bias_bn: bool,
+) -> list[np.ndarray]:
     direction = []
     for w in base:
         d = rng.standard_normal(w.shape).astype(np.float32)
         if w.ndim <= 1:
             # Li et al.: biases / BN parameters get a zero direction, or else the weights themselves
-            d = np.zeros_like(w) if ignore_bias_bn else np.array(w, np.float32, copy=True)
+            d = (
+                np.zeros_like(w)
+                if ignore_bias_bn
+                else np.array(w, np.float32, copy=True)
+            )
         elif filter_normalize:
-            axes = tuple(range(w.ndim - 1))  # one filter per output unit/channel = last axis
-            w_norm = np.sqrt(np.sum(np.square(w, dtype=np.float64), axis=axes, keepdims=True))
-            d_norm = np.sqrt(np.sum(np.square(d, dtype=np.float64), axis=axes, keepdims=True))
+            axes = tuple(
+                range(w.ndim - 1)
+            )  # one filter per output unit/channel = last axis
+            w_norm = np.sqrt(
+                np.sum(np.square(w, dtype=np.float64), axis=axes, keepdims=True)
+            )
+            d_norm = np.sqrt(
+                np.sum(np.square(d, dtype=np.float64), axis=axes, keepdims=True)
+            )
             d = (d * (w_norm / (d_norm + 1e-10))).astype(np.float32)
         direction.append(d)
     return direction
@@ -738,11 +827,17 @@ def random_direction(
         H. Li et al., "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
         https://arxiv.org/abs/1712.09913
     """
-    base = [keras.ops.convert_to_numpy(v) for v in perturbed_weights(model, weights_filter)]
-    return _direction_from_rng(np.random.default_rng(seed), base, filter_normalize, ignore_bias_bn)
+    base = [
+        keras.ops.convert_to_numpy(v) for v in perturbed_weights(model, weights_filter)
+    ]
+    return _direction_from_rng(
+        np.random.default_rng(seed), base, filter_normalize, ignore_bias_bn
+    )
 
 
-def _check_direction(direction: Sequence[np.ndarray], base: Sequence[np.ndarray], name: str) -> list[np.ndarray]:
+def _check_direction(
+    direction: Sequence[np.ndarray], base: Sequence[np.ndarray], name: str
+) -> list[np.ndarray]:
     direction = [np.asarray(d, np.float32) for d in direction]
     shapes = [d.shape for d in direction]
     expected = [b.shape for b in base]
@@ -795,7 +890,9 @@ def loss_landscape_1d(
         variables = perturbed_weights(model, weights_filter)
         base = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
         if direction is None:
-            direction = _direction_from_rng(np.random.default_rng(seed), base, filter_normalize, ignore_bias_bn)
+            direction = _direction_from_rng(
+                np.random.default_rng(seed), base, filter_normalize, ignore_bias_bn
+            )
         direction = _check_direction(direction, base, "direction")
         rows = []
         for alpha in alphas:
@@ -856,7 +953,9 @@ def loss_landscape_2d(
             d2 = _direction_from_rng(rng, base, filter_normalize, ignore_bias_bn)
         else:
             if len(directions) != 2:
-                raise ValueError(f"directions must be a pair (d1, d2), got {len(directions)} entries")
+                raise ValueError(
+                    f"directions must be a pair (d1, d2), got {len(directions)} entries"
+                )
             d1 = _check_direction(directions[0], base, "directions[0]")
             d2 = _check_direction(directions[1], base, "directions[1]")
         rows = []
@@ -865,7 +964,14 @@ def loss_landscape_2d(
                 delta = [float(alpha) * a + float(beta) * b for a, b in zip(d1, d2)]
                 _assign(variables, base, delta)
                 loss, acc = evaluator()
-                rows.append({"alpha": float(alpha), "beta": float(beta), "loss": loss, "accuracy": acc})
+                rows.append(
+                    {
+                        "alpha": float(alpha),
+                        "beta": float(beta),
+                        "loss": loss,
+                        "accuracy": acc,
+                    }
+                )
     return rows
 
 
@@ -913,16 +1019,20 @@ def bin_widths(model: keras.Model) -> list[dict[str, Any]]:
         if not is_quantized_layer(layer):
             continue
         for tensor in layer.integer_parameters():
-            scale = np.abs(np.asarray(keras.ops.convert_to_numpy(tensor.scale), np.float64)).ravel()
+            scale = np.abs(
+                np.asarray(keras.ops.convert_to_numpy(tensor.scale), np.float64)
+            ).ravel()
             values = np.asarray(tensor.values)
-            rows.append({
-                "layer": layer.name,
-                "parameter": str(tensor.name),
-                "granularity": str(getattr(tensor, "granularity", "")),
-                "n_groups": int(scale.size),
-                "n_params": int(values.size),
-                "scale_mean": float(scale.mean()) if scale.size else math.nan,
-                "scale_min": float(scale.min()) if scale.size else math.nan,
-                "scale_max": float(scale.max()) if scale.size else math.nan,
-            })
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "parameter": str(tensor.name),
+                    "granularity": str(getattr(tensor, "granularity", "")),
+                    "n_groups": int(scale.size),
+                    "n_params": int(values.size),
+                    "scale_mean": float(scale.mean()) if scale.size else math.nan,
+                    "scale_min": float(scale.min()) if scale.size else math.nan,
+                    "scale_max": float(scale.max()) if scale.size else math.nan,
+                }
+            )
     return rows

@@ -100,12 +100,16 @@ def quantized_layers(model_or_layers: Any) -> list[keras.layers.Layer]:
         Each quantized layer once (shared layers are not repeated).
     """
     if isinstance(model_or_layers, keras.layers.Layer):
-        candidates = list(model_or_layers._flatten_layers(include_self=True, recursive=True))
+        candidates = list(
+            model_or_layers._flatten_layers(include_self=True, recursive=True)
+        )
     elif isinstance(model_or_layers, Iterable):
         candidates = []
         for item in model_or_layers:
             if isinstance(item, keras.layers.Layer):
-                candidates.extend(item._flatten_layers(include_self=True, recursive=True))
+                candidates.extend(
+                    item._flatten_layers(include_self=True, recursive=True)
+                )
             else:
                 candidates.append(item)
     else:
@@ -115,7 +119,10 @@ def quantized_layers(model_or_layers: Any) -> list[keras.layers.Layer]:
     seen: set[int] = set()
     found = []
     for layer in candidates:
-        if getattr(layer, "kernel_quantizer", None) is not None and id(layer) not in seen:
+        if (
+            getattr(layer, "kernel_quantizer", None) is not None
+            and id(layer) not in seen
+        ):
             seen.add(id(layer))
             found.append(layer)
     return found
@@ -136,7 +143,9 @@ def quantized_parameters(model_or_layers: Any) -> list[tuple[Any, Any]]:
     pairs = []
     for layer in layers:
         if not layer.built or layer.kernel_quantizer.scale is None:
-            raise ValueError(f"quantized layer {layer.name!r} is not built yet; call the model on data first")
+            raise ValueError(
+                f"quantized layer {layer.name!r} is not built yet; call the model on data first"
+            )
         pairs.append((layer.kernel, layer.kernel_quantizer.scale))
         bias_quantizer = getattr(layer, "bias_quantizer", None)
         if bias_quantizer is not None:
@@ -144,7 +153,9 @@ def quantized_parameters(model_or_layers: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def parameter_penalties(p, scale, deviation_form: str = "reconstructed") -> dict[str, Any]:
+def parameter_penalties(
+    p, scale, deviation_form: str = "reconstructed"
+) -> dict[str, Any]:
     """The three penalties of one parameter ``p`` with scales ``scale`` (see the module docstring).
 
     .. math::
@@ -167,7 +178,9 @@ def parameter_penalties(p, scale, deviation_form: str = "reconstructed") -> dict
     scale = ops.cast(ops.convert_to_tensor(scale), p.dtype)
     axes = group_axes(tuple(p.shape), tuple(scale.shape))
     ratio = ops.abs(p) / scale
-    max_bin = ops.mean(ops.max(ratio, axis=axes, keepdims=True)) if axes else ops.mean(ratio)
+    max_bin = (
+        ops.mean(ops.max(ratio, axis=axes, keepdims=True)) if axes else ops.mean(ratio)
+    )
     inverse = ops.mean(1.0 / scale)
     if deviation_form == "reconstructed":
         deviation = ops.mean(ops.abs(p - ops.floor(p / scale) * scale))
@@ -176,7 +189,9 @@ def parameter_penalties(p, scale, deviation_form: str = "reconstructed") -> dict
     return {"inverse": inverse, "max_bin": max_bin, "deviation": deviation}
 
 
-def penalties(model_or_layers: Any, deviation_form: str = "reconstructed") -> dict[str, Any]:
+def penalties(
+    model_or_layers: Any, deviation_form: str = "reconstructed"
+) -> dict[str, Any]:
     """The unweighted penalties of a model, averaged over its quantized parameters by element count.
 
     :math:`\\mathcal{P}_t = \\sum_p n_p \\mathcal{P}_{t,p} / \\sum_p n_p`, where :math:`p` runs over the
@@ -215,17 +230,25 @@ def check_rates(rates: Mapping[str, float] | None) -> dict[str, float]:
     if rates is None:
         rates = {}
     if not isinstance(rates, Mapping):
-        raise ValueError(f"rates must be a dict {{term: rate}} with terms from {TERMS}, got {rates!r}")
+        raise ValueError(
+            f"rates must be a dict {{term: rate}} with terms from {TERMS}, got {rates!r}"
+        )
     checked = {term: 0.0 for term in TERMS}
     for key, value in rates.items():
         if key not in TERMS:
-            raise ValueError(f"unknown loss term {key!r} in rates; allowed: {', '.join(map(repr, TERMS))}")
+            raise ValueError(
+                f"unknown loss term {key!r} in rates; allowed: {', '.join(map(repr, TERMS))}"
+            )
         try:
             rate = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"rate for {key!r} must be a number >= 0, got {value!r}") from None
+            raise ValueError(
+                f"rate for {key!r} must be a number >= 0, got {value!r}"
+            ) from None
         if isinstance(value, bool) or not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"rate for {key!r} must be a finite number >= 0, got {value!r}")
+            raise ValueError(
+                f"rate for {key!r} must be a finite number >= 0, got {value!r}"
+            )
         checked[key] = rate
     return checked
 
@@ -268,11 +291,15 @@ class LossTermsModel(keras.Model):
     ):
         super().__init__(**kwargs)
         if not isinstance(network, keras.layers.Layer):
-            raise ValueError(f"network must be a Keras model, got {type(network).__name__}")
+            raise ValueError(
+                f"network must be a Keras model, got {type(network).__name__}"
+            )
         self.rates = check_rates(rates)
         self.deviation_form = _check_deviation_form(deviation_form)
         self.network = network
-        self.penalty_trackers = [keras.metrics.Mean(name=f"penalty_{term}") for term in TERMS]
+        self.penalty_trackers = [
+            keras.metrics.Mean(name=f"penalty_{term}") for term in TERMS
+        ]
         if getattr(network, "built", False):
             self.built = True
 
@@ -304,7 +331,11 @@ class LossTermsModel(keras.Model):
         forward pass; without this ordering the update could run while the forward pass still
         reads the scale, and the reported loss/metrics would mix old and new weights.
         """
-        deps = [t for t in tree.flatten(y_pred) if t is not None] if y_pred is not None else []
+        deps = (
+            [t for t in tree.flatten(y_pred) if t is not None]
+            if y_pred is not None
+            else []
+        )
         if deps and keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -312,9 +343,13 @@ class LossTermsModel(keras.Model):
                 return self.penalties()
         return self.penalties()
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         """Task loss plus :math:`\\sum_t \\rho_t \\mathcal{P}_t`; updates the ``penalty_<term>`` trackers."""
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
         values = self._penalties_after(y_pred)
         for term, tracker in zip(TERMS, self.penalty_trackers):
             tracker.update_state(values[term])
@@ -334,7 +369,7 @@ class LossTermsModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects=None) -> "LossTermsModel":
+    def from_config(cls, config: dict, custom_objects=None) -> LossTermsModel:
         """Rebuild the wrapper from :meth:`get_config`: deserialize the network, then wrap it.
 
         Arguments:
@@ -342,7 +377,9 @@ class LossTermsModel(keras.Model):
             custom_objects: extra classes for deserializing the network (lqs layers are registered).
         """
         config = dict(config)
-        network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
+        network = keras.saving.deserialize_keras_object(
+            config.pop("network"), custom_objects=custom_objects
+        )
         return cls(network=network, **config)
 
 
@@ -382,4 +419,6 @@ def with_loss_terms(
             "with_loss_terms needs a model with quantized layers (lqs.QDense/lqs.QConv2D); "
             f"model {getattr(network, 'name', network)!r} has none"
         )
-    return LossTermsModel(network, checked, deviation_form, name=f"{network.name}_loss_terms")
+    return LossTermsModel(
+        network, checked, deviation_form, name=f"{network.name}_loss_terms"
+    )

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,9 +113,15 @@ def _check_integer_values(values: np.ndarray) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         return arr
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+    if (
+        arr.dtype.kind == "f"
+        and np.all(np.isfinite(arr))
+        and np.all(arr == np.round(arr))
+    ):
         return arr.astype(np.int64)
-    raise ValueError(f"values must be integers (P_q), got dtype {arr.dtype} with non-integer entries")
+    raise ValueError(
+        f"values must be integers (P_q), got dtype {arr.dtype} with non-integer entries"
+    )
 
 
 def _group_max_abs(values: np.ndarray, scale_shape: Sequence[int]) -> np.ndarray:
@@ -122,7 +129,9 @@ def _group_max_abs(values: np.ndarray, scale_shape: Sequence[int]) -> np.ndarray
     arr = _check_integer_values(values)
     axes = tuple(group_axes(arr.shape, scale_shape))
     if arr.size == 0:
-        raise ValueError("values is empty; a quantized parameter needs at least one element")
+        raise ValueError(
+            "values is empty; a quantized parameter needs at least one element"
+        )
     hi = np.max(arr, axis=axes, keepdims=True)
     lo = np.min(arr, axis=axes, keepdims=True)
     out = np.empty(hi.shape, dtype=object)
@@ -285,7 +294,9 @@ def iter_layers(model: Any) -> Iterator[LayerEntry]:
 # --------------------------------------------------------------------------------------------
 
 
-def _row(entry: LayerEntry, parameter: str, acc: dict[str, Any], shape, granularity) -> dict[str, Any]:
+def _row(
+    entry: LayerEntry, parameter: str, acc: dict[str, Any], shape, granularity
+) -> dict[str, Any]:
     row = {
         "path": entry.path,
         "layer": entry.layer.name,
@@ -298,12 +309,18 @@ def _row(entry: LayerEntry, parameter: str, acc: dict[str, Any], shape, granular
         if key in acc and key not in row:
             row[key] = acc[key]
     row["kib"] = row["total_bits"] / 8 / 1024
-    row["bits_per_param"] = row["total_bits"] / row["n_params"] if row["n_params"] else math.nan
-    row["compression"] = row["fp32_bits"] / row["total_bits"] if row["total_bits"] else math.nan
+    row["bits_per_param"] = (
+        row["total_bits"] / row["n_params"] if row["n_params"] else math.nan
+    )
+    row["compression"] = (
+        row["fp32_bits"] / row["total_bits"] if row["total_bits"] else math.nan
+    )
     return row
 
 
-def _check_protocol_layer(entry: LayerEntry, ints: list[IntegerTensor], floats: dict) -> None:
+def _check_protocol_layer(
+    entry: LayerEntry, ints: list[IntegerTensor], floats: dict
+) -> None:
     """Warn when a protocol layer holds weights that neither its parameters nor its scales explain."""
     accounted = sum(int(np.size(t.values)) + int(np.size(t.scale)) for t in ints)
     accounted += sum(int(np.size(a)) for a in floats.values())
@@ -336,7 +353,9 @@ def layer_table(model: Any) -> list[dict[str, Any]]:
                 acc = tensor_bits(t)
                 rows.append(_row(entry, t.name, acc, acc["shape"], t.granularity))
             for name, arr in floats.items():
-                rows.append(_row(entry, name, float_bits(np.size(arr)), np.shape(arr), None))
+                rows.append(
+                    _row(entry, name, float_bits(np.size(arr)), np.shape(arr), None)
+                )
         else:
             for v in entry.variables:
                 n = int(np.prod(v.shape))
@@ -369,7 +388,12 @@ def _by_layer(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def layer_summary(model: Any) -> list[dict[str, Any]]:
     """One row per layer (``path``, ``layer``, ``layer_type``) with the keys of :func:`model_summary`."""
     return [
-        {"path": path, "layer": part[0]["layer"], "layer_type": part[0]["layer_type"], **_totals(part)}
+        {
+            "path": path,
+            "layer": part[0]["layer"],
+            "layer_type": part[0]["layer_type"],
+            **_totals(part),
+        }
         for path, part in _by_layer(layer_table(model)).items()
     ]
 
@@ -379,9 +403,17 @@ def _sum(rows: list[dict[str, Any]], key: str) -> int:
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n_params, total, fp32 = _sum(rows, "n_params"), _sum(rows, "total_bits"), _sum(rows, "fp32_bits")
+    n_params, total, fp32 = (
+        _sum(rows, "n_params"),
+        _sum(rows, "total_bits"),
+        _sum(rows, "fp32_bits"),
+    )
     q = [row for row in rows if row["quantized"]]
-    q_params, q_total, q_fp32 = _sum(q, "n_params"), _sum(q, "total_bits"), _sum(q, "fp32_bits")
+    q_params, q_total, q_fp32 = (
+        _sum(q, "n_params"),
+        _sum(q, "total_bits"),
+        _sum(q, "fp32_bits"),
+    )
     return {
         "n_params": n_params,
         "n_scales": _sum(rows, "n_groups"),
@@ -405,12 +437,24 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fmt(x: float, digits: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+    return (
+        "-"
+        if x is None or (isinstance(x, float) and math.isnan(x))
+        else f"{x:,.{digits}f}"
+    )
 
 
 #: column headers of :func:`summary`
 SUMMARY_HEADER: tuple[str, ...] = (
-    "Layer (type)", "Params", "Quant.", "Scales", "Bits/param", "Max bits", "KiB", "FP32 KiB", "Compr."
+    "Layer (type)",
+    "Params",
+    "Quant.",
+    "Scales",
+    "Bits/param",
+    "Max bits",
+    "KiB",
+    "FP32 KiB",
+    "Compr.",
 )
 
 
@@ -437,10 +481,15 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> dict[str, Any
     """
     table = layer_table(model)
     tot = _totals(table)
-    lines = [_summary_cells(f"{path} ({rows[0]['layer_type']})", _totals(rows)) for path, rows in _by_layer(table).items()]
+    lines = [
+        _summary_cells(f"{path} ({rows[0]['layer_type']})", _totals(rows))
+        for path, rows in _by_layer(table).items()
+    ]
     total_line = _summary_cells("Total", tot)
     header = SUMMARY_HEADER
-    widths = [max(len(r[i]) for r in [header, total_line, *lines]) for i in range(len(header))]
+    widths = [
+        max(len(r[i]) for r in [header, total_line, *lines]) for i in range(len(header))
+    ]
 
     def fmt_line(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
@@ -448,7 +497,9 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> dict[str, Any
 
     rule = "-" * len(fmt_line(header))
     name = getattr(model, "name", type(model).__name__)
-    print_fn(f'Memory of model "{name}" (accounted bits: integer widths per scale group + 32 per scale)')
+    print_fn(
+        f'Memory of model "{name}" (accounted bits: integer widths per scale group + 32 per scale)'
+    )
     print_fn(rule)
     print_fn(fmt_line(header))
     print_fn(rule.replace("-", "="))

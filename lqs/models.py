@@ -44,7 +44,8 @@ bit-identical models.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -82,7 +83,13 @@ RESNET_FILTERS: tuple[int, ...] = (32, 64, 128, 256)
 RESNET_STAGES: int = len(RESNET_FILTERS)
 RESNET_BLOCKS: int = 1
 #: keyword options of the nested quantizer accepted through ``**quantizer_options``
-NESTED_OPTIONS: tuple[str, ...] = ("aggregate", "all_above_vote", "scale_init", "min_scale", "init_bits")
+NESTED_OPTIONS: tuple[str, ...] = (
+    "aggregate",
+    "all_above_vote",
+    "scale_init",
+    "min_scale",
+    "init_bits",
+)
 
 _DENSE_ANALOGUE = {"channel": "row", "filter": "column"}
 _SEED_STRIDE = 10007  # per-model seed spacing; a model has far fewer seeded objects
@@ -90,7 +97,9 @@ _SEED_STRIDE = 10007  # per-model seed spacing; a model has far fewer seeded obj
 
 def _check(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}"
+        )
     return value
 
 
@@ -135,7 +144,9 @@ class _Factory:
                     f"allowed: {', '.join(NESTED_OPTIONS)}"
                 )
         elif flavour == "fp32" and self.options:
-            raise ValueError(f"flavour 'fp32' takes no quantizer options, got {sorted(self.options)}")
+            raise ValueError(
+                f"flavour 'fp32' takes no quantizer options, got {sorted(self.options)}"
+            )
 
     def next_seed(self) -> int:
         self._count += 1
@@ -146,21 +157,30 @@ class _Factory:
         return {
             "kernel_initializer": init,
             "bias_initializer": keras.initializers.Zeros(),
-            "kernel_regularizer": keras.regularizers.L2(self.l2) if self.l2 > 0 else None,
+            "kernel_regularizer": keras.regularizers.L2(self.l2)
+            if self.l2 > 0
+            else None,
         }
 
     def _quant_kwargs(self, granularity: str, cls: type) -> dict[str, Any]:
         if self.flavour in ("nested", "loss_terms"):
             scale_gradient = "threshold" if self.flavour == "nested" else "ste"
 
-            def quantizer(g: str) -> NestedQuantizer:  # a template: each layer copies it
+            def quantizer(
+                g: str,
+            ) -> NestedQuantizer:  # a template: each layer copies it
                 return NestedQuantizer(
                     g, self.threshold, scale_gradient=scale_gradient, **self.options
                 )
 
             bias = quantizer(self.bias_granularity) if self.quantize_bias else None
             return {"kernel_quantizer": quantizer(granularity), "bias_quantizer": bias}
-        kwargs = {"bits": self.bits, "granularity": granularity, "quantize_bias": self.quantize_bias, **self.options}
+        kwargs = {
+            "bits": self.bits,
+            "granularity": granularity,
+            "quantize_bias": self.quantize_bias,
+            **self.options,
+        }
         accepted = inspect.signature(cls.__init__).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
             unknown = sorted(set(kwargs) - set(accepted))
@@ -168,24 +188,42 @@ class _Factory:
                 raise ValueError(f"{cls.__name__} does not accept option(s) {unknown}")
         return kwargs
 
-    def dense(self, units: int, activation: str | None, name: str, quantized: bool) -> keras.layers.Layer:
+    def dense(
+        self, units: int, activation: str | None, name: str, quantized: bool
+    ) -> keras.layers.Layer:
         common = self._common()
         if not quantized or self.flavour == "fp32":
             return keras.layers.Dense(units, activation=activation, name=name, **common)
-        granularity = _DENSE_ANALOGUE.get(self.kernel_granularity, self.kernel_granularity)
+        granularity = _DENSE_ANALOGUE.get(
+            self.kernel_granularity, self.kernel_granularity
+        )
         cls = {
             "nested": QDense,
             "loss_terms": QDense,
             "lsq": getattr(self.baselines, "LSQDense", None),
             "fixed_bits": getattr(self.baselines, "FixedBitsDense", None),
         }[self.flavour]
-        return cls(units, activation=activation, name=name, **common, **self._quant_kwargs(granularity, cls))
+        return cls(
+            units,
+            activation=activation,
+            name=name,
+            **common,
+            **self._quant_kwargs(granularity, cls),
+        )
 
     def conv(
-        self, filters: int, kernel_size: int, name: str, *, strides: int = 1, activation: str | None = None
+        self,
+        filters: int,
+        kernel_size: int,
+        name: str,
+        *,
+        strides: int = 1,
+        activation: str | None = None,
     ) -> keras.layers.Layer:
         common = self._common()
-        args = dict(strides=strides, padding="same", activation=activation, name=name, **common)
+        args = dict(
+            strides=strides, padding="same", activation=activation, name=name, **common
+        )
         if self.flavour == "fp32":
             return keras.layers.Conv2D(filters, kernel_size, **args)
         cls = {
@@ -194,7 +232,12 @@ class _Factory:
             "lsq": getattr(self.baselines, "LSQConv2D", None),
             "fixed_bits": getattr(self.baselines, "FixedBitsConv2D", None),
         }[self.flavour]
-        return cls(filters, kernel_size, **args, **self._quant_kwargs(self.kernel_granularity, cls))
+        return cls(
+            filters,
+            kernel_size,
+            **args,
+            **self._quant_kwargs(self.kernel_granularity, cls),
+        )
 
     def dropout(self, rate: float, name: str) -> keras.layers.Layer:
         return keras.layers.Dropout(rate, seed=self.next_seed(), name=name)
@@ -300,7 +343,9 @@ def build_model(
     _check("flavour", flavour, FLAVOURS)
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be (H, W, C) with positive sizes, got {input_shape!r}"
+        )
     if arch != "mlp" and min(input_shape[:2]) < _MIN_SIDE[arch]:
         raise ValueError(
             f"arch {arch!r} needs images of at least {_MIN_SIDE[arch]}x{_MIN_SIDE[arch]} pixels, got {input_shape!r}"
@@ -308,7 +353,9 @@ def build_model(
     if quantize_dense is None:
         quantize_dense = arch == "mlp"
     if arch == "mlp" and not quantize_dense:
-        raise ValueError("quantize_dense=False leaves the MLP without quantized layers; allowed: True or None")
+        raise ValueError(
+            "quantize_dense=False leaves the MLP without quantized layers; allowed: True or None"
+        )
     if flavour != "fp32":
         allowed = allowed_kernel_granularities(arch, flavour)
         if kernel_granularity not in allowed:
@@ -370,7 +417,9 @@ def _weight_layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if layer.weights]
 
 
-def copy_float_weights(src: keras.Model, dst: keras.Model, *, init_bits: int | None = None) -> keras.Model:
+def copy_float_weights(
+    src: keras.Model, dst: keras.Model, *, init_bits: int | None = None
+) -> keras.Model:
     """Copy the float weights of a trained ``fp32`` model into a model of another flavour (post-training mode).
 
     Layers holding weights are paired by position (the builders name and order them identically in
@@ -406,18 +455,26 @@ def copy_float_weights(src: keras.Model, dst: keras.Model, *, init_bits: int | N
         )
     for s, d in zip(src_layers, dst_layers):
         if s.name != d.name:
-            raise ValueError(f"layer {s.name!r} of {src.name!r} is paired with {d.name!r} of {network.name!r}")
+            raise ValueError(
+                f"layer {s.name!r} of {src.name!r} is paired with {d.name!r} of {network.name!r}"
+            )
         if isinstance(s, keras.layers.BatchNormalization) or not hasattr(s, "kernel"):
             if len(s.weights) != len(d.weights):
-                raise ValueError(f"layer {s.name!r}: {len(s.weights)} weights vs {len(d.weights)}")
+                raise ValueError(
+                    f"layer {s.name!r}: {len(s.weights)} weights vs {len(d.weights)}"
+                )
             d.set_weights(s.get_weights())
             continue
         if tuple(s.kernel.shape) != tuple(d.kernel.shape):
-            raise ValueError(f"layer {s.name!r}: kernel shape {tuple(s.kernel.shape)} vs {tuple(d.kernel.shape)}")
+            raise ValueError(
+                f"layer {s.name!r}: kernel shape {tuple(s.kernel.shape)} vs {tuple(d.kernel.shape)}"
+            )
         d.kernel.assign(s.kernel)
         if getattr(s, "bias", None) is not None:
             if getattr(d, "bias", None) is None:
-                raise ValueError(f"layer {s.name!r} has a bias, {d.name!r} of {network.name!r} has none")
+                raise ValueError(
+                    f"layer {s.name!r} has a bias, {d.name!r} of {network.name!r} has none"
+                )
             d.bias.assign(s.bias)
         if init_bits is not None and getattr(d, "kernel_quantizer", None) is not None:
             d.kernel_quantizer.init_from(d.kernel, init_bits)

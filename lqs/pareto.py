@@ -28,7 +28,9 @@ def pareto_mask(x, y) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}")
+        raise ValueError(
+            f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}"
+        )
     mask = np.zeros(x.shape, dtype=bool)
     valid = np.flatnonzero(~(np.isnan(x) | np.isnan(y)))
     order = valid[np.lexsort((-y[valid], x[valid]))]
@@ -50,7 +52,9 @@ def pareto_front(x, y) -> np.ndarray:
     return front[np.argsort(x[front], kind="stable")]
 
 
-def best_within(accuracy, compression, reference_accuracy: float, *, max_drop: float = 0.01) -> int | None:
+def best_within(
+    accuracy, compression, reference_accuracy: float, *, max_drop: float = 0.01
+) -> int | None:
     """Index of the highest ``compression`` among points with ``accuracy >= reference - max_drop``.
 
     ``max_drop`` is in accuracy units (0.01 = one percentage point); ties go to the first point.

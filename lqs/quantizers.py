@@ -28,8 +28,8 @@ that keeps its own scales (see :data:`GRANULARITY_AXES`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -96,7 +96,9 @@ class IntegerTensor:
 
     def reconstruct(self) -> np.ndarray:
         """The fake-quantized float32 parameter ``values * scale``."""
-        return (self.values.astype(np.float32) * self.scale.astype(np.float32)).astype(np.float32)
+        return (self.values.astype(np.float32) * self.scale.astype(np.float32)).astype(
+            np.float32
+        )
 
     @property
     def group_count(self) -> int:
@@ -111,7 +113,9 @@ def check_threshold(threshold: float) -> float:
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}") from None
+        raise ValueError(
+            f"threshold must be a number >= 0, got {threshold!r}"
+        ) from None
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
     return value
@@ -119,7 +123,9 @@ def check_threshold(threshold: float) -> float:
 
 def _check_choice(kind: str, value: str, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"unknown {kind} {value!r}; allowed: {', '.join(map(repr, allowed))}"
+        )
     return value
 
 
@@ -151,7 +157,9 @@ def scale_shape(granularity: str, param_shape: Sequence[int]) -> tuple[int, ...]
     if axis is None:
         return (1,)
     if axis >= len(shape):
-        fitting = [g for g, a in GRANULARITY_AXES.items() if a is None or a < len(shape)]
+        fitting = [
+            g for g, a in GRANULARITY_AXES.items() if a is None or a < len(shape)
+        ]
         raise ValueError(
             f"granularity {granularity!r} needs axis {axis}, but the parameter has shape {shape} "
             f"(rank {len(shape)}); allowed for this rank: {', '.join(map(repr, fitting))}"
@@ -176,7 +184,9 @@ def group_axes(param_shape: Sequence[int], scale_shape_: Sequence[int]) -> list[
         )
     for i, (dp, ds) in enumerate(zip(p, s)):
         if ds not in (1, dp):
-            raise ValueError(f"scale axis {i} has size {ds}; allowed: 1 or the parameter's size {dp}")
+            raise ValueError(
+                f"scale axis {i} has size {ds}; allowed: 1 or the parameter's size {dp}"
+            )
     return [i for i, ds in enumerate(s) if ds == 1]
 
 
@@ -233,8 +243,16 @@ def nested_quantize(
             if all_above_vote:
                 # a group none of whose ratios is below lam votes -tanh(lam) with every element
                 any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam
-                group_size = 1.0 if aggregate == "mean" else float(np.prod([p_in.shape[a] for a in axes]))
-                group_vote = tf.where(any_below, group_vote, -tf.tanh(lam) * tf.constant(group_size, dtype))
+                group_size = (
+                    1.0
+                    if aggregate == "mean"
+                    else float(np.prod([p_in.shape[a] for a in axes]))
+                )
+                group_vote = tf.where(
+                    any_below,
+                    group_vote,
+                    -tf.tanh(lam) * tf.constant(group_size, dtype),
+                )
             m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
             d_scale = tf.reshape(m * group_vote, scale_shape_)
             return upstream, d_scale
@@ -273,7 +291,9 @@ def integer_values(p, scale) -> np.ndarray:
     return tf.floor(p32 / s32).numpy().astype(np.int64)
 
 
-def scale_for_bits(p, granularity: str, bits: int, min_scale: float = MIN_SCALE) -> np.ndarray:
+def scale_for_bits(
+    p, granularity: str, bits: int, min_scale: float = MIN_SCALE
+) -> np.ndarray:
     """Scales that make ``floor(p / s)`` fit a signed ``bits``-bit integer in every group.
 
     :math:`s = (1 + 2^{-20}) \\max_{group} |P| / (2^{b-1} - 1)`, so
@@ -288,7 +308,9 @@ def scale_for_bits(p, granularity: str, bits: int, min_scale: float = MIN_SCALE)
     shape = scale_shape(granularity, arr.shape)
     axes = tuple(group_axes(arr.shape, shape))
     max_abs = np.max(np.abs(arr), axis=axes, keepdims=True).reshape(shape)
-    return np.maximum(max_abs / (2.0 ** (bits - 1) - 1) * (1 + 2.0**-20), min_scale).astype(np.float32)
+    return np.maximum(
+        max_abs / (2.0 ** (bits - 1) - 1) * (1 + 2.0**-20), min_scale
+    ).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="lqs")
@@ -342,18 +364,28 @@ class NestedQuantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.granularity = _check_choice("granularity", granularity, GRANULARITIES)
         self.threshold = check_threshold(threshold)
-        self.scale_gradient = _check_choice("scale_gradient", scale_gradient, SCALE_GRADIENTS)
+        self.scale_gradient = _check_choice(
+            "scale_gradient", scale_gradient, SCALE_GRADIENTS
+        )
         self.aggregate = _check_choice("aggregate", aggregate, AGGREGATES)
         if not isinstance(all_above_vote, (bool, np.bool_)):
-            raise ValueError(f"all_above_vote must be True or False, got {all_above_vote!r}")
+            raise ValueError(
+                f"all_above_vote must be True or False, got {all_above_vote!r}"
+            )
         self.all_above_vote = bool(all_above_vote)
         self.min_scale = _positive_float("min_scale", min_scale)
         self.scale_init = _positive_float("scale_init", scale_init)
         if not self.scale_init >= self.min_scale:
-            raise ValueError(f"scale_init must be >= min_scale={min_scale}, got {scale_init!r}")
-        integral = isinstance(init_bits, (int, np.integer)) and not isinstance(init_bits, bool)
+            raise ValueError(
+                f"scale_init must be >= min_scale={min_scale}, got {scale_init!r}"
+            )
+        integral = isinstance(init_bits, (int, np.integer)) and not isinstance(
+            init_bits, bool
+        )
         if init_bits is not None and (not integral or init_bits < 2):
-            raise ValueError(f"init_bits must be an integer >= 2 or None, got {init_bits!r}")
+            raise ValueError(
+                f"init_bits must be an integer >= 2 or None, got {init_bits!r}"
+            )
         self.init_bits = None if init_bits is None else int(init_bits)
         self.scale = None
 
@@ -388,7 +420,11 @@ class NestedQuantizer(keras.layers.Layer):
         bits = self.init_bits if bits is None else bits
         if bits is None:
             raise ValueError("init_from needs bits (or init_bits set on the quantizer)")
-        self.scale.assign(scale_for_bits(keras.ops.convert_to_numpy(p), self.granularity, bits, self.min_scale))
+        self.scale.assign(
+            scale_for_bits(
+                keras.ops.convert_to_numpy(p), self.granularity, bits, self.min_scale
+            )
+        )
 
     def integer_tensor(self, p, name: str) -> IntegerTensor:
         """The parameter ``p`` in integer form with this quantizer's current scales."""

@@ -17,17 +17,26 @@ from companion.engine.config import validate_config
 
 
 def test_grid_is_the_cartesian_product_last_axis_fastest():
-    configs = analysis.grid({"dataset": "mnist", "flavour": "nested"}, {"lr": [1e-4, 1e-3], "seed": [0, 1, 2]})
+    configs = analysis.grid(
+        {"dataset": "mnist", "flavour": "nested"},
+        {"lr": [1e-4, 1e-3], "seed": [0, 1, 2]},
+    )
     assert len(configs) == 6
-    assert [(c["lr"], c["seed"]) for c in configs] == [(lr, s) for lr in (1e-4, 1e-3) for s in (0, 1, 2)]
+    assert [(c["lr"], c["seed"]) for c in configs] == [
+        (lr, s) for lr in (1e-4, 1e-3) for s in (0, 1, 2)
+    ]
     # validated: every schema key is present and defaults are filled
-    assert configs[0] == validate_config({"dataset": "mnist", "flavour": "nested", "lr": 1e-4, "seed": 0})
+    assert configs[0] == validate_config(
+        {"dataset": "mnist", "flavour": "nested", "lr": 1e-4, "seed": 0}
+    )
     assert configs[0]["arch"] == "mlp"
 
 
 def test_grid_drops_duplicates_after_validation():
     # bits has no effect on nested runs: validation sets it to None, so the axis collapses
-    configs = analysis.grid({"dataset": "mnist", "flavour": "nested"}, {"bits": [2, 4, 8], "seed": [0, 1]})
+    configs = analysis.grid(
+        {"dataset": "mnist", "flavour": "nested"}, {"bits": [2, 4, 8], "seed": [0, 1]}
+    )
     assert len(configs) == 2
     assert all(c["bits"] is None for c in configs)
 
@@ -44,7 +53,10 @@ def test_grid_empty_axis_and_no_axes():
 
 def test_grid_rejects_bad_values_and_non_list_axes():
     with pytest.raises(ValueError, match="kernel_granularity"):
-        analysis.grid({"dataset": "mnist", "flavour": "nested"}, {"kernel_granularity": ["filter"]})
+        analysis.grid(
+            {"dataset": "mnist", "flavour": "nested"},
+            {"kernel_granularity": ["filter"]},
+        )
     with pytest.raises(ValueError, match="lr"):
         analysis.grid({"dataset": "mnist"}, {"lr": [-1.0]})
     with pytest.raises(ValueError, match="list of values"):
@@ -52,8 +64,13 @@ def test_grid_rejects_bad_values_and_non_list_axes():
 
 
 def test_grid_where_granularity_fits_skips_conv_granularities_on_the_mlp():
-    axes = {"dataset": ["mnist", "cifar10"], "kernel_granularity": ["scalar", "row", "column", "channel", "filter"]}
-    configs = analysis.grid({"flavour": "nested"}, axes, where=analysis.granularity_fits)
+    axes = {
+        "dataset": ["mnist", "cifar10"],
+        "kernel_granularity": ["scalar", "row", "column", "channel", "filter"],
+    }
+    configs = analysis.grid(
+        {"flavour": "nested"}, axes, where=analysis.granularity_fits
+    )
     got = {(c["dataset"], c["kernel_granularity"]) for c in configs}
     assert got == {("mnist", g) for g in ("scalar", "row", "column")} | {
         ("cifar10", g) for g in ("scalar", "row", "column", "channel", "filter")
@@ -64,8 +81,11 @@ def test_unknown_granularity_raises_instead_of_being_dropped():
     """Regression: a typo ("colum") used to be dropped silently, so only scalar ran."""
     axes = {"kernel_granularity": ["scalar", "colum"]}
     with pytest.raises(ValueError) as err:
-        analysis.grid({"flavour": "nested", "dataset": "mnist"}, axes,
-                      where=analysis.granularity_fits)
+        analysis.grid(
+            {"flavour": "nested", "dataset": "mnist"},
+            axes,
+            where=analysis.granularity_fits,
+        )
     message = str(err.value)
     assert "granularities" in message and "'colum'" in message
     assert "scalar, row, column, channel, filter" in message
@@ -77,21 +97,34 @@ def test_unknown_granularity_raises_instead_of_being_dropped():
 
 def test_known_granularity_that_does_not_fit_the_network_is_still_filtered():
     assert analysis.check_granularities(["scalar", "filter"]) == ["scalar", "filter"]
-    assert not analysis.granularity_fits({"dataset": "mnist", "kernel_granularity": "filter"})
-    assert analysis.granularity_fits({"dataset": "cifar10", "kernel_granularity": "filter"})
-    assert analysis.granularity_fits({"flavour": "fp32", "kernel_granularity": "filter"})
+    assert not analysis.granularity_fits(
+        {"dataset": "mnist", "kernel_granularity": "filter"}
+    )
+    assert analysis.granularity_fits(
+        {"dataset": "cifar10", "kernel_granularity": "filter"}
+    )
+    assert analysis.granularity_fits(
+        {"flavour": "fp32", "kernel_granularity": "filter"}
+    )
 
 
 def test_threshold_configs_reject_a_typo_before_anything_trains():
     setups = [{"dataset": "fashion_mnist", "arch": "mlp"}]
-    kwargs = dict(thresholds=[1e-9], seeds=[0], dynamics_thresholds=[1e-9], dynamics_epochs=2)
+    kwargs = dict(
+        thresholds=[1e-9], seeds=[0], dynamics_thresholds=[1e-9], dynamics_epochs=2
+    )
     defaults = {"flavour": "nested", "epochs": 1}
     with pytest.raises(ValueError, match="granularities.*'colum'.*allowed"):
-        thresholds.threshold_configs(setups, defaults, granularities=["scalar", "colum"],
-                                     **kwargs)
+        thresholds.threshold_configs(
+            setups, defaults, granularities=["scalar", "colum"], **kwargs
+        )
     with pytest.raises(ValueError, match="'colum'"):  # a setup's own override too
-        thresholds.threshold_configs([{**setups[0], "granularities": ["colum"]}],
-                                     defaults, granularities=["scalar"], **kwargs)
+        thresholds.threshold_configs(
+            [{**setups[0], "granularities": ["colum"]}],
+            defaults,
+            granularities=["scalar"],
+            **kwargs,
+        )
 
 
 def test_baseline_granularity():
@@ -121,10 +154,15 @@ def test_aggregate_seeds_against_numpy():
     df = _runs()
     agg = analysis.aggregate_seeds(df, ["test_accuracy", "mem_compression"])
     assert len(agg) == 4
-    assert {"dataset", "flavour", "lr", "kernel_granularity", "bits"} <= set(agg.columns)
+    assert {"dataset", "flavour", "lr", "kernel_granularity", "bits"} <= set(
+        agg.columns
+    )
     assert "seed" not in agg.columns
     for _, row in agg.iterrows():
-        sel = df[(df["lr"] == row["lr"]) & (df["kernel_granularity"] == row["kernel_granularity"])]
+        sel = df[
+            (df["lr"] == row["lr"])
+            & (df["kernel_granularity"] == row["kernel_granularity"])
+        ]
         for m in ("test_accuracy", "mem_compression"):
             values = sel[m].to_numpy()
             assert row[f"{m}_mean"] == pytest.approx(np.mean(values))
@@ -194,16 +232,27 @@ def test_best_compression_table_against_hand_made_frame():
     table = table.set_index(["dataset", "method"])
     assert len(table) == 3  # cifar10 has no reference
     row = table.loc[("mnist", "nested")]
-    assert row["within"] and row["compression"] == 7.0 and row["accuracy"] == 0.972 and row["threshold"] == 1e-9
+    assert (
+        row["within"]
+        and row["compression"] == 7.0
+        and row["accuracy"] == 0.972
+        and row["threshold"] == 1e-9
+    )
     assert row["reference_accuracy"] == 0.98
     assert table.loc[("mnist", "PTQ min-max per-tensor"), "compression"] == 4.0
     miss = table.loc[("fashion_mnist", "nested")]
-    assert not miss["within"] and math.isnan(miss["compression"]) and pd.isna(miss["threshold"])
+    assert (
+        not miss["within"]
+        and math.isnan(miss["compression"])
+        and pd.isna(miss["threshold"])
+    )
 
 
 def test_best_compression_table_respects_max_drop():
     ref = {"mnist": 0.98}
-    table = analysis.best_compression_table(_table(), ref, max_drop=0.1).set_index(["dataset", "method"])
+    table = analysis.best_compression_table(_table(), ref, max_drop=0.1).set_index(
+        ["dataset", "method"]
+    )
     assert table.loc[("mnist", "nested"), "compression"] == 9.0
     assert table.loc[("mnist", "PTQ min-max per-tensor"), "compression"] == 16.0
 
@@ -219,7 +268,9 @@ def test_reference_accuracy_takes_the_best_fp32_seed_mean():
     ref = analysis.reference_accuracy(df)
     assert ref["mnist"] == pytest.approx(0.97)  # lr 1e-3: 0.97 beats lr 1e-4: 0.945
     assert ref["fashion_mnist"] == pytest.approx(0.8)  # nested rows are ignored
-    by_setup = analysis.reference_accuracy(df.assign(setup=df["dataset"].str.upper()), by="setup")
+    by_setup = analysis.reference_accuracy(
+        df.assign(setup=df["dataset"].str.upper()), by="setup"
+    )
     assert by_setup["MNIST"] == pytest.approx(0.97)
     with pytest.raises(ValueError, match="not in the table"):
         analysis.reference_accuracy(df, by="setup")
@@ -237,7 +288,10 @@ def test_reference_accuracy_takes_the_best_fp32_seed_mean():
         ({"flavour": "ptq", "kernel_granularity": "scalar"}, "PTQ min-max per-tensor"),
         ({"flavour": "ptq", "kernel_granularity": "filter"}, "PTQ min-max per-channel"),
         ({"flavour": "lsq", "kernel_granularity": "column"}, "LSQ per-channel"),
-        ({"flavour": "fixed_bits", "kernel_granularity": "scalar"}, "fixed-bit STE per-tensor"),
+        (
+            {"flavour": "fixed_bits", "kernel_granularity": "scalar"},
+            "fixed-bit STE per-tensor",
+        ),
     ],
 )
 def test_method_label(row, label):
@@ -246,9 +300,15 @@ def test_method_label(row, label):
 
 
 def test_method_style_one_colour_per_family_dashed_per_channel():
-    a, b = analysis.method_style("PTQ min-max per-tensor"), analysis.method_style("PTQ min-max per-channel")
+    a, b = (
+        analysis.method_style("PTQ min-max per-tensor"),
+        analysis.method_style("PTQ min-max per-channel"),
+    )
     assert a["color"] == b["color"] and a["ls"] == "-" and b["ls"] == "--"
-    assert analysis.method_style("nested")["color"] != analysis.method_style("LSQ per-tensor")["color"]
+    assert (
+        analysis.method_style("nested")["color"]
+        != analysis.method_style("LSQ per-tensor")["color"]
+    )
     for m in analysis.METHOD_ORDER:
         analysis.method_style(m)
     with pytest.raises(ValueError, match="unknown method"):
@@ -268,13 +328,19 @@ def test_formatting_helpers():
     assert analysis.fmt_sci(None) == "–"
     assert analysis.fmt_pm(0.9712, 0.0031) == "97.1 ± 0.3"
     assert analysis.fmt_pm(0.9712, float("nan")) == "97.1"
-    assert analysis.join_labels(["MNIST (10k subset)", None, "Fashion-MNIST", "MNIST (10k subset)"]) == (
-        "MNIST (10k subset), Fashion-MNIST"
+    assert analysis.join_labels(
+        ["MNIST (10k subset)", None, "Fashion-MNIST", "MNIST (10k subset)"]
+    ) == ("MNIST (10k subset), Fashion-MNIST")
+    md = analysis.markdown_table(
+        pd.DataFrame(
+            {"a": [1.0, None], "b": ["x", "y"], "λ": ["1e-9", "1e-12"], "n": [3, 2]}
+        )
     )
-    md = analysis.markdown_table(pd.DataFrame({"a": [1.0, None], "b": ["x", "y"], "λ": ["1e-9", "1e-12"], "n": [3, 2]}))
     assert md.splitlines()[0].startswith("|") and "nan" not in md.lower()
     assert "1e-9" in md and "1e-12" in md and "1e-09" not in md  # text kept verbatim
-    assert md.splitlines()[1].startswith("|---") and md.splitlines()[1].rstrip().endswith(":|")
+    assert md.splitlines()[1].startswith("|---") and md.splitlines()[
+        1
+    ].rstrip().endswith(":|")
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -284,7 +350,9 @@ def test_write_snippet_is_atomic_and_ends_with_newline(tmp_path):
     path = analysis.write_snippet(tmp_path / "out", "table", "| a |\n|---|\n| 1 |")
     assert path == tmp_path / "out" / "table.md"
     assert path.read_text().endswith("| 1 |\n")
-    assert [p.name for p in path.parent.iterdir()] == ["table.md"]  # no temporary left over
+    assert [p.name for p in path.parent.iterdir()] == [
+        "table.md"
+    ]  # no temporary left over
     with pytest.raises(ValueError, match="stem"):
         analysis.write_snippet(tmp_path, "x.md", "text")
 
@@ -323,15 +391,21 @@ def _available() -> pd.DataFrame:
 
 
 def test_missing_snippet_all_present(tmp_path):
-    present = analysis.resolve_datasets(["fashion_mnist", "mnist"], tmp_path, "nb", available=_available())
+    present = analysis.resolve_datasets(
+        ["fashion_mnist", "mnist"], tmp_path, "nb", available=_available()
+    )
     assert present == ["fashion_mnist", "mnist"]
     text = (tmp_path / "nb_missing.md").read_text()
-    assert text.startswith("All requested datasets were present: Fashion-MNIST, MNIST (10k subset).")
+    assert text.startswith(
+        "All requested datasets were present: Fashion-MNIST, MNIST (10k subset)."
+    )
     assert "partial copy" in text
 
 
 def test_missing_snippet_names_file_and_fix_and_skips(tmp_path):
-    present = analysis.resolve_datasets(["mnist", "cifar10"], tmp_path, "nb", available=_available())
+    present = analysis.resolve_datasets(
+        ["mnist", "cifar10"], tmp_path, "nb", available=_available()
+    )
     assert present == ["mnist"]  # never substituted
     text = (tmp_path / "nb_missing.md").read_text()
     assert "**CIFAR-10** not run: `data/cifar10/cifar-10-python.tar.gz` missing" in text
@@ -340,7 +414,9 @@ def test_missing_snippet_names_file_and_fix_and_skips(tmp_path):
 
 def test_missing_strict_raises_after_writing_the_snippet(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar10"):
-        analysis.resolve_datasets(["cifar10"], tmp_path, "nb", strict=True, available=_available())
+        analysis.resolve_datasets(
+            ["cifar10"], tmp_path, "nb", strict=True, available=_available()
+        )
     assert (tmp_path / "nb_missing.md").exists()
 
 
@@ -348,7 +424,9 @@ def test_resolve_datasets_rejects_empty_and_unknown(tmp_path):
     with pytest.raises(ValueError, match="no dataset"):
         analysis.resolve_datasets([], tmp_path, "nb", available=_available())
     with pytest.raises(ValueError, match="imagenette"):
-        analysis.resolve_datasets(["imagenette"], tmp_path, "nb", available=_available())
+        analysis.resolve_datasets(
+            ["imagenette"], tmp_path, "nb", available=_available()
+        )
 
 
 # ------------------------------------------------------------------------------------ other notebooks' runs
@@ -361,18 +439,30 @@ def test_matching_runs_and_read_run_tables(tmp_path):
         "train_limit": [8000, 8000, None, 8000],
         "epochs": [2, 3, 2, 2],
     })  # fmt: skip
-    got = analysis.matching_runs(df, {"dataset": "mnist", "train_limit": 8000, "epochs": 2}, ["dataset", "train_limit", "epochs"])
+    got = analysis.matching_runs(
+        df,
+        {"dataset": "mnist", "train_limit": 8000, "epochs": 2},
+        ["dataset", "train_limit", "epochs"],
+    )
     assert got["config_hash"].tolist() == ["a"]
-    got = analysis.matching_runs(df, {"dataset": "mnist", "train_limit": None}, ["dataset", "train_limit"])
+    got = analysis.matching_runs(
+        df, {"dataset": "mnist", "train_limit": None}, ["dataset", "train_limit"]
+    )
     assert got["config_hash"].tolist() == ["c"]
     assert analysis.matching_runs(df, {"lr": 1e-3}, ["lr"]).empty
     df.to_csv(tmp_path / "runs.csv", index=False)
-    df.iloc[:2].to_csv(tmp_path / "more_runs.csv", index=False)  # duplicates are dropped
-    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "summary.csv", index=False)  # no config_hash: skipped
+    df.iloc[:2].to_csv(
+        tmp_path / "more_runs.csv", index=False
+    )  # duplicates are dropped
+    pd.DataFrame({"x": [1]}).to_csv(
+        tmp_path / "summary.csv", index=False
+    )  # no config_hash: skipped
     table = analysis.read_run_tables(tmp_path)
     assert sorted(table["config_hash"]) == ["a", "b", "c", "d"]
     assert analysis.read_run_tables(tmp_path / "absent").empty
-    assert sorted(analysis.read_run_tables(tmp_path, pattern="more_runs.csv")["config_hash"]) == ["a", "b"]
+    assert sorted(
+        analysis.read_run_tables(tmp_path, pattern="more_runs.csv")["config_hash"]
+    ) == ["a", "b"]
 
 
 def test_history_stats_reads_stored_histories(tmp_path):
@@ -381,7 +471,9 @@ def test_history_stats_reads_stored_histories(tmp_path):
     store = RunStore(tmp_path / "runs")
     rows = []
     for thr in (1e-12, 1e-6):
-        cfg = validate_config({"dataset": "mnist", "flavour": "nested", "threshold": thr})
+        cfg = validate_config(
+            {"dataset": "mnist", "flavour": "nested", "threshold": thr}
+        )
         history = pd.DataFrame({
             "epoch": [0, 1, 2],
             "loss": [2.3, 0.5, 0.4],
@@ -393,7 +485,15 @@ def test_history_stats_reads_stored_histories(tmp_path):
     runs = pd.DataFrame(rows)
     long = analysis.history_stats(runs, keep=["threshold"], store=store)
     assert len(long) == 2 * 3 * 2  # runs x epochs x stats
-    assert set(long.columns) == {"config_hash", "threshold", "epoch", "layer", "parameter", "stat", "value"}
+    assert set(long.columns) == {
+        "config_hash",
+        "threshold",
+        "epoch",
+        "layer",
+        "parameter",
+        "stat",
+        "value",
+    }
     last = analysis.history_stats(runs, keep=["threshold"], last_only=True, store=store)
     uv = last[last["stat"] == "unique_values"].set_index("threshold")["value"]
     assert uv[1e-6] == 20.0 and uv[1e-12] == 80.0
@@ -414,21 +514,34 @@ def test_add_setup_appends_the_label_column():
 
 
 def test_sort_by_order_uses_display_orders_then_extra_columns():
-    df = pd.DataFrame({"mode": ["post_training", "from_scratch", "from_scratch", "other"],
-                       "x": [1.0, 3.0, 2.0, 0.0]}, index=[10, 11, 12, 13])
+    df = pd.DataFrame(
+        {
+            "mode": ["post_training", "from_scratch", "from_scratch", "other"],
+            "x": [1.0, 3.0, 2.0, 0.0],
+        },
+        index=[10, 11, 12, 13],
+    )
     out = analysis.sort_by_order(df, {"mode": analysis.MODE_ORDER}, extra=["x"])
     assert list(out.index) == [12, 11, 10, 13]  # unknown values last
     assert list(out.columns) == ["mode", "x"]
-    assert analysis.present_in_order(["row", "scalar", "row"], analysis.GRANULARITY_ORDER) == \
-        ["scalar", "row"]
+    assert analysis.present_in_order(
+        ["row", "scalar", "row"], analysis.GRANULARITY_ORDER
+    ) == ["scalar", "row"]
 
 
-def test_prepare_notebook_creates_the_folder_and_keeps_present_setups(tmp_path, capsys,
-                                                                    monkeypatch):
-    available = pd.DataFrame({
-        "dataset": ["mnist", "cifar10"], "present": [True, False],
-        "label": ["MNIST (10k subset)", "CIFAR-10"], "missing": ["", "cifar-10-python.tar.gz"],
-        "fetch": ["", "make data"], "is_subset": [True, False]})
+def test_prepare_notebook_creates_the_folder_and_keeps_present_setups(
+    tmp_path, capsys, monkeypatch
+):
+    available = pd.DataFrame(
+        {
+            "dataset": ["mnist", "cifar10"],
+            "present": [True, False],
+            "label": ["MNIST (10k subset)", "CIFAR-10"],
+            "missing": ["", "cifar-10-python.tar.gz"],
+            "fetch": ["", "make data"],
+            "is_subset": [True, False],
+        }
+    )
     out, runnable = analysis.prepare_notebook("nb", "smoke", tmp_path / "res")
     assert out == tmp_path / "res" and out.is_dir() and runnable == []
     monkeypatch.setattr(companion.data, "available", lambda requested: available)

@@ -24,8 +24,8 @@ from lqs.baselines import (
     ptq_minmax,
 )
 from lqs.layers import QDense
-from lqs.quantizers import NestedQuantizer
 from lqs.losses import with_loss_terms
+from lqs.quantizers import NestedQuantizer
 
 try:  # the project's memory accounting; fall back to its documented formula if absent
     from lqs.memory import group_bits, layer_table
@@ -33,8 +33,10 @@ except ImportError:  # pragma: no cover - only while lqs.memory is being written
     layer_table = None
 
     def group_bits(values, scale_shape):
-        axes = tuple(range(values.ndim)) if int(np.prod(scale_shape)) == 1 else tuple(
-            i for i, d in enumerate(scale_shape) if d == 1
+        axes = (
+            tuple(range(values.ndim))
+            if int(np.prod(scale_shape)) == 1
+            else tuple(i for i, d in enumerate(scale_shape) if d == 1)
         )
         m = np.max(np.abs(values), axis=axes)
         return np.ceil(np.log2(m + 1)).astype(int) + 1
@@ -52,13 +54,17 @@ def _axes(ndim: int, per_axis: int | None) -> tuple[int, ...]:
 
 def np_minmax(w: np.ndarray, bits: int, per_axis: int | None):
     q = 2 ** (bits - 1) - 1
-    m = np.max(np.abs(w), axis=_axes(w.ndim, per_axis), keepdims=True).astype(np.float32)
+    m = np.max(np.abs(w), axis=_axes(w.ndim, per_axis), keepdims=True).astype(
+        np.float32
+    )
     s = np.where(m > 0, m / np.float32(q), np.float32(1.0)).astype(np.float32)
     p_q = np.clip(np.round(w / s), -q, q)
     return p_q, s
 
 
-def np_lsq(v: np.ndarray, s: np.ndarray, bits: int, upstream: np.ndarray, per_axis: int | None):
+def np_lsq(
+    v: np.ndarray, s: np.ndarray, bits: int, upstream: np.ndarray, per_axis: int | None
+):
     q_n, q_p = 2 ** (bits - 1), 2 ** (bits - 1) - 1
     r = v / s
     out = np.round(np.clip(r, -q_n, q_p)) * s
@@ -95,7 +101,9 @@ def test_fixed_bits_dense_matches_numpy(bits, granularity, per_axis):
     x = RNG.normal(size=(4, 6)).astype(np.float32)
     wq, ws = np_minmax(w, bits, per_axis)
     bq, bs = np_minmax(b, bits, None)
-    np.testing.assert_allclose(layer(x).numpy(), x @ (wq * ws) + bq * bs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer(x).numpy(), x @ (wq * ws) + bq * bs, rtol=1e-5, atol=1e-6
+    )
     ints = {t.name: t for t in layer.integer_parameters()}
     assert set(ints) == {"kernel", "bias"} and layer.float_parameters() == {}
     q = 2 ** (bits - 1) - 1
@@ -121,7 +129,9 @@ def test_fixed_bits_conv_matches_numpy(granularity, per_axis):
     reference = keras.layers.Conv2D(4, 3, padding="same")
     reference.build(x.shape)
     reference.set_weights([wq * ws, np.arange(4, dtype=np.float32) / 10])
-    np.testing.assert_allclose(layer(x).numpy(), reference(x).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        layer(x).numpy(), reference(x).numpy(), rtol=1e-5, atol=1e-6
+    )
     (kernel,) = layer.integer_parameters()
     np.testing.assert_array_equal(kernel.values, wq)
     assert np.all(group_bits(kernel.values, kernel.scale.shape) <= bits)
@@ -146,7 +156,9 @@ def test_fixed_bits_validation():
         FixedBitsDense(3, bits=1)
     with pytest.raises(ValueError, match="got 17"):
         LSQConv2D(3, 3, bits=17)
-    with pytest.raises(ValueError, match="granularity 'filter'.*'scalar', 'row', 'column'"):
+    with pytest.raises(
+        ValueError, match="granularity 'filter'.*'scalar', 'row', 'column'"
+    ):
         FixedBitsDense(3, granularity="filter")
     with pytest.raises(ValueError, match="granularity 'per_channel'"):
         FixedBitsConv2D(3, 3, granularity="per_channel")
@@ -157,7 +169,10 @@ def test_fixed_bits_validation():
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
-@pytest.mark.parametrize("shape, step_shape, per_axis", [((5, 4), (1,), None), ((2, 2, 3, 4), (1, 1, 1, 4), 3)])
+@pytest.mark.parametrize(
+    "shape, step_shape, per_axis",
+    [((5, 4), (1,), None), ((2, 2, 3, 4), (1, 1, 1, 4), 3)],
+)
 def test_lsq_forward_and_gradients_match_paper(bits, shape, step_shape, per_axis):
     q_p = 2 ** (bits - 1) - 1
     s = RNG.uniform(0.05, 0.15, step_shape).astype(np.float32)
@@ -169,13 +184,22 @@ def test_lsq_forward_and_gradients_match_paper(bits, shape, step_shape, per_axis
         out = lsq_quantize(v_var, s_var, bits)
         loss = tf.reduce_sum(upstream * out)
     dv, ds = tape.gradient(loss, [v_var, s_var])
-    want_out, want_dv, want_ds = np_lsq(v, s.reshape((1,) * len(shape) if step_shape == (1,) else step_shape),
-                                        bits, upstream, per_axis)
+    want_out, want_dv, want_ds = np_lsq(
+        v,
+        s.reshape((1,) * len(shape) if step_shape == (1,) else step_shape),
+        bits,
+        upstream,
+        per_axis,
+    )
     r = v / s.reshape(want_ds.shape)
-    assert np.any(r < -(q_p + 1)) and np.any(r > q_p)  # both clip branches are exercised
+    assert np.any(r < -(q_p + 1)) and np.any(
+        r > q_p
+    )  # both clip branches are exercised
     np.testing.assert_allclose(out.numpy(), want_out, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(dv.numpy(), want_dv, rtol=1e-6)
-    np.testing.assert_allclose(ds.numpy(), want_ds.reshape(step_shape), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        ds.numpy(), want_ds.reshape(step_shape), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_lsq_dense_layer_protocol_and_step_init():
@@ -183,14 +207,18 @@ def test_lsq_dense_layer_protocol_and_step_init():
     layer = LSQDense(3, bits=bits, granularity="column", quantize_bias=True)
     layer.build((None, 5))
     w = layer.kernel.numpy()
-    want_step = 2 * np.mean(np.abs(w), axis=0, keepdims=True) / math.sqrt(2 ** (bits - 1) - 1)
+    want_step = (
+        2 * np.mean(np.abs(w), axis=0, keepdims=True) / math.sqrt(2 ** (bits - 1) - 1)
+    )
     np.testing.assert_allclose(layer.kernel_step.numpy(), want_step, rtol=1e-6)
     assert layer.bias_step.shape == (1,)
     w2 = RNG.normal(0, 1, (5, 3)).astype(np.float32)
     layer.kernel.assign(w2)
     layer.initialize_steps()
     s = layer.kernel_step.numpy()
-    np.testing.assert_allclose(s, 2 * np.mean(np.abs(w2), axis=0, keepdims=True) / math.sqrt(7), rtol=1e-6)
+    np.testing.assert_allclose(
+        s, 2 * np.mean(np.abs(w2), axis=0, keepdims=True) / math.sqrt(7), rtol=1e-6
+    )
     upstream = RNG.normal(size=(5, 3)).astype(np.float32)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(upstream * layer.quantized_kernel())
@@ -209,9 +237,17 @@ def test_lsq_mlp_trains_on_separable_problem():
     keras.utils.set_random_seed(0)
     x, y = _blobs()
     model = keras.Sequential(
-        [keras.Input((8,)), LSQDense(16, bits=4, activation="relu"), LSQDense(3, bits=4, activation="softmax")]
+        [
+            keras.Input((8,)),
+            LSQDense(16, bits=4, activation="relu"),
+            LSQDense(3, bits=4, activation="softmax"),
+        ]
     )
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     history = model.fit(x, y, epochs=15, batch_size=32, verbose=0)
     assert history.history["accuracy"][-1] >= 0.9
     for layer in model.layers:
@@ -234,7 +270,11 @@ def _trained_mlp():
         ],
         name="mlp",
     )
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(x, y, epochs=5, batch_size=32, verbose=0)
     return model, x, y
 
@@ -245,7 +285,9 @@ def _trained_cnn():
     x = rng.normal(size=(64, 8, 8, 2)).astype(np.float32)
     y = (x[..., 0].mean(axis=(1, 2)) > 0).astype(np.int32)
     inputs = keras.Input((8, 8, 2))
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(
+        inputs
+    )
     h = keras.layers.BatchNormalization(name="bn1")(h)
     r = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(h)
     r = keras.layers.BatchNormalization(name="bn2")(r)
@@ -255,7 +297,11 @@ def _trained_cnn():
     h = keras.layers.Dropout(0.2, name="drop")(h)
     outputs = keras.layers.Dense(2, activation="softmax", name="out")(h)
     model = keras.Model(inputs, outputs, name="cnn")
-    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.01),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     return model, x, y
 
@@ -271,7 +317,9 @@ def _check_ptq(model, quantized, bits, per_channel):
             assert new.bits == bits
             channel = "column" if type(old) is keras.layers.Dense else "filter"
             assert new.granularity == (channel if per_channel else "scalar")
-            np.testing.assert_array_equal(new.kernel.numpy(), old.kernel.numpy())  # float weights carried
+            np.testing.assert_array_equal(
+                new.kernel.numpy(), old.kernel.numpy()
+            )  # float weights carried
             np.testing.assert_array_equal(new.bias.numpy(), old.bias.numpy())
         else:
             assert type(new) is type(old)
@@ -279,7 +327,7 @@ def _check_ptq(model, quantized, bits, per_channel):
                 np.testing.assert_array_equal(a, b)
     if layer_table is not None:
         q = [row for row in layer_table(quantized) if row["quantized"]]
-        assert len(q) == sum(type(l) in kinds for l in model.layers)
+        assert len(q) == sum(type(layer) in kinds for layer in model.layers)
         assert all(row["bits_max"] <= bits for row in q)
 
 
@@ -297,7 +345,9 @@ def test_ptq_minmax_sequential_and_functional(trained_models, arch):
         for bits in (8, 2):
             quantized = ptq_minmax(model, bits, per_channel=per_channel)
             _check_ptq(model, quantized, bits, per_channel)
-            errors[bits] = np.abs(quantized(x, training=False).numpy() - reference).mean()
+            errors[bits] = np.abs(
+                quantized(x, training=False).numpy() - reference
+            ).mean()
         assert errors[8] < 0.01, (arch, per_channel, errors)
         assert errors[2] > errors[8], (arch, per_channel, errors)
     # compiled like the original: evaluate works and reports the same metrics
@@ -307,12 +357,23 @@ def test_ptq_minmax_sequential_and_functional(trained_models, arch):
 
 def test_ptq_minmax_starts_from_float_shadow_weights():
     keras.utils.set_random_seed(3)
-    net = keras.Sequential([keras.Input((4,)), QDense(3, kernel_quantizer=NestedQuantizer(scale_gradient="ste", init_bits=3), name="q")])
+    net = keras.Sequential(
+        [
+            keras.Input((4,)),
+            QDense(
+                3,
+                kernel_quantizer=NestedQuantizer(scale_gradient="ste", init_bits=3),
+                name="q",
+            ),
+        ]
+    )
     wrapped = with_loss_terms(net, {"inverse": 1e-3})
     quantized = ptq_minmax(wrapped, 6, quantize_bias=True)
     layer = quantized.get_layer("q")
     assert isinstance(layer, FixedBitsDense) and layer.quantize_bias
-    np.testing.assert_array_equal(layer.kernel.numpy(), net.get_layer("q").kernel.numpy())
+    np.testing.assert_array_equal(
+        layer.kernel.numpy(), net.get_layer("q").kernel.numpy()
+    )
     assert [t.name for t in layer.integer_parameters()] == ["kernel", "bias"]
     with pytest.raises(ValueError, match="bits must be an integer from 2 to 16"):
         ptq_minmax(net, 1)
@@ -324,10 +385,23 @@ def test_ptq_minmax_starts_from_float_shadow_weights():
 @pytest.mark.parametrize(
     "make, input_shape",
     [
-        (lambda: FixedBitsDense(4, bits=5, granularity="column", quantize_bias=True, activation="relu"), (6,)),
-        (lambda: FixedBitsConv2D(3, 3, bits=6, granularity="filter", padding="same"), (5, 5, 2)),
+        (
+            lambda: FixedBitsDense(
+                4, bits=5, granularity="column", quantize_bias=True, activation="relu"
+            ),
+            (6,),
+        ),
+        (
+            lambda: FixedBitsConv2D(3, 3, bits=6, granularity="filter", padding="same"),
+            (5, 5, 2),
+        ),
         (lambda: LSQDense(4, bits=3, granularity="column", quantize_bias=True), (6,)),
-        (lambda: LSQConv2D(3, 2, bits=4, granularity="filter", quantize_bias=True, strides=2), (6, 6, 2)),
+        (
+            lambda: LSQConv2D(
+                3, 2, bits=4, granularity="filter", quantize_bias=True, strides=2
+            ),
+            (6, 6, 2),
+        ),
     ],
     ids=["FixedBitsDense", "FixedBitsConv2D", "LSQDense", "LSQConv2D"],
 )
@@ -342,7 +416,9 @@ def test_layer_serialization_roundtrip(tmp_path, make, input_shape):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
     for a, b in zip(loaded.layers[0].weights, layer.weights):
         assert a.name == b.name
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -29,7 +29,9 @@ from companion.engine import book as lb
 from companion.paths import ROOT
 
 HTML = ROOT / "book" / "_build" / "html"
-ARTIFACTS = ROOT / "book" / "_build" / "browser-check"  # screenshots + dumped DOMs, for CI artifacts
+ARTIFACTS = (
+    ROOT / "book" / "_build" / "browser-check"
+)  # screenshots + dumped DOMs, for CI artifacts
 PROFILE = "smoke"
 TAIL = 6000
 
@@ -56,9 +58,17 @@ parts:
 """
 
 
-def _write_executed(path: Path, *, duration: float = 3.5, exception: bool = False) -> None:
+def _write_executed(
+    path: Path, *, duration: float = 3.5, exception: bool = False
+) -> None:
     nb = {
-        "cells": [{"cell_type": "code", "metadata": {"papermill": {"exception": exception}}, "source": ""}],
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {"papermill": {"exception": exception}},
+                "source": "",
+            }
+        ],
         "metadata": {
             "papermill": {
                 "duration": duration,
@@ -92,15 +102,24 @@ def test_repository_toc_references_existing_sources() -> None:
     for doc in lb.toc_files():
         if doc.startswith(lb.EXECUTED_DOC_PREFIX):
             continue
-        assert (ROOT / f"{doc}.md").is_file(), f"_toc.yml lists {doc} but {doc}.md does not exist"
+        assert (ROOT / f"{doc}.md").is_file(), (
+            f"_toc.yml lists {doc} but {doc}.md does not exist"
+        )
     for name in lb.toc_notebooks():
-        assert (ROOT / "notebooks" / f"{name}.md").is_file(), f"_toc.yml lists notebook {name} without source"
+        assert (ROOT / "notebooks" / f"{name}.md").is_file(), (
+            f"_toc.yml lists notebook {name} without source"
+        )
         for profile in ("smoke", "cpu", "full"):
-            assert (ROOT / "profiles" / profile / f"{name}.yaml").is_file(), (name, profile)
+            assert (ROOT / "profiles" / profile / f"{name}.yaml").is_file(), (
+                name,
+                profile,
+            )
 
 
 def test_figure_markdown() -> None:
-    text = lb.figure_markdown("pareto_lr_reg", "front_mnist", "Front on *MNIST*.", width="80%")
+    text = lb.figure_markdown(
+        "pareto_lr_reg", "front_mnist", "Front on *MNIST*.", width="80%"
+    )
     assert text.startswith("```{figure} /book/generated/pareto_lr_reg/front_mnist.*\n")
     assert ":name: fig-pareto-lr-reg-front-mnist" in text
     assert ":width: 80%" in text
@@ -110,37 +129,55 @@ def test_figure_markdown() -> None:
 def test_read_notebook_run(tmp_path: Path) -> None:
     _write_executed(tmp_path / "ok.ipynb", duration=12.0)
     _write_executed(tmp_path / "bad.ipynb", exception=True)
-    ok, bad = lb.read_notebook_run(tmp_path / "ok.ipynb"), lb.read_notebook_run(tmp_path / "bad.ipynb")
+    ok, bad = (
+        lb.read_notebook_run(tmp_path / "ok.ipynb"),
+        lb.read_notebook_run(tmp_path / "bad.ipynb"),
+    )
     assert (ok.name, ok.duration_s, ok.failed) == ("ok", 12.0, False)
     assert bad.failed
 
 
 def test_build_info_markdown() -> None:
-    runs = [lb.NotebookRun("nb_one", "2025-01-20T10:11:12+00:00", 75.0, False), lb.NotebookRun("x", None, None, False)]
+    runs = [
+        lb.NotebookRun("nb_one", "2025-01-20T10:11:12+00:00", 75.0, False),
+        lb.NotebookRun("x", None, None, False),
+    ]
     now = dt.datetime(2025, 2, 3, 4, 5, tzinfo=dt.UTC)
     text = lb.build_info_markdown("cpu", runs, ["nb_one"], now=now, commit="abc123")
     assert "| Profile | `cpu` |" in text
     assert "2025-02-03 04:05 UTC" in text and "`abc123`" in text
-    assert "{doc}`nb_one </book/generated/executed/nb_one>`" in text  # linked: in the TOC
+    assert (
+        "{doc}`nb_one </book/generated/executed/nb_one>`" in text
+    )  # linked: in the TOC
     assert "| 2025-01-20 10:11 UTC | 75.0 s |" in text
     assert "`x` (not in the book's TOC) | not recorded | not recorded |" in text
     assert "\n#" not in text, "build info is included in several pages: no headings"
 
 
-def test_prepare_fails_naming_missing_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_fails_naming_missing_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     toc = tmp_path / "_toc.yml"
     toc.write_text(TOC_TEXT)
     monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
     _write_executed(tmp_path / "results" / "smoke" / "executed" / "nb_one.ipynb")
     with pytest.raises(FileNotFoundError) as err:
-        lb.prepare("smoke", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False)
-    assert "nb_two" in str(err.value) and "make notebooks PROFILE=smoke" in str(err.value)
+        lb.prepare(
+            "smoke", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False
+        )
+    assert "nb_two" in str(err.value) and "make notebooks PROFILE=smoke" in str(
+        err.value
+    )
     assert "nb_one," not in str(err.value)
     with pytest.raises(ValueError, match="allowed"):
-        lb.prepare("huge", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False)
+        lb.prepare(
+            "huge", toc=toc, generated=tmp_path / "generated", mathjax=False, log=False
+        )
 
 
-def test_prepare_copies_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_copies_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     toc = tmp_path / "_toc.yml"
     toc.write_text(TOC_TEXT)
     res = tmp_path / "results" / "smoke"
@@ -149,13 +186,23 @@ def test_prepare_copies_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         _write_executed(res / "executed" / f"{name}.ipynb")
     _write_executed(res / "executed" / "nb_two.failed.ipynb", exception=True)  # ignored
     (res / "nb_one" / "sub").mkdir(parents=True)
-    for f in ("fig.png", "fig.pdf", "table.csv", "snippet.md", "sub/deep.svg", "model.keras", ".tmp.png"):
+    for f in (
+        "fig.png",
+        "fig.pdf",
+        "table.csv",
+        "snippet.md",
+        "sub/deep.svg",
+        "model.keras",
+        ".tmp.png",
+    ):
         (res / "nb_one" / f).write_bytes(b"x")
     gen = tmp_path / "generated"
     (gen / "stale").mkdir(parents=True)
     out = lb.prepare("smoke", toc=toc, generated=gen, mathjax=False, log=False)
     assert out == gen and not (gen / "stale").exists()
-    copied = sorted(p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file())
+    copied = sorted(
+        p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()
+    )
     assert copied == [
         "build_info.md",
         "executed/nb_one.ipynb",
@@ -172,10 +219,14 @@ def test_prepare_copies_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(RuntimeError, match="nb_two"):
         lb.prepare("smoke", toc=toc, generated=gen, mathjax=False, log=False)
     with pytest.raises(ValueError, match="generated"):
-        lb.prepare("smoke", toc=toc, generated=tmp_path / "book", mathjax=False, log=False)
+        lb.prepare(
+            "smoke", toc=toc, generated=tmp_path / "book", mathjax=False, log=False
+        )
 
 
-def test_prepare_fails_naming_missing_include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_fails_naming_missing_include(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     toc = tmp_path / "_toc.yml"
     toc.write_text(TOC_TEXT)
     (tmp_path / "book").mkdir()
@@ -183,8 +234,12 @@ def test_prepare_fails_naming_missing_include(tmp_path: Path, monkeypatch: pytes
         "# A\n\n```{include} generated/nb_one/snippet.md\n```\n\n"
         "% ```{include} generated/nb_one/commented_out.md\n% ```\n"
     )
-    (tmp_path / "book" / "b.md").write_text("# B\n\n````{include} /book/generated/nb_two/table.md\n````\n")
-    assert [(d, p.relative_to(tmp_path).as_posix()) for d, p in lb.page_includes(toc)] == [
+    (tmp_path / "book" / "b.md").write_text(
+        "# B\n\n````{include} /book/generated/nb_two/table.md\n````\n"
+    )
+    assert [
+        (d, p.relative_to(tmp_path).as_posix()) for d, p in lb.page_includes(toc)
+    ] == [
         ("book/a", "book/generated/nb_one/snippet.md"),
         ("book/b", "book/generated/nb_two/table.md"),
     ]
@@ -195,7 +250,13 @@ def test_prepare_fails_naming_missing_include(tmp_path: Path, monkeypatch: pytes
     (res / "nb_one").mkdir(parents=True)
     (res / "nb_one" / "snippet.md").write_text("text")
     with pytest.raises(FileNotFoundError) as err:
-        lb.prepare("smoke", toc=toc, generated=tmp_path / "book" / "generated", mathjax=False, log=False)
+        lb.prepare(
+            "smoke",
+            toc=toc,
+            generated=tmp_path / "book" / "generated",
+            mathjax=False,
+            log=False,
+        )
     msg = str(err.value)
     assert "book/b.md includes generated/nb_two/table.md (notebook nb_two)" in msg
     assert "make run NB=nb_two PROFILE=smoke" in msg and "snippet.md" not in msg
@@ -206,15 +267,24 @@ def test_prepare_fails_naming_missing_include(tmp_path: Path, monkeypatch: pytes
 # ---------------------------------------------------------------------------------------------
 
 
-def _run(cmd: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], *, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONHASHSEED": "0"}
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
 
 
 def _fail_with_tail(what: str, proc: subprocess.CompletedProcess[str]) -> None:
     out = (proc.stdout or "") + (proc.stderr or "")
-    pytest.fail(f"{what} failed with exit code {proc.returncode}; last output:\n{out[-TAIL:]}")
+    pytest.fail(
+        f"{what} failed with exit code {proc.returncode}; last output:\n{out[-TAIL:]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -241,10 +311,19 @@ def _soup(path: Path):
 
 
 def _pages() -> list[Path]:
-    return sorted(p for p in HTML.rglob("*.html") if "_static" not in p.relative_to(HTML).parts)
+    return sorted(
+        p for p in HTML.rglob("*.html") if "_static" not in p.relative_to(HTML).parts
+    )
 
 
-LINK_ATTRS = (("a", "href"), ("link", "href"), ("script", "src"), ("img", "src"), ("source", "src"), ("iframe", "src"))
+LINK_ATTRS = (
+    ("a", "href"),
+    ("link", "href"),
+    ("script", "src"),
+    ("img", "src"),
+    ("source", "src"),
+    ("iframe", "src"),
+)
 
 
 def _is_external(url: str) -> bool:
@@ -255,11 +334,15 @@ def _is_external(url: str) -> bool:
 @pytest.mark.book
 def test_build_succeeded_without_warnings(built_book: dict[str, str]) -> None:
     out = built_book["book"]
-    assert "-n -W --keep-going" in out, "make book must build nitpicky with warnings as errors"
+    assert "-n -W --keep-going" in out, (
+        "make book must build nitpicky with warnings as errors"
+    )
     assert "build succeeded" in out
     sphinx_warnings = [
-        line for line in out.splitlines()
-        if re.search(r"\b(WARNING|ERROR)\b", line) and not re.search(r"absl|IPKernelApp|TensorFlow", line)
+        line
+        for line in out.splitlines()
+        if re.search(r"\b(WARNING|ERROR)\b", line)
+        and not re.search(r"absl|IPKernelApp|TensorFlow", line)
     ]
     assert not sphinx_warnings, "\n".join(sphinx_warnings[:50])
     assert (HTML / "index.html").is_file()
@@ -287,13 +370,21 @@ def test_internal_links_and_images_resolve(built_book: dict[str, str]) -> None:
                 if tag == "img" and target.stat().st_size == 0:
                     broken.append(f"{page.relative_to(HTML)}: empty image {url!r}")
                 # anchors: checked for links between the book's own pages
-                if parts.fragment and target.suffix == ".html" and "book" in target.relative_to(HTML).parts:
+                if (
+                    parts.fragment
+                    and target.suffix == ".html"
+                    and "book" in target.relative_to(HTML).parts
+                ):
                     if target not in ids_cache:
-                        ids_cache[target] = {e.get("id") for e in _soup(target).find_all(id=True)}
+                        ids_cache[target] = {
+                            e.get("id") for e in _soup(target).find_all(id=True)
+                        }
                     if unquote(parts.fragment) not in ids_cache[target]:
                         anchors_missing.append(f"{page.relative_to(HTML)}: {url}")
     assert not broken, "broken local references:\n" + "\n".join(broken)
-    assert not anchors_missing, "links to missing anchors:\n" + "\n".join(anchors_missing)
+    assert not anchors_missing, "links to missing anchors:\n" + "\n".join(
+        anchors_missing
+    )
 
 
 FIG_RE = re.compile(r"^\s*(?:```+|:::+)\s*\{(?:figure|image)\}\s+(\S+)", re.M)
@@ -302,7 +393,9 @@ INCLUDE_RE = re.compile(r"^\s*```+\s*\{include\}\s+(\S+)", re.M)
 
 
 def _uncommented(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("%"))
+    return "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("%")
+    )
 
 
 @pytest.mark.book
@@ -329,12 +422,18 @@ def test_every_referenced_figure_exists(built_book: dict[str, str]) -> None:
                 continue
             base = ROOT if ref.startswith("/") else page.parent
             pattern = ref.lstrip("/")
-            matches = [p for p in base.glob(pattern) if p.is_file() and p.stat().st_size > 0]
+            matches = [
+                p for p in base.glob(pattern) if p.is_file() and p.stat().st_size > 0
+            ]
             n_figures += 1
             if not matches:
-                missing.append(f"{page.relative_to(ROOT)} references missing figure {ref}")
+                missing.append(
+                    f"{page.relative_to(ROOT)} references missing figure {ref}"
+                )
     assert not missing, "\n".join(missing)
-    assert n_figures >= 1, "no page references a figure: the figure pipeline is untested"
+    assert n_figures >= 1, (
+        "no page references a figure: the figure pipeline is untested"
+    )
 
 
 @pytest.mark.book
@@ -349,26 +448,43 @@ def test_no_external_requests_for_rendering(built_book: dict[str, str]) -> None:
                 external.append(f"{page.relative_to(HTML)}: script {el['src']}")
             if "mathjax" in el["src"].lower():
                 math_pages += 1
-                assert "_static/mathjax/" in el["src"], f"{page}: MathJax not from the local copy: {el['src']}"
+                assert "_static/mathjax/" in el["src"], (
+                    f"{page}: MathJax not from the local copy: {el['src']}"
+                )
         for el in soup.find_all("link", href=True):
             rel = " ".join(el.get("rel") or [])
-            if _is_external(el["href"]) and re.search(r"stylesheet|preload|icon|font|modulepreload", rel):
-                external.append(f"{page.relative_to(HTML)}: <link rel={rel}> {el['href']}")
+            if _is_external(el["href"]) and re.search(
+                r"stylesheet|preload|icon|font|modulepreload", rel
+            ):
+                external.append(
+                    f"{page.relative_to(HTML)}: <link rel={rel}> {el['href']}"
+                )
     for css in (HTML / "_static").rglob("*.css"):
-        for url in re.findall(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(errors="ignore")):
+        for url in re.findall(
+            r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(errors="ignore")
+        ):
             external.append(f"{css.relative_to(HTML)}: url({url})")
     assert not external, "resources loaded from other hosts:\n" + "\n".join(external)
     assert math_pages >= 1, "no page loads MathJax: equations are not rendered"
     assert (HTML / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
-    assert list((HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert list(
+        (HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob(
+            "*.woff"
+        )
+    )
 
 
 @pytest.mark.book
 def test_build_info_shows_profile(built_book: dict[str, str]) -> None:
     for page in ("intro", "reproducing"):
         soup = _soup(HTML / "book" / f"{page}.html")
-        rows = [[c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])] for tr in soup.find_all("tr")]
-        assert ["Profile", PROFILE] in rows, f"{page}.html has no 'Profile | {PROFILE}' row: {rows}"
+        rows = [
+            [c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])]
+            for tr in soup.find_all("tr")
+        ]
+        assert ["Profile", PROFILE] in rows, (
+            f"{page}.html has no 'Profile | {PROFILE}' row: {rows}"
+        )
         assert any(r and r[0] == "Git commit" for r in rows)
 
 
@@ -394,11 +510,20 @@ CHROME_FLAGS = [
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of a Chromium binary; installs it with scripts/install_chromium.sh when missing."""
-    for cand in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium")):
+    for cand in (
+        os.environ.get("CHROMIUM"),
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        shutil.which("chromium"),
+    ):
         if cand and os.access(cand, os.X_OK):
             return cand
     proc = _run(["bash", "scripts/install_chromium.sh"], timeout=1800)
-    path = proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else ""
+    path = (
+        proc.stdout.strip().splitlines()[-1]
+        if proc.returncode == 0 and proc.stdout.strip()
+        else ""
+    )
     if not path or not os.access(path, os.X_OK):
         pytest.skip(
             "Chromium is not installed and scripts/install_chromium.sh could not install it "
@@ -420,20 +545,35 @@ def _chrome(chromium: str, url: str, *extra: str) -> subprocess.CompletedProcess
 def _dump_dom(chromium: str, path: Path) -> str:
     proc = _chrome(chromium, path.as_uri(), "--dump-dom")
     if proc.returncode != 0 or "<html" not in proc.stdout:
-        pytest.fail(f"chromium --dump-dom {path} failed ({proc.returncode}):\n{proc.stderr[-TAIL:]}")
+        pytest.fail(
+            f"chromium --dump-dom {path} failed ({proc.returncode}):\n{proc.stderr[-TAIL:]}"
+        )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"{path.stem}.dom.html").write_text(proc.stdout, encoding="utf-8")
     return proc.stdout
 
 
-RAW_TEX = re.compile(r"\$\$|\\\(|\\\[|\\(?:lfloor|rfloor|frac|mathcal|operatorname|nabla|tanh|lambda|log|max)\b")
+RAW_TEX = re.compile(
+    r"\$\$|\\\(|\\\[|\\(?:lfloor|rfloor|frac|mathcal|operatorname|nabla|tanh|lambda|log|max)\b"
+)
 
 
 def _visible_text_outside_math(dom: str) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(dom, "html.parser")
-    for el in soup.find_all(["mjx-container", "script", "style", "pre", "code", "noscript", "textarea", "template"]):
+    for el in soup.find_all(
+        [
+            "mjx-container",
+            "script",
+            "style",
+            "pre",
+            "code",
+            "noscript",
+            "textarea",
+            "template",
+        ]
+    ):
         el.decompose()
     return soup.get_text(" ")
 
@@ -445,13 +585,20 @@ def test_browser_renders_index(built_book: dict[str, str], chromium: str) -> Non
 
     soup = BeautifulSoup(dom, "html.parser")
     assert soup.title and "Learned Quantization Schemes" in soup.title.get_text()
-    rows = [[c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])] for tr in soup.find_all("tr")]
-    assert ["Profile", PROFILE] in rows, "the rendered start page does not show the build's profile"
+    rows = [
+        [c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])]
+        for tr in soup.find_all("tr")
+    ]
+    assert ["Profile", PROFILE] in rows, (
+        "the rendered start page does not show the build's profile"
+    )
 
 
 @pytest.mark.book
 @pytest.mark.parametrize("page", ["method", "reproducing", "generated/executed/hello"])
-def test_browser_renders_math(built_book: dict[str, str], chromium: str, page: str) -> None:
+def test_browser_renders_math(
+    built_book: dict[str, str], chromium: str, page: str
+) -> None:
     """MathJax (local copy) typesets every equation: containers exist and no TeX source is left."""
     dom = _dump_dom(chromium, HTML / "book" / f"{page}.html")
     n_math = dom.count("<mjx-container")
@@ -479,12 +626,18 @@ window.addEventListener("load", function () {
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("page", ["background", "method", "reproducing", "generated/executed/hello"])
-def test_browser_loads_figures(built_book: dict[str, str], chromium: str, page: str) -> None:
+@pytest.mark.parametrize(
+    "page", ["background", "method", "reproducing", "generated/executed/hello"]
+)
+def test_browser_loads_figures(
+    built_book: dict[str, str], chromium: str, page: str
+) -> None:
     """Every <img> of the page decodes to a non-empty bitmap (naturalWidth/Height > 0) over file://."""
     src = HTML / "book" / f"{page}.html"
     html = re.sub(r'\sloading="lazy"', "", src.read_text(encoding="utf-8"))
-    probe = src.with_name(f"_lqs_probe_{src.name}")  # same folder, so relative URLs still resolve
+    probe = src.with_name(
+        f"_lqs_probe_{src.name}"
+    )  # same folder, so relative URLs still resolve
     probe.write_text(html.replace("</body>", IMG_PROBE + "</body>"), encoding="utf-8")
     try:
         dom = _dump_dom(chromium, probe)
@@ -495,44 +648,60 @@ def test_browser_loads_figures(built_book: dict[str, str], chromium: str, page: 
     from html import unescape
 
     images = json.loads(unescape(m.group(1)))
-    content = [im for im in images if "_static/" not in (im["src"] or "")]  # theme icons aside
+    content = [
+        im for im in images if "_static/" not in (im["src"] or "")
+    ]  # theme icons aside
     assert content, f"{page}: no figure on the page"
     bad = [im for im in images if not (im["w"] > 0 and im["h"] > 0)]
     assert not bad, f"{page}: images that did not load: {bad}"
 
 
 @pytest.mark.book
-def test_browser_screenshot_not_blank(built_book: dict[str, str], chromium: str) -> None:
+def test_browser_screenshot_not_blank(
+    built_book: dict[str, str], chromium: str
+) -> None:
     from PIL import Image, ImageStat
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "hello.png"  # a page with equations, code and a figure
     shot.unlink(missing_ok=True)
     page = HTML / "book" / "generated" / "executed" / "hello.html"
-    proc = _chrome(chromium, page.as_uri(), f"--screenshot={shot}", "--window-size=1280,2000")
-    assert proc.returncode == 0 and shot.is_file() and shot.stat().st_size > 0, proc.stderr[-TAIL:]
+    proc = _chrome(
+        chromium, page.as_uri(), f"--screenshot={shot}", "--window-size=1280,2000"
+    )
+    assert proc.returncode == 0 and shot.is_file() and shot.stat().st_size > 0, (
+        proc.stderr[-TAIL:]
+    )
     with Image.open(shot) as img:
         assert img.size == (1280, 2000)
         gray = img.convert("L")
         variance = ImageStat.Stat(gray).var[0]
         colors = len(set(gray.resize((320, 500)).getdata()))
-    assert variance > 50 and colors > 16, f"screenshot looks blank (variance {variance:.1f}, {colors} grey levels)"
+    assert variance > 50 and colors > 16, (
+        f"screenshot looks blank (variance {variance:.1f}, {colors} grey levels)"
+    )
 
 
 @pytest.mark.parametrize(
-    ("page", "package"), [("api.md", "lqs"), ("machinery.md", "companion")], ids=["lqs", "companion"]
+    ("page", "package"),
+    [("api.md", "lqs"), ("machinery.md", "companion")],
+    ids=["lqs", "companion"],
 )
 def test_api_pages_document_every_module(page, package):
     """A module missing from its API page would be undocumented in the book."""
     text = (ROOT / "book" / page).read_text(encoding="utf-8")
-    documented = set(re.findall(rf"^\.\. automodule:: ({package}(?:\.\w+)*)$", text, flags=re.M))
+    documented = set(
+        re.findall(rf"^\.\. automodule:: ({package}(?:\.\w+)*)$", text, flags=re.M)
+    )
     modules = {
         ".".join(p.relative_to(ROOT).with_suffix("").parts)
         for p in (ROOT / package).rglob("*.py")
         if p.stem not in ("__init__", "__main__")
     }
     assert modules - documented == set(), f"add a section to book/{page}"
-    assert documented - modules == set(), f"book/{page} lists a module that does not exist"
+    assert documented - modules == set(), (
+        f"book/{page} lists a module that does not exist"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,8 +711,12 @@ def test_api_pages_document_every_module(page, package):
 LATEX = ROOT / "book" / "_build" / "latex"
 PDF = LATEX / "lqs-book.pdf"
 #: what the LaTeX log says for a character no font (xelatex) or declaration (pdflatex) covers
-MISSING_CHAR_RE = re.compile(r"Missing character: There is no .*|Unicode character .* not set up .*|! LaTeX Error: .*")
-INCLUDE_GRAPHICS_RE = re.compile(r"\\sphinxincludegraphics(?:\[[^\]]*\])?\{\{([^}]*)\}([^}]*)\}")
+MISSING_CHAR_RE = re.compile(
+    r"Missing character: There is no .*|Unicode character .* not set up .*|! LaTeX Error: .*"
+)
+INCLUDE_GRAPHICS_RE = re.compile(
+    r"\\sphinxincludegraphics(?:\[[^\]]*\])?\{\{([^}]*)\}([^}]*)\}"
+)
 
 
 @pytest.fixture(scope="session")
@@ -557,7 +730,11 @@ def built_pdf(built_book: dict[str, str]) -> str:
         fcntl.flock(lock, fcntl.LOCK_UN)
     if proc.returncode != 0:
         log = LATEX / "lqs-book.log"
-        tail = log.read_text(errors="replace")[-TAIL:] if log.is_file() else "(no LaTeX log)"
+        tail = (
+            log.read_text(errors="replace")[-TAIL:]
+            if log.is_file()
+            else "(no LaTeX log)"
+        )
         _fail_with_tail(f"make pdf PROFILE={PROFILE} (LaTeX log tail:\n{tail}\n)", proc)
     return proc.stdout + proc.stderr
 
@@ -570,7 +747,9 @@ def _latex_log() -> str:
 def test_pdf_is_built_with_a_unicode_engine(built_pdf: str) -> None:
     assert PDF.is_file() and PDF.read_bytes()[:5] == b"%PDF-", f"no PDF at {PDF}"
     log = _latex_log()
-    assert log.startswith("This is XeTeX"), "the PDF is built with xelatex (_config.yml latex_engine)"
+    assert log.startswith("This is XeTeX"), (
+        "the PDF is built with xelatex (_config.yml latex_engine)"
+    )
     pages = re.search(r"Output written on lqs-book\.\w+ \((\d+) pages", log)
     assert pages and int(pages.group(1)) >= 20, "the PDF has (almost) no pages"
 
@@ -579,29 +758,44 @@ def test_pdf_is_built_with_a_unicode_engine(built_pdf: str) -> None:
 def test_pdf_has_no_missing_characters(built_pdf: str) -> None:
     """Every character of the book (Greek, math symbols, notebook output) has a glyph: no 'Missing character'."""
     bad = sorted(set(MISSING_CHAR_RE.findall(_latex_log())))
-    assert not bad, "characters the PDF could not typeset (see book/_build/latex/lqs-book.log):\n" + "\n".join(bad[:40])
+    assert not bad, (
+        "characters the PDF could not typeset (see book/_build/latex/lqs-book.log):\n"
+        + "\n".join(bad[:40])
+    )
 
 
 @pytest.mark.book
 def test_pdf_has_every_chapter_of_the_toc(built_pdf: str) -> None:
     tex = (LATEX / "lqs-book.tex").read_text(encoding="utf-8")
-    missing = [doc for doc in lb.toc_files() if f"\\label{{\\detokenize{{{doc}::doc}}}}" not in tex]
+    missing = [
+        doc
+        for doc in lb.toc_files()
+        if f"\\label{{\\detokenize{{{doc}::doc}}}}" not in tex
+    ]
     assert not missing, f"_toc.yml documents missing from the PDF: {missing}"
     typeset = (LATEX / "lqs-book.toc").read_text(encoding="utf-8", errors="replace")
-    chapters = re.findall(r"\\contentsline \{chapter\}\{(?:\\numberline \{\d+\})?(.*?)\}\{\d+\}", typeset)
+    chapters = re.findall(
+        r"\\contentsline \{chapter\}\{(?:\\numberline \{\d+\})?(.*?)\}\{\d+\}", typeset
+    )
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    entries = toc.get("chapters") or [c for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    entries = toc.get("chapters") or [
+        c for part in toc.get("parts", []) for c in part.get("chapters", [])
+    ]
     assert entries, "_toc.yml lists no chapter"
     for entry in entries:
         page = (ROOT / f"{entry['file']}.md").read_text(encoding="utf-8")
         title = re.search(r"^# (.+)$", page, re.M).group(1).strip()
-        assert title in chapters, f"chapter {title!r} ({entry['file']}) is not in the PDF's contents: {chapters}"
+        assert title in chapters, (
+            f"chapter {title!r} ({entry['file']}) is not in the PDF's contents: {chapters}"
+        )
 
 
 @pytest.mark.book
-def test_pdf_has_every_figure_of_the_html_book(built_book: dict[str, str], built_pdf: str) -> None:
+def test_pdf_has_every_figure_of_the_html_book(
+    built_book: dict[str, str], built_pdf: str
+) -> None:
     """The same images (by file stem) as the HTML pages show, each file present, each embedded in the PDF."""
     from collections import Counter
 
@@ -619,8 +813,12 @@ def test_pdf_has_every_figure_of_the_html_book(built_book: dict[str, str], built
         f"figures only in HTML: {sorted(html_images - pdf_images)}; only in the PDF: {sorted(pdf_images - html_images)}"
     )
     files = {stem + ext for stem, ext in included}
-    assert all((LATEX / f).is_file() for f in files), [f for f in files if not (LATEX / f).is_file()]
-    raw = PDF.read_bytes()  # image XObjects (PNG figures) and form XObjects (PDF figures) in the PDF itself
+    assert all((LATEX / f).is_file() for f in files), [
+        f for f in files if not (LATEX / f).is_file()
+    ]
+    raw = (
+        PDF.read_bytes()
+    )  # image XObjects (PNG figures) and form XObjects (PDF figures) in the PDF itself
     n_png = sum(1 for f in files if f.endswith(".png"))
     n_pdf = sum(1 for f in files if f.endswith(".pdf"))
     assert len(re.findall(rb"/Subtype\s*/Image", raw)) >= n_png

@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
 
-from companion.chapters import comparison as C  # noqa: E402
+from companion.chapters import comparison as C
 
 SETUP = "MNIST · MLP"
 N_PARAMS = 8192  # 1 bit per parameter = 1 KiB
@@ -18,20 +18,59 @@ N_PARAMS = 8192  # 1 bit per parameter = 1 KiB
 
 def _runs() -> pd.DataFrame:
     rows = [
-        {"flavour": "fp32", "kernel_granularity": None, "bits": None, "threshold": None,
-         "test_accuracy": 0.90, "mem_bits_per_param": 32.0},
-        {"flavour": "ptq", "kernel_granularity": "scalar", "bits": 8, "threshold": None,
-         "test_accuracy": 0.899, "mem_bits_per_param": 8.0},
-        {"flavour": "ptq", "kernel_granularity": "scalar", "bits": 4, "threshold": None,
-         "test_accuracy": 0.70, "mem_bits_per_param": 4.0},
-        {"flavour": "nested", "kernel_granularity": "scalar", "bits": None, "threshold": 1e-9,
-         "test_accuracy": 0.895, "mem_bits_per_param": 5.0},
-        {"flavour": "nested", "kernel_granularity": "scalar", "bits": None, "threshold": 1e-6,
-         "test_accuracy": 0.60, "mem_bits_per_param": 2.0},
+        {
+            "flavour": "fp32",
+            "kernel_granularity": None,
+            "bits": None,
+            "threshold": None,
+            "test_accuracy": 0.90,
+            "mem_bits_per_param": 32.0,
+        },
+        {
+            "flavour": "ptq",
+            "kernel_granularity": "scalar",
+            "bits": 8,
+            "threshold": None,
+            "test_accuracy": 0.899,
+            "mem_bits_per_param": 8.0,
+        },
+        {
+            "flavour": "ptq",
+            "kernel_granularity": "scalar",
+            "bits": 4,
+            "threshold": None,
+            "test_accuracy": 0.70,
+            "mem_bits_per_param": 4.0,
+        },
+        {
+            "flavour": "nested",
+            "kernel_granularity": "scalar",
+            "bits": None,
+            "threshold": 1e-9,
+            "test_accuracy": 0.895,
+            "mem_bits_per_param": 5.0,
+        },
+        {
+            "flavour": "nested",
+            "kernel_granularity": "scalar",
+            "bits": None,
+            "threshold": 1e-6,
+            "test_accuracy": 0.60,
+            "mem_bits_per_param": 2.0,
+        },
     ]
-    df = pd.DataFrame(rows).assign(dataset="mnist", dataset_label="MNIST", arch="mlp",
-                                   seed=0, lr=1e-3, epochs=1, batch_size=32, train_limit=100,
-                                   test_limit=50, mem_n_params=N_PARAMS)
+    df = pd.DataFrame(rows).assign(
+        dataset="mnist",
+        dataset_label="MNIST",
+        arch="mlp",
+        seed=0,
+        lr=1e-3,
+        epochs=1,
+        batch_size=32,
+        train_limit=100,
+        test_limit=50,
+        mem_n_params=N_PARAMS,
+    )
     df["train_accuracy"] = df["test_accuracy"]
     df["mem_compression"] = 32.0 / df["mem_bits_per_param"]
     df["mem_kib"] = df["mem_bits_per_param"] * N_PARAMS / 8192
@@ -40,43 +79,91 @@ def _runs() -> pd.DataFrame:
 
 def test_plans_build_every_method_with_its_granularity():
     plans, bases = C.baseline_plans(
-        [{"dataset": "mnist", "arch": "mlp"}], {"epochs": 1}, seeds=[0], lr=1e-3,
-        ptq_bits=[8, 4], ptq_granularities=["per_tensor", "per_channel"], fixed_bits=[4],
-        lsq_bits=[4, 2], qat_granularities=["per_tensor"], qat_mode="from_scratch",
-        nested_thresholds=[1e-9, 1e-6], nested_granularities=["scalar", "filter"],
-        nested_mode="from_scratch")
+        [{"dataset": "mnist", "arch": "mlp"}],
+        {"epochs": 1},
+        seeds=[0],
+        lr=1e-3,
+        ptq_bits=[8, 4],
+        ptq_granularities=["per_tensor", "per_channel"],
+        fixed_bits=[4],
+        lsq_bits=[4, 2],
+        qat_granularities=["per_tensor"],
+        qat_mode="from_scratch",
+        nested_thresholds=[1e-9, 1e-6],
+        nested_granularities=["scalar", "filter"],
+        nested_mode="from_scratch",
+    )
     assert {k: len(v) for k, v in plans.items()} == {
-        "FP32": 1, "PTQ": 4, "fixed-bit STE": 1, "LSQ": 2, "nested": 2}
+        "FP32": 1,
+        "PTQ": 4,
+        "fixed-bit STE": 1,
+        "LSQ": 2,
+        "nested": 2,
+    }
     assert {c["kernel_granularity"] for c in plans["PTQ"]} == {"scalar", "column"}
     assert bases[0]["pretrain_epochs"] == 1
     with pytest.raises(ValueError, match="nested_granularities.*'colum'"):
-        C.baseline_plans([], {}, seeds=[0], lr=1e-3, ptq_bits=[], ptq_granularities=[],
-                         fixed_bits=[], lsq_bits=[], qat_granularities=[],
-                         qat_mode="from_scratch", nested_thresholds=[],
-                         nested_granularities=["colum"], nested_mode="from_scratch")
+        C.baseline_plans(
+            [],
+            {},
+            seeds=[0],
+            lr=1e-3,
+            ptq_bits=[],
+            ptq_granularities=[],
+            fixed_bits=[],
+            lsq_bits=[],
+            qat_granularities=[],
+            qat_mode="from_scratch",
+            nested_thresholds=[],
+            nested_granularities=["colum"],
+            nested_mode="from_scratch",
+        )
 
 
 def test_label_runs_names_method_and_setup():
     runs = _runs()
-    assert list(runs["method"]) == ["FP32", "PTQ min-max per-tensor", "PTQ min-max per-tensor",
-                                    "nested", "nested"]
+    assert list(runs["method"]) == [
+        "FP32",
+        "PTQ min-max per-tensor",
+        "PTQ min-max per-tensor",
+        "nested",
+        "nested",
+    ]
     assert set(runs["setup"]) == {SETUP}
 
 
 def test_overlay_reads_only_matching_loss_term_runs(tmp_path):
-    base = {"dataset": "mnist", "arch": "mlp", "train_limit": 100, "test_limit": 50,
-            "epochs": 1, "batch_size": 32}
-    table = pd.DataFrame([{**base, "config_hash": h, "flavour": f, "seed": 0,
-                           "test_accuracy": 0.9, "mem_bits_per_param": 6.0,
-                           "dataset_label": "MNIST", "kernel_granularity": "scalar"}
-                          for h, f in (("a", "loss_terms"), ("b", "fp32"))])
+    base = {
+        "dataset": "mnist",
+        "arch": "mlp",
+        "train_limit": 100,
+        "test_limit": 50,
+        "epochs": 1,
+        "batch_size": 32,
+    }
+    table = pd.DataFrame(
+        [
+            {
+                **base,
+                "config_hash": h,
+                "flavour": f,
+                "seed": 0,
+                "test_accuracy": 0.9,
+                "mem_bits_per_param": 6.0,
+                "dataset_label": "MNIST",
+                "kernel_granularity": "scalar",
+            }
+            for h, f in (("a", "loss_terms"), ("b", "fp32"))
+        ]
+    )
     other = table.assign(config_hash="c", epochs=5)  # another budget: not overlaid
     pd.concat([table, other]).to_csv(tmp_path / "runs.csv", index=False)
     runs, note = C.loss_term_overlay([base], tmp_path, enabled=True, folder_name="lt")
     assert list(runs["config_hash"]) == ["a"] and list(runs["method"]) == ["loss terms"]
     assert note == "1 loss-term runs from `lt` overlaid."
-    runs, note = C.loss_term_overlay([base], tmp_path / "absent", enabled=True,
-                                     folder_name="lt")
+    runs, note = C.loss_term_overlay(
+        [base], tmp_path / "absent", enabled=True, folder_name="lt"
+    )
     assert runs.empty and note.startswith("No loss-term runs on the same data")
     runs, note = C.loss_term_overlay([base], tmp_path, enabled=False, folder_name="lt")
     assert runs.empty and "switched off" in note
@@ -90,26 +177,39 @@ def test_best_table_snippets_and_headline_against_hand_numbers():
     assert list(best["method"].astype(str)) == ["nested", "PTQ min-max per-tensor"]
     nested, ptq = best.iloc[0], best.iloc[1]
     assert nested["within"] and nested["compression"] == pytest.approx(6.4)  # 32 / 5
-    assert ptq["within"] and ptq["compression"] == pytest.approx(4.0)  # 8 bits; 4 bits fail
+    assert ptq["within"] and ptq["compression"] == pytest.approx(
+        4.0
+    )  # 8 bits; 4 bits fail
     assert C.achieved_by(nested) == "λ 1e-9, scalar"
     assert C.achieved_by(ptq) == "8 bits"
-    rates = {"within": True, "method": "loss terms", "rate_inverse": 0.0,
-             "rate_max_bin": 1e-9, "rate_deviation": 1e-6, "deviation_form": "implementation",
-             "kernel_granularity": "column"}
-    assert C.achieved_by(rates) == "max-bin 1e-9, deviation 1e-6 (implementation), column"
-    md = C.best_compression_markdown(best, max_drop=0.01, seeds=[0], profile="smoke",
-                                     loss_note="note.")
+    rates = {
+        "within": True,
+        "method": "loss terms",
+        "rate_inverse": 0.0,
+        "rate_max_bin": 1e-9,
+        "rate_deviation": 1e-6,
+        "deviation_form": "implementation",
+        "kernel_granularity": "column",
+    }
+    assert (
+        C.achieved_by(rates) == "max-bin 1e-9, deviation 1e-6 (implementation), column"
+    )
+    md = C.best_compression_markdown(
+        best, max_drop=0.01, seeds=[0], profile="smoke", loss_note="note."
+    )
     assert "| λ 1e-9, scalar" in md and md.endswith("profile `smoke`. note.\n")
     head = C.headline_table(best, [SETUP], max_drop=0.01).iloc[0]
     assert head["nested: compression (×)"] == 6.4 and head["nested: λ"] == "1e-9"
     assert head["best baseline"] == "PTQ min-max per-tensor, 8 bits"
     assert C.headline_claim(best, max_drop=0.01) == (
         "Largest memory reduction of the nested quantizer within 1 point of FP32 "
-        f"accuracy: **6.4×** ({SETUP}, λ = 1e-9).")
+        f"accuracy: **6.4×** ({SETUP}, λ = 1e-9)."
+    )
     none = C.headline_claim(best.assign(within=False), max_drop=0.01)
     assert none.startswith("No nested configuration stayed within 1 point")
-    assert C.headline_markdown(best, [SETUP], max_drop=0.01, seeds=[0],
-                               profile="smoke").endswith("profile `smoke`.\n")
+    assert C.headline_markdown(
+        best, [SETUP], max_drop=0.01, seeds=[0], profile="smoke"
+    ).endswith("profile `smoke`.\n")
 
 
 def test_accuracy_vs_memory_figure_panels_axes_and_annotations():
@@ -126,7 +226,14 @@ def test_accuracy_vs_memory_figure_panels_axes_and_annotations():
     assert right.get_ylim() == pytest.approx((90.0 - 4.0, 90.0 + 0.8))
     top = left.child_axes[0]  # the secondary axis: 1 KiB per bit with 8192 parameters
     assert top.get_xlabel() == "model memory (KiB)"
-    assert [t.get_text() for t in top.get_xticklabels()] == ["1", "2", "4", "8", "16", "32"]
+    assert [t.get_text() for t in top.get_xticklabels()] == [
+        "1",
+        "2",
+        "4",
+        "8",
+        "16",
+        "32",
+    ]
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
     assert {"FP32 network", "PTQ min-max per-tensor", "nested (front over λ)"} <= labels
     plt.close(fig)

@@ -32,21 +32,62 @@ from companion.engine.config import (
 PINNED = [
     ({}, "4fe473b10cb3ccf3"),
     ({"epochs": 3, "lr": 1e-3}, "2fbaed80b853d169"),
-    ({"dataset": "cifar10", "flavour": "ptq", "bits": 8, "kernel_granularity": "filter"}, "4f39a1956c6acfcf"),
-    ({"dataset": "fashion_mnist", "flavour": "loss_terms", "rate_inverse": 1e-6, "mode": "post_training",
-      "pretrain_epochs": 1, "epochs": 1, "train_limit": 500, "test_limit": 200}, "f7e973facf7bba8a"),
-    ({"dataset": "mnist", "flavour": "lsq", "bits": 3, "kernel_granularity": "column", "seed": 2}, "98f02d0c0430108a"),
-    ({"dataset": "imagenette", "flavour": "fixed_bits", "image_size": 64, "bits": 4, "quantize_dense": True},
-     "49cf9dfcd95fac9c"),
+    (
+        {
+            "dataset": "cifar10",
+            "flavour": "ptq",
+            "bits": 8,
+            "kernel_granularity": "filter",
+        },
+        "4f39a1956c6acfcf",
+    ),
+    (
+        {
+            "dataset": "fashion_mnist",
+            "flavour": "loss_terms",
+            "rate_inverse": 1e-6,
+            "mode": "post_training",
+            "pretrain_epochs": 1,
+            "epochs": 1,
+            "train_limit": 500,
+            "test_limit": 200,
+        },
+        "f7e973facf7bba8a",
+    ),
+    (
+        {
+            "dataset": "mnist",
+            "flavour": "lsq",
+            "bits": 3,
+            "kernel_granularity": "column",
+            "seed": 2,
+        },
+        "98f02d0c0430108a",
+    ),
+    (
+        {
+            "dataset": "imagenette",
+            "flavour": "fixed_bits",
+            "image_size": 64,
+            "bits": 4,
+            "quantize_dense": True,
+        },
+        "49cf9dfcd95fac9c",
+    ),
     # None for keys that do not act (fp32: bits, threshold) is still accepted: same hash as leaving them out
-    ({"flavour": "fp32", "epochs": 1, "bits": None, "threshold": None}, "fe38f699e5871d27"),
+    (
+        {"flavour": "fp32", "epochs": 1, "bits": None, "threshold": None},
+        "fe38f699e5871d27",
+    ),
     ({"flavour": "fp32", "epochs": 1}, "fe38f699e5871d27"),
 ]
 
 
 @pytest.mark.parametrize("cfg,expected", PINNED)
 def test_hash_of_known_configs_is_pinned(cfg, expected):
-    assert (lqs.__version__, config.CODE_VERSION) == ("0.1.0", "1"), "versions bumped: recompute the pins"
+    assert (lqs.__version__, config.CODE_VERSION) == ("0.1.0", "1"), (
+        "versions bumped: recompute the pins"
+    )
     assert config_hash(cfg) == expected
 
 
@@ -56,7 +97,12 @@ def test_hash_of_known_configs_is_pinned(cfg, expected):
 
 def _base_where_acts(key: str) -> dict:
     """A configuration in which ``key`` acts."""
-    for base in ({}, {"flavour": "lsq"}, {"flavour": "loss_terms"}, {"mode": "post_training"}):
+    for base in (
+        {},
+        {"flavour": "lsq"},
+        {"flavour": "loss_terms"},
+        {"mode": "post_training"},
+    ):
         if applies(key, validate_config(base)):
             return base
     raise AssertionError(key)
@@ -68,12 +114,18 @@ def test_none_is_refused_where_a_non_optional_key_acts(key):
     with pytest.raises(ValueError) as err:
         validate_config({**base, key: None})
     msg = str(err.value)
-    assert f"config key {key!r} is None" in msg and "allowed:" in msg and "leave the key out" in msg
+    assert (
+        f"config key {key!r} is None" in msg
+        and "allowed:" in msg
+        and "leave the key out" in msg
+    )
     assert repr(SCHEMA[key].default) in msg  # the fix names the default
 
 
 def test_none_is_accepted_where_the_key_does_not_act():
-    nested = validate_config({"bits": None, "rate_inverse": None, "pretrain_epochs": None})
+    nested = validate_config(
+        {"bits": None, "rate_inverse": None, "pretrain_epochs": None}
+    )
     assert nested == validate_config({})
     ptq = validate_config({"flavour": "ptq", "epochs": None, "lr": None})
     assert ptq["epochs"] is None and ptq["lr"] is None
@@ -81,14 +133,23 @@ def test_none_is_accepted_where_the_key_does_not_act():
 
 
 def test_optional_keys_take_none():
-    cfg = validate_config({"arch": None, "mode": None, "train_limit": None, "init_bits": None})
-    assert cfg["arch"] == "mlp" and cfg["mode"] == "from_scratch" and cfg["train_limit"] is None
+    cfg = validate_config(
+        {"arch": None, "mode": None, "train_limit": None, "init_bits": None}
+    )
+    assert (
+        cfg["arch"] == "mlp"
+        and cfg["mode"] == "from_scratch"
+        and cfg["train_limit"] is None
+    )
 
 
 def test_check_key_checks_one_key():
     assert check_key("epochs", np.int64(3)) == 3 and type(check_key("epochs", 3)) is int
     assert check_key("train_limit", None) is None
-    with pytest.raises(ValueError, match=r"'epochs' has the value 0 out of range; allowed: an integer >= 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"'epochs' has the value 0 out of range; allowed: an integer >= 1",
+    ):
         check_key("epochs", 0)
     with pytest.raises(ValueError, match="'seed' must not be None"):
         check_key("seed", None)
@@ -101,14 +162,23 @@ def test_check_key_checks_one_key():
 
 
 def _wrong_type(kind: str, optional: bool) -> st.SearchStrategy:
-    junk = [st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
-            st.binary(max_size=3), st.just(object()), st.just(np.array([1, 2]))]
+    junk = [
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+        st.binary(max_size=3),
+        st.just(object()),
+        st.just(np.array([1, 2])),
+    ]
     if not optional:
         junk.append(st.none())
     if kind == "bool":
         junk += [st.integers(), st.text(max_size=5), st.floats(allow_nan=True)]
     elif kind == "int":
-        junk += [st.text(max_size=5), st.booleans(), st.floats().filter(lambda v: not float(v).is_integer())]
+        junk += [
+            st.text(max_size=5),
+            st.booleans(),
+            st.floats().filter(lambda v: not float(v).is_integer()),
+        ]
     elif kind == "float":
         junk += [st.text(max_size=5), st.booleans()]
     else:  # str
@@ -121,17 +191,31 @@ def _out_of_range(field: config.Field) -> st.SearchStrategy:
         choices = field.choices() if callable(field.choices) else field.choices
         return st.text(max_size=12).filter(lambda t: t not in choices)
     if field.kind == "int":
-        return st.integers(min_value=-(10**6), max_value=10**6).filter(lambda v: not field.check(v))
+        return st.integers(min_value=-(10**6), max_value=10**6).filter(
+            lambda v: not field.check(v)
+        )
     if field.kind == "float":
-        return st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf),
-                         st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: not field.check(v)))
+        return st.one_of(
+            st.just(math.nan),
+            st.just(math.inf),
+            st.just(-math.inf),
+            st.floats(allow_nan=False, allow_infinity=False).filter(
+                lambda v: not field.check(v)
+            ),
+        )
     return st.nothing()
 
 
-_CHECKED = [k for k in KEYS if SCHEMA[k].kind != "bool" and (SCHEMA[k].check or SCHEMA[k].choices)]
+_CHECKED = [
+    k
+    for k in KEYS
+    if SCHEMA[k].kind != "bool" and (SCHEMA[k].check or SCHEMA[k].choices)
+]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much]
+)
 @given(data=st.data())
 def test_bad_values_raise_value_error_naming_the_key(data):
     key = data.draw(st.sampled_from(KEYS), label="key")
@@ -146,8 +230,14 @@ def test_bad_values_raise_value_error_naming_the_key(data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(config_=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in SCHEMA), st.integers(), min_size=1,
-                               max_size=2))
+@given(
+    config_=st.dictionaries(
+        st.text(max_size=10).filter(lambda k: k not in SCHEMA),
+        st.integers(),
+        min_size=1,
+        max_size=2,
+    )
+)
 def test_unknown_keys_are_named(config_):
     with pytest.raises(ValueError, match="unknown config key"):
         validate_config(config_)

@@ -59,7 +59,9 @@ def test_gaussian_noise_reference_and_determinism():
 @pytest.mark.parametrize("name", C.CORRUPTIONS)
 def test_deterministic_with_seed(name):
     x = smooth_images(2, 8, 8, 3)
-    np.testing.assert_array_equal(C.corrupt(x, name, 4, seed=3), C.corrupt(x, name, 4, seed=3))
+    np.testing.assert_array_equal(
+        C.corrupt(x, name, 4, seed=3), C.corrupt(x, name, 4, seed=3)
+    )
 
 
 def test_gaussian_blur_matches_direct_2d_convolution():
@@ -69,11 +71,15 @@ def test_gaussian_blur_matches_direct_2d_convolution():
     t = np.arange(-radius, radius + 1)
     g = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma**2))
     g /= g.sum()
-    padded = np.pad(x.astype(np.float64), ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    padded = np.pad(
+        x.astype(np.float64),
+        ((0, 0), (radius, radius), (radius, radius), (0, 0)),
+        mode="edge",
+    )
     ref = np.zeros(x.shape)
     for i in range(x.shape[1]):
         for j in range(x.shape[2]):
-            patch = padded[:, i:i + 2 * radius + 1, j:j + 2 * radius + 1, :]
+            patch = padded[:, i : i + 2 * radius + 1, j : j + 2 * radius + 1, :]
             ref[:, i, j, :] = np.einsum("nabc,ab->nc", patch, g)
     np.testing.assert_allclose(C.corrupt(x, "gaussian_blur", 5), ref, atol=1e-6)
 
@@ -81,7 +87,9 @@ def test_gaussian_blur_matches_direct_2d_convolution():
 def test_contrast_reference():
     x = smooth_images(3, 8, 8, 3, seed=4)
     m = x.astype(np.float64).mean(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(C.corrupt(x, "contrast", 2), (x - m) * 0.5 + m, atol=1e-6)
+    np.testing.assert_allclose(
+        C.corrupt(x, "contrast", 2), (x - m) * 0.5 + m, atol=1e-6
+    )
 
 
 def test_brightness_reference_rgb_and_gray():
@@ -89,9 +97,13 @@ def test_brightness_reference_rgb_and_gray():
     out = C.corrupt(x, "brightness", 4)
     for pixel, got in zip(x.reshape(-1, 3), out.reshape(-1, 3), strict=True):
         h, s, v = colorsys.rgb_to_hsv(*pixel.astype(np.float64))
-        np.testing.assert_allclose(got, colorsys.hsv_to_rgb(h, s, min(v + 0.2, 1.0)), atol=1e-5)
+        np.testing.assert_allclose(
+            got, colorsys.hsv_to_rgb(h, s, min(v + 0.2, 1.0)), atol=1e-5
+        )
     gray = x[..., :1]
-    np.testing.assert_allclose(C.corrupt(gray, "brightness", 4), np.clip(gray + 0.2, 0, 1), atol=1e-7)
+    np.testing.assert_allclose(
+        C.corrupt(gray, "brightness", 4), np.clip(gray + 0.2, 0, 1), atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("name", ["gaussian_blur", "contrast"])
@@ -128,7 +140,10 @@ def test_bad_severity_names_the_value_and_the_allowed_ones(severity):
 
 def test_bad_name_and_bad_images():
     x = smooth_images(1, 4, 4, 1)
-    with pytest.raises(ValueError, match=r"unknown corruption 'fog'; allowed: gaussian_noise, .*brightness"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown corruption 'fog'; allowed: gaussian_noise, .*brightness",
+    ):
         C.corrupt(x, "fog", 1)
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         C.corrupt(x[0], "contrast", 1)
@@ -138,12 +153,14 @@ def test_bad_name_and_bad_images():
 
 def test_robustness_table():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(3, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(4, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     x = smooth_images(10, 8, 8, 1, seed=7)
     y = np.arange(10) % 4
     table = C.robustness_table(model, x, y, severities=(1, 5), batch_size=4)
@@ -155,7 +172,9 @@ def test_robustness_table():
     assert clean["loss"] == pytest.approx(ref["loss"], rel=1e-6)
     assert clean["accuracy"] == ref["accuracy"]
     row = table[(table.corruption == "contrast") & (table.severity == 5)]
-    assert row["loss"].item() == pytest.approx(gen.evaluate(model, C.corrupt(x, "contrast", 5), y)["loss"], rel=1e-6)
+    assert row["loss"].item() == pytest.approx(
+        gen.evaluate(model, C.corrupt(x, "contrast", 5), y)["loss"], rel=1e-6
+    )
     with pytest.raises(ValueError, match="unknown corruption"):
         C.robustness_table(model, x, y, corruptions=("blur",))
     with pytest.raises(ValueError, match="severity=0"):

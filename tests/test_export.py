@@ -45,10 +45,14 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
 def scales_moved(model: keras.Model) -> bool:
     """Every scale variable moved well off its start (a dead ReLU unit's bias scale may stay: P_q = 0)."""
     scales = [v for v in model.weights if v.path.endswith("quantizer/scale")]
-    return bool(scales) and all(np.max(keras.ops.convert_to_numpy(v)) > 100 * MIN_SCALE for v in scales)
+    return bool(scales) and all(
+        np.max(keras.ops.convert_to_numpy(v)) > 100 * MIN_SCALE for v in scales
+    )
 
 
-def mlp(kernel_granularity="column", quantize_bias=True, bias_granularity="scalar") -> keras.Model:
+def mlp(
+    kernel_granularity="column", quantize_bias=True, bias_granularity="scalar"
+) -> keras.Model:
     q = dict(
         kernel_granularity=kernel_granularity,
         bias_granularity=bias_granularity,
@@ -67,7 +71,11 @@ def mlp(kernel_granularity="column", quantize_bias=True, bias_granularity="scala
 
 
 def cnn(kernel_granularity="filter", quantize_bias=True) -> keras.Model:
-    q = dict(kernel_granularity=kernel_granularity, quantize_bias=quantize_bias, threshold=1e-3)
+    q = dict(
+        kernel_granularity=kernel_granularity,
+        quantize_bias=quantize_bias,
+        threshold=1e-3,
+    )
     return keras.Sequential(
         [
             keras.Input((8, 8, 3)),
@@ -90,10 +98,14 @@ def round_trip(model: keras.Model, x: np.ndarray, tmp_path) -> tuple[dict, keras
     report = export.to_integer(model, tmp_path / "model")
     rebuilt = export.from_integer(report["path"])
     np.testing.assert_array_equal(predict(rebuilt, x), predict(model, x))
-    for a, b in zip(memory.iter_layers(model), memory.iter_layers(rebuilt), strict=True):
+    for a, b in zip(
+        memory.iter_layers(model), memory.iter_layers(rebuilt), strict=True
+    ):
         assert a.path == b.path
         if a.quantized:
-            for ta, tb in zip(a.layer.integer_parameters(), b.layer.integer_parameters(), strict=True):
+            for ta, tb in zip(
+                a.layer.integer_parameters(), b.layer.integer_parameters(), strict=True
+            ):
                 np.testing.assert_array_equal(ta.values, tb.values)
                 np.testing.assert_array_equal(ta.scale, tb.scale)
     return report, rebuilt
@@ -116,7 +128,9 @@ def data():
 @pytest.mark.parametrize("granularity", ["scalar", "row", "column"])
 def test_mlp_round_trip(granularity, data, tmp_path):
     keras.utils.set_random_seed(0)
-    model = mlp(granularity, bias_granularity="row" if granularity == "row" else "scalar")
+    model = mlp(
+        granularity, bias_granularity="row" if granularity == "row" else "scalar"
+    )
     train(model, data["mlp"], 4)
     assert scales_moved(model)
     report, _ = round_trip(model, data["mlp"], tmp_path)
@@ -133,7 +147,9 @@ def test_cnn_round_trip(granularity, data, tmp_path):
     # BatchNormalization moving statistics are restored as float32
     for a, b in zip(model.weights, rebuilt.weights, strict=True):
         if "moving" in a.name:
-            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+            )
     assert report["n_integer_parameters"] == 4
 
 
@@ -147,7 +163,8 @@ def test_round_trip_without_bias_quantization(kind, data, tmp_path):
     for layer_a, layer_b in zip(model.layers, rebuilt.layers, strict=True):
         if isinstance(layer_a, (QDense, QConv2D)):
             np.testing.assert_array_equal(
-                keras.ops.convert_to_numpy(layer_a.bias), keras.ops.convert_to_numpy(layer_b.bias)
+                keras.ops.convert_to_numpy(layer_a.bias),
+                keras.ops.convert_to_numpy(layer_b.bias),
             )
 
 
@@ -157,15 +174,29 @@ def test_untrained_model_needs_wide_integers(data, tmp_path):
     model = mlp("scalar")
     report, _ = round_trip(model, data["mlp"], tmp_path)
     manifest = export.read_manifest(report["path"])
-    kernels = [p for layer in manifest["layers"] for p in layer["parameters"] if p["name"] == "kernel"]
+    kernels = [
+        p
+        for layer in manifest["layers"]
+        for p in layer["parameters"]
+        if p["name"] == "kernel"
+    ]
     assert {p["dtype"] for p in kernels} <= {"int16", "int32"}
 
 
 def test_nested_model_round_trip(data, tmp_path):
     keras.utils.set_random_seed(0)
     inner = keras.Sequential(
-        [keras.Input((36,)), QDense(8, activation="relu", kernel_granularity="column", threshold=1e-3, name="q"),
-         keras.layers.BatchNormalization(name="bn")],
+        [
+            keras.Input((36,)),
+            QDense(
+                8,
+                activation="relu",
+                kernel_granularity="column",
+                threshold=1e-3,
+                name="q",
+            ),
+            keras.layers.BatchNormalization(name="bn"),
+        ],
         name="inner",
     )
     x = keras.Input((6, 6))
@@ -199,9 +230,14 @@ def test_file_contents_and_report(data, tmp_path):
     assert report["container"] == "np.savez"
     assert "no bit-packing" in report["storage"]
 
-    table = pd.DataFrame(memory.layer_table(model))  # rows (list of dicts) or a DataFrame
+    table = pd.DataFrame(
+        memory.layer_table(model)
+    )  # rows (list of dicts) or a DataFrame
     manifest = export.read_manifest(path)
-    assert manifest["format"] == "lqs-integer" and manifest["storage"]["bit_packing"] is False
+    assert (
+        manifest["format"] == "lqs-integer"
+        and manifest["storage"]["bit_packing"] is False
+    )
     assert manifest["model"]["class_name"] == "Sequential"
     assert "compile_config" not in manifest["model"]
     payload = 0
@@ -213,14 +249,19 @@ def test_file_contents_and_report(data, tmp_path):
                 arr = npz[p["key"]]
                 payload += arr.nbytes
                 assert arr.dtype.name == p["dtype"] and list(arr.shape) == p["shape"]
-                row = table[(table["path"] == layer["path"]) & (table["parameter"] == p["name"])].iloc[0]
+                row = table[
+                    (table["path"] == layer["path"]) & (table["parameter"] == p["name"])
+                ].iloc[0]
                 assert p["accounted_bits"] == row["total_bits"]
                 if p["kind"] == "integer":
                     t = {t.name: t for t in keras_layer.integer_parameters()}[p["name"]]
                     np.testing.assert_array_equal(arr, t.values)
                     scale = npz[p["scale_key"]]
                     payload += scale.nbytes
-                    assert scale.dtype == np.float32 and list(scale.shape) == p["scale_shape"]
+                    assert (
+                        scale.dtype == np.float32
+                        and list(scale.shape) == p["scale_shape"]
+                    )
                     np.testing.assert_array_equal(scale, t.scale)
                     # the smallest whole signed dtype: it holds [lo, hi], the next smaller one does not
                     lo, hi = int(t.values.min()), int(t.values.max())
@@ -230,7 +271,9 @@ def test_file_contents_and_report(data, tmp_path):
                     if p["dtype"] != "int8":
                         smaller = np.iinfo(widths[widths.index(p["dtype"]) - 1])
                         assert lo < smaller.min or hi > smaller.max
-                    assert p["granularity"] == ("filter" if p["name"] == "kernel" else "scalar")
+                    assert p["granularity"] == (
+                        "filter" if p["name"] == "kernel" else "scalar"
+                    )
                 else:
                     assert arr.dtype == np.float32
     assert payload == report["payload_bytes"]
@@ -249,7 +292,9 @@ def test_compressed_export_is_smaller_and_loads(data, tmp_path):
     with zipfile.ZipFile(packed["path"]) as zf:
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
     rebuilt = export.from_integer(packed["path"])
-    np.testing.assert_array_equal(predict(rebuilt, data["mlp"]), predict(model, data["mlp"]))
+    np.testing.assert_array_equal(
+        predict(rebuilt, data["mlp"]), predict(model, data["mlp"])
+    )
 
 
 def test_overwrite_is_atomic_replace(data, tmp_path):
@@ -260,7 +305,9 @@ def test_overwrite_is_atomic_replace(data, tmp_path):
     assert first["path"] == second["path"]
     assert os.listdir(tmp_path) == ["m.npz"]
     rebuilt = export.from_integer(tmp_path / "m")
-    np.testing.assert_array_equal(predict(rebuilt, data["mlp"]), predict(model, data["mlp"]))
+    np.testing.assert_array_equal(
+        predict(rebuilt, data["mlp"]), predict(model, data["mlp"])
+    )
 
 
 def test_missing_export_raises(tmp_path):
@@ -278,7 +325,9 @@ def test_truncated_export_names_the_file_and_the_fix(data, tmp_path, keep):
     for read in (export.from_integer, export.read_manifest):
         with pytest.raises(ValueError, match="truncated or corrupted") as err:
             read(path)
-        assert str(path) in str(err.value) and "to_integer(model, path)" in str(err.value)
+        assert str(path) in str(err.value) and "to_integer(model, path)" in str(
+            err.value
+        )
 
 
 def test_export_without_manifest_is_refused(tmp_path):
@@ -298,9 +347,17 @@ def test_export_bytes_are_deterministic(data, tmp_path):
         assert za.namelist() == zb.namelist()
         assert all(za.read(n) == zb.read(n) for n in za.namelist())
     manifest = export.read_manifest(a["path"])
-    keys = [k for layer in manifest["layers"] for p in layer["parameters"] for k in (p["key"], p.get("scale_key")) if k]
+    keys = [
+        k
+        for layer in manifest["layers"]
+        for p in layer["parameters"]
+        for k in (p["key"], p.get("scale_key"))
+        if k
+    ]
     with zipfile.ZipFile(a["path"]) as za:
-        assert keys == [k[:-4] for k in za.namelist() if k.endswith(".npy")]  # manifest order = file order
+        assert keys == [
+            k[:-4] for k in za.namelist() if k.endswith(".npy")
+        ]  # manifest order = file order
     assert a["n_integer_parameters"] == 4 and a["n_float_parameters"] == 0
 
 
@@ -311,8 +368,16 @@ def test_export_bytes_are_deterministic(data, tmp_path):
 
 @pytest.mark.parametrize(
     "lo, hi, dtype",
-    [(0, 0, "int8"), (-128, 127, "int8"), (-129, 0, "int16"), (0, 128, "int16"), (-(2**15), 2**15 - 1, "int16"),
-     (0, 2**15, "int32"), (-(2**31), 0, "int32"), (0, 2**31, "int64")],
+    [
+        (0, 0, "int8"),
+        (-128, 127, "int8"),
+        (-129, 0, "int16"),
+        (0, 128, "int16"),
+        (-(2**15), 2**15 - 1, "int16"),
+        (0, 2**15, "int32"),
+        (-(2**31), 0, "int32"),
+        (0, 2**31, "int64"),
+    ],
 )
 def test_smallest_int_dtype(lo, hi, dtype):
     assert export.smallest_int_dtype(np.array([lo, hi], np.int64)).name == dtype
@@ -338,7 +403,8 @@ def test_round_trip_under_compiled_predict(data, tmp_path):
     report = export.to_integer(model, tmp_path / "m")
     rebuilt = export.from_integer(report["path"])
     np.testing.assert_array_equal(
-        rebuilt.predict(data["mlp"], verbose=0, batch_size=64), model.predict(data["mlp"], verbose=0, batch_size=64)
+        rebuilt.predict(data["mlp"], verbose=0, batch_size=64),
+        model.predict(data["mlp"], verbose=0, batch_size=64),
     )
 
 
@@ -356,18 +422,26 @@ class RoundDense(keras.layers.Layer):
         self.units = units
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), self.units))
-        self.kernel_step = self.add_weight(name="kernel_step", shape=(1, self.units), initializer="ones")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(int(input_shape[-1]), self.units)
+        )
+        self.kernel_step = self.add_weight(
+            name="kernel_step", shape=(1, self.units), initializer="ones"
+        )
         self.kernel_step.assign(np.full((1, self.units), 0.05, np.float32))
 
     def call(self, x):
-        return keras.ops.matmul(x, keras.ops.round(self.kernel / self.kernel_step) * self.kernel_step)
+        return keras.ops.matmul(
+            x, keras.ops.round(self.kernel / self.kernel_step) * self.kernel_step
+        )
 
     def integer_parameters(self):
         from lqs.quantizers import IntegerTensor
 
         step = keras.ops.convert_to_numpy(self.kernel_step)
-        values = np.round(keras.ops.convert_to_numpy(self.kernel) / step).astype(np.int64)
+        values = np.round(keras.ops.convert_to_numpy(self.kernel) / step).astype(
+            np.int64
+        )
         return [IntegerTensor("kernel", values, step, "column")]
 
     def float_parameters(self):
@@ -392,7 +466,9 @@ def test_protocol_layer_with_set_integer_parameters_round_trips(tmp_path):
     model = keras.Sequential([keras.Input((5,)), LoadableRoundDense(3, name="rd")])
     x = np.random.default_rng(0).random((4, 5), dtype=np.float32)
     report = export.to_integer(model, tmp_path / "rd")
-    table = pd.DataFrame(memory.layer_table(model))  # rows (list of dicts) or a DataFrame
+    table = pd.DataFrame(
+        memory.layer_table(model)
+    )  # rows (list of dicts) or a DataFrame
     assert table["quantized"].all() and table["n_groups"].tolist() == [3]
     rebuilt = export.from_integer(report["path"])
     assert isinstance(rebuilt.layers[0], LoadableRoundDense)
@@ -412,17 +488,29 @@ def test_protocol_layer_without_a_loader_is_exported_but_not_loadable(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def baseline_mlp(family: str, bits: int, granularity: str, quantize_bias: bool) -> keras.Model:
+def baseline_mlp(
+    family: str, bits: int, granularity: str, quantize_bias: bool
+) -> keras.Model:
     cls = {"lsq": LSQDense, "fixed_bits": FixedBitsDense}[family]
     q = dict(bits=bits, granularity=granularity, quantize_bias=quantize_bias)
     return keras.Sequential(
-        [keras.Input((6, 6)), keras.layers.Flatten(), cls(16, activation="relu", **q), cls(4, activation="softmax", **q)],
+        [
+            keras.Input((6, 6)),
+            keras.layers.Flatten(),
+            cls(16, activation="relu", **q),
+            cls(4, activation="softmax", **q),
+        ],
         name=f"{family}_mlp",
     )
 
 
-def baseline_cnn(family: str, bits: int, granularity: str, quantize_bias: bool) -> keras.Model:
-    conv, dense = {"lsq": (LSQConv2D, LSQDense), "fixed_bits": (FixedBitsConv2D, FixedBitsDense)}[family]
+def baseline_cnn(
+    family: str, bits: int, granularity: str, quantize_bias: bool
+) -> keras.Model:
+    conv, dense = {
+        "lsq": (LSQConv2D, LSQDense),
+        "fixed_bits": (FixedBitsConv2D, FixedBitsDense),
+    }[family]
     q = dict(bits=bits, granularity=granularity, quantize_bias=quantize_bias)
     dense_q = dict(q, granularity="column" if granularity == "filter" else "scalar")
     return keras.Sequential(
@@ -442,10 +530,18 @@ def baseline_cnn(family: str, bits: int, granularity: str, quantize_bias: bool) 
 @pytest.mark.parametrize("family", ["lsq", "fixed_bits"])
 @pytest.mark.parametrize(
     "kind, bits, granularity, quantize_bias",
-    [("mlp", 4, "scalar", False), ("mlp", 8, "column", True), ("mlp", 2, "row", True),
-     ("cnn", 4, "filter", True), ("cnn", 8, "scalar", False), ("cnn", 16, "channel", True)],
+    [
+        ("mlp", 4, "scalar", False),
+        ("mlp", 8, "column", True),
+        ("mlp", 2, "row", True),
+        ("cnn", 4, "filter", True),
+        ("cnn", 8, "scalar", False),
+        ("cnn", 16, "channel", True),
+    ],
 )
-def test_baseline_round_trip(family, kind, bits, granularity, quantize_bias, data, tmp_path):
+def test_baseline_round_trip(
+    family, kind, bits, granularity, quantize_bias, data, tmp_path
+):
     # exact: the rebuilt model has the same integers and scales, and its eager predictions are
     # bit-identical to the original's (round_trip asserts both)
     keras.utils.set_random_seed(0)
@@ -459,11 +555,15 @@ def test_baseline_round_trip(family, kind, bits, granularity, quantize_bias, dat
         assert type(layer_a) is type(layer_b)
         if family == "lsq" and isinstance(layer_a, (LSQDense, LSQConv2D)):
             np.testing.assert_array_equal(
-                keras.ops.convert_to_numpy(layer_a.kernel_step), keras.ops.convert_to_numpy(layer_b.kernel_step)
+                keras.ops.convert_to_numpy(layer_a.kernel_step),
+                keras.ops.convert_to_numpy(layer_b.kernel_step),
             )
-        if not quantize_bias and hasattr(layer_a, "quantize_bias"):  # float bias restored as is
+        if not quantize_bias and hasattr(
+            layer_a, "quantize_bias"
+        ):  # float bias restored as is
             np.testing.assert_array_equal(
-                keras.ops.convert_to_numpy(layer_a.bias), keras.ops.convert_to_numpy(layer_b.bias)
+                keras.ops.convert_to_numpy(layer_a.bias),
+                keras.ops.convert_to_numpy(layer_b.bias),
             )
     # Keras's compiled predict (XLA): close, not always bit-identical. Under XLA the fixed-bit forward
     # pass, which recomputes its scales from the weights, rounds some reconstructed weights by ~1e-7
@@ -471,8 +571,10 @@ def test_baseline_round_trip(family, kind, bits, granularity, quantize_bias, dat
     # original's compiled predictions differ from its own eager ones by as much.
     x = data[kind]
     np.testing.assert_allclose(
-        rebuilt.predict(x, verbose=0, batch_size=len(x)), model.predict(x, verbose=0, batch_size=len(x)),
-        rtol=0, atol=1e-6,
+        rebuilt.predict(x, verbose=0, batch_size=len(x)),
+        model.predict(x, verbose=0, batch_size=len(x)),
+        rtol=0,
+        atol=1e-6,
     )
 
 
@@ -482,7 +584,9 @@ def test_fixed_bits_loader_keeps_the_recomputed_scale(bits):
     # spread over decades: every group's integers and scale come back exactly from set_integer_parameters
     rng = np.random.default_rng(bits)
     n_in, n_out = 8, 4096
-    w = (rng.standard_normal((n_in, n_out)) * 10.0 ** rng.uniform(-6, 2, (1, n_out))).astype(np.float32)
+    w = (
+        rng.standard_normal((n_in, n_out)) * 10.0 ** rng.uniform(-6, 2, (1, n_out))
+    ).astype(np.float32)
     w[:, :3] = 0.0  # all-zero groups keep scale 1 and integers 0
     layer = FixedBitsDense(n_out, bits=bits, granularity="column", quantize_bias=True)
     layer.build((None, n_in))
@@ -500,7 +604,8 @@ def test_fixed_bits_loader_keeps_the_recomputed_scale(bits):
     # the forward pass uses exactly values * scale
     t = stored[0]
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(twin.quantized_kernel()), (t.values * t.scale).astype(np.float32)
+        keras.ops.convert_to_numpy(twin.quantized_kernel()),
+        (t.values * t.scale).astype(np.float32),
     )
 
 
@@ -522,7 +627,9 @@ def test_fixed_bits_loader_gives_back_every_scale_a_maximum_can_give():
     bits, n_in, n_out = 8, 4, 4000
     q = 2 ** (bits - 1) - 1
     rng = np.random.default_rng(0)
-    scale = (rng.uniform(1, 2, (1, n_out)) * 2.0 ** rng.integers(-20, 0, (1, n_out))).astype(np.float32)
+    scale = (
+        rng.uniform(1, 2, (1, n_out)) * 2.0 ** rng.integers(-20, 0, (1, n_out))
+    ).astype(np.float32)
     values = rng.integers(-q, q + 1, (n_in, n_out))
     values[0] = q  # every group reaches the grid's end, as a min-max export does
     qf = np.float32(q)

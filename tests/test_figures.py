@@ -6,15 +6,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import tensorflow as tf
+from matplotlib.text import Text
 
-from companion import paths  # noqa: E402
-from companion.chapters import figures as F  # noqa: E402
-from lqs.quantizers import (  # noqa: E402
+from companion import paths
+from companion.chapters import figures as F
+from lqs.quantizers import (
     EPS,
     GRANULARITIES,
     GRANULARITY_AXES,
@@ -35,8 +35,16 @@ def mlp():
 @pytest.fixture(scope="module")
 def trained():
     x, y, label = F.load_images("synthetic", 96, seed=1)
-    model, history = F.train_qdense_mlp(x, y, hidden=8, epochs=1, batch_size=32, granularity="column", seed=1,
-                                        run_eagerly=True)
+    model, history = F.train_qdense_mlp(
+        x,
+        y,
+        hidden=8,
+        epochs=1,
+        batch_size=32,
+        granularity="column",
+        seed=1,
+        run_eagerly=True,
+    )
     return x, y, label, model, history
 
 
@@ -44,8 +52,11 @@ def _check_legible(fig: plt.Figure, n_axes: int) -> None:
     """Expected panel count, width <= 10 in, every visible non-empty text >= 8 pt."""
     assert len(fig.axes) == n_axes
     assert fig.get_figwidth() <= 10.0 + 1e-9
-    small = [(t.get_text(), t.get_fontsize()) for t in fig.findobj(Text)
-             if t.get_visible() and t.get_text().strip() and t.get_fontsize() < 8]
+    small = [
+        (t.get_text(), t.get_fontsize())
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < 8
+    ]
     assert not small, f"texts below 8 pt: {small[:5]}"
     plt.close(fig)
 
@@ -59,7 +70,9 @@ def test_mlp_edges_are_the_model_kernels(mlp):
     assert [k.shape for k in kernels] == [(4, 6), (6, 5), (5, 3)]
     assert len(edges) == sum(k.size for k in kernels)
     for row in edges.sample(20, random_state=0).itertuples():
-        assert row.weight == pytest.approx(float(kernels[row.layer][row.source, row.target]), abs=0)
+        assert row.weight == pytest.approx(
+            float(kernels[row.layer][row.source, row.target]), abs=0
+        )
     _check_legible(F.draw_mlp(mlp), 2)  # network + colourbar
 
 
@@ -88,12 +101,19 @@ def test_full_batch_adam_takes_the_steps_and_lowers_the_loss():
     opt = tf.keras.optimizers.Adam(0.05)
     with tf.GradientTape() as tape:
         loss = tf.keras.losses.SparseCategoricalCrossentropy()(y, ref(x, training=True))
-    opt.apply_gradients(zip(tape.gradient(loss, ref.trainable_variables),
-                            ref.trainable_variables, strict=True))
+    opt.apply_gradients(
+        zip(
+            tape.gradient(loss, ref.trainable_variables),
+            ref.trainable_variables,
+            strict=True,
+        )
+    )
     assert float(loss) == pytest.approx(losses[0], rel=1e-6)
     one = F.build_mlp((4, 6, 5, 3), seed=0)
     F.full_batch_adam(one, x, y, steps=1, lr=0.05)
-    for a, b, w0 in zip(one.trainable_variables, ref.trainable_variables, before, strict=True):
+    for a, b, w0 in zip(
+        one.trainable_variables, ref.trainable_variables, before, strict=True
+    ):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
         assert not np.array_equal(a.numpy(), w0)
 
@@ -115,7 +135,9 @@ def test_mlp_is_seeded_and_training_moves_the_weights():
 def test_conv_value_equals_tf_conv2d_same_padding(position):
     x = F.integer_input(5, 1, seed=3)
     ex = F.conv_example(x, F.SOBEL_X, position, padding=1)
-    ref = tf.nn.conv2d(x[None], np.asarray(F.SOBEL_X, np.float32)[:, :, None, None], 1, "SAME").numpy()[0, :, :, 0]
+    ref = tf.nn.conv2d(
+        x[None], np.asarray(F.SOBEL_X, np.float32)[:, :, None, None], 1, "SAME"
+    ).numpy()[0, :, :, 0]
     assert ex.value == ref[position]
     assert ex.tf_value == ref[position]
     # the worked-out products are the window times the kernel
@@ -145,13 +167,17 @@ def test_conv_map_equals_tf_conv2d_exactly_for_integer_inputs(channels, seed):
 
 def test_conv_float_inputs_and_errors():
     rng = np.random.default_rng(1)
-    ex = F.conv_example(rng.normal(size=(4, 4)), rng.normal(size=(3, 3)), (3, 3), padding=1)
+    ex = F.conv_example(
+        rng.normal(size=(4, 4)), rng.normal(size=(3, 3)), (3, 3), padding=1
+    )
     assert ex.value == pytest.approx(ex.tf_value, rel=1e-5)
     with pytest.raises(ValueError, match="outside"):
         F.conv_example(np.ones((4, 4)), np.ones((3, 3)), (4, 0))
     with pytest.raises(ValueError, match="channels"):
         F.conv_example(np.ones((4, 4, 3)), np.ones((3, 3)), (0, 0))
-    _check_legible(F.draw_conv2d(F.conv_example(np.ones((4, 4)), np.ones((3, 3)), (0, 0))), 3)
+    _check_legible(
+        F.draw_conv2d(F.conv_example(np.ones((4, 4)), np.ones((3, 3)), (0, 0))), 3
+    )
 
 
 # ---- Fig. 2.4 ------------------------------------------------------------------------------
@@ -164,9 +190,14 @@ def test_weight_quantization_integers_are_the_library_integers(mlp, bits, granul
     scale = scale_for_bits(w, granularity, bits)
     np.testing.assert_array_equal(q.scale, scale)
     np.testing.assert_array_equal(q.integers, integer_values(w, scale))
-    np.testing.assert_array_equal(q.reconstructed, nested_quantize(tf.constant(w), tf.constant(scale), 0.0).numpy())
+    np.testing.assert_array_equal(
+        q.reconstructed,
+        nested_quantize(tf.constant(w), tf.constant(scale), 0.0).numpy(),
+    )
     # the forward pass is exactly the integers times the scale (float32)
-    np.testing.assert_array_equal(q.reconstructed, (q.integers.astype(np.float32) * scale).astype(np.float32))
+    np.testing.assert_array_equal(
+        q.reconstructed, (q.integers.astype(np.float32) * scale).astype(np.float32)
+    )
     assert np.all(q.error >= 0) and np.all(q.error < np.broadcast_to(scale, w.shape))
     assert np.abs(q.integers).max() <= 2 ** (bits - 1)
     frame = q.to_frame()
@@ -182,7 +213,9 @@ def test_minmax_quantization_equals_tf_fake_quant(bits):
     x = np.random.default_rng(bits).normal(size=(3, 5)).astype(np.float32) + 0.3
     q, s, z, lo, hi = F.affine_minmax_quantize(x, bits)
     assert q.min() >= 0 and q.max() <= 2**bits - 1
-    ref = tf.quantization.fake_quant_with_min_max_vars(x, min=lo, max=hi, num_bits=bits).numpy()
+    ref = tf.quantization.fake_quant_with_min_max_vars(
+        x, min=lo, max=hi, num_bits=bits
+    ).numpy()
     np.testing.assert_allclose(s * (q - z), ref, atol=1e-6)
     assert np.max(np.abs(s * (q - z) - x)) <= s / 2 + 1e-6
     with pytest.raises(ValueError, match="bits"):
@@ -194,8 +227,12 @@ def test_minmax_matmul_integer_product_rescales_to_the_dequantized_product(mlp):
     x = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
     mm = F.minmax_matmul(x, wq, 8)
     assert mm.accumulator.dtype == np.int64
-    np.testing.assert_array_equal(mm.accumulator, (mm.x_q - mm.zero_point) @ integer_values(wq.weights, wq.scale))
-    np.testing.assert_allclose(mm.y_deq, mm.x_deq.astype(np.float64) @ wq.reconstructed, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        mm.accumulator, (mm.x_q - mm.zero_point) @ integer_values(wq.weights, wq.scale)
+    )
+    np.testing.assert_allclose(
+        mm.y_deq, mm.x_deq.astype(np.float64) @ wq.reconstructed, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(mm.y_float, x.astype(np.float64) @ wq.weights, rtol=1e-6)
     assert len(mm.to_frame()) == mm.y_float.size
     _check_legible(F.draw_minmax_matmul(mm), 7)
@@ -217,11 +254,15 @@ def test_group_ids_match_scale_shape(granularity):
     if axis is None:
         assert np.all(ids == 0)
     else:  # ids follow the granularity's axis and nothing else
-        expected = np.arange(CONV_KERNEL[axis]).reshape([-1 if i == axis else 1 for i in range(4)])
+        expected = np.arange(CONV_KERNEL[axis]).reshape(
+            [-1 if i == axis else 1 for i in range(4)]
+        )
         np.testing.assert_array_equal(ids, np.broadcast_to(expected, CONV_KERNEL))
     # scaling each group by its own scale is what broadcasting a scale of that shape does
     scales = np.arange(1, int(np.prod(sshape)) + 1, dtype=np.float32).reshape(sshape)
-    np.testing.assert_array_equal(np.broadcast_to(scales, CONV_KERNEL), scales.ravel()[ids])
+    np.testing.assert_array_equal(
+        np.broadcast_to(scales, CONV_KERNEL), scales.ravel()[ids]
+    )
 
 
 def test_granularity_figures():
@@ -249,12 +290,18 @@ def test_dense_granularity_figure_draws_the_scales_qdense_builds():
 
 
 def test_nested_conv_description_comes_from_real_layers():
-    desc = F.describe_nested_conv(5, 3, (6, 6, 2), kernel_granularity="channel", threshold=1e-8)
+    desc = F.describe_nested_conv(
+        5, 3, (6, 6, 2), kernel_granularity="channel", threshold=1e-8
+    )
     # the quantized layer has the plain layer's kernel and output shapes
     assert desc["plain_weights"][0] == desc["kernel_shape"]
     assert desc["plain_output_shape"] == desc["output_shape"]
     assert desc["kernel_shape"] == (3, 3, 2, 5)
-    assert desc["kernel_scale_shape"] == scale_shape("channel", (3, 3, 2, 5)) == (1, 1, 2, 1)
+    assert (
+        desc["kernel_scale_shape"]
+        == scale_shape("channel", (3, 3, 2, 5))
+        == (1, 1, 2, 1)
+    )
     assert desc["bias_scale_shape"] == (1,)
     assert desc["output_shape"] == (None, 6, 6, 5)
     assert desc["threshold"] == 1e-8
@@ -271,24 +318,32 @@ def test_nested_conv_description_comes_from_real_layers():
 def test_numpy_votes_reproduce_nested_quantize_scale_gradient(all_above_vote):
     rng = np.random.default_rng(7)
     p = rng.normal(size=(5, 4)).astype(np.float32)
-    g = (rng.normal(size=(5, 4)) * np.array([1e-3, 1e-3, 10.0, 1e-3])).astype(np.float32)  # column 2 all above
+    g = (rng.normal(size=(5, 4)) * np.array([1e-3, 1e-3, 10.0, 1e-3])).astype(
+        np.float32
+    )  # column 2 all above
     s = np.full((1, 4), 0.05, np.float32)
     lam = 0.05
     pv, sv = tf.Variable(p), tf.Variable(s)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(g * nested_quantize(pv, sv, lam, all_above_vote=all_above_vote))
+        loss = tf.reduce_sum(
+            g * nested_quantize(pv, sv, lam, all_above_vote=all_above_vote)
+        )
     d_s = tape.gradient(loss, sv).numpy()
     p_q = np.floor(p / s)
     p_rec = p_q * s
     r = np.abs(g) / np.where(p_rec == 0, EPS, np.abs(p_rec))
     v = F.votes(r, lam, F.group_ids(p.shape, "column"), all_above_vote=all_above_vote)
-    assert np.all(v[:, 2] == (np.float32(-np.tanh(np.float32(lam))) if all_above_vote else 0))
+    assert np.all(
+        v[:, 2] == (np.float32(-np.tanh(np.float32(lam))) if all_above_vote else 0)
+    )
     np.testing.assert_allclose(F.scale_gradient_numpy(p_q, v, s.shape), d_s, rtol=1e-6)
 
 
 def test_vote_function_shape():
     r = np.array([0.0, 0.5, 0.99, 1.0, 2.0], np.float32)
-    np.testing.assert_allclose(F.votes(r, 1.0), [-np.tanh(1.0), -np.tanh(0.5), -np.tanh(0.01), 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(
+        F.votes(r, 1.0), [-np.tanh(1.0), -np.tanh(0.5), -np.tanh(0.01), 0, 0], rtol=1e-5
+    )
     _check_legible(F.draw_vote_function([1e-9, 1e-8], [0.5, 2.0]), 2)
 
 
@@ -296,18 +351,26 @@ def test_layer_ratios_tie_to_the_scale_gradient(trained):
     x, y, label, model, history = trained
     assert label.startswith("synthetic")
     assert set(history) >= {"loss", "accuracy"}
-    ratios = F.layer_ratios(model, x[:64], y[:64], 0)  # asserts NumPy dL/ds == TF dL/ds inside
+    ratios = F.layer_ratios(
+        model, x[:64], y[:64], 0
+    )  # asserts NumPy dL/ds == TF dL/ds inside
     kernel = model.layers[1].kernel.numpy()
     assert ratios.ratio.shape == kernel.shape
     # G is the kernel gradient (straight through)
     with tf.GradientTape() as tape:
         loss = tf.keras.losses.SparseCategoricalCrossentropy()(y[:64], model(x[:64]))
-    np.testing.assert_allclose(ratios.upstream, tape.gradient(loss, model.layers[1].kernel).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(ratios.d_scale_numpy, ratios.d_scale_tf, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(
+        ratios.upstream, tape.gradient(loss, model.layers[1].kernel).numpy(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ratios.d_scale_numpy, ratios.d_scale_tf, rtol=1e-4, atol=1e-12
+    )
     stats = F.vote_stats(ratios.ratio, ratios.group, [1e-9, 1e-2, 1e9])
     assert list(stats.n_groups.unique()) == [kernel.shape[1]]
     assert np.all(stats.zero_vote_fraction_impl <= stats.zero_vote_fraction + 1e-12)
-    assert np.all(np.diff(stats.zero_vote_fraction) <= 0)  # a higher threshold silences fewer elements
+    assert np.all(
+        np.diff(stats.zero_vote_fraction) <= 0
+    )  # a higher threshold silences fewer elements
     assert stats.zero_vote_fraction.iloc[-1] == 0.0
     _check_legible(F.draw_ratio_histogram(ratios, [1e-9, 1e-2]), 2)
     with pytest.raises(ValueError, match="layer_index"):
@@ -337,7 +400,9 @@ def test_worked_example_matches_tf_gradient(threshold, expect_all_above):
     # independent TF reference: nested_quantize directly
     pv, sv = tf.Variable(np.asarray(p, np.float32)), tf.Variable([0.25])
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(tf.constant(g, tf.float32) * nested_quantize(pv, sv, threshold))
+        loss = tf.reduce_sum(
+            tf.constant(g, tf.float32) * nested_quantize(pv, sv, threshold)
+        )
     d_p, d_s = tape.gradient(loss, [pv, sv])
     np.testing.assert_array_equal(ex.d_p_tf, d_p.numpy())
     np.testing.assert_array_equal(ex.d_p_tf, np.asarray(g, np.float32))
@@ -350,19 +415,48 @@ def test_worked_example_matches_tf_gradient(threshold, expect_all_above):
         assert np.all(ex.vote == np.float32(-np.tanh(np.float32(threshold))))
         assert ex.d_scale_zero_vote == 0.0
     table = F.worked_example_table(ex)
-    assert list(table.columns[:8]) == ["i", "P", "P_q", "P_rec", "G", "r", "below_threshold", "vote"]
+    assert list(table.columns[:8]) == [
+        "i",
+        "P",
+        "P_q",
+        "P_rec",
+        "G",
+        "r",
+        "below_threshold",
+        "vote",
+    ]
     md = F.worked_example_markdown(ex)
     header = md.splitlines()[2]
     assert header.count("|") == 8, "a '|' inside a cell would break the Markdown table"
     _check_legible(F.draw_worked_example(ex), 2)
 
 
-@pytest.mark.parametrize("notebook,stems", [
-    ("background_figures", ["fig2_1_mlp", "fig2_2_conv2d", "fig2_3_conv3d", "fig2_4_weight_quantization",
-                            "fig2_5_minmax_matmul", "fig2_6_conv_granularities"]),
-    ("method_insights", ["fig3_1_nested_conv", "fig3_2_dense_granularities", "vote_function", "ratio_histogram",
-                         "worked_example"]),
-])
+@pytest.mark.parametrize(
+    "notebook,stems",
+    [
+        (
+            "background_figures",
+            [
+                "fig2_1_mlp",
+                "fig2_2_conv2d",
+                "fig2_3_conv3d",
+                "fig2_4_weight_quantization",
+                "fig2_5_minmax_matmul",
+                "fig2_6_conv_granularities",
+            ],
+        ),
+        (
+            "method_insights",
+            [
+                "fig3_1_nested_conv",
+                "fig3_2_dense_granularities",
+                "vote_function",
+                "ratio_histogram",
+                "worked_example",
+            ],
+        ),
+    ],
+)
 def test_notebooks_save_the_stable_stems(notebook, stems):
     source = (paths.NOTEBOOKS_DIR / f"{notebook}.md").read_text()
     for stem in stems:
@@ -401,8 +495,9 @@ def test_check_table_raises_on_a_differing_figure():
 def test_ratio_stats_adds_provenance_columns(trained):
     x, y, label, model, history = trained
     ratios = F.layer_ratios(model, x[:32], y[:32], 0)
-    stats = F.ratio_stats(ratios, [1e-9, 1e-3], dataset=label, trained_threshold=1e-9,
-                          epochs=1, seed=1)
+    stats = F.ratio_stats(
+        ratios, [1e-9, 1e-3], dataset=label, trained_threshold=1e-9, epochs=1, seed=1
+    )
     assert list(stats.columns[:3]) == ["dataset", "layer", "granularity"]
     assert list(stats.columns[-3:]) == ["trained_threshold", "epochs", "seed"]
     assert len(stats) == 2 and set(stats["layer"]) == {ratios.layer}
@@ -411,4 +506,6 @@ def test_ratio_stats_adds_provenance_columns(trained):
 def test_worked_example_forward_equals_the_quantizer():
     ex = F.worked_example([0.83, -0.41, 0.07], [0.02, -0.3, 0.01], 0.5, 0.25, 0.02)
     np.testing.assert_array_equal(ex.p_rec_tf, ex.p_rec)
-    np.testing.assert_array_equal(ex.p_rec, np.floor(ex.p / np.float32(0.25)) * np.float32(0.25))
+    np.testing.assert_array_equal(
+        ex.p_rec, np.floor(ex.p / np.float32(0.25)) * np.float32(0.25)
+    )

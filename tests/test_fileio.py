@@ -44,7 +44,11 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, error):
 
 def test_suffix_reaches_the_writer(tmp_path):
     seen = []
-    atomic_write(tmp_path / "m.keras", lambda p: (seen.append(p), p.write_bytes(b"x")), suffix=".keras")
+    atomic_write(
+        tmp_path / "m.keras",
+        lambda p: (seen.append(p), p.write_bytes(b"x")),
+        suffix=".keras",
+    )
     assert seen[0].name.endswith(".tmp.keras") and seen[0].parent == tmp_path
     assert (tmp_path / "m.keras").read_bytes() == b"x"
 
@@ -81,7 +85,9 @@ def test_disk_full_names_the_target_and_the_fix(tmp_path, chained):
         err = OSError(errno.ENOSPC, "No space left on device")
         if not chained:
             raise err
-        raise RuntimeError("the writer wrapped it") from err  # e.g. a library re-raising
+        raise RuntimeError(
+            "the writer wrapped it"
+        ) from err  # e.g. a library re-raising
 
     with pytest.raises(OSError) as err:
         atomic_write(target, no_space)
@@ -130,15 +136,31 @@ def test_remove_stale_temp_files(tmp_path):
     from lqs.fileio import remove_stale_temp_files
 
     old = time.time() - 7200
-    names = [".a.json.abcd1234.tmp.json", ".b.csv.zz.tmp", ".nb.x1.partial.ipynb", "visible.tmp", ".fresh.q.tmp",
-             ".keep.me"]
+    names = [
+        ".a.json.abcd1234.tmp.json",
+        ".b.csv.zz.tmp",
+        ".nb.x1.partial.ipynb",
+        "visible.tmp",
+        ".fresh.q.tmp",
+        ".keep.me",
+    ]
     for n in names:
         (tmp_path / n).write_text("x")
         if n != ".fresh.q.tmp":
             os.utime(tmp_path / n, (old, old))
     (tmp_path / ".free.lock").write_text("")
-    removed = remove_stale_temp_files(tmp_path, older_than=3600, extra=("*.partial.ipynb",))
-    assert sorted(p.name for p in removed) == [".a.json.abcd1234.tmp.json", ".b.csv.zz.tmp", ".free.lock",
-                                               ".nb.x1.partial.ipynb"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".fresh.q.tmp", ".keep.me", "visible.tmp"]
+    removed = remove_stale_temp_files(
+        tmp_path, older_than=3600, extra=("*.partial.ipynb",)
+    )
+    assert sorted(p.name for p in removed) == [
+        ".a.json.abcd1234.tmp.json",
+        ".b.csv.zz.tmp",
+        ".free.lock",
+        ".nb.x1.partial.ipynb",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".fresh.q.tmp",
+        ".keep.me",
+        "visible.tmp",
+    ]
     assert remove_stale_temp_files(tmp_path / "missing") == []

@@ -32,8 +32,12 @@ def quadratic():
     rng = np.random.default_rng(123)
     X = (rng.standard_normal((N, D)) * rng.uniform(0.5, 2.0, D)).astype(np.float32)
     w_true = rng.uniform(0.5, 1.5, D) * rng.choice([-1.0, 1.0], D)
-    y = (X.astype(np.float64) @ w_true + 0.1 * rng.standard_normal(N)).astype(np.float32)[:, None]
-    w_star, *_ = np.linalg.lstsq(X.astype(np.float64), y.astype(np.float64)[:, 0], rcond=None)
+    y = (X.astype(np.float64) @ w_true + 0.1 * rng.standard_normal(N)).astype(
+        np.float32
+    )[:, None]
+    w_star, *_ = np.linalg.lstsq(
+        X.astype(np.float64), y.astype(np.float64)[:, 0], rcond=None
+    )
     model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(1, use_bias=False)])
     model.layers[0].kernel.assign(w_star.astype(np.float32)[:, None])
     w = model.layers[0].kernel.numpy()[:, 0].astype(np.float64)
@@ -61,15 +65,17 @@ def assert_same_weights(before, model):
 def classifier():
     """Small conv net with BatchNorm and dropout, 3 classes, random weights (non-zero biases)."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.BatchNormalization(),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(5, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     rng = np.random.default_rng(1)
     for v in model.trainable_weights:
         if v.name == "bias":
@@ -104,10 +110,14 @@ def test_evaluate_from_logits_and_scalar_loss():
     z = np.asarray(model(x), np.float64)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
     ref = float(np.mean(-logp[np.arange(10), y]))
-    assert gen.evaluate(model, x, y, from_logits=True)["loss"] == pytest.approx(ref, rel=1e-5)
+    assert gen.evaluate(model, x, y, from_logits=True)["loss"] == pytest.approx(
+        ref, rel=1e-5
+    )
     # a loss returning the batch mean (a scalar) is weighted by the batch size
     scalar = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    assert gen.evaluate(model, x, y, batch_size=3, loss_fn=scalar)["loss"] == pytest.approx(ref, rel=1e-5)
+    assert gen.evaluate(model, x, y, batch_size=3, loss_fn=scalar)[
+        "loss"
+    ] == pytest.approx(ref, rel=1e-5)
 
 
 def test_evaluate_builds_an_unbuilt_model_and_checks_inputs():
@@ -121,7 +131,9 @@ def test_evaluate_builds_an_unbuilt_model_and_checks_inputs():
 
 
 def test_unbuilt_model_is_built_first_and_restored():
-    model = keras.Sequential([keras.layers.Dense(2, kernel_initializer="ones", activation="softmax")])
+    model = keras.Sequential(
+        [keras.layers.Dense(2, kernel_initializer="ones", activation="softmax")]
+    )
     x, y = np.ones((4, 3), np.float32), np.zeros(4, int)
     gen.adaptive_sharpness(model, x, y, n_samples=2)
     np.testing.assert_array_equal(model.layers[0].kernel.numpy(), np.ones((3, 2)))
@@ -140,16 +152,27 @@ def test_generalization_gap_sign_convention(classifier):
 def test_average_sharpness_equals_same_draw_numpy_reference(quadratic):
     """Reference: the documented draws u_k = default_rng([seed, k]).standard_normal (float32)."""
     q, rho, n = quadratic, 0.3, 8
-    res = gen.adaptive_sharpness(q.model, q.X, q.y, rho=rho, n_samples=n, seed=5, loss_fn=mse)
+    res = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=rho, n_samples=n, seed=5, loss_fn=mse
+    )
     w32 = q.w.astype(np.float32)
     increases = []
     for k in range(n):
-        u = np.random.default_rng([5, k]).standard_normal((D, 1)).astype(np.float32)[:, 0]
+        u = (
+            np.random.default_rng([5, k])
+            .standard_normal((D, 1))
+            .astype(np.float32)[:, 0]
+        )
         delta = rho * np.abs(w32) * u / np.linalg.norm(u.astype(np.float64))
-        increases.append(np_loss(q, (w32 + delta).astype(np.float32).astype(np.float64)) - np_loss(q, q.w))
+        increases.append(
+            np_loss(q, (w32 + delta).astype(np.float32).astype(np.float64))
+            - np_loss(q, q.w)
+        )
     assert res["value"] == pytest.approx(np.mean(increases), rel=1e-3)
     assert res["base_loss"] == pytest.approx(np_loss(q, q.w), rel=1e-4)
-    assert res["n_parameters"] == D and res["mode"] == "average" and res["n_samples"] == n
+    assert (
+        res["n_parameters"] == D and res["mode"] == "average" and res["n_samples"] == n
+    )
 
 
 @pytest.mark.parametrize("noise, factor", [("sphere", 1.0 / D), ("gaussian", 1.0)])
@@ -161,7 +184,9 @@ def test_average_sharpness_matches_closed_form_expectation(quadratic, noise, fac
     """
     q, rho = quadratic, 0.2
     expected = rho**2 / 2 * factor * float(np.sum(np.diag(q.H) * q.w**2))
-    res = gen.adaptive_sharpness(q.model, q.X, q.y, rho=rho, n_samples=400, noise=noise, loss_fn=mse)
+    res = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=rho, n_samples=400, noise=noise, loss_fn=mse
+    )
     assert res["value"] == pytest.approx(expected, rel=0.1)
     assert abs(res["value"] - expected) < 4 * res["stderr"] + 1e-9
 
@@ -171,7 +196,9 @@ def test_worst_sharpness_reaches_top_eigenvalue_in_adaptive_geometry(quadratic):
     q, rho = quadratic, 0.2
     Dw = np.diag(np.abs(q.w))
     bound = rho**2 / 2 * float(np.linalg.eigvalsh(Dw @ q.H @ Dw)[-1])
-    worst = gen.adaptive_sharpness(q.model, q.X, q.y, rho=rho, n_samples=2, mode="worst", n_steps=40, loss_fn=mse)
+    worst = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=rho, n_samples=2, mode="worst", n_steps=40, loss_fn=mse
+    )
     avg = gen.adaptive_sharpness(q.model, q.X, q.y, rho=rho, n_samples=10, loss_fn=mse)
     assert worst["value"] >= avg["value"]
     assert worst["value"] <= bound * 1.001 + 1e-7
@@ -181,26 +208,41 @@ def test_worst_sharpness_reaches_top_eigenvalue_in_adaptive_geometry(quadratic):
 
 def test_sharpness_is_deterministic_and_rejects_bad_arguments(quadratic):
     q = quadratic
-    a = gen.adaptive_sharpness(q.model, q.X, q.y, rho=0.1, n_samples=3, seed=7, loss_fn=mse)
-    b = gen.adaptive_sharpness(q.model, q.X, q.y, rho=0.1, n_samples=3, seed=7, loss_fn=mse)
-    c = gen.adaptive_sharpness(q.model, q.X, q.y, rho=0.1, n_samples=3, seed=8, loss_fn=mse)
+    a = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=0.1, n_samples=3, seed=7, loss_fn=mse
+    )
+    b = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=0.1, n_samples=3, seed=7, loss_fn=mse
+    )
+    c = gen.adaptive_sharpness(
+        q.model, q.X, q.y, rho=0.1, n_samples=3, seed=8, loss_fn=mse
+    )
     assert a["value"] == b["value"] != c["value"]
     with pytest.raises(ValueError, match=r"mode='best'.*'average', 'worst'"):
         gen.adaptive_sharpness(q.model, q.X, q.y, mode="best")
     with pytest.raises(ValueError, match="rho"):
         gen.adaptive_sharpness(q.model, q.X, q.y, rho=0.0)
     with pytest.raises(ValueError, match="no weight selected"):
-        gen.adaptive_sharpness(q.model, q.X, q.y, loss_fn=mse, weights_filter=lambda v: False)
+        gen.adaptive_sharpness(
+            q.model, q.X, q.y, loss_fn=mse, weights_filter=lambda v: False
+        )
 
 
 # ------------------------------------------------------------------------------ PAC-Bayes
 def test_pac_bayes_sigma_matches_same_draw_reference(quadratic):
     """With common draws e_k, D(σ) = σ² K̂, K̂ = mean_k (|w|⊙e_k)ᵀH(|w|⊙e_k)/2 -> σ = sqrt(tol/K̂)."""
     q, tol, n = quadratic, 0.05, 6
-    res = gen.pac_bayes_flatness(q.model, q.X, q.y, tolerance=tol, n_samples=n, iters=20, seed=3, loss_fn=mse)
+    res = gen.pac_bayes_flatness(
+        q.model, q.X, q.y, tolerance=tol, n_samples=n, iters=20, seed=3, loss_fn=mse
+    )
     quad = []
     for k in range(n):
-        e = np.random.default_rng([3, k]).standard_normal((D, 1)).astype(np.float32)[:, 0].astype(np.float64)
+        e = (
+            np.random.default_rng([3, k])
+            .standard_normal((D, 1))
+            .astype(np.float32)[:, 0]
+            .astype(np.float64)
+        )
         v = np.abs(q.w) * e
         quad.append(v @ q.H @ v / 2)
     sigma_ref = np.sqrt(tol / np.mean(quad))
@@ -217,20 +259,34 @@ def test_pac_bayes_sigma_matches_closed_form(quadratic, relative):
     q, tol = quadratic, 0.05
     curvature = np.sum(np.diag(q.H) * q.w**2) if relative else np.trace(q.H)
     expected = np.sqrt(2 * tol / curvature)
-    res = gen.pac_bayes_flatness(q.model, q.X, q.y, tolerance=tol, n_samples=32, iters=10,
-                                 relative=relative, loss_fn=mse)
+    res = gen.pac_bayes_flatness(
+        q.model,
+        q.X,
+        q.y,
+        tolerance=tol,
+        n_samples=32,
+        iters=10,
+        relative=relative,
+        loss_fn=mse,
+    )
     assert res["sigma"] == pytest.approx(expected, rel=0.15)  # Monte Carlo: 32 draws
     assert res["relative"] is relative
 
 
 def test_pac_bayes_bracket_edges_and_accuracy_criterion(quadratic, classifier):
     q = quadratic
-    easy = gen.pac_bayes_flatness(q.model, q.X, q.y, tolerance=1e9, n_samples=2, loss_fn=mse)
+    easy = gen.pac_bayes_flatness(
+        q.model, q.X, q.y, tolerance=1e9, n_samples=2, loss_fn=mse
+    )
     assert easy["status"] == "sigma_max_within_tolerance" and easy["sigma"] == 1.0
-    hard = gen.pac_bayes_flatness(q.model, q.X, q.y, tolerance=1e-12, n_samples=2, sigma_min=0.1, loss_fn=mse)
+    hard = gen.pac_bayes_flatness(
+        q.model, q.X, q.y, tolerance=1e-12, n_samples=2, sigma_min=0.1, loss_fn=mse
+    )
     assert hard["status"] == "sigma_min_exceeds_tolerance" and hard["sigma"] == 0.1
     m, x, y = classifier.model, classifier.x, classifier.y
-    acc = gen.pac_bayes_flatness(m, x, y, tolerance=0.1, n_samples=3, iters=6, criterion="accuracy", eps=1e-3)
+    acc = gen.pac_bayes_flatness(
+        m, x, y, tolerance=0.1, n_samples=3, iters=6, criterion="accuracy", eps=1e-3
+    )
     assert acc["criterion"] == "accuracy" and 1e-6 <= acc["sigma"] <= 1.0
     with pytest.raises(ValueError, match=r"criterion='error'.*'loss', 'accuracy'"):
         gen.pac_bayes_flatness(m, x, y, criterion="error")
@@ -251,24 +307,37 @@ def test_filter_normalized_direction_dense_and_conv(classifier):
             np.testing.assert_array_equal(d, 0.0)
         else:
             for j in range(w.shape[-1]):  # one filter per output channel / unit
-                np.testing.assert_allclose(np.linalg.norm(d[..., j]), np.linalg.norm(w[..., j]), rtol=1e-5)
+                np.testing.assert_allclose(
+                    np.linalg.norm(d[..., j]), np.linalg.norm(w[..., j]), rtol=1e-5
+                )
             assert not np.allclose(d, w)
     keep_bias = gen.random_direction(m, seed=4, ignore_bias_bn=False)
     np.testing.assert_array_equal(keep_bias[1], variables[1].numpy())
     raw = gen.random_direction(m, seed=4, filter_normalize=False)
-    np.testing.assert_array_equal(raw[0], np.random.default_rng(4).standard_normal(raw[0].shape).astype(np.float32))
-    np.testing.assert_array_equal(direction[2], gen.random_direction(m, seed=4)[2])  # deterministic
+    np.testing.assert_array_equal(
+        raw[0],
+        np.random.default_rng(4).standard_normal(raw[0].shape).astype(np.float32),
+    )
+    np.testing.assert_array_equal(
+        direction[2], gen.random_direction(m, seed=4)[2]
+    )  # deterministic
 
 
 def test_landscapes_pass_through_base_loss(classifier):
     m, x, y = classifier.model, classifier.x, classifier.y
     base = gen.evaluate(m, x, y)
-    one = pd.DataFrame(gen.loss_landscape_1d(m, x, y, alphas=[-0.5, 0.0, 0.5], seed=2, batch_size=16))
+    one = pd.DataFrame(
+        gen.loss_landscape_1d(m, x, y, alphas=[-0.5, 0.0, 0.5], seed=2, batch_size=16)
+    )
     assert list(one.columns) == ["alpha", "loss", "accuracy"] and len(one) == 3
     assert one.loc[1, "loss"] == pytest.approx(base["loss"], rel=1e-6)
     assert one.loc[1, "accuracy"] == base["accuracy"]
     assert one.loc[0, "loss"] != pytest.approx(base["loss"])
-    two = pd.DataFrame(gen.loss_landscape_2d(m, x, y, alphas=[-0.5, 0.0, 0.5], betas=[0.0, 0.4], seed=2))
+    two = pd.DataFrame(
+        gen.loss_landscape_2d(
+            m, x, y, alphas=[-0.5, 0.0, 0.5], betas=[0.0, 0.4], seed=2
+        )
+    )
     assert list(two.columns) == ["alpha", "beta", "loss", "accuracy"] and len(two) == 6
     origin = two[(two.alpha == 0.0) & (two.beta == 0.0)]
     assert origin["loss"].item() == pytest.approx(base["loss"], rel=1e-6)
@@ -281,21 +350,38 @@ def test_landscape_on_quadratic_is_the_parabola(quadratic):
     q = quadratic
     d = [np.ones((D, 1), np.float32) / np.sqrt(D)]
     alphas = [-1.0, -0.3, 0.0, 0.7]
-    res = pd.DataFrame(gen.loss_landscape_1d(q.model, q.X, q.y, alphas, direction=d, loss_fn=mse))
+    res = pd.DataFrame(
+        gen.loss_landscape_1d(q.model, q.X, q.y, alphas, direction=d, loss_fn=mse)
+    )
     u = d[0][:, 0].astype(np.float64)
     expected = [np_loss(q, q.w) + a**2 * (u @ q.H @ u) / 2 for a in alphas]
     np.testing.assert_allclose(res["loss"], expected, rtol=1e-3)
     with pytest.raises(ValueError, match="shapes"):
-        gen.loss_landscape_1d(q.model, q.X, q.y, alphas, direction=[np.ones((D,), np.float32)], loss_fn=mse)
+        gen.loss_landscape_1d(
+            q.model,
+            q.X,
+            q.y,
+            alphas,
+            direction=[np.ones((D,), np.float32)],
+            loss_fn=mse,
+        )
 
 
 # ------------------------------------------------------------------------------ restoring
 CALLS = {
     "average": lambda m, x, y, **k: gen.adaptive_sharpness(m, x, y, n_samples=2, **k),
-    "worst": lambda m, x, y, **k: gen.adaptive_sharpness(m, x, y, n_samples=1, n_steps=2, mode="worst", **k),
-    "pac_bayes": lambda m, x, y, **k: gen.pac_bayes_flatness(m, x, y, n_samples=2, iters=2, **k),
-    "landscape_1d": lambda m, x, y, **k: gen.loss_landscape_1d(m, x, y, [0.0, 0.3], **k),
-    "landscape_2d": lambda m, x, y, **k: gen.loss_landscape_2d(m, x, y, [0.0, 0.3], [0.2], **k),
+    "worst": lambda m, x, y, **k: gen.adaptive_sharpness(
+        m, x, y, n_samples=1, n_steps=2, mode="worst", **k
+    ),
+    "pac_bayes": lambda m, x, y, **k: gen.pac_bayes_flatness(
+        m, x, y, n_samples=2, iters=2, **k
+    ),
+    "landscape_1d": lambda m, x, y, **k: gen.loss_landscape_1d(
+        m, x, y, [0.0, 0.3], **k
+    ),
+    "landscape_2d": lambda m, x, y, **k: gen.loss_landscape_2d(
+        m, x, y, [0.0, 0.3], [0.2], **k
+    ),
 }
 
 
@@ -332,8 +418,12 @@ class FakeQuantized(keras.layers.Layer):
 
     def integer_parameters(self):
         return [
-            types.SimpleNamespace(name=name, values=np.zeros((4, 3), np.int64), scale=np.asarray(s, np.float32),
-                                  granularity=gran)
+            types.SimpleNamespace(
+                name=name,
+                values=np.zeros((4, 3), np.int64),
+                scale=np.asarray(s, np.float32),
+                granularity=gran,
+            )
             for name, s, gran in self.scales
         ]
 
@@ -342,14 +432,22 @@ class FakeQuantized(keras.layers.Layer):
 
 
 def test_bin_widths_duck_types_the_protocol():
-    inner = keras.Sequential([keras.Input((3,)), FakeQuantized([("kernel", [[0.5, 0.25, 1.0]], "column")],
-                                                               name="q_inner")])
-    model = keras.Sequential([
-        keras.Input((3,)),
-        FakeQuantized([("kernel", [0.1], "scalar"), ("bias", [0.2], "scalar")], name="q1"),
-        keras.layers.Dense(3),
-        inner,
-    ])
+    inner = keras.Sequential(
+        [
+            keras.Input((3,)),
+            FakeQuantized([("kernel", [[0.5, 0.25, 1.0]], "column")], name="q_inner"),
+        ]
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            FakeQuantized(
+                [("kernel", [0.1], "scalar"), ("bias", [0.2], "scalar")], name="q1"
+            ),
+            keras.layers.Dense(3),
+            inner,
+        ]
+    )
     rows = gen.bin_widths(model)
     assert all(list(row) == list(gen.BIN_WIDTH_COLUMNS) for row in rows)
     table = pd.DataFrame(rows)
@@ -357,9 +455,20 @@ def test_bin_widths_duck_types_the_protocol():
     assert table["layer"].tolist() == ["q1", "q1", "q_inner"]
     assert table["parameter"].tolist() == ["kernel", "bias", "kernel"]
     last = table.iloc[2]
-    assert last["n_groups"] == 3 and last["n_params"] == 12 and last["granularity"] == "column"
-    assert last["scale_mean"] == pytest.approx(1.75 / 3) and last["scale_min"] == 0.25 and last["scale_max"] == 1.0
-    assert gen.bin_widths(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])) == []
+    assert (
+        last["n_groups"] == 3
+        and last["n_params"] == 12
+        and last["granularity"] == "column"
+    )
+    assert (
+        last["scale_mean"] == pytest.approx(1.75 / 3)
+        and last["scale_min"] == 0.25
+        and last["scale_max"] == 1.0
+    )
+    assert (
+        gen.bin_widths(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        == []
+    )
 
 
 def test_quantized_layers_of_lqs_if_available():
@@ -367,7 +476,13 @@ def test_quantized_layers_of_lqs_if_available():
     try:
         from lqs.layers import QDense
 
-        model = keras.Sequential([keras.Input((5,)), QDense(4, activation="relu"), QDense(3, activation="softmax")])
+        model = keras.Sequential(
+            [
+                keras.Input((5,)),
+                QDense(4, activation="relu"),
+                QDense(3, activation="softmax"),
+            ]
+        )
         for layer in model.layers:
             layer.integer_parameters()
     except Exception as exc:  # pragma: no cover - depends on a module written elsewhere

@@ -79,9 +79,13 @@ def test_confusion_difference_by_hand():
     qnt = np.array([[1, 1, 1], [1, 2, 0], [0, 0, 2]]) / np.array([[3], [3], [2]])
     got = insights.confusion_difference(Y, REF, QNT)
     np.testing.assert_allclose(got, qnt - ref)
-    np.testing.assert_allclose(got.sum(axis=1), 0, atol=1e-12)  # rows of rates sum to 1 on both sides
+    np.testing.assert_allclose(
+        got.sum(axis=1), 0, atol=1e-12
+    )  # rows of rates sum to 1 on both sides
     # the diagonal is the per-class accuracy change
-    np.testing.assert_allclose(np.diag(got), insights.per_class_table(Y, REF, QNT)["change"])
+    np.testing.assert_allclose(
+        np.diag(got), insights.per_class_table(Y, REF, QNT)["change"]
+    )
     counts = insights.confusion_difference(Y, REF, QNT, normalize=None)
     np.testing.assert_array_equal(counts, [[-1, 0, 1], [1, -1, 0], [-1, 0, 1]])
 

@@ -12,7 +12,15 @@ import pytest
 
 LIBRARY = Path(__file__).resolve().parent.parent / "lqs"
 #: what a Keras user who installs only the library does not have
-MACHINERY_ONLY = ("pandas", "matplotlib", "seaborn", "papermill", "yaml", "tqdm", "companion")
+MACHINERY_ONLY = (
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "yaml",
+    "tqdm",
+    "companion",
+)
 ALLOWED_THIRD_PARTY = {"keras", "numpy", "tensorflow"}
 
 
@@ -31,7 +39,9 @@ def _imported_modules(path: Path) -> set[str]:
 def test_library_module_imports_only_keras_tensorflow_numpy(path):
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     imported = _imported_modules(path) - stdlib - {"lqs"}
-    assert imported <= ALLOWED_THIRD_PARTY, f"{path.name} imports {sorted(imported - ALLOWED_THIRD_PARTY)}"
+    assert imported <= ALLOWED_THIRD_PARTY, (
+        f"{path.name} imports {sorted(imported - ALLOWED_THIRD_PARTY)}"
+    )
 
 
 def test_import_lqs_pulls_in_no_machinery_package():
@@ -51,7 +61,12 @@ print("loaded:", loaded)
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=LIBRARY.parent, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=LIBRARY.parent,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "loaded: []"
@@ -62,4 +77,6 @@ def test_library_has_no_repository_paths():
     for path in LIBRARY.glob("*.py"):
         source = path.read_text()
         for folder in ("results/", "notebooks/", "book/", "profiles/", "data/"):
-            assert f'"{folder}' not in source and f"'{folder}" not in source, f"{path.name} names {folder}"
+            assert f'"{folder}' not in source and f"'{folder}" not in source, (
+                f"{path.name} names {folder}"
+            )

@@ -6,18 +6,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from companion.chapters import loss_terms as LT  # noqa: E402
+from companion.chapters import loss_terms as LT
 
 SETUP = "MNIST · MLP"
 #: (term, rate) -> (test accuracy, bits / parameter); FP32 reaches 0.90 with 32 bits
-RESULTS = {("none", 0.0): (0.90, 9.0),
-           ("inverse", 1e-9): (0.895, 6.0), ("inverse", 1e-6): (0.85, 3.0),
-           ("deviation", 1e-9): (0.899, 6.05), ("deviation", 1e-6): (0.80, 2.0)}
+RESULTS = {
+    ("none", 0.0): (0.90, 9.0),
+    ("inverse", 1e-9): (0.895, 6.0),
+    ("inverse", 1e-6): (0.85, 3.0),
+    ("deviation", 1e-9): (0.899, 6.05),
+    ("deviation", 1e-6): (0.80, 2.0),
+}
 
 
 def _row(term: str, rate: float) -> dict:
@@ -25,18 +29,43 @@ def _row(term: str, rate: float) -> dict:
     rates = {f"rate_{t}": 0.0 for t in ("inverse", "max_bin", "deviation")}
     if term != "none":
         rates[f"rate_{term}"] = rate
-    return {"flavour": "loss_terms", **rates, "test_accuracy": acc, "mem_bits_per_param": bits,
-            "penalty_inverse": 1.0, "penalty_max_bin": 2.0, "penalty_deviation": 3.0}
+    return {
+        "flavour": "loss_terms",
+        **rates,
+        "test_accuracy": acc,
+        "mem_bits_per_param": bits,
+        "penalty_inverse": 1.0,
+        "penalty_max_bin": 2.0,
+        "penalty_deviation": 3.0,
+    }
 
 
 def _runs() -> pd.DataFrame:
     rows = [_row(term, rate) for term, rate in RESULTS]
-    rows.append({"flavour": "fp32", "rate_inverse": 0.0, "rate_max_bin": 0.0,
-                 "rate_deviation": 0.0, "test_accuracy": 0.90, "mem_bits_per_param": 32.0})
+    rows.append(
+        {
+            "flavour": "fp32",
+            "rate_inverse": 0.0,
+            "rate_max_bin": 0.0,
+            "rate_deviation": 0.0,
+            "test_accuracy": 0.90,
+            "mem_bits_per_param": 32.0,
+        }
+    )
     df = pd.DataFrame(rows).assign(
-        dataset="mnist", dataset_label="MNIST", arch="mlp", mode="from_scratch",
-        kernel_granularity="scalar", lr=1e-3, epochs=1, batch_size=32, train_limit=100,
-        test_limit=50, seed=0, deviation_form="reconstructed")
+        dataset="mnist",
+        dataset_label="MNIST",
+        arch="mlp",
+        mode="from_scratch",
+        kernel_granularity="scalar",
+        lr=1e-3,
+        epochs=1,
+        batch_size=32,
+        train_limit=100,
+        test_limit=50,
+        seed=0,
+        deviation_form="reconstructed",
+    )
     df["config_hash"] = [f"h{i}" for i in range(len(df))]
     df.loc[df["flavour"] == "fp32", "kernel_granularity"] = None
     df["train_accuracy"] = df["test_accuracy"]
@@ -46,8 +75,14 @@ def _runs() -> pd.DataFrame:
 
 
 def test_term_and_rate_of_a_run():
-    base = {"flavour": "loss_terms", "rate_inverse": 0.0, "rate_max_bin": 0.0,
-            "rate_deviation": 0.0, "deviation_form": "implementation", "config_hash": "h"}
+    base = {
+        "flavour": "loss_terms",
+        "rate_inverse": 0.0,
+        "rate_max_bin": 0.0,
+        "rate_deviation": 0.0,
+        "deviation_form": "implementation",
+        "config_hash": "h",
+    }
     assert (LT.term_of(base), LT.rate_of(base)) == ("none", 0.0)
     dev = {**base, "rate_deviation": 1e-6}
     assert (LT.term_of(dev), LT.rate_of(dev)) == ("deviation_implementation", 1e-6)
@@ -59,19 +94,40 @@ def test_term_and_rate_of_a_run():
 
 def test_configs_train_one_term_at_a_time():
     configs, refs = LT.loss_term_configs(
-        [{"dataset": "mnist", "arch": "mlp"}], {"flavour": "loss_terms", "epochs": 1},
-        terms=["inverse", "deviation"], deviation_forms=["reconstructed", "implementation"],
-        rates=[1e-9, 1e-6], include_no_term=True, granularities=["scalar"],
-        modes=["from_scratch"], learning_rates=[1e-3], seeds=[0])
+        [{"dataset": "mnist", "arch": "mlp"}],
+        {"flavour": "loss_terms", "epochs": 1},
+        terms=["inverse", "deviation"],
+        deviation_forms=["reconstructed", "implementation"],
+        rates=[1e-9, 1e-6],
+        include_no_term=True,
+        granularities=["scalar"],
+        modes=["from_scratch"],
+        learning_rates=[1e-3],
+        seeds=[0],
+    )
     terms = [LT.term_of({**c, "config_hash": ""}) for c in configs]
     # no term, inverse at two rates, deviation at two rates in each of two forms
-    assert terms == ["none"] + ["inverse"] * 2 + ["deviation_reconstructed"] * 2 \
+    assert (
+        terms
+        == ["none"]
+        + ["inverse"] * 2
+        + ["deviation_reconstructed"] * 2
         + ["deviation_implementation"] * 2
+    )
     assert [(r["flavour"], r["lr"]) for r in refs] == [("fp32", 1e-3)]
     with pytest.raises(ValueError, match="'colum'"):
-        LT.loss_term_configs([], {}, terms=[], deviation_forms=[], rates=[],
-                             include_no_term=False, granularities=["colum"], modes=[],
-                             learning_rates=[], seeds=[])
+        LT.loss_term_configs(
+            [],
+            {},
+            terms=[],
+            deviation_forms=[],
+            rates=[],
+            include_no_term=False,
+            granularities=["colum"],
+            modes=[],
+            learning_rates=[],
+            seeds=[],
+        )
 
 
 def test_annotate_and_summarise():
@@ -79,11 +135,15 @@ def test_annotate_and_summarise():
     assert list(runs.columns[-4:]) == ["term", "term_label", "rate", "setup"]
     t = LT.summarise(runs)
     assert t.term_order == ["none", "inverse", "deviation_reconstructed"]
-    assert t.first_gran == {SETUP: "scalar"} and t.panels == [(SETUP, "scalar", "from_scratch")]
+    assert t.first_gran == {SETUP: "scalar"} and t.panels == [
+        (SETUP, "scalar", "from_scratch")
+    ]
     change = t.lt.set_index(["term", "rate"])["acc_change_mean"]
     assert change[("inverse", 1e-6)] == pytest.approx(0.85 - 0.90)
-    assert LT.varied_text(t, include_no_term=True) == \
-        "loss term, rate 1e-9, 1e-6 and 0, scale granularity; learning rate 1e-3"
+    assert (
+        LT.varied_text(t, include_no_term=True)
+        == "loss term, rate 1e-9, 1e-6 and 0, scale granularity; learning rate 1e-3"
+    )
 
 
 def test_implications_table_and_line_against_hand_numbers():
@@ -99,11 +159,14 @@ def test_implications_table_and_line_against_hand_numbers():
         f"- **{SETUP}**: **inverse** compresses most within 1 point of FP32 (90.0 %): "
         "5.33× (6.00 bits/parameter) at 89.5 % with rate 1e-9 and scalar scales; "
         "within 2 % of that: deviation (reconstructed) (5.29×, rate 1e-9, scalar); "
-        "without any term the network keeps 3.56×.")
+        "without any term the network keeps 3.56×."
+    )
     md = LT.implications_markdown(best, t, max_drop=0.01, seeds=[0], profile="smoke")
     assert md.endswith(line + "\n") and "| inverse" in md
     strict = LT.implication_line(best.assign(within=False), SETUP, 0.90, max_drop=0.01)
-    assert strict == f"- **{SETUP}**: no loss term stays within 1 point of FP32 (90.0 " "%)."
+    assert (
+        strict == f"- **{SETUP}**: no loss term stays within 1 point of FP32 (90.0 %)."
+    )
 
 
 def test_rate_sensitivity_and_front_tables():
@@ -111,15 +174,26 @@ def test_rate_sensitivity_and_front_tables():
     md = LT.rate_sensitivity_markdown(t)
     rows = {line.split("|")[2].strip(): line for line in md.splitlines()[2:4]}
     # inverse: 6 and 3 bits, spread 3; deviation: 6.05 and 2, spread 4.05
-    assert [c.strip() for c in rows["inverse"].split("|")[3:6]] == ["6.00", "3.00", "3.00"]
+    assert [c.strip() for c in rows["inverse"].split("|")[3:6]] == [
+        "6.00",
+        "3.00",
+        "3.00",
+    ]
     assert "4.05" in rows["deviation (reconstructed)"]
     assert "Without any term (rate 0): MNIST · MLP: 9.00 bits per parameter." in md
     fronts = LT.fronts_table(t)
-    assert list(fronts["term"]) == ["none", "inverse", "inverse", "deviation_reconstructed",
-                                    "deviation_reconstructed"]
+    assert list(fronts["term"]) == [
+        "none",
+        "inverse",
+        "inverse",
+        "deviation_reconstructed",
+        "deviation_reconstructed",
+    ]
     assert list(fronts["mem_bits_per_param"]) == [9.0, 3.0, 6.0, 2.0, 6.05]
     md = LT.front_table_markdown(fronts, profile="smoke")
-    assert md.count(f"| {SETUP}") == 5 and md.endswith("(seed means; profile `smoke`).\n")
+    assert md.count(f"| {SETUP}") == 5 and md.endswith(
+        "(seed means; profile `smoke`).\n"
+    )
 
 
 def test_figures_have_the_expected_panels_lines_and_units():
@@ -135,7 +209,9 @@ def test_figures_have_the_expected_panels_lines_and_units():
     plt.close(fig)
     fig = LT.draw_rate_response(t)
     top, bottom = fig.axes
-    assert top.get_xscale() == "log" and bottom.get_ylabel() == "memory (bits / parameter)"
+    assert (
+        top.get_xscale() == "log" and bottom.get_ylabel() == "memory (bits / parameter)"
+    )
     # per rated term a mean line; the no-term network and FP32 as horizontal lines
     lines = top.get_lines()
     np.testing.assert_allclose(lines[0].get_ydata(), [89.5, 85.0])
@@ -146,9 +222,14 @@ def test_figures_have_the_expected_panels_lines_and_units():
 def test_penalty_curves_read_each_runs_own_term():
     runs = _runs()
     t = LT.summarise(runs)
-    history = pd.DataFrame({"epoch": [0, 1, 2], "penalty_inverse": [np.nan, 4.0, 2.0],
-                            "penalty_deviation": [np.nan, 0.4, 0.2],
-                            "qdense_1/kernel/bits_mean": [9.0, 7.0, 6.0]})
+    history = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "penalty_inverse": [np.nan, 4.0, 2.0],
+            "penalty_deviation": [np.nan, 0.4, 0.2],
+            "qdense_1/kernel/bits_mean": [9.0, 7.0, 6.0],
+        }
+    )
     curves = LT.penalty_curves(runs, t, load_history=lambda h: history)
     assert len(curves) == 4 * 3  # four runs with a term, three epochs each
     inv = curves[(curves["term"] == "inverse") & (curves["rate"] == 1e-9)]

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from lqs.layers import QConv2D, QDense
-from lqs.quantizers import NestedQuantizer
 from lqs.losses import (
     DEVIATION_FORMS,
     TERMS,
@@ -23,6 +22,7 @@ from lqs.losses import (
     quantized_layers,
     with_loss_terms,
 )
+from lqs.quantizers import NestedQuantizer
 
 #: an STE quantizer (loss-term networks) whose scales start at 4 bits for the data they see
 STE4 = NestedQuantizer(scale_gradient="ste", init_bits=4)
@@ -37,7 +37,9 @@ def _group_axes_np(w: np.ndarray, s: np.ndarray) -> tuple[int, ...]:
     return tuple(i for i, d in enumerate(s.shape) if d == 1)
 
 
-def np_penalties(params: list[tuple[np.ndarray, np.ndarray]], form: str) -> dict[str, float]:
+def np_penalties(
+    params: list[tuple[np.ndarray, np.ndarray]], form: str
+) -> dict[str, float]:
     n = np.array([w.size for w, _ in params], dtype=np.float64)
     per = {t: [] for t in TERMS}
     for w, s in params:
@@ -60,7 +62,9 @@ def np_gradients(params, form: str, term: str):
         w64, s64 = w.astype(np.float64), s.astype(np.float64)
         weight = w.size / total
         axes = _group_axes_np(w, s)
-        sb = np.broadcast_to(s64.reshape(s64.shape if s.size > 1 else (1,) * w.ndim), w.shape)
+        sb = np.broadcast_to(
+            s64.reshape(s64.shape if s.size > 1 else (1,) * w.ndim), w.shape
+        )
         reduce = lambda a: np.sum(a, axis=axes, keepdims=True).reshape(s.shape)  # noqa: E731
         if term == "inverse":
             dw = np.zeros_like(w64)
@@ -90,16 +94,22 @@ def np_gradients(params, form: str, term: str):
 def _tiny_layers(seed: int = 0):
     """A QDense (per-column kernel scales, quantized scalar-scale bias) and a QConv2D (per-filter)."""
     rng = np.random.default_rng(seed)
-    dense = QDense(3, kernel_granularity="column", quantize_bias=True, scale_gradient="ste")
+    dense = QDense(
+        3, kernel_granularity="column", quantize_bias=True, scale_gradient="ste"
+    )
     dense.build((None, 4))
-    conv = QConv2D(2, 2, kernel_granularity="filter", quantize_bias=False, scale_gradient="ste")
+    conv = QConv2D(
+        2, 2, kernel_granularity="filter", quantize_bias=False, scale_gradient="ste"
+    )
     conv.build((None, 5, 5, 3))
     dense.kernel.assign(rng.normal(0, 0.3, (4, 3)).astype(np.float32))
     dense.bias.assign(rng.normal(0, 0.1, (3,)).astype(np.float32))
     dense.kernel_quantizer.scale.assign(np.array([[0.05, 0.11, 0.2]], np.float32))
     dense.bias_quantizer.scale.assign(np.array([0.03], np.float32))
     conv.kernel.assign(rng.normal(0, 0.3, (2, 2, 3, 2)).astype(np.float32))
-    conv.kernel_quantizer.scale.assign(np.array([0.07, 0.13], np.float32).reshape(1, 1, 1, 2))
+    conv.kernel_quantizer.scale.assign(
+        np.array([0.07, 0.13], np.float32).reshape(1, 1, 1, 2)
+    )
     variables = [
         (dense.kernel, dense.kernel_quantizer.scale),
         (dense.bias, dense.bias_quantizer.scale),
@@ -122,7 +132,9 @@ def test_penalties_match_numpy_with_parameter_count_weighting(form):
     want = np_penalties(_np_params(variables), form)
     assert set(got) == set(TERMS)
     for term in TERMS:
-        np.testing.assert_allclose(float(got[term]), want[term], rtol=1e-5, err_msg=term)
+        np.testing.assert_allclose(
+            float(got[term]), want[term], rtol=1e-5, err_msg=term
+        )
 
 
 def test_penalties_single_layer_and_model_input():
@@ -133,14 +145,23 @@ def test_penalties_single_layer_and_model_input():
     for term in TERMS:
         np.testing.assert_allclose(float(got[term]), want[term], rtol=1e-5)
     # a Sequential holding quantized layers is searched recursively (nested model included)
-    inner = keras.Sequential([keras.Input((4,)), QDense(2, kernel_quantizer=STE4, bias_quantizer=STE4)])
-    outer = keras.Sequential([keras.Input((6,)), QDense(4, kernel_quantizer=STE4, bias_quantizer=STE4), inner])
+    inner = keras.Sequential(
+        [keras.Input((4,)), QDense(2, kernel_quantizer=STE4, bias_quantizer=STE4)]
+    )
+    outer = keras.Sequential(
+        [
+            keras.Input((6,)),
+            QDense(4, kernel_quantizer=STE4, bias_quantizer=STE4),
+            inner,
+        ]
+    )
     assert len(quantized_layers(outer)) == 2
     assert float(penalties(outer)["inverse"]) > 0
 
 
 @pytest.mark.parametrize(
-    "term, form", [(t, "reconstructed") for t in TERMS] + [("deviation", "implementation")]
+    "term, form",
+    [(t, "reconstructed") for t in TERMS] + [("deviation", "implementation")],
 )  # the deviation form only changes the deviation term
 def test_penalty_gradients_match_analytic(term, form):
     layers, variables = _tiny_layers(2)
@@ -153,8 +174,12 @@ def test_penalty_gradients_match_analytic(term, form):
         gw, gs = grads[2 * i], grads[2 * i + 1]
         gw = np.zeros_like(dw) if gw is None else gw.numpy()
         gs = np.zeros_like(ds) if gs is None else gs.numpy()
-        np.testing.assert_allclose(gw, dw, rtol=1e-4, atol=1e-7, err_msg=f"dW of parameter {i}")
-        np.testing.assert_allclose(gs, ds, rtol=1e-4, atol=1e-7, err_msg=f"ds of parameter {i}")
+        np.testing.assert_allclose(
+            gw, dw, rtol=1e-4, atol=1e-7, err_msg=f"dW of parameter {i}"
+        )
+        np.testing.assert_allclose(
+            gs, ds, rtol=1e-4, atol=1e-7, err_msg=f"ds of parameter {i}"
+        )
 
 
 def test_penalties_errors():
@@ -171,11 +196,17 @@ def test_penalties_errors():
 
 
 def test_check_rates():
-    assert check_rates({"inverse": 1e-9}) == {"inverse": 1e-9, "max_bin": 0.0, "deviation": 0.0}
+    assert check_rates({"inverse": 1e-9}) == {
+        "inverse": 1e-9,
+        "max_bin": 0.0,
+        "deviation": 0.0,
+    }
     assert check_rates({}) == {t: 0.0 for t in TERMS}
     with pytest.raises(ValueError, match=r"'max_bin'.*-0\.5"):
         check_rates({"max_bin": -0.5})
-    with pytest.raises(ValueError, match="'difference'.*'inverse', 'max_bin', 'deviation'"):
+    with pytest.raises(
+        ValueError, match="'difference'.*'inverse', 'max_bin', 'deviation'"
+    ):
         check_rates({"difference": 1.0})
     with pytest.raises(ValueError, match="'inverse'.*nan"):
         check_rates({"inverse": float("nan")})
@@ -191,8 +222,20 @@ def _mlp(seed: int = 0) -> keras.Model:
     return keras.Sequential(
         [
             keras.Input((4,)),
-            QDense(8, activation="relu", kernel_quantizer=STE4, bias_quantizer=STE4, name="d1"),
-            QDense(2, activation="softmax", kernel_quantizer=STE4, bias_quantizer=STE4, name="d2"),
+            QDense(
+                8,
+                activation="relu",
+                kernel_quantizer=STE4,
+                bias_quantizer=STE4,
+                name="d1",
+            ),
+            QDense(
+                2,
+                activation="softmax",
+                kernel_quantizer=STE4,
+                bias_quantizer=STE4,
+                name="d2",
+            ),
         ],
         name="mlp",
     )
@@ -206,7 +249,11 @@ def _data(n: int = 64):
 
 
 def _scales(model) -> list[np.ndarray]:
-    return [q.scale.numpy().copy() for layer in quantized_layers(model) for q in layer.quantizers()]
+    return [
+        q.scale.numpy().copy()
+        for layer in quantized_layers(model)
+        for q in layer.quantizers()
+    ]
 
 
 def test_with_loss_terms_validates():
@@ -217,7 +264,10 @@ def test_with_loss_terms_validates():
     with pytest.raises(ValueError, match="deviation_form"):
         with_loss_terms(_mlp(), {}, deviation_form="text")
     with pytest.raises(ValueError, match="quantized layers"):
-        with_loss_terms(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), {"inverse": 1.0})
+        with_loss_terms(
+            keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+            {"inverse": 1.0},
+        )
 
 
 def test_fit_history_has_every_penalty_and_inverse_grows_scales():
@@ -227,13 +277,19 @@ def test_fit_history_has_every_penalty_and_inverse_grows_scales():
         model = with_loss_terms(_mlp(), rates)
         assert model.layers[0].name == "d1"  # the wrapper is transparent
         before = _scales(model)
-        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
         for term in TERMS:
             assert len(history.history[f"penalty_{term}"]) == 2, term
         runs[label] = (before, _scales(model))
     before, after = runs["zero"]
-    for b, a in zip(before, after):  # "ste": no gradient for the scale without a loss term
+    for b, a in zip(
+        before, after
+    ):  # "ste": no gradient for the scale without a loss term
         np.testing.assert_array_equal(a, b)
     before, after = runs["inverse"]
     for b, a, zero in zip(before, after, runs["zero"][1]):
@@ -248,8 +304,12 @@ def test_total_loss_is_task_loss_plus_weighted_penalties():
     pens = {t: float(v) for t, v in model.penalties().items()}
     task = float(keras.losses.SparseCategoricalCrossentropy()(y, model.network(x)))
     want = task + sum(rates[t] * pens[t] for t in TERMS)
-    np.testing.assert_allclose(float(model.compute_loss(x, y, model(x))), want, rtol=1e-5)
-    logs = model.train_on_batch(x, y, return_dict=True)  # loss of the forward pass before the update
+    np.testing.assert_allclose(
+        float(model.compute_loss(x, y, model(x))), want, rtol=1e-5
+    )
+    logs = model.train_on_batch(
+        x, y, return_dict=True
+    )  # loss of the forward pass before the update
     np.testing.assert_allclose(logs["loss"], want, rtol=1e-5)
     for t in TERMS:
         np.testing.assert_allclose(logs[f"penalty_{t}"], pens[t], rtol=1e-5)
@@ -258,7 +318,9 @@ def test_total_loss_is_task_loss_plus_weighted_penalties():
 def test_loss_terms_model_save_load_roundtrip(tmp_path):
     x, y = _data(32)
     model = with_loss_terms(_mlp(), {"max_bin": 1e-3}, deviation_form="implementation")
-    for layer in quantized_layers(model):  # move the scales away from their initial values
+    for layer in quantized_layers(
+        model
+    ):  # move the scales away from their initial values
         for q in layer.quantizers():
             q.scale.assign(q.scale * 1.7)
     path = tmp_path / "loss_terms.keras"
@@ -266,9 +328,13 @@ def test_loss_terms_model_save_load_roundtrip(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, LossTermsModel)
     assert loaded.rates == model.rates and loaded.deviation_form == "implementation"
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
     for term in TERMS:
-        np.testing.assert_allclose(float(loaded.penalties()[term]), float(model.penalties()[term]), rtol=1e-6)
+        np.testing.assert_allclose(
+            float(loaded.penalties()[term]), float(model.penalties()[term]), rtol=1e-6
+        )
     # wrapping a wrapper replaces its rates instead of nesting
     again = with_loss_terms(loaded, {"inverse": 1.0})
     assert again.network is loaded.network and again.rates["max_bin"] == 0.0

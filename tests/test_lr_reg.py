@@ -6,28 +6,50 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.patches import Rectangle
 
-from companion.chapters import lr_reg as L  # noqa: E402
+from companion.chapters import lr_reg as L
 
 SETUP = "MNIST · MLP"
 #: (mode, lr) -> (test accuracy, bits / parameter) of the nested runs; FP32 reaches 0.92
-GRID = {("from_scratch", 1e-4): (0.915, 6.0), ("from_scratch", 1e-3): (0.912, 3.0),
-        ("post_training", 1e-4): (0.80, 2.0), ("post_training", 1e-3): (0.85, 2.5)}
+GRID = {
+    ("from_scratch", 1e-4): (0.915, 6.0),
+    ("from_scratch", 1e-3): (0.912, 3.0),
+    ("post_training", 1e-4): (0.80, 2.0),
+    ("post_training", 1e-3): (0.85, 2.5),
+}
 
 
 def _runs() -> pd.DataFrame:
-    rows = [{"flavour": "nested", "mode": mode, "kernel_granularity": "scalar", "lr": lr,
-             "test_accuracy": acc, "mem_bits_per_param": bits}
-            for (mode, lr), (acc, bits) in GRID.items()]
-    rows += [{"flavour": "fp32", "mode": "from_scratch", "kernel_granularity": None, "lr": lr,
-              "test_accuracy": 0.92, "mem_bits_per_param": 32.0} for lr in (1e-4, 1e-3)]
-    df = pd.DataFrame(rows).assign(setup=SETUP, dataset="mnist", arch="mlp", l2=0.0,
-                                   threshold=1e-9, seed=0)
+    rows = [
+        {
+            "flavour": "nested",
+            "mode": mode,
+            "kernel_granularity": "scalar",
+            "lr": lr,
+            "test_accuracy": acc,
+            "mem_bits_per_param": bits,
+        }
+        for (mode, lr), (acc, bits) in GRID.items()
+    ]
+    rows += [
+        {
+            "flavour": "fp32",
+            "mode": "from_scratch",
+            "kernel_granularity": None,
+            "lr": lr,
+            "test_accuracy": 0.92,
+            "mem_bits_per_param": 32.0,
+        }
+        for lr in (1e-4, 1e-3)
+    ]
+    df = pd.DataFrame(rows).assign(
+        setup=SETUP, dataset="mnist", arch="mlp", l2=0.0, threshold=1e-9, seed=0
+    )
     df["train_accuracy"] = df["test_accuracy"]
     df["mem_compression"] = 32.0 / df["mem_bits_per_param"]
     df["mem_kib"] = df["mem_bits_per_param"] * 1024 / 8192  # 1024 parameters
@@ -39,22 +61,39 @@ def _runs() -> pd.DataFrame:
 
 def test_configs_cross_modes_granularities_and_the_grid():
     configs, refs = L.lr_reg_configs(
-        [{"dataset": "mnist", "arch": "mlp"}], {"flavour": "nested", "epochs": 1},
-        learning_rates=[1e-4, 1e-3], l2_coefficients=[0.0], modes=["from_scratch", "post_training"],
-        granularities=["scalar", "column"], post_training_granularities=["scalar"], seeds=[0])
+        [{"dataset": "mnist", "arch": "mlp"}],
+        {"flavour": "nested", "epochs": 1},
+        learning_rates=[1e-4, 1e-3],
+        l2_coefficients=[0.0],
+        modes=["from_scratch", "post_training"],
+        granularities=["scalar", "column"],
+        post_training_granularities=["scalar"],
+        seeds=[0],
+    )
     got = [(c["mode"], c["kernel_granularity"], c["lr"]) for c in configs]
-    assert got == [("from_scratch", g, lr) for g in ("scalar", "column") for lr in (1e-4, 1e-3)] \
-        + [("post_training", "scalar", lr) for lr in (1e-4, 1e-3)]
+    assert got == [
+        ("from_scratch", g, lr) for g in ("scalar", "column") for lr in (1e-4, 1e-3)
+    ] + [("post_training", "scalar", lr) for lr in (1e-4, 1e-3)]
     assert [(c["flavour"], c["lr"]) for c in refs] == [("fp32", 1e-4), ("fp32", 1e-3)]
     with pytest.raises(ValueError, match="post_training_granularities.*'colum'"):
-        L.lr_reg_configs([], {}, learning_rates=[1e-3], l2_coefficients=[0.0],
-                         modes=["from_scratch"], granularities=["scalar"],
-                         post_training_granularities=["colum"], seeds=[0])
+        L.lr_reg_configs(
+            [],
+            {},
+            learning_rates=[1e-3],
+            l2_coefficients=[0.0],
+            modes=["from_scratch"],
+            granularities=["scalar"],
+            post_training_granularities=["colum"],
+            seeds=[0],
+        )
 
 
 def test_summarise_orders_and_labels():
     t = L.summarise(_runs())
-    assert t.setup_order == [SETUP] and t.mode_order == ["from_scratch", "post_training"]
+    assert t.setup_order == [SETUP] and t.mode_order == [
+        "from_scratch",
+        "post_training",
+    ]
     assert t.gran_order == ["scalar"] and len(t.nested) == 4
     assert t.reference[SETUP] == pytest.approx(0.92)
     assert t.agg["lr_l2"].iloc[0] == "lr 1e-4, L2 0"
@@ -68,8 +107,11 @@ def test_front_figure_panels_labels_and_fronts():
     assert scratch.get_ylabel() == "test accuracy (%)"
     assert "FP32 network: 4 KiB" in scratch.get_title()
     # both from-scratch runs are on the front (smaller memory, lower accuracy)
-    front = [c for c in scratch.collections if c.get_offsets().shape[0] and
-             c.get_label() == "Pareto front"][0]
+    front = [
+        c
+        for c in scratch.collections
+        if c.get_offsets().shape[0] and c.get_label() == "Pareto front"
+    ][0]
     np.testing.assert_allclose(sorted(front.get_offsets()[:, 0]), [0.375, 0.75])
     plt.close(fig)
 
@@ -95,7 +137,11 @@ def test_granularity_best_table_figure_and_snippets():
     assert best["compression"].iloc[0] == pytest.approx(32 / 3)
     fig = L.draw_granularity(best, t, max_drop=0.01)
     ax = fig.axes[0]
-    heights = [p.get_height() for p in ax.patches if isinstance(p, Rectangle) and p.get_height()]
+    heights = [
+        p.get_height()
+        for p in ax.patches
+        if isinstance(p, Rectangle) and p.get_height()
+    ]
     assert heights == [pytest.approx(2.5)]  # bits per quantized parameter, from scratch
     assert [x.get_text() for x in ax.texts] == ["none"]
     assert ax.get_ylabel() == "bits / quantized parameter\nwithin 1 pt of FP32"
@@ -107,7 +153,8 @@ def test_granularity_best_table_figure_and_snippets():
         f"- **{SETUP}, from scratch**: 10.67× smaller than FP32 (3.00 bits/parameter) "
         "at 91.2 % test accuracy (FP32 92.0 %), with scalar scales, lr 1e-3, L2 0.",
         f"- **{SETUP}, post training**: no configuration within 1 point of FP32 (92.0 "
-        "%)."]
+        "%).",
+    ]
 
 
 def test_front_table_lists_front_points_in_memory_order():

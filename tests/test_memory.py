@@ -20,7 +20,9 @@ from lqs.quantizers import IntegerTensor, NestedQuantizer
 
 def ref_bits(max_abs):
     """ceil(log2(m + 1)) + 1 with NumPy floats (fine for the small magnitudes used here)."""
-    return (np.ceil(np.log2(np.asarray(max_abs, dtype=np.float64) + 1.0)) + 1).astype(np.int64)
+    return (np.ceil(np.log2(np.asarray(max_abs, dtype=np.float64) + 1.0)) + 1).astype(
+        np.int64
+    )
 
 
 def ref_group_bits(values: np.ndarray, scale_shape) -> np.ndarray:
@@ -35,7 +37,9 @@ def set_quantized(layer, name: str, values: np.ndarray, scale: np.ndarray) -> No
     """Make ``layer``'s parameter ``name`` have integers ``values`` at ``scale`` (bin centres)."""
     scale = np.asarray(scale, np.float32)
     getattr(layer, f"{name}_quantizer").scale.assign(scale)
-    getattr(layer, name).assign(((values + 0.5) * scale.astype(np.float64)).astype(np.float32))
+    getattr(layer, name).assign(
+        ((values + 0.5) * scale.astype(np.float64)).astype(np.float32)
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -45,7 +49,19 @@ def set_quantized(layer, name: str, values: np.ndarray, scale: np.ndarray) -> No
 
 @pytest.mark.parametrize(
     "max_abs, bits",
-    [(0, 1), (1, 2), (2, 3), (3, 3), (4, 4), (7, 4), (8, 5), (127, 8), (128, 9), (2**40, 42), (2**63, 65)],
+    [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 3),
+        (4, 4),
+        (7, 4),
+        (8, 5),
+        (127, 8),
+        (128, 9),
+        (2**40, 42),
+        (2**63, 65),
+    ],
 )
 def test_bit_width(max_abs, bits):
     assert memory.bit_width(max_abs) == bits
@@ -90,7 +106,9 @@ def test_group_bits_matches_reference(shape, scale_shape):
     values = values // rng.choice([1, 10, 100, 1000], size=scale_shape)
     got = memory.group_bits(values, scale_shape)
     assert got.shape == tuple(scale_shape)
-    np.testing.assert_array_equal(got, ref_group_bits(values, scale_shape).reshape(scale_shape))
+    np.testing.assert_array_equal(
+        got, ref_group_bits(values, scale_shape).reshape(scale_shape)
+    )
 
 
 def test_group_bits_rejects_non_integers():
@@ -152,8 +170,18 @@ def test_hand_worked_layer_table():
     table = pd.DataFrame(memory.layer_table(hand_model())).set_index("parameter")
     assert list(table.index) == ["kernel", "bias"]
     k, b = table.loc["kernel"], table.loc["bias"]
-    assert (k["int_bits"], k["scale_bits"], k["total_bits"], k["fp32_bits"]) == (16, 96, 112, 192)
-    assert (b["int_bits"], b["scale_bits"], b["total_bits"], b["fp32_bits"]) == (12, 32, 44, 96)
+    assert (k["int_bits"], k["scale_bits"], k["total_bits"], k["fp32_bits"]) == (
+        16,
+        96,
+        112,
+        192,
+    )
+    assert (b["int_bits"], b["scale_bits"], b["total_bits"], b["fp32_bits"]) == (
+        12,
+        32,
+        44,
+        96,
+    )
     assert (k["bits_min"], k["bits_max"], b["bits_min"], b["bits_max"]) == (1, 4, 4, 4)
     assert k["granularity"] == "column" and b["granularity"] == "scalar"
     assert k["shape"] == (2, 3) and b["shape"] == (3,)
@@ -188,7 +216,18 @@ def test_hand_worked_summary_prints_totals():
     text = "\n".join(lines)
     total = next(line for line in lines if line.startswith("Total "))
     # params 9, quantized 9, scales 4, 17.33 bits/param, widest 4 bits, 0.02 KiB, 0.04 KiB, 1.85 x
-    assert total.split() == ["Total", "9", "9", "4", "17.33", "4", "0.02", "0.04", "1.85", "x"]
+    assert total.split() == [
+        "Total",
+        "9",
+        "9",
+        "4",
+        "17.33",
+        "4",
+        "0.02",
+        "0.04",
+        "1.85",
+        "x",
+    ]
     assert "hand (QDense)" in text
     assert "compression 1.85 x" in text
     assert result["total_bits"] == 156
@@ -211,10 +250,15 @@ def test_plain_layers_count_32_bits_including_batchnorm_statistics():
         ]
     )
     table = pd.DataFrame(memory.layer_table(model))
-    n = 3 * 3 * 2 * 4 + 4 + 4 * 4 + 4 * 4 * 4 * 5 + 5  # conv, BN (gamma beta mean var), dense
+    n = (
+        3 * 3 * 2 * 4 + 4 + 4 * 4 + 4 * 4 * 4 * 5 + 5
+    )  # conv, BN (gamma beta mean var), dense
     assert n == model.count_params()
     assert set(table.loc[table["layer_type"] == "BatchNormalization", "parameter"]) == {
-        "gamma", "beta", "moving_mean", "moving_variance"
+        "gamma",
+        "beta",
+        "moving_mean",
+        "moving_variance",
     }
     assert not table["quantized"].any()
     assert (table["total_bits"] == 32 * table["n_params"]).all()
@@ -222,7 +266,11 @@ def test_plain_layers_count_32_bits_including_batchnorm_statistics():
     s = memory.model_summary(model)
     assert s["n_params"] == n and s["total_bits"] == 32 * n == s["fp32_bits"]
     assert s["compression"] == 1.0 and s["bits_per_param"] == 32.0
-    assert s["n_quantized_params"] == 0 and math.isnan(s["max_bits"]) and math.isnan(s["q_compression"])
+    assert (
+        s["n_quantized_params"] == 0
+        and math.isnan(s["max_bits"])
+        and math.isnan(s["q_compression"])
+    )
 
 
 def test_unquantized_bias_is_a_float_row():
@@ -235,7 +283,9 @@ def test_unquantized_bias_is_a_float_row():
     assert not table.loc["bias", "quantized"] and table.loc["bias", "total_bits"] == 96
     assert table.loc["bias", "n_groups"] == 0
     s = memory.model_summary(model)
-    assert s["total_bits"] == 152 and s["n_quantized_params"] == 6 and s["n_scales"] == 1
+    assert (
+        s["total_bits"] == 152 and s["n_quantized_params"] == 6 and s["n_scales"] == 1
+    )
     assert s["q_total_bits"] == 56 and s["q_fp32_bits"] == 192
     assert s["quantized_fraction"] == pytest.approx(6 / 9)
 
@@ -245,8 +295,12 @@ def test_unquantized_bias_is_a_float_row():
     [("scalar", 1), ("row", 3), ("column", 3), ("channel", 4), ("filter", 5)],
 )
 def test_conv_granularity_groups(granularity, n_groups):
-    layer = QConv2D(5, 3, kernel_quantizer=NestedQuantizer(granularity, init_bits=3),
-                    bias_quantizer=NestedQuantizer("row", init_bits=3))
+    layer = QConv2D(
+        5,
+        3,
+        kernel_quantizer=NestedQuantizer(granularity, init_bits=3),
+        bias_quantizer=NestedQuantizer("row", init_bits=3),
+    )
     model = keras.Sequential([keras.Input((6, 6, 4)), layer])
     kernel, bias = layer.integer_parameters()
     table = pd.DataFrame(memory.layer_table(model)).set_index("parameter")
@@ -260,12 +314,15 @@ def test_conv_granularity_groups(granularity, n_groups):
     assert k["bits_mean"] == pytest.approx(ref.mean())
     assert table.loc["bias", "n_groups"] == 5  # "row": one scale per filter
     np.testing.assert_array_equal(
-        memory.group_bits(bias.values, bias.scale.shape), ref_group_bits(bias.values, bias.scale.shape)
+        memory.group_bits(bias.values, bias.scale.shape),
+        ref_group_bits(bias.values, bias.scale.shape),
     )
 
 
 def test_scales_and_quantizer_sublayers_not_counted_separately():
-    model = keras.Sequential([keras.Input((4,)), QDense(3, kernel_granularity="column"), QDense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,)), QDense(3, kernel_granularity="column"), QDense(2)]
+    )
     table = pd.DataFrame(memory.layer_table(model))
     assert "scale" not in set(table["parameter"])
     assert "NestedQuantizer" not in set(table["layer_type"])
@@ -284,9 +341,16 @@ def test_scales_and_quantizer_sublayers_not_counted_separately():
 def test_nested_models_and_shared_layers_counted_once():
     keras.utils.set_random_seed(3)
     inner = keras.Sequential(
-        [keras.Input((4,)), QDense(5, kernel_quantizer=NestedQuantizer("column", init_bits=3),
-                bias_quantizer=NestedQuantizer(init_bits=3), name="inner_q"),
-         keras.layers.BatchNormalization(name="inner_bn")],
+        [
+            keras.Input((4,)),
+            QDense(
+                5,
+                kernel_quantizer=NestedQuantizer("column", init_bits=3),
+                bias_quantizer=NestedQuantizer(init_bits=3),
+                name="inner_q",
+            ),
+            keras.layers.BatchNormalization(name="inner_bn"),
+        ],
         name="inner",
     )
     shared = keras.layers.Dense(5, name="shared")
@@ -294,10 +358,20 @@ def test_nested_models_and_shared_layers_counted_once():
     h = inner(x)
     h = shared(h)
     h = shared(h)  # the same layer twice: its weights once
-    out = QDense(2, kernel_quantizer=NestedQuantizer(init_bits=4), bias_quantizer=NestedQuantizer(init_bits=4), name="head")(h)
+    out = QDense(
+        2,
+        kernel_quantizer=NestedQuantizer(init_bits=4),
+        bias_quantizer=NestedQuantizer(init_bits=4),
+        name="head",
+    )(h)
     model = keras.Model(x, out)
     table = pd.DataFrame(memory.layer_table(model))
-    assert list(table["path"].unique()) == ["inner/inner_q", "inner/inner_bn", "shared", "head"]
+    assert list(table["path"].unique()) == [
+        "inner/inner_q",
+        "inner/inner_bn",
+        "shared",
+        "head",
+    ]
     assert not table.duplicated(["path", "parameter"]).any()
 
     # independent total: every quantized tensor by the reference, every other weight 32 bits
@@ -325,11 +399,34 @@ def test_unbuilt_model_raises():
 def test_layer_table_columns():
     table = pd.DataFrame(memory.layer_table(hand_model()))
     assert tuple(table.columns) == memory.TABLE_COLUMNS
-    for col in ("layer", "layer_type", "parameter", "shape", "granularity", "n_params", "n_groups",
-                "bits_min", "bits_max", "bits_mean", "int_bits", "scale_bits", "total_bits", "fp32_bits",
-                "kib", "bits_per_param", "unique_values", "value_min", "value_max", "compression", "quantized"):
+    for col in (
+        "layer",
+        "layer_type",
+        "parameter",
+        "shape",
+        "granularity",
+        "n_params",
+        "n_groups",
+        "bits_min",
+        "bits_max",
+        "bits_mean",
+        "int_bits",
+        "scale_bits",
+        "total_bits",
+        "fp32_bits",
+        "kib",
+        "bits_per_param",
+        "unique_values",
+        "value_min",
+        "value_max",
+        "compression",
+        "quantized",
+    ):
         assert col in table.columns
-    assert (table["total_bits"] == table["int_bits"] + table["scale_bits"] + table["float_bits"]).all()
+    assert (
+        table["total_bits"]
+        == table["int_bits"] + table["scale_bits"] + table["float_bits"]
+    ).all()
 
 
 def test_float_bits_helper():
@@ -340,13 +437,20 @@ def test_float_bits_helper():
 
 def test_layer_summary_rows_add_up_to_the_model():
     model = keras.Sequential(
-        [keras.Input((2,)), QDense(3, kernel_granularity="column", name="hand"), keras.layers.Dense(2, name="fp")]
+        [
+            keras.Input((2,)),
+            QDense(3, kernel_granularity="column", name="hand"),
+            keras.layers.Dense(2, name="fp"),
+        ]
     )
     set_quantized(model.layers[0], "kernel", KERNEL_PQ, KERNEL_SCALE)
     set_quantized(model.layers[0], "bias", BIAS_PQ, BIAS_SCALE)
     per_layer = pd.DataFrame(memory.layer_summary(model)).set_index("path")
     assert list(per_layer.index) == ["hand", "fp"]
-    assert per_layer.loc["hand", "total_bits"] == 156 and per_layer.loc["hand", "bytes"] == 19.5
+    assert (
+        per_layer.loc["hand", "total_bits"] == 156
+        and per_layer.loc["hand", "bytes"] == 19.5
+    )
     assert per_layer.loc["fp", "total_bits"] == 32 * (3 * 2 + 2)
     total = memory.model_summary(model)
     assert per_layer["total_bits"].sum() == total["total_bits"] == 156 + 256
@@ -355,5 +459,11 @@ def test_layer_summary_rows_add_up_to_the_model():
 
 def test_zero_dim_scale_is_one_group():
     # a protocol layer may store a single scale as a 0-d array (e.g. an LSQ step size)
-    acc = memory.tensor_bits(IntegerTensor("kernel", KERNEL_PQ, np.float32(0.5), "scalar"))
-    assert acc["n_groups"] == 1 and acc["int_bits"] == 4 * 6 and acc["total_bits"] == 24 + 32
+    acc = memory.tensor_bits(
+        IntegerTensor("kernel", KERNEL_PQ, np.float32(0.5), "scalar")
+    )
+    assert (
+        acc["n_groups"] == 1
+        and acc["int_bits"] == 4 * 6
+        and acc["total_bits"] == 24 + 32
+    )

@@ -16,18 +16,24 @@ NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
 
 def test_there_are_notebooks_and_no_ipynb_sources():
     assert NOTEBOOKS, "notebooks/ holds no MyST notebook"
-    assert not list(paths.NOTEBOOKS_DIR.glob("*.ipynb")), "notebooks/ must hold MyST .md sources only"
+    assert not list(paths.NOTEBOOKS_DIR.glob("*.ipynb")), (
+        "notebooks/ must hold MyST .md sources only"
+    )
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_source_is_clean_myst_with_one_parameters_cell(name):
     path = paths.NOTEBOOKS_DIR / f"{name}.md"
-    assert "format_name: myst" in path.read_text().split("---")[1], f"{path} lacks the jupytext MyST header"
+    assert "format_name: myst" in path.read_text().split("---")[1], (
+        f"{path} lacks the jupytext MyST header"
+    )
     nb = jupytext.read(path)
     for cell in nb.cells:
         assert not cell.get("outputs"), f"{path} stores outputs"
     params = runner.notebook_parameters(name)
-    assert {"profile", "results_dir"} <= set(params), f"{path}: parameters cell needs profile and results_dir"
+    assert {"profile", "results_dir"} <= set(params), (
+        f"{path}: parameters cell needs profile and results_dir"
+    )
 
 
 #: calls whose return value (written paths) would otherwise be printed as a cell's output
@@ -43,13 +49,17 @@ def test_no_cell_prints_the_paths_a_writer_returns(name):
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        code = "\n".join(
+            line for line in cell.source.splitlines() if not line.startswith("%")
+        )
         body = ast.parse(code).body
         last = body[-1] if body else None
         if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
             func = ast.unparse(last.value.func).rsplit(".", 1)[-1]
             if func in _WRITERS:
-                assert cell.source.rstrip().endswith(";"), f"{name}: end the cell's last call to {func} with ';'"
+                assert cell.source.rstrip().endswith(";"), (
+                    f"{name}: end the cell's last call to {func} with ';'"
+                )
 
 
 @pytest.mark.parametrize("profile", paths.PROFILES)
@@ -65,7 +75,12 @@ def smoke_notebooks():
 
     ``-k``: a failing notebook does not stop the others, but make's exit code still says it failed.
     """
-    proc = subprocess.run(["make", "-k", "notebooks", "PROFILE=smoke"], cwd=paths.ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["make", "-k", "notebooks", "PROFILE=smoke"],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+    )
     return proc
 
 
@@ -87,18 +102,29 @@ def test_make_notebooks_succeeded(smoke_notebooks):
 def test_smoke_run(name, smoke_notebooks):
     executed = paths.executed_dir("smoke") / f"{name}.ipynb"
     failed = executed.with_suffix(".failed.ipynb")
-    assert not failed.exists(), f"{name} failed under smoke; see {failed}\n{_tail(smoke_notebooks)}"
-    assert executed.exists(), f"{name} did not run under smoke:\n{_tail(smoke_notebooks)}"
+    assert not failed.exists(), (
+        f"{name} failed under smoke; see {failed}\n{_tail(smoke_notebooks)}"
+    )
+    assert executed.exists(), (
+        f"{name} did not run under smoke:\n{_tail(smoke_notebooks)}"
+    )
     sources = (paths.NOTEBOOKS_DIR / f"{name}.md", paths.profile_file(name, "smoke"))
     assert executed.stat().st_mtime >= max(p.stat().st_mtime for p in sources), (
         f"{executed} is older than its source or profile: a stale result (run make notebooks PROFILE=smoke)"
     )
     nb = json.loads(executed.read_text())
-    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, f"{name}: error outputs {errors[:1]}"
     assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
     results = paths.results_dir(name, "smoke")
     for png in results.glob("*.png"):
         assert png.stat().st_size > 1000, f"{png} looks empty"
         caption = results / f"{png.stem}.caption.md"
-        assert caption.exists() and "profile: smoke" in caption.read_text(), f"{png} has no provenance caption"
+        assert caption.exists() and "profile: smoke" in caption.read_text(), (
+            f"{png} has no provenance caption"
+        )

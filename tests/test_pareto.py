@@ -16,7 +16,12 @@ def brute_force(x, y):
             keep[i] = False
             continue
         for j in range(n):
-            if j != i and x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i]):
+            if (
+                j != i
+                and x[j] <= x[i]
+                and y[j] >= y[i]
+                and (x[j] < x[i] or y[j] > y[i])
+            ):
                 keep[i] = False
                 break
     return keep

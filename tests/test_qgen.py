@@ -17,7 +17,12 @@ from companion.engine.config import config_hash
 # ---------------------------------------------------------------------------------------------
 def test_model_specs_order_and_validation():
     assert qgen.model_specs([2, 8, 4], ["lsq", "nested"], lsq_bits=4) == [
-        ("fp32", None), ("fixed_bits", 8), ("fixed_bits", 4), ("fixed_bits", 2), ("lsq", 4), ("nested", None)
+        ("fp32", None),
+        ("fixed_bits", 8),
+        ("fixed_bits", 4),
+        ("fixed_bits", 2),
+        ("lsq", 4),
+        ("nested", None),
     ]
     assert qgen.model_specs([8], []) == [("fp32", None), ("fixed_bits", 8)]
     with pytest.raises(ValueError, match="unknown extra"):
@@ -36,55 +41,118 @@ def test_model_keys_labels_order():
     assert qgen.model_label("fixed_bits", 3) == "3-bit"
     assert qgen.model_label("lsq", 4) == "LSQ 4-bit"
     assert qgen.model_label("fp32", None) == "FP32"
-    keys = ["nested", "fixed_bits_2", "lsq_4", "fp32", "fixed_bits_8", "fixed_bits_4", "fixed_bits_2"]
-    assert qgen.model_order(keys) == ["fp32", "fixed_bits_8", "fixed_bits_4", "fixed_bits_2", "lsq_4", "nested"]
+    keys = [
+        "nested",
+        "fixed_bits_2",
+        "lsq_4",
+        "fp32",
+        "fixed_bits_8",
+        "fixed_bits_4",
+        "fixed_bits_2",
+    ]
+    assert qgen.model_order(keys) == [
+        "fp32",
+        "fixed_bits_8",
+        "fixed_bits_4",
+        "fixed_bits_2",
+        "lsq_4",
+        "nested",
+    ]
     colors = qgen.model_colors(keys)
     assert list(colors) == qgen.model_order(keys)
     assert len({tuple(np.round(c, 6)) for c in colors.values()}) == len(colors)
 
 
 def test_study_configs_seed_major_and_valid():
-    configs = qgen.study_configs("cnn", "fashion_mnist", bits=[8, 4, 2], seeds=[0, 1], extra_models=["lsq", "nested"],
-                                 train_limit=1000, test_limit=500, epochs=5, lr=1e-3, batch_size=32)
+    configs = qgen.study_configs(
+        "cnn",
+        "fashion_mnist",
+        bits=[8, 4, 2],
+        seeds=[0, 1],
+        extra_models=["lsq", "nested"],
+        train_limit=1000,
+        test_limit=500,
+        epochs=5,
+        lr=1e-3,
+        batch_size=32,
+    )
     assert len(configs) == 2 * 6
     assert [c["seed"] for c in configs] == [0] * 6 + [1] * 6
     first = configs[:6]
     assert [(c["flavour"], c["bits"]) for c in first] == [
-        ("fp32", None), ("fixed_bits", 8), ("fixed_bits", 4), ("fixed_bits", 2), ("lsq", 4), ("nested", None)
+        ("fp32", None),
+        ("fixed_bits", 8),
+        ("fixed_bits", 4),
+        ("fixed_bits", 2),
+        ("lsq", 4),
+        ("nested", None),
     ]
     for c in configs:
         assert c["arch"] == "cnn" and c["dataset"] == "fashion_mnist"
-        assert c["train_limit"] == 1000 and c["test_limit"] == 500 and c["epochs"] == 5 and c["lr"] == 1e-3
+        assert (
+            c["train_limit"] == 1000
+            and c["test_limit"] == 500
+            and c["epochs"] == 5
+            and c["lr"] == 1e-3
+        )
         assert c["mode"] == "from_scratch"
     assert first[0]["kernel_granularity"] is None  # fp32 has no scales
     assert first[1]["kernel_granularity"] == "scalar"
     assert len({config_hash(c) for c in configs}) == len(configs)
     with pytest.raises(ValueError):
-        qgen.study_configs("mlp", "mnist", bits=[8], seeds=[], train_limit=10, test_limit=10, epochs=1, lr=1e-3,
-                           batch_size=8)
+        qgen.study_configs(
+            "mlp",
+            "mnist",
+            bits=[8],
+            seeds=[],
+            train_limit=10,
+            test_limit=10,
+            epochs=1,
+            lr=1e-3,
+            batch_size=8,
+        )
 
 
 def _available_stub(present: set[str]):
     def available(names):
         name = names[0]
         ok = name in present
-        return pd.DataFrame([{
-            "dataset": name, "present": ok, "label": {"mnist": "MNIST (10k subset)"}.get(name, name),
-            "source": "local:x" if ok else "", "missing": "" if ok else f"data/{name}/archive.tar.gz",
-            "fetch": "" if ok else "make data",
-        }])
+        return pd.DataFrame(
+            [
+                {
+                    "dataset": name,
+                    "present": ok,
+                    "label": {"mnist": "MNIST (10k subset)"}.get(name, name),
+                    "source": "local:x" if ok else "",
+                    "missing": "" if ok else f"data/{name}/archive.tar.gz",
+                    "fetch": "" if ok else "make data",
+                }
+            ]
+        )
+
     return available
 
 
 def test_check_parts_reports_missing_data_and_never_substitutes():
-    parts = qgen.check_parts({"mlp": "mnist", "cnn": "cifar10"}, available=_available_stub({"mnist"}))
+    parts = qgen.check_parts(
+        {"mlp": "mnist", "cnn": "cifar10"}, available=_available_stub({"mnist"})
+    )
     assert parts["run"].tolist() == [True, False]
-    assert parts.loc[0, "dataset"] == "mnist" and parts.loc[0, "label"] == "MNIST (10k subset)"
+    assert (
+        parts.loc[0, "dataset"] == "mnist"
+        and parts.loc[0, "label"] == "MNIST (10k subset)"
+    )
     note = parts.loc[1, "note"]
-    assert note.startswith("not run: cifar10 missing") and "data/cifar10/archive.tar.gz" in note and "make data" in note
+    assert (
+        note.startswith("not run: cifar10 missing")
+        and "data/cifar10/archive.tar.gz" in note
+        and "make data" in note
+    )
     assert parts.loc[1, "dataset"] == "cifar10"
     with pytest.raises(FileNotFoundError, match="cifar10"):
-        qgen.check_parts({"cnn": "cifar10"}, strict=True, available=_available_stub(set()))
+        qgen.check_parts(
+            {"cnn": "cifar10"}, strict=True, available=_available_stub(set())
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +165,11 @@ def test_compare_relations():
     c = qgen.compare([1.0], [2.0, 2.1])
     assert c["relation"] == "n/a" and c["n"] == 1 and np.isnan(c["std"])
     c = qgen.compare([1.0, 3.0, np.nan], [2.0, 2.0])
-    assert c["n"] == 2 and c["mean"] == pytest.approx(2.0) and c["std"] == pytest.approx(np.sqrt(2.0))
+    assert (
+        c["n"] == 2
+        and c["mean"] == pytest.approx(2.0)
+        and c["std"] == pytest.approx(np.sqrt(2.0))
+    )
     assert c["ref_std"] == 0.0 and c["relation"] == "overlap"
 
 
@@ -107,17 +179,44 @@ def _metrics(case="mlp", n_seeds=3):
     spec = {
         # model: (label, gap_loss values, train_loss values, gap_accuracy)
         "fp32": ("FP32", [0.40, 0.42, 0.38], [0.010, 0.012, 0.011], [0.10, 0.11, 0.09]),
-        "fixed_bits_8": ("8-bit", [0.60, 0.62, 0.61], [0.010, 0.011, 0.012], [0.10, 0.105, 0.095]),
-        "fixed_bits_2": ("2-bit", [0.10, 0.12, 0.11], [0.20, 0.22, 0.21], [0.02, 0.12, 0.07]),
+        "fixed_bits_8": (
+            "8-bit",
+            [0.60, 0.62, 0.61],
+            [0.010, 0.011, 0.012],
+            [0.10, 0.105, 0.095],
+        ),
+        "fixed_bits_2": (
+            "2-bit",
+            [0.10, 0.12, 0.11],
+            [0.20, 0.22, 0.21],
+            [0.02, 0.12, 0.07],
+        ),
     }
     for model, (label, gaps, train, gap_acc) in spec.items():
-        flavour, bits = ("fp32", None) if model == "fp32" else ("fixed_bits", int(model.rsplit("_", 1)[1]))
+        flavour, bits = (
+            ("fp32", None)
+            if model == "fp32"
+            else ("fixed_bits", int(model.rsplit("_", 1)[1]))
+        )
         for seed in range(n_seeds):
-            rows.append({"case": case, "dataset_label": "MNIST (10k subset)", "model": model, "label": label,
-                         "flavour": flavour, "bits": bits, "seed": seed, "config_hash": f"{model}{seed}",
-                         "gap_loss": gaps[seed], "train_loss": train[seed], "gap_accuracy": gap_acc[seed],
-                         "test_loss": gaps[seed] + train[seed], "train_accuracy": 1.0,
-                         "test_accuracy": 1.0 - gap_acc[seed]})
+            rows.append(
+                {
+                    "case": case,
+                    "dataset_label": "MNIST (10k subset)",
+                    "model": model,
+                    "label": label,
+                    "flavour": flavour,
+                    "bits": bits,
+                    "seed": seed,
+                    "config_hash": f"{model}{seed}",
+                    "gap_loss": gaps[seed],
+                    "train_loss": train[seed],
+                    "gap_accuracy": gap_acc[seed],
+                    "test_loss": gaps[seed] + train[seed],
+                    "train_accuracy": 1.0,
+                    "test_accuracy": 1.0 - gap_acc[seed],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -138,9 +237,15 @@ def test_claims_table_known_answers():
     # metrics that were not measured
     assert claims.loc["flat_worst", "verdict"] == "not run"
     numbers = claims.loc["regularizer_loss", "numbers"]
-    assert "FP32 0.400 ± 0.020" in numbers and "2-bit 0.110 ± 0.010" in numbers and "n = 3/3" in numbers
+    assert (
+        "FP32 0.400 ± 0.020" in numbers
+        and "2-bit 0.110 ± 0.010" in numbers
+        and "n = 3/3" in numbers
+    )
     assert "entirely below FP32's" in claims.loc["regularizer_loss", "criterion"]
-    assert claims.loc["regularizer_loss", "claim"].startswith("quantization regularizes: 2-bit")
+    assert claims.loc["regularizer_loss", "claim"].startswith(
+        "quantization regularizes: 2-bit"
+    )
 
 
 def test_claims_with_one_seed_are_inconclusive_and_opposite_direction_does_not_hold():
@@ -148,7 +253,9 @@ def test_claims_with_one_seed_are_inconclusive_and_opposite_direction_does_not_h
     decided = one[one["verdict"] != "not run"]
     assert set(decided["verdict"]) == {"inconclusive"}
     flipped = _metrics()
-    flipped.loc[flipped["model"] == "fixed_bits_2", "gap_loss"] += 1.0  # now far above FP32
+    flipped.loc[flipped["model"] == "fixed_bits_2", "gap_loss"] += (
+        1.0  # now far above FP32
+    )
     row = qgen.claims_table(flipped).set_index("key").loc["regularizer_loss"]
     assert row["relation"] == "higher" and row["verdict"] == "does not hold"
 
@@ -165,26 +272,68 @@ def test_claims_detail_and_summarize():
     m = _metrics()
     detail = qgen.claims_detail(m)
     assert set(detail["model"]) == {"fixed_bits_8", "fixed_bits_2"}
-    row = detail[(detail["model"] == "fixed_bits_2") & (detail["metric"] == "gap_loss")].iloc[0]
+    row = detail[
+        (detail["model"] == "fixed_bits_2") & (detail["metric"] == "gap_loss")
+    ].iloc[0]
     assert row["relation"] == "lower" and row["ref_mean"] == pytest.approx(0.40)
     s = qgen.summarize(m, ["gap_loss"])
     assert s["model"].tolist() == ["fp32", "fixed_bits_8", "fixed_bits_2"]
     fp = s.iloc[0]
-    assert fp["mean"] == pytest.approx(0.40) and fp["std"] == pytest.approx(0.02) and fp["n"] == 3
+    assert (
+        fp["mean"] == pytest.approx(0.40)
+        and fp["std"] == pytest.approx(0.02)
+        and fp["n"] == 3
+    )
 
 
 def test_model_metrics_pivots_measures():
-    gap = _metrics()[["case", "model", "label", "seed", "config_hash", "gap_loss", "gap_accuracy", "train_loss"]]
-    sharp = pd.DataFrame([{"case": "mlp", "config_hash": h, "mode": mode, "value": v}
-                          for h in gap["config_hash"] for mode, v in (("average", 0.1), ("worst", 0.5))])
-    flat = pd.DataFrame({"case": "mlp", "config_hash": gap["config_hash"], "sigma": 0.3})
-    rob = pd.DataFrame([{"case": "mlp", "config_hash": h, "corruption": c, "severity": s, "accuracy": a}
-                        for h in gap["config_hash"]
-                        for c, s, a in (("clean", 0, 0.9), ("contrast", 1, 0.8), ("contrast", 2, 0.6))])
+    gap = _metrics()[
+        [
+            "case",
+            "model",
+            "label",
+            "seed",
+            "config_hash",
+            "gap_loss",
+            "gap_accuracy",
+            "train_loss",
+        ]
+    ]
+    sharp = pd.DataFrame(
+        [
+            {"case": "mlp", "config_hash": h, "mode": mode, "value": v}
+            for h in gap["config_hash"]
+            for mode, v in (("average", 0.1), ("worst", 0.5))
+        ]
+    )
+    flat = pd.DataFrame(
+        {"case": "mlp", "config_hash": gap["config_hash"], "sigma": 0.3}
+    )
+    rob = pd.DataFrame(
+        [
+            {
+                "case": "mlp",
+                "config_hash": h,
+                "corruption": c,
+                "severity": s,
+                "accuracy": a,
+            }
+            for h in gap["config_hash"]
+            for c, s, a in (
+                ("clean", 0, 0.9),
+                ("contrast", 1, 0.8),
+                ("contrast", 2, 0.6),
+            )
+        ]
+    )
     m = qgen.model_metrics(gap, sharp, flat, rob)
     assert len(m) == len(gap)
     r = m.iloc[0]
-    assert r["sharpness_average"] == 0.1 and r["sharpness_worst"] == 0.5 and r["pac_bayes_sigma"] == 0.3
+    assert (
+        r["sharpness_average"] == 0.1
+        and r["sharpness_worst"] == 0.5
+        and r["pac_bayes_sigma"] == 0.3
+    )
     assert r["clean_accuracy"] == pytest.approx(0.9)
     assert r["corrupted_accuracy"] == pytest.approx(0.7)
     assert r["robust_drop"] == pytest.approx(0.2)
@@ -193,13 +342,24 @@ def test_model_metrics_pivots_measures():
 def test_markdown_snippets():
     m = _metrics()
     claims = qgen.claims_table(m)
-    md = qgen.claims_markdown(claims, {"mlp": "MNIST (10k subset)"}, profile="cpu",
-                              not_run=["CNN part: not run: cifar10 missing"])
-    assert "| MLP on MNIST (10k subset) |" in md and "**holds**" in md and "**does not hold**" in md
+    md = qgen.claims_markdown(
+        claims,
+        {"mlp": "MNIST (10k subset)"},
+        profile="cpu",
+        not_run=["CNN part: not run: cifar10 missing"],
+    )
+    assert (
+        "| MLP on MNIST (10k subset) |" in md
+        and "**holds**" in md
+        and "**does not hold**" in md
+    )
     assert "not run: cifar10 missing" in md and "Tally:" in md
     gap = qgen.gap_markdown(m, {"mlp": "MNIST (10k subset)"}, profile="cpu")
     assert "FP32: loss gap 0.400 ± 0.020, accuracy gap 10.0 ± 1.0 pp (n = 3)" in gap
-    assert "8-bit: loss gap 0.610 ± 0.010" in gap and "2-bit: loss gap 0.110 ± 0.010" in gap
+    assert (
+        "8-bit: loss gap 0.610 ± 0.010" in gap
+        and "2-bit: loss gap 0.110 ± 0.010" in gap
+    )
     assert "No part" in qgen.gap_markdown(pd.DataFrame(), {}, profile="smoke")
     assert qgen.format_mean_std(0.5, np.nan, 1, "gap_loss") == "0.500"
     assert qgen.format_mean_std(0.081, 0.004, 3, "gap_accuracy") == "8.1 ± 0.4"
@@ -219,11 +379,18 @@ def test_cached_frame_computes_once_and_keys_on_settings(tmp_path):
     b = qgen.cached_frame(tmp_path, "m", {"rho": 0.1}, compute)
     assert len(calls) == 1
     pd.testing.assert_frame_equal(a, b)
-    assert a.loc[0, "config_hash"] == "0123456789012345"  # digits-only hash stays a string
+    assert (
+        a.loc[0, "config_hash"] == "0123456789012345"
+    )  # digits-only hash stays a string
     qgen.cached_frame(tmp_path, "m", {"rho": 0.2}, compute)
     assert len(calls) == 2
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
-    assert qgen.cached_frame(None, "m", {}, compute).loc[0, "value"] == 1.5 and len(calls) == 3
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no temporary leftovers
+    assert (
+        qgen.cached_frame(None, "m", {}, compute).loc[0, "value"] == 1.5
+        and len(calls) == 3
+    )
 
 
 def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
@@ -238,28 +405,61 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
     inputs = keras.Input((6, 6, 1))
     h = keras.layers.Flatten()(inputs)
     h = FixedBitsDense(8, bits=4, activation="relu", name="dense1")(h)
-    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="dense2")(h))
-    monkeypatch.setattr(qgen._DataCache, "run_data", lambda self, run: ((x, y), (x[:20], y[:20])))
-    runs = pd.DataFrame([{"case": "mlp", "arch": "mlp", "dataset": "synthetic", "dataset_label": "synthetic",
-                          "model": "fixed_bits_4", "label": "4-bit", "flavour": "fixed_bits", "bits": 4, "seed": 0,
-                          "config_hash": "00000000000000aa"}])
-    settings = qgen.MeasureSettings(measure_samples=16, sharpness_samples=2, worst_steps=2, flatness_samples=1,
-                                    flatness_iters=2, robustness_samples=12, severities=(1, 5), batch_size=16)
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, activation="softmax", name="dense2")(h)
+    )
+    monkeypatch.setattr(
+        qgen._DataCache, "run_data", lambda self, run: ((x, y), (x[:20], y[:20]))
+    )
+    runs = pd.DataFrame(
+        [
+            {
+                "case": "mlp",
+                "arch": "mlp",
+                "dataset": "synthetic",
+                "dataset_label": "synthetic",
+                "model": "fixed_bits_4",
+                "label": "4-bit",
+                "flavour": "fixed_bits",
+                "bits": 4,
+                "seed": 0,
+                "config_hash": "00000000000000aa",
+            }
+        ]
+    )
+    settings = qgen.MeasureSettings(
+        measure_samples=16,
+        sharpness_samples=2,
+        worst_steps=2,
+        flatness_samples=1,
+        flatness_iters=2,
+        robustness_samples=12,
+        severities=(1, 5),
+        batch_size=16,
+    )
     loads = []
 
     def load(run):
         loads.append(run["config_hash"])
         return model
 
-    tables = qgen.measure_runs(runs, settings, cache_dir=tmp_path, progress=False, load_model=load)
+    tables = qgen.measure_runs(
+        runs, settings, cache_dir=tmp_path, progress=False, load_model=load
+    )
     assert set(tables) == set(qgen.MEASURE_TABLES)
     for name, table in tables.items():
-        assert list(table.columns[: len(qgen.ID_COLUMNS)]) == list(qgen.ID_COLUMNS), name
-    assert tables["gap"].loc[0, "n_train"] == 40 and tables["gap"].loc[0, "n_test"] == 20
+        assert list(table.columns[: len(qgen.ID_COLUMNS)]) == list(qgen.ID_COLUMNS), (
+            name
+        )
+    assert (
+        tables["gap"].loc[0, "n_train"] == 40 and tables["gap"].loc[0, "n_test"] == 20
+    )
     assert sorted(tables["sharpness"]["mode"]) == ["average", "worst"]
     assert tables["bin_widths"]["layer"].tolist() == ["dense1"]
     assert len(tables["robustness"]) == 1 + 5 * 2
-    again = qgen.measure_runs(runs, settings, cache_dir=tmp_path, progress=False, load_model=load)
+    again = qgen.measure_runs(
+        runs, settings, cache_dir=tmp_path, progress=False, load_model=load
+    )
     pd.testing.assert_frame_equal(again["sharpness"], tables["sharpness"])
     # each measure keys on its own settings: a new radius re-measures the sharpness only
     cached = {p.name for p in tmp_path.glob("*.csv")}
@@ -268,11 +468,28 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
     qgen.measure_runs(runs, wider, cache_dir=tmp_path, progress=False, load_model=load)
     new = {p.name for p in tmp_path.glob("*.csv")} - cached
     assert [name.split("-")[0] for name in new] == ["sharpness"]
-    one_d, two_d = qgen.landscapes(runs, models=["fixed_bits_4"], seed=0, extent=0.5, points_1d=3, points_2d=2,
-                                   samples=16, cache_dir=tmp_path, progress=False, load_model=load)
+    one_d, two_d = qgen.landscapes(
+        runs,
+        models=["fixed_bits_4"],
+        seed=0,
+        extent=0.5,
+        points_1d=3,
+        points_2d=2,
+        samples=16,
+        cache_dir=tmp_path,
+        progress=False,
+        load_model=load,
+    )
     assert one_d["alpha"].tolist() == [-0.5, 0.0, 0.5] and len(two_d) == 4
-    metrics = qgen.model_metrics(tables["gap"], tables["sharpness"], tables["flatness"], tables["robustness"])
-    assert {"sharpness_average", "sharpness_worst", "pac_bayes_sigma", "robust_drop"} <= set(metrics.columns)
+    metrics = qgen.model_metrics(
+        tables["gap"], tables["sharpness"], tables["flatness"], tables["robustness"]
+    )
+    assert {
+        "sharpness_average",
+        "sharpness_worst",
+        "pac_bayes_sigma",
+        "robust_drop",
+    } <= set(metrics.columns)
 
 
 def test_figures_draw_from_tidy_tables():
@@ -283,21 +500,62 @@ def test_figures_draw_from_tidy_tables():
     m["sharpness_worst"] = 0.3
     m["pac_bayes_sigma"] = 0.2
     figs = [qgen.plot_gap(m), qgen.plot_sharpness(m, 0.1, 0.5, "accuracy drop ≤ 0.1")]
-    bw = pd.DataFrame([{"case": "mlp", "dataset_label": "d", "model": k, "label": k, "seed": s, "layer": layer,
-                        "layer_index": i, "parameter": "kernel", "scale_mean": 0.01 * (i + 1) * b}
-                       for k, b in (("fixed_bits_8", 1), ("fixed_bits_2", 30)) for s in (0, 1)
-                       for i, layer in enumerate(["dense1", "dense2"])])
+    bw = pd.DataFrame(
+        [
+            {
+                "case": "mlp",
+                "dataset_label": "d",
+                "model": k,
+                "label": k,
+                "seed": s,
+                "layer": layer,
+                "layer_index": i,
+                "parameter": "kernel",
+                "scale_mean": 0.01 * (i + 1) * b,
+            }
+            for k, b in (("fixed_bits_8", 1), ("fixed_bits_2", 30))
+            for s in (0, 1)
+            for i, layer in enumerate(["dense1", "dense2"])
+        ]
+    )
     figs.append(qgen.plot_bin_widths(bw))
     grid = [(a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)]
-    two = pd.DataFrame([{"case": "mlp", "dataset_label": "d", "model": k, "label": k, "alpha": a, "beta": b,
-                         "loss": 0.1 + f * (a * a + b * b), "accuracy": 0.9}
-                        for k, f in (("fp32", 1.0), ("fixed_bits_2", 0.3)) for a, b in grid])
+    two = pd.DataFrame(
+        [
+            {
+                "case": "mlp",
+                "dataset_label": "d",
+                "model": k,
+                "label": k,
+                "alpha": a,
+                "beta": b,
+                "loss": 0.1 + f * (a * a + b * b),
+                "accuracy": 0.9,
+            }
+            for k, f in (("fp32", 1.0), ("fixed_bits_2", 0.3))
+            for a, b in grid
+        ]
+    )
     figs.append(qgen.plot_landscape_2d(two))
     figs.append(qgen.plot_landscape_1d(two[two["beta"] == 0.0]))
-    rob = pd.DataFrame([{"case": "mlp", "dataset_label": "d", "model": k, "label": k, "seed": s, "corruption": c,
-                         "severity": sev, "accuracy": 0.9 - 0.05 * sev}
-                        for k in ("fp32", "fixed_bits_2") for s in (0, 1)
-                        for c, sev in [("clean", 0)] + [(c, v) for c in ("contrast", "jpeg") for v in (1, 2)]])
+    rob = pd.DataFrame(
+        [
+            {
+                "case": "mlp",
+                "dataset_label": "d",
+                "model": k,
+                "label": k,
+                "seed": s,
+                "corruption": c,
+                "severity": sev,
+                "accuracy": 0.9 - 0.05 * sev,
+            }
+            for k in ("fp32", "fixed_bits_2")
+            for s in (0, 1)
+            for c, sev in [("clean", 0)]
+            + [(c, v) for c in ("contrast", "jpeg") for v in (1, 2)]
+        ]
+    )
     figs.append(qgen.plot_robustness(rob))
     for fig in figs:
         assert fig.axes
@@ -315,7 +573,9 @@ def test_case_settings_reject_unknown_parts():
 
 
 def test_data_status_and_not_run_notes():
-    parts = qgen.check_parts({"mlp": "mnist", "cnn": "cifar10"}, available=_available_stub({"mnist"}))
+    parts = qgen.check_parts(
+        {"mlp": "mnist", "cnn": "cifar10"}, available=_available_stub({"mnist"})
+    )
     status = qgen.data_status_markdown(parts).splitlines()
     assert status[0].startswith("- MLP part (`mnist`): runs on MNIST (10k subset)")
     assert status[1].startswith("- CNN part (`cifar10`): not run: cifar10 missing")
@@ -323,44 +583,89 @@ def test_data_status_and_not_run_notes():
 
 
 def _study_runs() -> pd.DataFrame:
-    rows = [{"flavour": f, "bits": b, "seed": s, "train_accuracy": tr, "test_accuracy": te,
-             "train_seconds": 30.0}
-            for f, b, tr, te in (("fp32", None, 0.9, 0.8), ("fixed_bits", 8, 0.85, 0.8))
-            for s in (0, 1)]
-    df = pd.DataFrame(rows).assign(dataset="mnist", dataset_label="MNIST (10k subset)",
-                                   n_train=300, n_test=200, device="CPU")
+    rows = [
+        {
+            "flavour": f,
+            "bits": b,
+            "seed": s,
+            "train_accuracy": tr,
+            "test_accuracy": te,
+            "train_seconds": 30.0,
+        }
+        for f, b, tr, te in (("fp32", None, 0.9, 0.8), ("fixed_bits", 8, 0.85, 0.8))
+        for s in (0, 1)
+    ]
+    df = pd.DataFrame(rows).assign(
+        dataset="mnist",
+        dataset_label="MNIST (10k subset)",
+        n_train=300,
+        n_test=200,
+        device="CPU",
+    )
     return qgen.annotate_runs(df, "mlp")
 
 
 def test_setup_markdown_states_data_training_and_measures():
-    measures = qgen.MeasureSettings(measure_samples=64, sharpness_samples=2, robustness_samples=100)
-    landscape = {"samples": 64, "extent": 1.0, "points_1d": 5, "points_2d": 3, "seed": 0}
+    measures = qgen.MeasureSettings(
+        measure_samples=64, sharpness_samples=2, robustness_samples=100
+    )
+    landscape = {
+        "samples": 64,
+        "extent": 1.0,
+        "points_1d": 5,
+        "points_2d": 3,
+        "seed": 0,
+    }
     settings = {"mlp": {"epochs": 2, "batch_size": 32, "seeds": [0, 1]}}
-    md = qgen.setup_markdown({"mlp": _study_runs()}, settings, profile="smoke", lr=1e-3,
-                             measures=measures, landscape=landscape)
+    md = qgen.setup_markdown(
+        {"mlp": _study_runs()},
+        settings,
+        profile="smoke",
+        lr=1e-3,
+        measures=measures,
+        landscape=landscape,
+    )
     lines = md.splitlines()
     assert lines[0] == "Setup of this build (profile `smoke`):"
     assert lines[2] == (
         "- MLP on MNIST (10k subset): 300 training and 200 test images, 2 epoch(s), "
         "Adam lr 0.001, batch 32, seeds 0, 1; models FP32, 8-bit (4 runs, 2.0 min of "
         "training on CPU); FP32 reaches 90.0 % training and 80.0 % test accuracy "
-        "(mean over seeds).")
-    assert lines[3].startswith("- Measures: sharpness and PAC-Bayes flatness on 64 training")
+        "(mean over seeds)."
+    )
+    assert lines[3].startswith(
+        "- Measures: sharpness and PAC-Bayes flatness on 64 training"
+    )
     assert "with 5 (1-D) and 3×3 (2-D) points." in lines[3]
-    empty = qgen.setup_markdown({}, {}, profile="smoke", lr=1e-3, measures=measures,
-                                landscape=landscape)
+    empty = qgen.setup_markdown(
+        {}, {}, profile="smoke", lr=1e-3, measures=measures, landscape=landscape
+    )
     assert "- No part of the study ran (see the data status)." in empty
 
 
 def test_figure_captions_name_settings_and_seeds():
     measures = qgen.MeasureSettings(rho_average=0.1, rho_worst=0.5, severities=(1, 3))
-    landscape = {"samples": 64, "extent": 1.0, "points_1d": 5, "points_2d": 3, "seed": 2}
-    context = qgen.CaptionContext(dataset="MLP: MNIST", profile="smoke", seeds=[0, 1],
-                                  measures=measures, landscape=landscape, bits=[2, 8],
-                                  lsq_bits=4)
+    landscape = {
+        "samples": 64,
+        "extent": 1.0,
+        "points_1d": 5,
+        "points_2d": 3,
+        "seed": 2,
+    }
+    context = qgen.CaptionContext(
+        dataset="MLP: MNIST",
+        profile="smoke",
+        seeds=[0, 1],
+        measures=measures,
+        landscape=landscape,
+        bits=[2, 8],
+        lsq_bits=4,
+    )
     gap = qgen.figure_caption("gap_vs_bits", context)
-    assert gap.endswith("Dataset: MLP: MNIST; profile: smoke; seeds: 0, 1; varied: "
-                        "quantization (FP32, fixed bits 8, 2, LSQ 4-bit, nested).")
+    assert gap.endswith(
+        "Dataset: MLP: MNIST; profile: smoke; seeds: 0, 1; varied: "
+        "quantization (FP32, fixed bits 8, 2, LSQ 4-bit, nested)."
+    )
     assert "ρ = 0.1" in qgen.figure_caption("sharpness", context)
     assert "severities 1, 3 (0 = clean)" in qgen.figure_caption("robustness", context)
     plane = qgen.figure_caption("landscape_2d", context, "FP32, 2-bit")
@@ -380,9 +685,29 @@ def test_train_study_sweeps_each_part_that_runs(monkeypatch):
 
     monkeypatch.setattr(qgen.experiment, "sweep", sweep)
     parts = pd.DataFrame({"case": ["mlp", "cnn"], "run": [True, False]})
-    settings = {"mlp": dict(dataset="mnist", seeds=[0], train_limit=100, test_limit=50,
-                            epochs=1, batch_size=32)}
-    runs = qgen.train_study(parts, settings, bits=[8, 2], extra_models=["lsq"], lsq_bits=4,
-                            lr=1e-3, kernel_granularity="scalar")
+    settings = {
+        "mlp": dict(
+            dataset="mnist",
+            seeds=[0],
+            train_limit=100,
+            test_limit=50,
+            epochs=1,
+            batch_size=32,
+        )
+    }
+    runs = qgen.train_study(
+        parts,
+        settings,
+        bits=[8, 2],
+        extra_models=["lsq"],
+        lsq_bits=4,
+        lr=1e-3,
+        kernel_granularity="scalar",
+    )
     assert list(runs) == ["mlp"] and swept == [("generalization mlp", 4)]
-    assert list(runs["mlp"]["model"]) == ["fp32", "fixed_bits_8", "fixed_bits_2", "lsq_4"]
+    assert list(runs["mlp"]["model"]) == [
+        "fp32",
+        "fixed_bits_8",
+        "fixed_bits_2",
+        "lsq_4",
+    ]

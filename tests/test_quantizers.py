@@ -30,7 +30,9 @@ def reference(p, s, G, lam, *, all_above=True, aggregate="mean"):
     p = p.astype(np.float32)
     s = s.astype(np.float32)
     G = G.astype(np.float32)
-    s_full = np.broadcast_to(s.reshape(s.shape if s.ndim == p.ndim else (1,) * p.ndim), p.shape)
+    s_full = np.broadcast_to(
+        s.reshape(s.shape if s.ndim == p.ndim else (1,) * p.ndim), p.shape
+    )
     pq = np.floor(p / s_full)
     rec = pq * s_full
     ds = np.zeros(s.shape, dtype=np.float64)
@@ -54,7 +56,9 @@ def reference(p, s, G, lam, *, all_above=True, aggregate="mean"):
         if all_above and not any_below:
             votes = [-np.tanh(lam)] * len(members)
         agg = np.mean(votes) if aggregate == "mean" else np.sum(votes)
-        ds[np.unravel_index(np.ravel_multi_index(idx, s_nd.shape), s.shape)] = qmax * agg
+        ds[np.unravel_index(np.ravel_multi_index(idx, s_nd.shape), s.shape)] = (
+            qmax * agg
+        )
     return rec, G.copy(), ds
 
 
@@ -105,9 +109,15 @@ def ratio_range(p, s, G):
 def test_forward_and_gradients_match_reference(key, where):
     p_shape, s_shape = SHAPES[key]
     assert scale_shape(key[1], p_shape) == s_shape
-    p, s, G = make_case(p_shape, s_shape, seed=zlib.crc32("-".join(key).encode()) % 1000)  # hash() varies per process
+    p, s, G = make_case(
+        p_shape, s_shape, seed=zlib.crc32("-".join(key).encode()) % 1000
+    )  # hash() varies per process
     r = ratio_range(p, s, G)
-    lam = {"below": float(r.min()) * 0.5 + 1e-12, "inside": float(np.median(r)), "above": float(r.max()) * 2}[where]
+    lam = {
+        "below": float(r.min()) * 0.5 + 1e-12,
+        "inside": float(np.median(r)),
+        "above": float(r.max()) * 2,
+    }[where]
     out, gp, gs = grads(p, s, G, lam)
     rec, gp_ref, gs_ref = reference(p, s, G, lam)
     np.testing.assert_array_equal(out, rec)
@@ -182,7 +192,10 @@ def test_graph_mode_and_xla_match_eager():
     np.testing.assert_allclose(eager[1].numpy(), graph[1].numpy(), rtol=1e-6)
     try:
         xla = tf.function(step, jit_compile=True)(tf.constant(p))
-    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as err:  # pragma: no cover
+    except (
+        tf.errors.UnimplementedError,
+        tf.errors.InvalidArgumentError,
+    ) as err:  # pragma: no cover
         pytest.skip(f"XLA unavailable here: {err}")
     np.testing.assert_array_equal(eager[0].numpy(), xla[0].numpy())
     np.testing.assert_allclose(eager[1].numpy(), xla[1].numpy(), rtol=1e-5)
@@ -200,7 +213,9 @@ def test_low_precision_compute(dtype):
     gp, gs = tape.gradient(loss, [p_t, s_v])
     assert out.dtype == dtype and gp.dtype == dtype and gs.dtype == tf.float32
     s_low = tf.cast(tf.cast(s, dtype), tf.float32).numpy()
-    np.testing.assert_allclose(out.numpy().astype(np.float32), np.floor(p / s_low) * s_low, atol=0.02)
+    np.testing.assert_allclose(
+        out.numpy().astype(np.float32), np.floor(p / s_low) * s_low, atol=0.02
+    )
     assert np.all(gs.numpy() < 0)
 
 
@@ -244,7 +259,10 @@ def test_layer_scale_init_constraint_and_config_round_trip():
     opt = keras.optimizers.SGD(learning_rate=1e6)
     opt.apply_gradients([(tf.ones((1, 3)) * 10.0, q.scale)])
     np.testing.assert_allclose(q.scale.numpy(), MIN_SCALE)
-    assert MinValue(0.5)(tf.constant([-3.0, 0.7])).numpy().tolist() == [0.5, pytest.approx(0.7)]
+    assert MinValue(0.5)(tf.constant([-3.0, 0.7])).numpy().tolist() == [
+        0.5,
+        pytest.approx(0.7),
+    ]
 
 
 def test_init_from_bits_fits_signed_range():
@@ -257,7 +275,9 @@ def test_init_from_bits_fits_signed_range():
         assert q.min() >= -(2 ** (bits - 1) - 1) and q.max() <= 2 ** (bits - 1) - 1
         # the range is used: the extreme lands in the top bin (negative) or the one below it (positive)
         assert np.all(np.abs(q).max(axis=0) >= 2 ** (bits - 1) - 2)
-        np.testing.assert_allclose(s[0], np.abs(p).max(axis=0) / (2 ** (bits - 1) - 1), rtol=1e-5)
+        np.testing.assert_allclose(
+            s[0], np.abs(p).max(axis=0) / (2 ** (bits - 1) - 1), rtol=1e-5
+        )
     for bad in (0, 1, 2.5):
         with pytest.raises(ValueError, match="bits must be an integer >= 2"):
             scale_for_bits(p, "scalar", bad)
@@ -269,6 +289,8 @@ def test_all_granularities_cover_each_element_once():
         count = np.zeros(p_shape, int)
         s_nd = s_shape if len(s_shape) == len(p_shape) else (1,) * len(p_shape)
         for idx in itertools.product(*[range(d) for d in s_nd]):
-            sl = tuple(slice(None) if s_nd[a] == 1 else idx[a] for a in range(len(p_shape)))
+            sl = tuple(
+                slice(None) if s_nd[a] == 1 else idx[a] for a in range(len(p_shape))
+            )
             count[sl] += 1
         assert np.all(count == 1), (kind, g)

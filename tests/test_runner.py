@@ -8,6 +8,8 @@ import re
 import textwrap
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from companion import paths
 from companion.engine import runner
@@ -64,13 +66,24 @@ def project(tmp_path, monkeypatch):
 
 
 def test_yaml_reads_exponent_floats():
-    assert runner.load_yaml("a: 1e-9\nb: 3\nc: [1e-12, 1.5]") == {"a": 1e-9, "b": 3, "c": [1e-12, 1.5]}
+    assert runner.load_yaml("a: 1e-9\nb: 3\nc: [1e-12, 1.5]") == {
+        "a": 1e-9,
+        "b": 3,
+        "c": [1e-12, 1.5],
+    }
 
 
 def test_resolve_merges_defaults_profile_and_overrides(project):
     params = runner.resolve_parameters("demo", "cpu", {"epochs": 5})
-    assert params == {"profile": "cpu", "results_dir": "", "lr": 1e-4, "epochs": 5, "fail": False, "grid": [1, 2],
-                      "long_error": False}
+    assert params == {
+        "profile": "cpu",
+        "results_dir": "",
+        "lr": 1e-4,
+        "epochs": 5,
+        "fail": False,
+        "grid": [1, 2],
+        "long_error": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -78,13 +91,28 @@ def test_resolve_merges_defaults_profile_and_overrides(project):
     [
         ("epochs: [1, 2\n", "malformed YAML in .*demo.yaml"),
         ("- 1\n- 2\n", "must hold a mapping"),
-        ("epoch: 2\n", "unknown parameter 'epoch' for notebook 'demo'; allowed: epochs, fail, grid, long_error, lr"),
+        (
+            "epoch: 2\n",
+            "unknown parameter 'epoch' for notebook 'demo'; allowed: epochs, fail, grid, long_error, lr",
+        ),
         ("epochs:\n", "parameter 'epochs' is null .* allowed: an integer >= 1"),
-        ("epochs: 0\n", "parameter 'epochs' has the bad value 0; allowed: an integer >= 1"),
-        ("lr: -1.0e-3\n", "parameter 'lr' has the bad value -0.001; allowed: a number > 0"),
-        ("grid: []\n", "parameter 'grid' is an empty list; the notebook needs at least one value"),
+        (
+            "epochs: 0\n",
+            "parameter 'epochs' has the bad value 0; allowed: an integer >= 1",
+        ),
+        (
+            "lr: -1.0e-3\n",
+            "parameter 'lr' has the bad value -0.001; allowed: a number > 0",
+        ),
+        (
+            "grid: []\n",
+            "parameter 'grid' is an empty list; the notebook needs at least one value",
+        ),
         ("profile: full\n", "parameter 'profile' = 'full' is set by --profile P"),
-        ("results_dir: /tmp/x\n", "parameter 'results_dir' = '/tmp/x' is set by the runner"),
+        (
+            "results_dir: /tmp/x\n",
+            "parameter 'results_dir' = '/tmp/x' is set by the runner",
+        ),
         ("epochs: two\n", "parameter 'epochs' must be of type int"),
         ("fail: 1\n", "parameter 'fail' must be of type bool"),
     ],
@@ -101,7 +129,9 @@ def test_missing_things_are_named(project):
         runner.resolve_parameters("demo", "full")
     with pytest.raises(FileNotFoundError, match="no notebook 'nope'.*existing: demo"):
         runner.resolve_parameters("nope", "cpu")
-    with pytest.raises(ValueError, match="unknown profile 'gpu'; allowed: smoke, cpu, full"):
+    with pytest.raises(
+        ValueError, match="unknown profile 'gpu'; allowed: smoke, cpu, full"
+    ):
         runner.resolve_parameters("demo", "gpu")
 
 
@@ -111,7 +141,9 @@ def test_parameters_cell_must_be_unique_and_literal(project):
     with pytest.raises(ValueError, match="not a plain literal"):
         runner.notebook_parameters("demo")
     nb.write_text(NOTEBOOK.replace(":tags: [parameters]\n", ""))
-    with pytest.raises(ValueError, match="exactly one cell tagged 'parameters', found 0"):
+    with pytest.raises(
+        ValueError, match="exactly one cell tagged 'parameters', found 0"
+    ):
         runner.notebook_parameters("demo")
 
 
@@ -125,9 +157,15 @@ def test_overrides_go_to_a_custom_folder(project):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("epochs=", r"--set: parameter 'epochs' is null \(YAML null: an empty value as in `epochs=`"),
+        (
+            "epochs=",
+            r"--set: parameter 'epochs' is null \(YAML null: an empty value as in `epochs=`",
+        ),
         ("epochs=~", r"parameter 'epochs' is null"),
-        ("epochs=-1", r"parameter 'epochs' has the bad value -1; allowed: an integer >= 1"),
+        (
+            "epochs=-1",
+            r"parameter 'epochs' has the bad value -1; allowed: an integer >= 1",
+        ),
         ("lr=0", r"parameter 'lr' has the bad value 0.0; allowed: a number > 0"),
         ("lr=.nan", r"parameter 'lr' has the bad value nan"),
         ("grid=[]", r"parameter 'grid' is an empty list"),
@@ -136,11 +174,19 @@ def test_overrides_go_to_a_custom_folder(project):
         ("profile=full", r"parameter 'profile' = 'full' is set by --profile P"),
     ],
 )
-def test_bad_overrides_are_refused_before_anything_runs(project, capsys, override, message):
-    assert runner.main(["demo", "--profile", "smoke", "--set", override, "--dry-run"]) == 2
+def test_bad_overrides_are_refused_before_anything_runs(
+    project, capsys, override, message
+):
+    assert (
+        runner.main(["demo", "--profile", "smoke", "--set", override, "--dry-run"]) == 2
+    )
     err = capsys.readouterr().err
     assert re.search(message, err), err
-    assert "Fix: give an allowed value, e.g. --set '" in err or "must be of type" in err or "set by" in err
+    assert (
+        "Fix: give an allowed value, e.g. --set '" in err
+        or "must be of type" in err
+        or "set by" in err
+    )
     assert not paths.results_root().exists()  # nothing ran, nothing was written
 
 
@@ -148,9 +194,13 @@ def test_every_notebook_parameter_has_a_declared_rule():
     from companion.engine import parameters
 
     declared = parameters.rules()
-    missing = {nb.stem: sorted(set(runner.notebook_parameters(nb.stem)) - set(declared))
-               for nb in sorted(paths.NOTEBOOKS_DIR.glob("*.md"))}
-    assert not {k: v for k, v in missing.items() if v}, "add a rule per parameter in companion/engine/parameters.py"
+    missing = {
+        nb.stem: sorted(set(runner.notebook_parameters(nb.stem)) - set(declared))
+        for nb in sorted(paths.NOTEBOOKS_DIR.glob("*.md"))
+    }
+    assert not {k: v for k, v in missing.items() if v}, (
+        "add a rule per parameter in companion/engine/parameters.py"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,8 +210,10 @@ def test_every_notebook_parameter_has_a_declared_rule():
         ("epochs=3", ["epochs=3"]),
         ("seeds=[0, 1] epochs=3", ["seeds=[0, 1]", "epochs=3"]),
         ("seeds=[0, 1];epochs=3 ; lr=1e-3", ["seeds=[0, 1]", "epochs=3", "lr=1e-3"]),
-        ("setups=[{dataset: mnist, arch: mlp}] thresholds=[1e-9, 1e-6]",
-         ["setups=[{dataset: mnist, arch: mlp}]", "thresholds=[1e-9, 1e-6]"]),
+        (
+            "setups=[{dataset: mnist, arch: mlp}] thresholds=[1e-9, 1e-6]",
+            ["setups=[{dataset: mnist, arch: mlp}]", "thresholds=[1e-9, 1e-6]"],
+        ),
         ("note='a b; c' x=\"[ \"", ["note='a b; c'", 'x="[ "']),
         ("epochs=", ["epochs="]),
     ],
@@ -176,7 +228,10 @@ def test_split_params_keeps_brackets_and_quotes_together(text, items):
         ("seeds=[0, 1", "bracket\\(s\\) not closed"),
         ("seeds=0]", "closes a bracket that was not opened"),
         ("note='open", "quote ' is not closed"),
-        ("seeds = [0]", "'seeds' is not key=value; write key=value without spaces around '='"),
+        (
+            "seeds = [0]",
+            "'seeds' is not key=value; write key=value without spaces around '='",
+        ),
         ("=3", "'=3' is not key=value"),
     ],
 )
@@ -187,8 +242,21 @@ def test_split_params_errors_show_the_form(text, message):
 
 
 def test_params_and_set_reach_the_notebook(project, capsys):
-    assert runner.main(["demo", "--profile", "smoke", "--params", "grid=[3, 4, 5] epochs=3", "--set", "lr=0.5",
-                        "--dry-run"]) == 0
+    assert (
+        runner.main(
+            [
+                "demo",
+                "--profile",
+                "smoke",
+                "--params",
+                "grid=[3, 4, 5] epochs=3",
+                "--set",
+                "lr=0.5",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     params = json.loads(capsys.readouterr().out)
     assert (params["grid"], params["epochs"], params["lr"]) == ([3, 4, 5], 3, 0.5)
 
@@ -198,15 +266,30 @@ def test_makefile_passes_params_whole(repo_root):
     import subprocess
 
     proc = subprocess.run(
-        ["make", "-s", "run", "NB=background_figures", "PROFILE=smoke", "PARAMS=mlp_units=[4, 6, 3]; seed=2",
-         "RUN_FLAGS=--dry-run"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600,
+        [
+            "make",
+            "-s",
+            "run",
+            "NB=background_figures",
+            "PROFILE=smoke",
+            "PARAMS=mlp_units=[4, 6, 3]; seed=2",
+            "RUN_FLAGS=--dry-run",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    params = json.loads(proc.stdout[proc.stdout.index("{"):])
+    params = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert params["mlp_units"] == [4, 6, 3] and params["seed"] == 2
-    help_text = subprocess.run(["make", "-s", "help"], cwd=repo_root, capture_output=True, text=True).stdout
-    assert 'PARAMS="seeds=[0, 1] epochs=3' in help_text and "RUN_FLAGS=--dry-run" in help_text
+    help_text = subprocess.run(
+        ["make", "-s", "help"], cwd=repo_root, capture_output=True, text=True
+    ).stdout
+    assert (
+        'PARAMS="seeds=[0, 1] epochs=3' in help_text
+        and "RUN_FLAGS=--dry-run" in help_text
+    )
 
 
 def test_datasets_missing_refused_before_running(project, monkeypatch):
@@ -218,24 +301,48 @@ def test_datasets_missing_refused_before_running(project, monkeypatch):
     present = {"fashion_mnist"}
 
     def available(names):
-        return pd.DataFrame([{"dataset": n, "present": n in present, "label": n.upper(), "missing":
-                              f"data/{n}/x.tgz" if n not in present else "", "fetch": "make data"} for n in names])
+        return pd.DataFrame(
+            [
+                {
+                    "dataset": n,
+                    "present": n in present,
+                    "label": n.upper(),
+                    "missing": f"data/{n}/x.tgz" if n not in present else "",
+                    "fetch": "make data",
+                }
+                for n in names
+            ]
+        )
 
     monkeypatch.setattr(data, "available", available)
-    runner.check_datasets("nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "fashion_mnist"}]})  # one is enough
+    runner.check_datasets(
+        "nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "fashion_mnist"}]}
+    )  # one is enough
     runner.check_datasets("nb", {"seeds": [0]})  # no setups: nothing to check
     with pytest.raises(FileNotFoundError) as err:
-        runner.check_datasets("nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "imagenette"}]})
+        runner.check_datasets(
+            "nb", {"setups": [{"dataset": "cifar10"}, {"dataset": "imagenette"}]}
+        )
     msg = str(err.value)
     assert "notebook 'nb' not run: none of the datasets" in msg
-    assert "CIFAR10 (cifar10): data/cifar10/x.tgz missing; fix: make data" in msg and "imagenette" in msg
+    assert (
+        "CIFAR10 (cifar10): data/cifar10/x.tgz missing; fix: make data" in msg
+        and "imagenette" in msg
+    )
     with pytest.raises(FileNotFoundError, match="strict_data is true"):
-        runner.check_datasets("nb", {"strict_data": True, "setups": [{"dataset": "fashion_mnist"},
-                                                                     {"dataset": "cifar10"}]})
+        runner.check_datasets(
+            "nb",
+            {
+                "strict_data": True,
+                "setups": [{"dataset": "fashion_mnist"}, {"dataset": "cifar10"}],
+            },
+        )
 
 
 @pytest.mark.slow
-def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(project, capfd):
+def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(
+    project, capfd
+):
     """A failed run never leaves the previous success looking current; the error's last line is shown whole."""
     out = runner.execute("demo", "smoke", log=lambda *_: None, echo=False)
     assert out.exists()
@@ -243,11 +350,22 @@ def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(project
     capfd.readouterr()
     assert runner.main(["demo", "--profile", "smoke", "--quiet"]) == 1
     err = capfd.readouterr().err
-    assert not out.exists(), "the old executed notebook would pass for the result of the failed run"
+    assert not out.exists(), (
+        "the old executed notebook would pass for the result of the failed run"
+    )
     failed = out.with_suffix(".failed.ipynb")
-    assert failed.exists() and f"the failed notebook (with the traceback): {failed}" in err
-    assert "ValueError: config key 'kernel_granularity' has the value 'diagonal'; " + "x" * 3000 + " END" in err
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no partial or temporary file left
+    assert (
+        failed.exists() and f"the failed notebook (with the traceback): {failed}" in err
+    )
+    assert (
+        "ValueError: config key 'kernel_granularity' has the value 'diagonal'; "
+        + "x" * 3000
+        + " END"
+        in err
+    )
+    assert not [
+        p for p in out.parent.iterdir() if p.name.startswith(".")
+    ]  # no partial or temporary file left
     # a later success replaces the failed notebook
     (project / "profiles" / "smoke" / "demo.yaml").write_text("epochs: 2\n")
     assert runner.main(["demo", "--profile", "smoke", "--quiet"]) == 0
@@ -257,28 +375,51 @@ def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(project
 @pytest.mark.slow
 def test_execute_is_atomic(project, capfd):
     out = runner.execute("demo", "smoke", log=lambda *_: None)
-    assert "demo progress: epochs=2" in capfd.readouterr().out  # the notebook's output is streamed live
+    assert (
+        "demo progress: epochs=2" in capfd.readouterr().out
+    )  # the notebook's output is streamed live
     assert out.exists() and out == paths.executed_dir("smoke") / "demo.ipynb"
     written = json.loads((paths.results_dir("demo", "smoke") / "out.json").read_text())
     assert written == {"lr": 1e-4, "epochs": 2, "grid": [1, 2]}
-    assert json.loads((paths.results_dir("demo", "smoke") / "parameters.json").read_text())["epochs"] == 2
+    assert (
+        json.loads(
+            (paths.results_dir("demo", "smoke") / "parameters.json").read_text()
+        )["epochs"]
+        == 2
+    )
     # a failing run leaves the good executed notebook untouched and keeps the failed one aside
     before = out.read_bytes()
-    assert runner.main(["demo", "--profile", "smoke", "--set", "fail=true", "--set", "epochs=3"]) == 1
+    assert (
+        runner.main(
+            ["demo", "--profile", "smoke", "--set", "fail=true", "--set", "epochs=3"]
+        )
+        == 1
+    )
     assert out.read_bytes() == before
     failed = list(paths.results_root().glob("custom/smoke/demo-*/demo.failed.ipynb"))
     assert len(failed) == 1
     assert not list(paths.results_root().rglob("*.partial.ipynb"))
     assert runner.main(["demo", "--profile", "smoke", "--set", "epochs"]) == 2
     capfd.readouterr()
-    assert runner.main(["demo", "--profile", "smoke", "--set", "epochs=4", "--quiet"]) == 0
+    assert (
+        runner.main(["demo", "--profile", "smoke", "--set", "epochs=4", "--quiet"]) == 0
+    )
     assert "demo progress" not in capfd.readouterr().out
 
 
 def test_execution_order_runs_readers_after_writers():
-    order = runner.execution_order(["pareto_threshold", "baselines", "loss_terms", "hello"])
-    assert order == ["loss_terms", "baselines", "hello", "pareto_threshold"]  # as make runs them
-    assert runner.execution_order(["baselines"]) == ["baselines"]  # a missing writer is not added
+    order = runner.execution_order(
+        ["pareto_threshold", "baselines", "loss_terms", "hello"]
+    )
+    assert order == [
+        "loss_terms",
+        "baselines",
+        "hello",
+        "pareto_threshold",
+    ]  # as make runs them
+    assert runner.execution_order(["baselines"]) == [
+        "baselines"
+    ]  # a missing writer is not added
 
 
 def test_makefile_encodes_the_same_order():
@@ -293,8 +434,6 @@ def test_makefile_encodes_the_same_order():
 # property: every bad value for every parameter of every real notebook is refused by the runner,
 # with its own error naming the parameter (exit 2), before anything runs
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 #: parameters whose numbers may be negative (a worked example's weights and gradients, a Sobel kernel)
 _SIGNED = {"worked_p", "worked_g", "conv_kernel"}
@@ -306,7 +445,11 @@ def _numeric(default) -> bool:
         return False
     if isinstance(default, (int, float)):
         return True
-    return isinstance(default, list) and bool(default) and all(_numeric(v) for v in default)
+    return (
+        isinstance(default, list)
+        and bool(default)
+        and all(_numeric(v) for v in default)
+    )
 
 
 def _bad_value(name: str, default) -> st.SearchStrategy:
@@ -314,17 +457,30 @@ def _bad_value(name: str, default) -> st.SearchStrategy:
     from companion.engine import parameters
 
     rule = parameters.rules()[name]
-    junk = [st.lists(st.integers(), min_size=1, max_size=2), st.dictionaries(st.text(max_size=3), st.integers(),
-                                                                             max_size=1)]
+    junk = [
+        st.lists(st.integers(), min_size=1, max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+    ]
     out = []
     if default is not None and not rule.nullable:
         out.append(st.none())
     if isinstance(default, bool):
         out += [st.integers(), st.text(max_size=4), *junk]
     elif isinstance(default, int):
-        out += [st.text(max_size=4), st.booleans(), st.floats(), *junk, st.integers(max_value=-1)]
+        out += [
+            st.text(max_size=4),
+            st.booleans(),
+            st.floats(),
+            *junk,
+            st.integers(max_value=-1),
+        ]
     elif isinstance(default, float):
-        out += [st.text(max_size=4), st.booleans(), *junk, st.sampled_from([math.nan, math.inf, -math.inf])]
+        out += [
+            st.text(max_size=4),
+            st.booleans(),
+            *junk,
+            st.sampled_from([math.nan, math.inf, -math.inf]),
+        ]
         if name not in _SIGNED:
             out.append(st.floats(max_value=-1e-300, allow_infinity=False))
     elif isinstance(default, str):
@@ -332,21 +488,45 @@ def _bad_value(name: str, default) -> st.SearchStrategy:
     elif isinstance(default, dict):
         out += [st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2)]
     elif isinstance(default, list):
-        out += [st.integers(), st.text(max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=1)]
+        out += [
+            st.integers(),
+            st.text(max_size=4),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
+        ]
         if not rule.allow_empty:
             out.append(st.just([]))
         if _numeric(default):
             flat = default[0] if not isinstance(default[0], list) else default[0][0]
-            out.append(st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=2))
+            out.append(
+                st.lists(st.text(min_size=1, max_size=3), min_size=1, max_size=2)
+            )
             if name not in _SIGNED:
-                bad = st.integers(max_value=-1) if isinstance(flat, int) else st.floats(max_value=-1e-300)
-                out.append(bad.map(lambda v: [v] if not isinstance(default[0], list) else [[v]]))
+                bad = (
+                    st.integers(max_value=-1)
+                    if isinstance(flat, int)
+                    else st.floats(max_value=-1e-300)
+                )
+                out.append(
+                    bad.map(
+                        lambda v: [v] if not isinstance(default[0], list) else [[v]]
+                    )
+                )
         else:
-            out.append(st.lists(st.integers(), min_size=1, max_size=2) if isinstance(default[0], (str, dict))
-                       else st.lists(st.text(max_size=3), min_size=1, max_size=2))
-    elif default is None:  # nullable by default (init_bits): wrong types and numbers out of every range
-        out += [st.text(min_size=1, max_size=4), st.booleans(), st.floats(allow_nan=False).filter(
-            lambda v: not float(v).is_integer()), st.integers(max_value=-1), *junk]
+            out.append(
+                st.lists(st.integers(), min_size=1, max_size=2)
+                if isinstance(default[0], (str, dict))
+                else st.lists(st.text(max_size=3), min_size=1, max_size=2)
+            )
+    elif (
+        default is None
+    ):  # nullable by default (init_bits): wrong types and numbers out of every range
+        out += [
+            st.text(min_size=1, max_size=4),
+            st.booleans(),
+            st.floats(allow_nan=False).filter(lambda v: not float(v).is_integer()),
+            st.integers(max_value=-1),
+            *junk,
+        ]
     return st.one_of(out)
 
 
@@ -354,22 +534,40 @@ def _bad_value(name: str, default) -> st.SearchStrategy:
 def fast_notebook_parameters(monkeypatch):
     import functools
 
-    monkeypatch.setattr(runner, "notebook_parameters", functools.cache(runner.notebook_parameters))
+    monkeypatch.setattr(
+        runner, "notebook_parameters", functools.cache(runner.notebook_parameters)
+    )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_property_bad_set_values_are_refused_naming_the_parameter(data, fast_notebook_parameters, capsys):
+def test_property_bad_set_values_are_refused_naming_the_parameter(
+    data, fast_notebook_parameters, capsys
+):
     import yaml
 
     notebook = data.draw(st.sampled_from(_REAL), label="notebook")
     defaults = runner.notebook_parameters(notebook)
-    name = data.draw(st.sampled_from(sorted(k for k in defaults if k not in ("profile", "results_dir"))), label="name")
+    name = data.draw(
+        st.sampled_from(
+            sorted(k for k in defaults if k not in ("profile", "results_dir"))
+        ),
+        label="name",
+    )
     value = data.draw(_bad_value(name, defaults[name]), label="value")
-    text = "" if value is None else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = (
+        ""
+        if value is None
+        else yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    )
     text = text.removesuffix("...").strip()
-    code = runner.main([notebook, "--profile", "smoke", "--set", f"{name}={text}", "--dry-run"])
+    code = runner.main(
+        [notebook, "--profile", "smoke", "--set", f"{name}={text}", "--dry-run"]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"{notebook}: --set {name}={text} was accepted (exit {code})"
     assert repr(name) in err and "Traceback" not in err, err
@@ -384,7 +582,7 @@ def test_every_parameter_refuses_null_and_empty_lists(fast_notebook_parameters):
             if name in ("profile", "results_dir"):
                 continue
             rule = parameters.rules()[name]
-            bad = ([None] if default is not None and not rule.nullable else [])
+            bad = [None] if default is not None and not rule.nullable else []
             bad += [[]] if isinstance(default, list) and not rule.allow_empty else []
             for value in bad:
                 with pytest.raises(ValueError, match=f"parameter {name!r}"):

@@ -23,7 +23,13 @@ def store(tmp_path, monkeypatch):
 
 
 def _history():
-    return pd.DataFrame({"epoch": [0, 1], "loss": [np.nan, 0.5], "dense1/kernel/scale_mean": [1e-5, 2e-3]})
+    return pd.DataFrame(
+        {
+            "epoch": [0, 1],
+            "loss": [np.nan, 0.5],
+            "dense1/kernel/scale_mean": [1e-5, 2e-3],
+        }
+    )
 
 
 def test_default_root_follows_env(tmp_path, monkeypatch):
@@ -35,10 +41,18 @@ def test_default_root_follows_env(tmp_path, monkeypatch):
 
 
 def test_put_get_roundtrip(store):
-    rec = store.put(CFG, {"test_accuracy": np.float32(0.5), "n": np.int64(3), "nan": float("nan")}, _history())
+    rec = store.put(
+        CFG,
+        {"test_accuracy": np.float32(0.5), "n": np.int64(3), "nan": float("nan")},
+        _history(),
+    )
     h = config_hash(CFG)
     assert rec["config_hash"] == h and rec["complete"] is True
-    assert rec["test_accuracy"] == pytest.approx(0.5) and rec["n"] == 3 and rec["nan"] is None
+    assert (
+        rec["test_accuracy"] == pytest.approx(0.5)
+        and rec["n"] == 3
+        and rec["nan"] is None
+    )
     assert store.get(CFG) == rec
     assert store.get(validate_config(CFG)) == rec  # same hash for the validated form
     assert store.exists(CFG)
@@ -101,7 +115,9 @@ def test_model_saved_and_checked(store):
     h = rec["config_hash"]
     assert store.model_path(h).exists() and rec["model_sha256"]
     loaded = keras.models.load_model(store.model_path(h))
-    np.testing.assert_array_equal(loaded.get_layer("d").kernel.numpy(), model.get_layer("d").kernel.numpy())
+    np.testing.assert_array_equal(
+        loaded.get_layer("d").kernel.numpy(), model.get_layer("d").kernel.numpy()
+    )
     with open(store.model_path(h), "ab") as fh:
         fh.write(b"garbage")
     assert store.get(CFG) is None
@@ -146,8 +162,14 @@ def test_hash_validation_and_delete(store):
 
 
 def test_to_jsonable():
-    assert to_jsonable({"a": np.float32(1.5), "b": (1, np.int64(2)), "c": np.array([1.0, np.inf]),
-                        "d": np.bool_(True)}) == {"a": 1.5, "b": [1, 2], "c": [1.0, None], "d": True}
+    assert to_jsonable(
+        {
+            "a": np.float32(1.5),
+            "b": (1, np.int64(2)),
+            "c": np.array([1.0, np.inf]),
+            "d": np.bool_(True),
+        }
+    ) == {"a": 1.5, "b": [1, 2], "c": [1.0, None], "d": True}
 
 
 def test_corrupted_record_is_warned_about_once(store, caplog):
@@ -158,13 +180,18 @@ def test_corrupted_record_is_warned_about_once(store, caplog):
     with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
         for _ in range(3):
             assert store.get(CFG) is None
-        assert RunStore().get(CFG) is None  # another store object on the same folder: still once
+        assert (
+            RunStore().get(CFG) is None
+        )  # another store object on the same folder: still once
     assert caplog.text.count("ignoring run record") == 1
     caplog.clear()
     path.write_text("{}")  # a different damage: said again
     with caplog.at_level(logging.WARNING, logger="companion.engine.store"):
         assert store.get(CFG) is None
-    assert caplog.text.count("ignoring run record") == 1 and "not marked complete" in caplog.text
+    assert (
+        caplog.text.count("ignoring run record") == 1
+        and "not marked complete" in caplog.text
+    )
 
 
 def test_stale_temp_and_lock_files_are_removed_on_first_write(store, caplog):
@@ -182,7 +209,10 @@ def test_stale_temp_and_lock_files_are_removed_on_first_write(store, caplog):
     two_hours_ago = time.time() - 7200
     os.utime(old_tmp, (two_hours_ago, two_hours_ago))
     held = store.lock_path("fedcba9876543210")
-    with file_lock(held), caplog.at_level(logging.INFO, logger="companion.engine.store"):
+    with (
+        file_lock(held),
+        caplog.at_level(logging.INFO, logger="companion.engine.store"),
+    ):
         store.put(CFG, {"test_accuracy": 0.5})
         assert held.exists()  # in use: kept
     assert not old_tmp.exists() and not unheld.exists()
@@ -205,7 +235,10 @@ def test_disk_full_while_storing_names_the_file_and_the_fix(store, monkeypatch):
     msg = str(err.value)
     h = config_hash(CFG)
     assert err.value.errno == errno.ENOSPC
-    assert f"could not store run {h} in {store.root}" in msg and str(store.history_path(h)) in msg
+    assert (
+        f"could not store run {h} in {store.root}" in msg
+        and str(store.history_path(h)) in msg
+    )
     assert "free space" in msg and "LQS_RESULTS" in msg
     assert sorted(os.listdir(store.root)) == []  # no temp file, no history, no record
     assert store.get(CFG) is None

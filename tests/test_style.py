@@ -6,18 +6,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from companion.chapters import style  # noqa: E402
+from companion.chapters import style
 
 
 def test_caption_ends_with_the_provenance_line():
-    text = style.caption("A line.", dataset="MNIST", profile="smoke", seeds=[0, 1],
-                         varied="lr")
+    text = style.caption(
+        "A line.", dataset="MNIST", profile="smoke", seeds=[0, 1], varied="lr"
+    )
     assert text == "A line. Dataset: MNIST; profile: smoke; seeds: 0, 1; varied: lr."
-    assert style.caption("x", dataset="d", profile="p", seeds=3) == \
-        "x. Dataset: d; profile: p; seeds: 3."
+    assert (
+        style.caption("x", dataset="d", profile="p", seeds=3)
+        == "x. Dataset: d; profile: p; seeds: 3."
+    )
 
 
 def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
@@ -25,7 +28,9 @@ def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
     ax.plot([0, 1], [0, 1])
     text = "A line. Dataset: x; profile: smoke."
     written = style.save_figure(fig, tmp_path, "nb", "line", text, width="80%")
-    assert not plt.fignum_exists(fig.number)  # closed: notebooks do not accumulate figures
+    assert not plt.fignum_exists(
+        fig.number
+    )  # closed: notebooks do not accumulate figures
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["line.caption.md", "line.pdf", "line.png", "line_figure.md"]
     assert sorted(p.name for p in written) == names
@@ -40,8 +45,11 @@ def test_save_figure_writes_png_pdf_caption_and_book_snippet(tmp_path):
 
 def test_save_figure_displays_the_saved_png_under_ipython(tmp_path, monkeypatch):
     shown = []
-    monkeypatch.setattr(style, "_display_png", lambda path, width_px: shown.append(
-        (path.name, width_px)))
+    monkeypatch.setattr(
+        style,
+        "_display_png",
+        lambda path, width_px: shown.append((path.name, width_px)),
+    )
     fig = plt.figure(figsize=(3, 1))
     style.save_figure(fig, tmp_path, "nb", "small", "c", show=True)
     assert shown == [("small.png", 3 * style.SCREEN_DPI)]

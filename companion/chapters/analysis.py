@@ -133,7 +133,9 @@ SETUP_OPTIONS: tuple[str, ...] = (
 _ARCH_NAMES = {"mlp": "MLP", "cnn": "CNN", "resnet": "ResNet"}
 
 
-def setup_config(setup: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def setup_config(
+    setup: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a notebook setup into its base configuration and its sweep options.
 
     A setup is a plain dict of the notebook's parameters cell, e.g.
@@ -145,8 +147,13 @@ def setup_config(setup: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple
         ``(base, options)``; ``base`` has ``dataset`` and ``arch`` (the dataset's network if not given).
     """
     if "dataset" not in setup:
-        raise ValueError(f"setup {dict(setup)!r} has no 'dataset'; every setup names one of companion.data.DATASETS")
-    base = {**dict(defaults), **{k: v for k, v in setup.items() if k not in SETUP_OPTIONS}}
+        raise ValueError(
+            f"setup {dict(setup)!r} has no 'dataset'; every setup names one of companion.data.DATASETS"
+        )
+    base = {
+        **dict(defaults),
+        **{k: v for k, v in setup.items() if k not in SETUP_OPTIONS},
+    }
     options = {k: setup[k] for k in SETUP_OPTIONS if k in setup}
     cfg = _config_module()
     if base.get("arch") is None and cfg is not None:
@@ -161,13 +168,20 @@ def setup_label(dataset_label: str, arch: str) -> str:
 
 def add_setup(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a last column ``setup``: :func:`setup_label` of each row."""
-    labels = [setup_label(d, a) for d, a in zip(df["dataset_label"], df["arch"], strict=True)]
+    labels = [
+        setup_label(d, a) for d, a in zip(df["dataset_label"], df["arch"], strict=True)
+    ]
     return df.assign(setup=labels)
 
 
-def prepare_notebook(notebook: str, profile: str, results_dir: str | os.PathLike[str] = "",
-                     setups: Sequence[Mapping[str, Any]] | None = None, *,
-                     strict: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+def prepare_notebook(
+    notebook: str,
+    profile: str,
+    results_dir: str | os.PathLike[str] = "",
+    setups: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    strict: bool = False,
+) -> tuple[Path, list[dict[str, Any]]]:
     """The first step of an experiment notebook: results folder, theme, datasets.
 
     Creates ``results_dir`` (default ``results/<profile>/<notebook>/``), applies the
@@ -199,20 +213,25 @@ def present_in_order(values: Iterable[Any], order: Sequence[Any]) -> list[Any]:
     return [v for v in order if v in seen]
 
 
-def sort_by_order(df: pd.DataFrame, orders: Mapping[str, Sequence[Any]],
-                  extra: Sequence[str] = ()) -> pd.DataFrame:
+def sort_by_order(
+    df: pd.DataFrame, orders: Mapping[str, Sequence[Any]], extra: Sequence[str] = ()
+) -> pd.DataFrame:
     """``df`` sorted by each column's display order (``orders``), then by ``extra``.
 
     ``orders`` maps a column to its values in display order (e.g. setups as they ran,
     :data:`TERM_ORDER`-like lists); values missing from an order sort last. Stable.
     """
-    keys = {f"_order_{c}": df[c].map({v: i for i, v in enumerate(order)}).fillna(len(order))
-            for c, order in orders.items()}
+    keys = {
+        f"_order_{c}": df[c].map({v: i for i, v in enumerate(order)}).fillna(len(order))
+        for c, order in orders.items()
+    }
     ordered = df.assign(**keys).sort_values([*keys, *extra], kind="stable")
     return ordered.drop(columns=list(keys))
 
 
-def check_granularities(values: Iterable[Any], parameter: str = "granularities") -> list[str]:
+def check_granularities(
+    values: Iterable[Any], parameter: str = "granularities"
+) -> list[str]:
     """``values`` as a list if every entry is a name of :data:`GRANULARITIES`.
 
     Raises:
@@ -220,16 +239,20 @@ def check_granularities(values: Iterable[Any], parameter: str = "granularities")
             e.g. for ``--set 'granularities=[scalar, colum]'``.
     """
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"parameter {parameter!r} must be a list of granularity "
-                         f"names, got {values!r}; allowed names: "
-                         f"{', '.join(GRANULARITIES)}")
+        raise ValueError(
+            f"parameter {parameter!r} must be a list of granularity "
+            f"names, got {values!r}; allowed names: "
+            f"{', '.join(GRANULARITIES)}"
+        )
     values = list(values)
     unknown = [v for v in values if v not in GRANULARITIES]
     if unknown:
-        raise ValueError(f"parameter {parameter!r} has unknown granularity "
-                         f"{', '.join(map(repr, unknown))}; allowed: "
-                         f"{', '.join(GRANULARITIES)} (fix the value in the profile "
-                         "or the --set override)")
+        raise ValueError(
+            f"parameter {parameter!r} has unknown granularity "
+            f"{', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(GRANULARITIES)} (fix the value in the profile "
+            "or the --set override)"
+        )
     return values
 
 
@@ -248,7 +271,9 @@ def granularity_fits(config: Mapping[str, Any]) -> bool:
         check_granularities([gran])
     if cfg is None or gran is None:
         return True
-    arch = config.get("arch") or cfg.default_arch(config.get("dataset", cfg.SCHEMA["dataset"].default))
+    arch = config.get("arch") or cfg.default_arch(
+        config.get("dataset", cfg.SCHEMA["dataset"].default)
+    )
     flavour = config.get("flavour") or cfg.SCHEMA["flavour"].default
     if flavour == "fp32":
         return True  # validation resets the granularity of an fp32 run
@@ -262,7 +287,9 @@ def baseline_granularity(arch: str, kind: str) -> str:
         return "scalar"
     if kind == "per_channel":
         return "column" if arch == "mlp" else "filter"
-    raise ValueError(f"unknown baseline granularity {kind!r}; allowed: 'per_tensor', 'per_channel'")
+    raise ValueError(
+        f"unknown baseline granularity {kind!r}; allowed: 'per_tensor', 'per_channel'"
+    )
 
 
 def grid(
@@ -293,7 +320,9 @@ def grid(
     axes = dict(axes or {})
     for name, values in axes.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ValueError(f"grid axis {name!r} must be a list of values, got {values!r}")
+            raise ValueError(
+                f"grid axis {name!r} must be a list of values, got {values!r}"
+            )
     names = list(axes)
     cfg_mod = _config_module() if validate else None
     out: list[dict[str, Any]] = []
@@ -314,7 +343,9 @@ def grid(
     return out
 
 
-def config_columns(df: pd.DataFrame, *, exclude: Iterable[str] = ("seed",)) -> list[str]:
+def config_columns(
+    df: pd.DataFrame, *, exclude: Iterable[str] = ("seed",)
+) -> list[str]:
     """Configuration keys (:data:`companion.engine.config.KEYS`) present as columns of ``df``, minus ``exclude``."""
     cfg = _config_module()
     keys = cfg.KEYS if cfg is not None else _FALLBACK_KEYS
@@ -348,15 +379,21 @@ def aggregate_seeds(
         group) and ``seeds`` (the sorted seeds, comma-separated).
     """
     if by is None:
-        by = config_columns(df, exclude=(seed,)) + [c for c in ("dataset_label", "method") if c in df.columns]
+        by = config_columns(df, exclude=(seed,)) + [
+            c for c in ("dataset_label", "method") if c in df.columns
+        ]
     by = [c for c in by if c in df.columns]
     metrics = [m for m in metrics if m in df.columns]
     if not by:
-        raise ValueError(f"nothing to group by: none of the configuration columns are in {list(df.columns)}")
+        raise ValueError(
+            f"nothing to group by: none of the configuration columns are in {list(df.columns)}"
+        )
     rows = []
     for key, group in df.groupby(by, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        row: dict[str, Any] = {c: (None if _isna(v) else v) for c, v in zip(by, key, strict=True)}
+        row: dict[str, Any] = {
+            c: (None if _isna(v) else v) for c, v in zip(by, key, strict=True)
+        }
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float)
             values = values[~np.isnan(values)]
@@ -366,7 +403,9 @@ def aggregate_seeds(
             row[f"{m}_max"] = float(values.max()) if values.size else math.nan
         row["n_seeds"] = len(group)
         if seed in group:
-            row["seeds"] = ", ".join(str(int(s)) for s in sorted(group[seed].dropna().unique()))
+            row["seeds"] = ", ".join(
+                str(int(s)) for s in sorted(group[seed].dropna().unique())
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -378,7 +417,9 @@ def _isna(value: Any) -> bool:
         return False
 
 
-def mark_front(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None = None) -> pd.Series:
+def mark_front(
+    df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None = None
+) -> pd.Series:
     """Boolean Series (``df``'s index): row on the Pareto front of ``x`` (min) vs ``y`` (max) in its group."""
     mask = pd.Series(False, index=df.index)
     if df.empty:
@@ -386,12 +427,16 @@ def mark_front(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None 
     if by is None:
         mask[:] = pareto_mask(df[x], df[y])
         return mask
-    for _, group in df.groupby(by if isinstance(by, str) else list(by), dropna=False, sort=False):
+    for _, group in df.groupby(
+        by if isinstance(by, str) else list(by), dropna=False, sort=False
+    ):
         mask.loc[group.index] = pareto_mask(group[x], group[y])
     return mask
 
 
-def fronts(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None = None) -> pd.DataFrame:
+def fronts(
+    df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None = None
+) -> pd.DataFrame:
     """Rows on the front of their group, sorted by the group columns and ``x``."""
     front = df[mark_front(df, x, y, by)]
     order = ([by] if isinstance(by, str) else list(by or [])) + [x]
@@ -403,7 +448,10 @@ def fronts(df: pd.DataFrame, x: str, y: str, by: str | Sequence[str] | None = No
 
 
 def reference_accuracy(
-    df: pd.DataFrame, by: str | Sequence[str] = "dataset", *, accuracy: str = "test_accuracy",
+    df: pd.DataFrame,
+    by: str | Sequence[str] = "dataset",
+    *,
+    accuracy: str = "test_accuracy",
     flavour: str = "flavour",
 ) -> pd.Series:
     """FP32 reference accuracy per group: the best seed-mean accuracy of the ``fp32`` rows.
@@ -418,7 +466,9 @@ def reference_accuracy(
         return pd.Series(dtype=float, name=accuracy)
     missing = [c for c in by_list if c not in fp.columns]
     if missing:
-        raise ValueError(f"reference_accuracy: columns {missing} not in the table (columns: {list(fp.columns)})")
+        raise ValueError(
+            f"reference_accuracy: columns {missing} not in the table (columns: {list(fp.columns)})"
+        )
     group_by = list(dict.fromkeys(by_list + config_columns(fp, exclude=("seed",))))
     agg = aggregate_seeds(fp, [accuracy], by=group_by)
     ref = agg.groupby(by_list, dropna=False)[f"{accuracy}_mean"].max()
@@ -460,7 +510,9 @@ def best_compression_table(
     """
     ref_cols = [ref_by] if isinstance(ref_by, str) else list(ref_by)
     by = list(by)
-    ref_map = dict(reference.items()) if isinstance(reference, pd.Series) else dict(reference)
+    ref_map = (
+        dict(reference.items()) if isinstance(reference, pd.Series) else dict(reference)
+    )
     rows = []
     for key, group in agg.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -479,7 +531,9 @@ def best_compression_table(
         for c in keep:
             row[c] = best[c] if best is not None and c in best.index else None
         rows.append(row)
-    columns = by + ["reference_accuracy", "within", "accuracy", "compression"] + list(keep)
+    columns = (
+        by + ["reference_accuracy", "within", "accuracy", "compression"] + list(keep)
+    )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -500,11 +554,17 @@ def method_label(row: Mapping[str, Any]) -> str:
         return "nested"
     if flavour == "loss_terms":
         return "loss terms"
-    per = "per-tensor" if row.get("kernel_granularity") in (None, "scalar") else "per-channel"
+    per = (
+        "per-tensor"
+        if row.get("kernel_granularity") in (None, "scalar")
+        else "per-channel"
+    )
     names = {"ptq": "PTQ min-max", "fixed_bits": "fixed-bit STE", "lsq": "LSQ"}
     if flavour in names:
         return f"{names[flavour]} {per}"
-    raise ValueError(f"unknown flavour {flavour!r}; allowed: fp32, nested, loss_terms, ptq, fixed_bits, lsq")
+    raise ValueError(
+        f"unknown flavour {flavour!r}; allowed: fp32, nested, loss_terms, ptq, fixed_bits, lsq"
+    )
 
 
 #: (palette index, line style, marker) per method family; per-channel variants are dashed
@@ -520,9 +580,13 @@ def method_style(method: str) -> dict[str, Any]:
     One colour per method family (blue nested, green loss terms, grey PTQ, purple fixed-bit,
     vermillion LSQ); per-channel variants use a dashed line.
     """
-    family = next((k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None)
+    family = next(
+        (k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None
+    )
     if family is None:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHOD_ORDER)}")
+        raise ValueError(
+            f"unknown method {method!r}; allowed: {', '.join(METHOD_ORDER)}"
+        )
     idx, ls, marker = _METHOD_STYLE[family]
     if method.endswith("per-channel"):
         ls = "--"
@@ -532,7 +596,11 @@ def method_style(method: str) -> dict[str, Any]:
 def add_method(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a ``method`` column (:func:`method_label` of each row)."""
     out = df.copy()
-    out["method"] = [method_label(r) for r in out.to_dict("records")] if len(out) else pd.Series(dtype=str)
+    out["method"] = (
+        [method_label(r) for r in out.to_dict("records")]
+        if len(out)
+        else pd.Series(dtype=str)
+    )
     return out
 
 
@@ -580,9 +648,20 @@ def markdown_table(df: pd.DataFrame, *, floatfmt: str = ".3g") -> str:
     align = []
     for col in df.columns:
         values = df[col]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        numeric = pd.api.types.is_numeric_dtype(
+            values
+        ) and not pd.api.types.is_bool_dtype(values)
         if numeric:
-            shown[col] = [("" if _isna(v) else format(v, floatfmt) if isinstance(v, float) else str(v)) for v in values]
+            shown[col] = [
+                (
+                    ""
+                    if _isna(v)
+                    else format(v, floatfmt)
+                    if isinstance(v, float)
+                    else str(v)
+                )
+                for v in values
+            ]
         else:
             shown[col] = ["" if v is None or _isna(v) else str(v) for v in values]
         align.append("right" if numeric else "left")
@@ -597,7 +676,9 @@ def markdown_table(df: pd.DataFrame, *, floatfmt: str = ".3g") -> str:
 def write_snippet(results_dir: str | os.PathLike[str], stem: str, text: str) -> Path:
     """Write the Markdown snippet ``results_dir/<stem>.md`` atomically (temporary file + rename)."""
     if not stem or "/" in stem or stem.endswith(".md"):
-        raise ValueError(f"snippet stem must be a plain file stem without '/' or '.md', got {stem!r}")
+        raise ValueError(
+            f"snippet stem must be a plain file stem without '/' or '.md', got {stem!r}"
+        )
     text = text if text.endswith("\n") else text + "\n"
     return atomic_write_text(Path(results_dir) / f"{stem}.md", text)
 
@@ -611,8 +692,13 @@ def write_csv(df: pd.DataFrame, results_dir: str | os.PathLike[str], name: str) 
 # per-epoch histories
 
 
-def history_stats(runs: pd.DataFrame, *, keep: Sequence[str] = (), last_only: bool = False,
-                  store: Any = None) -> pd.DataFrame:
+def history_stats(
+    runs: pd.DataFrame,
+    *,
+    keep: Sequence[str] = (),
+    last_only: bool = False,
+    store: Any = None,
+) -> pd.DataFrame:
     """Quantizer statistics of stored runs' histories, tidy: one row per run, epoch, layer, parameter, stat.
 
     Reads each run's per-epoch history (:func:`companion.engine.experiment.load_history`, ``long=True``): the
@@ -633,7 +719,9 @@ def history_stats(runs: pd.DataFrame, *, keep: Sequence[str] = (), last_only: bo
         long = experiment.load_history(rec["config_hash"], long=True, **kwargs)
         if last_only and len(long):
             long = long[long["epoch"] == long["epoch"].max()]
-        long = long.assign(config_hash=rec["config_hash"], **{k: rec.get(k) for k in keep})
+        long = long.assign(
+            config_hash=rec["config_hash"], **{k: rec.get(k) for k in keep}
+        )
         parts.append(long)
     columns = ["config_hash", *keep, "epoch", "layer", "parameter", "stat", "value"]
     if not parts:
@@ -641,7 +729,9 @@ def history_stats(runs: pd.DataFrame, *, keep: Sequence[str] = (), last_only: bo
     return pd.concat(parts, ignore_index=True)[columns]
 
 
-def matching_runs(df: pd.DataFrame, base: Mapping[str, Any], keys: Sequence[str]) -> pd.DataFrame:
+def matching_runs(
+    df: pd.DataFrame, base: Mapping[str, Any], keys: Sequence[str]
+) -> pd.DataFrame:
     """Rows of ``df`` whose ``keys`` equal ``base``'s values (``None`` matches a missing value).
 
     Used to overlay runs of another notebook only where they share the data and training budget
@@ -659,7 +749,12 @@ def matching_runs(df: pd.DataFrame, base: Mapping[str, Any], keys: Sequence[str]
         if want is None or _isna(want):
             mask &= col.isna()
         elif isinstance(want, (int, float)) and not isinstance(want, bool):
-            mask &= pd.to_numeric(col, errors="coerce").sub(float(want)).abs().le(1e-12 * max(1.0, abs(float(want))))
+            mask &= (
+                pd.to_numeric(col, errors="coerce")
+                .sub(float(want))
+                .abs()
+                .le(1e-12 * max(1.0, abs(float(want))))
+            )
         else:
             mask &= col.astype(object).map(lambda v, w=want: _equal(v, w))
     return df[mask]
@@ -672,8 +767,12 @@ def _equal(value: Any, want: Any) -> bool:
     return (not _isna(value)) and value == want
 
 
-def read_run_tables(folder: str | os.PathLike[str], *, required: Sequence[str] = ("config_hash",),
-                    pattern: str = "*.csv") -> pd.DataFrame:
+def read_run_tables(
+    folder: str | os.PathLike[str],
+    *,
+    required: Sequence[str] = ("config_hash",),
+    pattern: str = "*.csv",
+) -> pd.DataFrame:
     """Concatenate the per-run CSV tables of a notebook's results folder (one row per ``config_hash``).
 
     Files matching ``pattern`` (e.g. ``"runs.csv"``) but lacking a ``required`` column (summaries,
@@ -691,7 +790,11 @@ def read_run_tables(folder: str | os.PathLike[str], *, required: Sequence[str] =
     if not parts:
         return pd.DataFrame(columns=list(required))
     out = pd.concat(parts, ignore_index=True)
-    return out.drop_duplicates(subset=["config_hash"]) if "config_hash" in out.columns else out
+    return (
+        out.drop_duplicates(subset=["config_hash"])
+        if "config_hash" in out.columns
+        else out
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -705,9 +808,20 @@ def _groups(df: pd.DataFrame, hue: str | None, hue_order: Sequence[Any] | None):
     return [(k, df[df[hue] == k]) for k in order if (df[hue] == k).any()]
 
 
-def plot_band(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
-              hue_order: Sequence[Any] | None = None, palette: Sequence[Any] | None = None,
-              scale: float = 1.0, label: Callable[[Any], str] = str, marker: str = "o", **kwargs) -> None:
+def plot_band(
+    ax,
+    agg: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    hue: str | None = None,
+    hue_order: Sequence[Any] | None = None,
+    palette: Sequence[Any] | None = None,
+    scale: float = 1.0,
+    label: Callable[[Any], str] = str,
+    marker: str = "o",
+    **kwargs,
+) -> None:
     """Seed mean of ``y`` against ``x`` as a line per ``hue`` group, mean ± std as a band.
 
     ``agg`` comes from :func:`aggregate_seeds` (columns ``<y>_mean``/``<y>_std``); ``scale``
@@ -719,13 +833,31 @@ def plot_band(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
         mean = g[f"{y}_mean"].to_numpy(float) * scale
         std = np.nan_to_num(g[f"{y}_std"].to_numpy(float)) * scale
         colour = palette[i % len(palette)]
-        ax.plot(g[x], mean, marker=marker, ms=4, color=colour, label=None if key is None else label(key), **kwargs)
+        ax.plot(
+            g[x],
+            mean,
+            marker=marker,
+            ms=4,
+            color=colour,
+            label=None if key is None else label(key),
+            **kwargs,
+        )
         ax.fill_between(g[x], mean - std, mean + std, color=colour, alpha=0.18, lw=0)
 
 
-def plot_front(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
-               hue_order: Sequence[Any] | None = None, palette: Sequence[Any] | None = None,
-               scale_y: float = 100.0, label: Callable[[Any], str] = str, front_label: bool = True) -> pd.DataFrame:
+def plot_front(
+    ax,
+    agg: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    hue: str | None = None,
+    hue_order: Sequence[Any] | None = None,
+    palette: Sequence[Any] | None = None,
+    scale_y: float = 100.0,
+    label: Callable[[Any], str] = str,
+    front_label: bool = True,
+) -> pd.DataFrame:
     """All seed-mean points with ± std error bars (faint) and each ``hue`` group's Pareto front.
 
     The front (memory ``x`` minimised, ``y`` maximised, on seed means) is drawn as a step line,
@@ -735,28 +867,60 @@ def plot_front(ax, agg: pd.DataFrame, x: str, y: str, *, hue: str | None = None,
     fronts_ = []
     for i, (key, g) in enumerate(_groups(agg, hue, hue_order)):
         colour = palette[i % len(palette)]
-        xs, ys = g[f"{x}_mean"].to_numpy(float), g[f"{y}_mean"].to_numpy(float) * scale_y
+        xs, ys = (
+            g[f"{x}_mean"].to_numpy(float),
+            g[f"{y}_mean"].to_numpy(float) * scale_y,
+        )
         xe = np.nan_to_num(g[f"{x}_std"].to_numpy(float)) if f"{x}_std" in g else None
-        ye = np.nan_to_num(g[f"{y}_std"].to_numpy(float)) * scale_y if f"{y}_std" in g else None
-        ax.errorbar(xs, ys, xerr=xe, yerr=ye, fmt="o", ms=4, color=colour, alpha=0.45, elinewidth=0.8,
-                    label=None if key is None else label(key))
+        ye = (
+            np.nan_to_num(g[f"{y}_std"].to_numpy(float)) * scale_y
+            if f"{y}_std" in g
+            else None
+        )
+        ax.errorbar(
+            xs,
+            ys,
+            xerr=xe,
+            yerr=ye,
+            fmt="o",
+            ms=4,
+            color=colour,
+            alpha=0.45,
+            elinewidth=0.8,
+            label=None if key is None else label(key),
+        )
         mask = pareto_mask(xs, ys)
         order = np.argsort(xs[mask], kind="stable")
         fx, fy = xs[mask][order], ys[mask][order]
         ax.step(fx, fy, where="post", color=colour, lw=1.6)
-        ax.scatter(fx, fy, color=colour, s=46, marker="D", edgecolor="black", zorder=3,
-                   label=("Pareto front" if front_label and i == 0 else None))
+        ax.scatter(
+            fx,
+            fy,
+            color=colour,
+            s=46,
+            marker="D",
+            edgecolor="black",
+            zorder=3,
+            label=("Pareto front" if front_label and i == 0 else None),
+        )
         fronts_.append(g[mask])
     return pd.concat(fronts_) if fronts_ else agg.iloc[:0]
 
 
-def reference_lines(ax, reference: float | None, *, max_drop: float = 0.01, scale: float = 100.0) -> None:
+def reference_lines(
+    ax, reference: float | None, *, max_drop: float = 0.01, scale: float = 100.0
+) -> None:
     """Horizontal FP32 reference (dashed) and the ``reference - max_drop`` bar (dotted), in % by default."""
     if reference is None or _isna(reference):
         return
     ax.axhline(reference * scale, color="black", ls="--", lw=1, label="FP32")
-    ax.axhline((reference - max_drop) * scale, color="black", ls=":", lw=1,
-               label=f"FP32 − {max_drop * scale:g} pt")
+    ax.axhline(
+        (reference - max_drop) * scale,
+        color="black",
+        ls=":",
+        lw=1,
+        label=f"FP32 − {max_drop * scale:g} pt",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -779,15 +943,22 @@ def missing_data_markdown(available: pd.DataFrame, requested: Sequence[str]) -> 
     table = available.set_index("dataset")
     unknown = [d for d in requested if d not in table.index]
     if unknown:
-        raise ValueError(f"datasets {unknown} are not in the availability table (rows: {list(table.index)})")
+        raise ValueError(
+            f"datasets {unknown} are not in the availability table (rows: {list(table.index)})"
+        )
     present = [d for d in requested if bool(table.loc[d, "present"])]
     missing = [d for d in requested if d not in present]
     notes = [
         f"{table.loc[d, 'label']} is a partial copy (see data/README.md)"
-        for d in present if "is_subset" in table.columns and _truthy(table.loc[d, "is_subset"])
+        for d in present
+        if "is_subset" in table.columns and _truthy(table.loc[d, "is_subset"])
     ]
     if not missing:
-        text = "All requested datasets were present: " + ", ".join(str(table.loc[d, "label"]) for d in present) + "."
+        text = (
+            "All requested datasets were present: "
+            + ", ".join(str(table.loc[d, "label"]) for d in present)
+            + "."
+        )
         if notes:
             text += " " + "; ".join(notes) + "."
         return text + "\n"
@@ -795,11 +966,17 @@ def missing_data_markdown(available: pd.DataFrame, requested: Sequence[str]) -> 
     for d in missing:
         what = str(table.loc[d, "missing"]) or "its data"
         fix = str(table.loc[d, "fetch"]) or "run `make data`"
-        lines.append(f"- **{table.loc[d, 'label']}** not run: `{what}` missing ({fix}).")
+        lines.append(
+            f"- **{table.loc[d, 'label']}** not run: `{what}` missing ({fix})."
+        )
     if present:
         lines.append("")
-        lines.append("Run: " + ", ".join(str(table.loc[d, "label"]) for d in present) + "."
-                     + (" " + "; ".join(notes) + "." if notes else ""))
+        lines.append(
+            "Run: "
+            + ", ".join(str(table.loc[d, "label"]) for d in present)
+            + "."
+            + (" " + "; ".join(notes) + "." if notes else "")
+        )
     lines.append("```")
     return "\n".join(lines) + "\n"
 
@@ -828,16 +1005,25 @@ def resolve_datasets(
     """
     requested = list(dict.fromkeys(requested))
     if not requested:
-        raise ValueError("no dataset requested; give at least one of the companion.data.DATASETS names")
+        raise ValueError(
+            "no dataset requested; give at least one of the companion.data.DATASETS names"
+        )
     if available is None:
         from companion import data
 
         available = data.available(requested)
-    write_snippet(results_dir, f"{notebook}_missing", missing_data_markdown(available, requested))
+    write_snippet(
+        results_dir, f"{notebook}_missing", missing_data_markdown(available, requested)
+    )
     table = available.set_index("dataset")
     present = [d for d in requested if bool(table.loc[d, "present"])]
     missing = [d for d in requested if d not in present]
     if missing and strict:
-        details = "; ".join(f"{d}: {table.loc[d, 'missing']} missing ({table.loc[d, 'fetch']})" for d in missing)
-        raise FileNotFoundError(f"strict_data: requested datasets are missing -- {details}")
+        details = "; ".join(
+            f"{d}: {table.loc[d, 'missing']} missing ({table.loc[d, 'fetch']})"
+            for d in missing
+        )
+        raise FileNotFoundError(
+            f"strict_data: requested datasets are missing -- {details}"
+        )
     return present

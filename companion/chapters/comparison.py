@@ -45,8 +45,14 @@ PLAN_NAMES = ("FP32", "PTQ", "fixed-bit STE", "LSQ", "nested")
 #: budget)
 OVERLAY_KEYS = ["dataset", "arch", "train_limit", "test_limit", "epochs", "batch_size"]
 #: metrics averaged over seeds
-METRICS = ["test_accuracy", "train_accuracy", "mem_bits_per_param", "mem_kib", "mem_compression",
-           "mem_n_params"]
+METRICS = [
+    "test_accuracy",
+    "train_accuracy",
+    "mem_bits_per_param",
+    "mem_kib",
+    "mem_compression",
+    "mem_n_params",
+]
 #: where each annotated method writes its bit-width labels (points from the marker): one
 #: corner per method, so labels of methods that share a memory value do not overprint
 #: each other
@@ -67,10 +73,19 @@ _MAX_LEGEND_COLUMNS = 5
 
 
 def baseline_plans(
-    setups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any], *, seeds: Sequence[int],
-    lr: float, ptq_bits: Sequence[int], ptq_granularities: Sequence[str],
-    fixed_bits: Sequence[int], lsq_bits: Sequence[int], qat_granularities: Sequence[str],
-    qat_mode: str, nested_thresholds: Sequence[float], nested_granularities: Sequence[str],
+    setups: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    *,
+    seeds: Sequence[int],
+    lr: float,
+    ptq_bits: Sequence[int],
+    ptq_granularities: Sequence[str],
+    fixed_bits: Sequence[int],
+    lsq_bits: Sequence[int],
+    qat_granularities: Sequence[str],
+    qat_mode: str,
+    nested_thresholds: Sequence[float],
+    nested_granularities: Sequence[str],
     nested_mode: str,
 ) -> tuple[dict[str, list[dict]], list[dict]]:
     """Configurations per method (:data:`PLAN_NAMES`) and each setup's base config.
@@ -93,20 +108,33 @@ def baseline_plans(
         def per(kinds: Sequence[str], arch: str = arch) -> list[str]:
             return [analysis.baseline_granularity(arch, k) for k in kinds]
 
-        plans["FP32"] += analysis.grid({**base, "flavour": "fp32", "mode": "from_scratch"}, sd)
+        plans["FP32"] += analysis.grid(
+            {**base, "flavour": "fp32", "mode": "from_scratch"}, sd
+        )
         plans["PTQ"] += analysis.grid(
             {**base, "flavour": "ptq", "mode": "post_training", "pretrain_lr": lr},
-            {"kernel_granularity": per(ptq_granularities), "bits": ptq_bits, **sd})
-        for name, flavour, bits in (("fixed-bit STE", "fixed_bits", fixed_bits),
-                                    ("LSQ", "lsq", lsq_bits)):
+            {"kernel_granularity": per(ptq_granularities), "bits": ptq_bits, **sd},
+        )
+        for name, flavour, bits in (
+            ("fixed-bit STE", "fixed_bits", fixed_bits),
+            ("LSQ", "lsq", lsq_bits),
+        ):
             plans[name] += analysis.grid(
                 {**base, "flavour": flavour, "mode": qat_mode, "pretrain_lr": lr},
-                {"kernel_granularity": per(qat_granularities), "bits": bits, **sd})
-        grans = analysis.check_granularities(opt.get("granularities", nested_granularities))
+                {"kernel_granularity": per(qat_granularities), "bits": bits, **sd},
+            )
+        grans = analysis.check_granularities(
+            opt.get("granularities", nested_granularities)
+        )
         plans["nested"] += analysis.grid(
             {**base, "flavour": "nested", "mode": nested_mode},
-            {"kernel_granularity": grans, "threshold": opt.get("thresholds", nested_thresholds),
-             **sd}, where=analysis.granularity_fits)
+            {
+                "kernel_granularity": grans,
+                "threshold": opt.get("thresholds", nested_thresholds),
+                **sd,
+            },
+            where=analysis.granularity_fits,
+        )
     return plans, bases
 
 
@@ -115,8 +143,13 @@ def label_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return analysis.add_setup(analysis.add_method(runs))
 
 
-def loss_term_overlay(bases: Sequence[Mapping[str, Any]], folder: str | Path, *, enabled: bool,
-                      folder_name: str) -> tuple[pd.DataFrame, str]:
+def loss_term_overlay(
+    bases: Sequence[Mapping[str, Any]],
+    folder: str | Path,
+    *,
+    enabled: bool,
+    folder_name: str,
+) -> tuple[pd.DataFrame, str]:
     """The ``loss_terms`` notebook's loss-term runs that match a base configuration.
 
     Arguments:
@@ -131,47 +164,79 @@ def loss_term_overlay(bases: Sequence[Mapping[str, Any]], folder: str | Path, *,
         one-sentence note for the tables.
     """
     if not enabled:
-        return pd.DataFrame(), "The loss-term overlay is switched off (`loss_terms_overlay " "= False`)."
+        return (
+            pd.DataFrame(),
+            "The loss-term overlay is switched off (`loss_terms_overlay = False`).",
+        )
     required = ("config_hash", "flavour", "test_accuracy", "mem_bits_per_param", "seed")
     table = analysis.read_run_tables(folder, pattern="runs.csv", required=required)
     table = table[table["flavour"] == "loss_terms"] if len(table) else table
-    parts = [analysis.matching_runs(table, b, OVERLAY_KEYS) for b in bases] if len(table) else []
+    parts = (
+        [analysis.matching_runs(table, b, OVERLAY_KEYS) for b in bases]
+        if len(table)
+        else []
+    )
     runs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if not len(runs):
-        return runs, ("No loss-term runs on the same data and budget in "
-                      f"`{folder_name}` (run the `loss_terms` notebook of this "
-                      "profile first); the loss-term front is not shown.")
-    return label_runs(runs), f"{len(runs)} loss-term runs from `{folder_name}` overlaid."
+        return runs, (
+            "No loss-term runs on the same data and budget in "
+            f"`{folder_name}` (run the `loss_terms` notebook of this "
+            "profile first); the loss-term front is not shown."
+        )
+    return label_runs(
+        runs
+    ), f"{len(runs)} loss-term runs from `{folder_name}` overlaid."
 
 
 def seed_means(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
     """Seed means of every configuration of both tables, by setup, method and config."""
-    everything = pd.concat([runs, loss_runs], ignore_index=True) if len(loss_runs) else runs
+    everything = (
+        pd.concat([runs, loss_runs], ignore_index=True) if len(loss_runs) else runs
+    )
     by = ["setup", "method"] + analysis.config_columns(everything)
     return analysis.aggregate_seeds(everything, METRICS, by=by)
 
 
 def _draw_front(ax: plt.Axes, g: pd.DataFrame, method: str, colour: Any) -> None:
-    analysis.plot_front(ax, g, "mem_bits_per_param", "test_accuracy", palette=[colour],
-                        front_label=False)
+    analysis.plot_front(
+        ax,
+        g,
+        "mem_bits_per_param",
+        "test_accuracy",
+        palette=[colour],
+        front_label=False,
+    )
     label = "nested (front over λ)" if method == "nested" else f"{method} (front)"
     ax.plot([], [], color=colour, lw=1.6, marker="D", mec="black", label=label)
 
 
-def _annotate_bits(ax: plt.Axes, g: pd.DataFrame, offset: tuple[int, int], colour: Any) -> None:
+def _annotate_bits(
+    ax: plt.Axes, g: pd.DataFrame, offset: tuple[int, int], colour: Any
+) -> None:
     for _, r in g.iterrows():
-        ax.annotate(f"{int(r['bits'])}b",
-                    (r["mem_bits_per_param_mean"], r["test_accuracy_mean"] * 100),
-                    textcoords="offset points", xytext=offset, fontsize=8, color=colour,
-                    clip_on=True)
+        ax.annotate(
+            f"{int(r['bits'])}b",
+            (r["mem_bits_per_param_mean"], r["test_accuracy_mean"] * 100),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=8,
+            color=colour,
+            clip_on=True,
+        )
 
 
 def _draw_methods(ax: plt.Axes, a: pd.DataFrame, annotate: bool) -> None:
     """Every method of one setup on one axis (seed means ± std), fronts over λ."""
     fp = a[a["method"] == "FP32"]
-    ax.errorbar(fp["mem_bits_per_param_mean"], fp["test_accuracy_mean"] * 100,
-                yerr=np.nan_to_num(fp["test_accuracy_std"]) * 100, fmt="*", ms=14,
-                color="black", label="FP32 network")
+    ax.errorbar(
+        fp["mem_bits_per_param_mean"],
+        fp["test_accuracy_mean"] * 100,
+        yerr=np.nan_to_num(fp["test_accuracy_std"]) * 100,
+        fmt="*",
+        ms=14,
+        color="black",
+        label="FP32 network",
+    )
     n_annotated = 0
     methods = set(a["method"])
     for method in [m for m in analysis.METHOD_ORDER if m in methods and m != "FP32"]:
@@ -180,10 +245,18 @@ def _draw_methods(ax: plt.Axes, a: pd.DataFrame, annotate: bool) -> None:
         if method in ("nested", "loss terms"):
             _draw_front(ax, g, method, st["color"])
             continue
-        ax.errorbar(g["mem_bits_per_param_mean"], g["test_accuracy_mean"] * 100,
-                    xerr=np.nan_to_num(g["mem_bits_per_param_std"]),
-                    yerr=np.nan_to_num(g["test_accuracy_std"]) * 100, marker=st["marker"],
-                    ls=st["ls"], ms=6, lw=1.2, color=st["color"], label=method)
+        ax.errorbar(
+            g["mem_bits_per_param_mean"],
+            g["test_accuracy_mean"] * 100,
+            xerr=np.nan_to_num(g["mem_bits_per_param_std"]),
+            yerr=np.nan_to_num(g["test_accuracy_std"]) * 100,
+            marker=st["marker"],
+            ls=st["ls"],
+            ms=6,
+            lw=1.2,
+            color=st["color"],
+            label=method,
+        )
         if annotate:
             offset = LABEL_OFFSETS[n_annotated % len(LABEL_OFFSETS)]
             n_annotated += 1
@@ -204,8 +277,9 @@ def _memory_axes(ax: plt.Axes, n_params: float, ticks: Sequence[float]) -> None:
     top.set_xlabel("model memory (KiB)")
 
 
-def draw_accuracy_vs_memory(a: pd.DataFrame, reference: float | None, *,
-                            max_drop: float) -> plt.Figure:
+def draw_accuracy_vs_memory(
+    a: pd.DataFrame, reference: float | None, *, max_drop: float
+) -> plt.Figure:
     """One setup: every run (left) and the region near FP32 with bit widths (right).
 
     ``a`` holds the setup's seed means (:func:`seed_means`); ``reference`` its FP32
@@ -213,8 +287,9 @@ def draw_accuracy_vs_memory(a: pd.DataFrame, reference: float | None, *,
     """
     setup = a["setup"].iloc[0]
     n_params = float(a["mem_n_params_mean"].dropna().iloc[0])
-    fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(13, 5.2),
-                                          gridspec_kw={"width_ratios": [1, 1.25]})
+    fig, (ax_all, ax_zoom) = plt.subplots(
+        1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.25]}
+    )
     for ax, annotate in ((ax_all, False), (ax_zoom, True)):
         analysis.reference_lines(ax, reference, max_drop=max_drop)
         _draw_methods(ax, a, annotate)
@@ -223,41 +298,71 @@ def draw_accuracy_vs_memory(a: pd.DataFrame, reference: float | None, *,
     # zoom: the region within a few points of FP32, where the comparison is decided
     acc = a["test_accuracy_mean"].dropna() * 100
     ref_pct = reference * 100 if reference is not None else acc.max()
-    ax_zoom.set_ylim(ref_pct - _ZOOM_BARS_BELOW * max_drop * 100,
-                     max(acc.max(), ref_pct) + _ZOOM_HEADROOM_PT)
+    ax_zoom.set_ylim(
+        ref_pct - _ZOOM_BARS_BELOW * max_drop * 100,
+        max(acc.max(), ref_pct) + _ZOOM_HEADROOM_PT,
+    )
     _memory_axes(ax_zoom, n_params, _ZOOM_TICKS)
     ax_zoom.set_xlim(*_ZOOM_XLIM)
-    ax_zoom.set_title(f"{setup}: near the FP32 accuracy (bit widths annotated)", fontsize=10)
+    ax_zoom.set_title(
+        f"{setup}: near the FP32 accuracy (bit widths annotated)", fontsize=10
+    )
     handles, labels = ax_all.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), _MAX_LEGEND_COLUMNS),
-               fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), _MAX_LEGEND_COLUMNS),
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
 def accuracy_vs_memory_caption(with_loss_terms: bool) -> str:
     """Caption text of :func:`draw_accuracy_vs_memory` (names the loss terms)."""
-    return ("Test accuracy against memory of the baselines (FP32; PTQ min-max, "
-            "fixed-bit STE and LSQ at the bit widths annotated in the right panel, "
-            "solid per-tensor, dashed per-channel) and the Pareto front of the nested "
-            "quantizer over λ"
-            + (" and of the loss-term networks" if with_loss_terms else "")
-            + "; seed means ± std; dashed horizontal: FP32, dotted: one point below; "
-              "left all runs, right the region near FP32")
+    return (
+        "Test accuracy against memory of the baselines (FP32; PTQ min-max, "
+        "fixed-bit STE and LSQ at the bit widths annotated in the right panel, "
+        "solid per-tensor, dashed per-channel) and the Pareto front of the nested "
+        "quantizer over λ"
+        + (" and of the loss-term networks" if with_loss_terms else "")
+        + "; seed means ± std; dashed horizontal: FP32, dotted: one point below; "
+        "left all runs, right the region near FP32"
+    )
 
 
-def best_table(agg: pd.DataFrame, reference: Mapping[str, float], *,
-               max_drop: float) -> pd.DataFrame:
+def best_table(
+    agg: pd.DataFrame, reference: Mapping[str, float], *, max_drop: float
+) -> pd.DataFrame:
     """Best compression within ``max_drop`` of FP32 per setup and method, in order."""
-    keep = ["bits", "threshold", "lr", "l2", "kernel_granularity", "rate_inverse",
-            "rate_max_bin", "rate_deviation", "deviation_form", "mem_bits_per_param_mean",
-            "test_accuracy_std", "n_seeds"]
+    keep = [
+        "bits",
+        "threshold",
+        "lr",
+        "l2",
+        "kernel_granularity",
+        "rate_inverse",
+        "rate_max_bin",
+        "rate_deviation",
+        "deviation_form",
+        "mem_bits_per_param_mean",
+        "test_accuracy_std",
+        "n_seeds",
+    ]
     keep = [k for k in keep if k in agg.columns]
-    best = analysis.best_compression_table(agg[agg["method"] != "FP32"], reference,
-                                           by=["setup", "method"], ref_by="setup",
-                                           max_drop=max_drop, keep=keep)
-    best["method"] = pd.Categorical(best["method"], categories=analysis.METHOD_ORDER,
-                                    ordered=True)
+    best = analysis.best_compression_table(
+        agg[agg["method"] != "FP32"],
+        reference,
+        by=["setup", "method"],
+        ref_by="setup",
+        max_drop=max_drop,
+        keep=keep,
+    )
+    best["method"] = pd.Categorical(
+        best["method"], categories=analysis.METHOD_ORDER, ordered=True
+    )
     return best.sort_values(["setup", "method"]).reset_index(drop=True)
 
 
@@ -268,40 +373,65 @@ def achieved_by(r: Mapping[str, Any]) -> str:
     if r["method"] == "nested":
         return f"λ {analysis.fmt_sci(r['threshold'])}, {r['kernel_granularity']}"
     if r["method"] == "loss terms":
-        rates = {"inverse": r.get("rate_inverse"), "max-bin": r.get("rate_max_bin"),
-                 "deviation": r.get("rate_deviation")}
-        text = ", ".join(f"{k} {analysis.fmt_sci(v)}" for k, v in rates.items()
-                         if v is not None and not pd.isna(v) and v > 0)
+        rates = {
+            "inverse": r.get("rate_inverse"),
+            "max-bin": r.get("rate_max_bin"),
+            "deviation": r.get("rate_deviation"),
+        }
+        text = ", ".join(
+            f"{k} {analysis.fmt_sci(v)}"
+            for k, v in rates.items()
+            if v is not None and not pd.isna(v) and v > 0
+        )
         if "deviation" in text and isinstance(r.get("deviation_form"), str):
             text += f" ({r['deviation_form']})"
         return (text or "rates 0") + f", {r['kernel_granularity']}"
     return f"{int(r['bits'])} bits"
 
 
-def best_compression_markdown(best: pd.DataFrame, *, max_drop: float, seeds: Sequence[int],
-                              profile: str, loss_note: str) -> str:
+def best_compression_markdown(
+    best: pd.DataFrame,
+    *,
+    max_drop: float,
+    seeds: Sequence[int],
+    profile: str,
+    loss_note: str,
+) -> str:
     """The ``best_compression`` snippet: a row per setup and method."""
     within = best["within"]
-    shown = pd.DataFrame({
-        "setup": best["setup"],
-        "method": best["method"].astype(str),
-        "FP32 accuracy (%)": best["reference_accuracy"].map(lambda v: analysis.fmt_pm(v, None)),
-        "accuracy (%)": [analysis.fmt_pm(m, s) if w else "" for m, s, w in
-                         zip(best["accuracy"], best["test_accuracy_std"], within, strict=True)],
-        "bits / parameter": [round(float(b), 2) if w else None
-                             for b, w in zip(best["mem_bits_per_param_mean"], within, strict=True)],
-        "compression (×)": best["compression"].round(2),
-        "achieved by": [achieved_by(r) for r in best.to_dict("records")],
-    })
-    return (analysis.markdown_table(shown)
-            + "\nLargest compression (FP32 bits / quantized bits, scales included) "
-              f"whose seed-mean test accuracy is at most {max_drop * 100:g} point "
-              "below FP32; empty: no configuration of that method qualified. Seeds "
-              f"{', '.join(map(str, seeds))}, profile `{profile}`. {loss_note}\n")
+    shown = pd.DataFrame(
+        {
+            "setup": best["setup"],
+            "method": best["method"].astype(str),
+            "FP32 accuracy (%)": best["reference_accuracy"].map(
+                lambda v: analysis.fmt_pm(v, None)
+            ),
+            "accuracy (%)": [
+                analysis.fmt_pm(m, s) if w else ""
+                for m, s, w in zip(
+                    best["accuracy"], best["test_accuracy_std"], within, strict=True
+                )
+            ],
+            "bits / parameter": [
+                round(float(b), 2) if w else None
+                for b, w in zip(best["mem_bits_per_param_mean"], within, strict=True)
+            ],
+            "compression (×)": best["compression"].round(2),
+            "achieved by": [achieved_by(r) for r in best.to_dict("records")],
+        }
+    )
+    return (
+        analysis.markdown_table(shown)
+        + "\nLargest compression (FP32 bits / quantized bits, scales included) "
+        f"whose seed-mean test accuracy is at most {max_drop * 100:g} point "
+        "below FP32; empty: no configuration of that method qualified. Seeds "
+        f"{', '.join(map(str, seeds))}, profile `{profile}`. {loss_note}\n"
+    )
 
 
-def headline_table(best: pd.DataFrame, setup_order: Sequence[str], *,
-                   max_drop: float) -> pd.DataFrame:
+def headline_table(
+    best: pd.DataFrame, setup_order: Sequence[str], *, max_drop: float
+) -> pd.DataFrame:
     """Per setup: the nested quantizer's best compression and the best baseline's."""
     none = f"none within {max_drop * 100:g} pt"
     rows = []
@@ -312,17 +442,31 @@ def headline_table(best: pd.DataFrame, setup_order: Sequence[str], *,
         base_b = base_b.sort_values("compression", ascending=False)
         top = base_b.iloc[0] if len(base_b) else None
         has = len(nest) > 0
-        rows.append({
-            "dataset · network": setup,
-            "FP32 accuracy (%)": (analysis.fmt_pm(b["reference_accuracy"].iloc[0], None)
-                                  if len(b) else ""),
-            "nested: compression (×)": round(float(nest["compression"].iloc[0]), 2) if has else None,
-            "nested: accuracy (%)": analysis.fmt_pm(nest["accuracy"].iloc[0], None) if has else "",
-            "nested: λ": analysis.fmt_sci(nest["threshold"].iloc[0]) if has else none,
-            "best baseline": f"{top['method']}, {int(top['bits'])} bits" if top is not None else none,
-            "baseline: compression (×)": (round(float(top["compression"]), 2)
-                                          if top is not None else None),
-        })
+        rows.append(
+            {
+                "dataset · network": setup,
+                "FP32 accuracy (%)": (
+                    analysis.fmt_pm(b["reference_accuracy"].iloc[0], None)
+                    if len(b)
+                    else ""
+                ),
+                "nested: compression (×)": round(float(nest["compression"].iloc[0]), 2)
+                if has
+                else None,
+                "nested: accuracy (%)": analysis.fmt_pm(nest["accuracy"].iloc[0], None)
+                if has
+                else "",
+                "nested: λ": analysis.fmt_sci(nest["threshold"].iloc[0])
+                if has
+                else none,
+                "best baseline": f"{top['method']}, {int(top['bits'])} bits"
+                if top is not None
+                else none,
+                "baseline: compression (×)": (
+                    round(float(top["compression"]), 2) if top is not None else None
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -330,19 +474,33 @@ def headline_claim(best: pd.DataFrame, *, max_drop: float) -> str:
     """The sentence the book quotes: the nested quantizer's best reduction."""
     within = best[(best["method"] == "nested") & best["within"]]
     if not len(within):
-        return (f"No nested configuration stayed within {max_drop * 100:g} point of "
-                "FP32 accuracy in this profile.")
+        return (
+            f"No nested configuration stayed within {max_drop * 100:g} point of "
+            "FP32 accuracy in this profile."
+        )
     w = within.loc[within["compression"].idxmax()]
-    return ("Largest memory reduction of the nested quantizer within "
-            f"{max_drop * 100:g} point of FP32 accuracy: **{w['compression']:.1f}×** "
-            f"({w['setup']}, λ = {analysis.fmt_sci(w['threshold'])}).")
+    return (
+        "Largest memory reduction of the nested quantizer within "
+        f"{max_drop * 100:g} point of FP32 accuracy: **{w['compression']:.1f}×** "
+        f"({w['setup']}, λ = {analysis.fmt_sci(w['threshold'])})."
+    )
 
 
-def headline_markdown(best: pd.DataFrame, setup_order: Sequence[str], *, max_drop: float,
-                      seeds: Sequence[int], profile: str) -> str:
+def headline_markdown(
+    best: pd.DataFrame,
+    setup_order: Sequence[str],
+    *,
+    max_drop: float,
+    seeds: Sequence[int],
+    profile: str,
+) -> str:
     """The ``headline`` snippet: headline table and claim, provenance."""
     table = headline_table(best, setup_order, max_drop=max_drop)
-    return (analysis.markdown_table(table) + "\n" + headline_claim(best, max_drop=max_drop)
-            + f" Best compression at ≤ {max_drop * 100:g} point accuracy loss vs "
-              f"FP32, seed means over seeds {', '.join(map(str, seeds))}; profile "
-              f"`{profile}`.\n")
+    return (
+        analysis.markdown_table(table)
+        + "\n"
+        + headline_claim(best, max_drop=max_drop)
+        + f" Best compression at ≤ {max_drop * 100:g} point accuracy loss vs "
+        f"FP32, seed means over seeds {', '.join(map(str, seeds))}; profile "
+        f"`{profile}`.\n"
+    )

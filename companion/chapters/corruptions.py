@@ -64,7 +64,13 @@ __all__ = [
     "robustness_table",
 ]
 
-CORRUPTIONS: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg", "brightness")
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "gaussian_blur",
+    "contrast",
+    "jpeg",
+    "brightness",
+)
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 #: the parameter of each corruption per severity 1..5 (CIFAR-10-C values of Hendrycks & Dietterich)
 SEVERITY_PARAMETERS: dict[str, tuple[float, ...]] = {
@@ -81,13 +87,21 @@ def _check_images(x: Any) -> np.ndarray:
     if x.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"images must be floating point in [0, 1], got dtype {x.dtype}; use x / 255")
+        raise ValueError(
+            f"images must be floating point in [0, 1], got dtype {x.dtype}; use x / 255"
+        )
     return x
 
 
 def _check_severity(severity: Any) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
-        raise ValueError(f"severity={severity!r} is not supported; allowed: {', '.join(map(str, SEVERITIES))}")
+    if (
+        isinstance(severity, bool)
+        or not isinstance(severity, (int, np.integer))
+        or severity not in SEVERITIES
+    ):
+        raise ValueError(
+            f"severity={severity!r} is not supported; allowed: {', '.join(map(str, SEVERITIES))}"
+        )
     return int(severity)
 
 
@@ -191,12 +205,17 @@ def jpeg(x: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     """
     x = _check_images(x)
     if x.shape[-1] not in (1, 3):
-        raise ValueError(f"jpeg needs 1 or 3 channels, got {x.shape[-1]} (shape {x.shape})")
+        raise ValueError(
+            f"jpeg needs 1 or 3 channels, got {x.shape[-1]} (shape {x.shape})"
+        )
     quality = int(_parameter("jpeg", severity))
     as_bytes = np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
     out = np.empty(x.shape, np.float32)
     for i, image in enumerate(as_bytes):
-        out[i] = tf.image.adjust_jpeg_quality(image, quality).numpy().astype(np.float32) / 255.0
+        out[i] = (
+            tf.image.adjust_jpeg_quality(image, quality).numpy().astype(np.float32)
+            / 255.0
+        )
     return _finish(out, x)
 
 
@@ -252,7 +271,9 @@ def corrupt(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarra
         ValueError: unknown ``name``, ``severity`` outside 1..5, or bad images.
     """
     if name not in _FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
+        raise ValueError(
+            f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}"
+        )
     return _FUNCTIONS[name](x, _check_severity(severity), seed=seed)
 
 
@@ -289,13 +310,27 @@ def robustness_table(
     """
     for name in corruptions:
         if name not in _FUNCTIONS:
-            raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
+            raise ValueError(
+                f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}"
+            )
     severities = [_check_severity(s) for s in severities]
     x = _check_images(x)
 
     def row(name: str, severity: int, images: np.ndarray) -> dict[str, Any]:
-        result = evaluate(model, images, y, batch_size=batch_size, loss_fn=loss_fn, from_logits=from_logits)
-        return {"corruption": name, "severity": severity, "accuracy": result["accuracy"], "loss": result["loss"]}
+        result = evaluate(
+            model,
+            images,
+            y,
+            batch_size=batch_size,
+            loss_fn=loss_fn,
+            from_logits=from_logits,
+        )
+        return {
+            "corruption": name,
+            "severity": severity,
+            "accuracy": result["accuracy"],
+            "loss": result["loss"],
+        }
 
     rows = [row("clean", 0, x)]
     for name in corruptions:

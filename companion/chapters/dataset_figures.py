@@ -63,22 +63,26 @@ _CHANNEL_COLOUR = {"grey": "black", "R": "tab:red", "G": "tab:green", "B": "tab:
 Split = tuple[np.ndarray, np.ndarray, Any]  # (x, y, companion.data.DatasetInfo)
 
 
-def load_splits(setups: Sequence[Mapping[str, Any]],
-                common: Mapping[str, Any]) -> dict[str, dict[str, Split]]:
+def load_splits(
+    setups: Sequence[Mapping[str, Any]], common: Mapping[str, Any]
+) -> dict[str, dict[str, Split]]:
     """The complete train and test splits of every setup's dataset."""
     splits = {}
     for s in setups:
         image_size = {**common, **s}.get("image_size")
-        splits[s["dataset"]] = {split: data.load_with_info(s["dataset"], split,
-                                                           image_size=image_size)
-                                for split in SPLITS}
+        splits[s["dataset"]] = {
+            split: data.load_with_info(s["dataset"], split, image_size=image_size)
+            for split in SPLITS
+        }
     return splits
 
 
 def _show_image(ax: plt.Axes, img: np.ndarray) -> None:
     """One image in [0, 1]; grey images in inverted grey scale (high values dark)."""
     grey = img.shape[-1] == 1
-    ax.imshow(img[..., 0] if grey else img, cmap="gray_r" if grey else None, vmin=0, vmax=1)
+    ax.imshow(
+        img[..., 0] if grey else img, cmap="gray_r" if grey else None, vmin=0, vmax=1
+    )
     ax.set_xticks([]), ax.set_yticks([])
     ax.grid(False)
 
@@ -87,9 +91,12 @@ def draw_samples(x: np.ndarray, y: np.ndarray, info: Any, per_class: int) -> plt
     """The first ``per_class`` training images of every class, one row per class."""
     picks = insights.sample_indices(y, per_class, num_classes=info.num_classes)
     names = list(info.class_names)
-    fig, axes = plt.subplots(info.num_classes, per_class,
-                             figsize=(1.0 * per_class + 1.4, 1.0 * info.num_classes),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        info.num_classes,
+        per_class,
+        figsize=(1.0 * per_class + 1.4, 1.0 * info.num_classes),
+        squeeze=False,
+    )
     for k, row in enumerate(axes):
         for j, ax in enumerate(row):
             if j < len(picks[k]):
@@ -98,7 +105,9 @@ def draw_samples(x: np.ndarray, y: np.ndarray, info: Any, per_class: int) -> plt
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_visible(False)
         row[0].set_ylabel(names[k], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{info.label}: first {per_class} training images per class", fontsize=10)
+    fig.suptitle(
+        f"{info.label}: first {per_class} training images per class", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -111,20 +120,36 @@ def _each_split(splits: Mapping[str, Mapping[str, Split]]):
 
 def class_balance_table(splits: Mapping[str, Mapping[str, Split]]) -> pd.DataFrame:
     """Class balance (:func:`~companion.chapters.insights.class_balance`) per split."""
-    return pd.concat([
-        insights.class_balance(y, info.num_classes, info.class_names)
-        .assign(dataset=d, dataset_label=info.label, split=split)
-        for d, split, x, y, info in _each_split(splits)], ignore_index=True)
+    return pd.concat(
+        [
+            insights.class_balance(y, info.num_classes, info.class_names).assign(
+                dataset=d, dataset_label=info.label, split=split
+            )
+            for d, split, x, y, info in _each_split(splits)
+        ],
+        ignore_index=True,
+    )
 
 
 def draw_class_balance(balance: pd.DataFrame, labels: Mapping[str, str]) -> plt.Figure:
     """Share of each class per split (bars, %), a panel per dataset; dotted: uniform."""
-    fig, axes = plt.subplots(1, len(labels), figsize=(5.0 * len(labels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(5.0 * len(labels), 3.6), squeeze=False
+    )
     for ax, d in zip(axes[0], labels, strict=True):
         b = balance[balance["dataset"] == d].assign(pct=lambda t: t["share"] * 100)
-        sns.barplot(data=b, x="class", y="pct", hue="split", hue_order=list(SPLITS),
-                    palette=PALETTE[:2], ax=ax)
-        ax.axhline(100 / b["class"].nunique(), color="black", ls=":", lw=1, label="uniform")
+        sns.barplot(
+            data=b,
+            x="class",
+            y="pct",
+            hue="split",
+            hue_order=list(SPLITS),
+            palette=PALETTE[:2],
+            ax=ax,
+        )
+        ax.axhline(
+            100 / b["class"].nunique(), color="black", ls=":", lw=1, label="uniform"
+        )
         ax.set_title(labels[d], fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("share of the split (%)")
@@ -137,47 +162,81 @@ def draw_class_balance(balance: pd.DataFrame, labels: Mapping[str, str]) -> plt.
 
 def class_balance_markdown(balance: pd.DataFrame) -> str:
     """Examples per split with the sizes of its smallest and largest class."""
-    summary = balance.groupby(["dataset_label", "split"], sort=False).agg(
-        examples=("count", "sum"), smallest_class=("count", "min"),
-        largest_class=("count", "max")).reset_index()
+    summary = (
+        balance.groupby(["dataset_label", "split"], sort=False)
+        .agg(
+            examples=("count", "sum"),
+            smallest_class=("count", "min"),
+            largest_class=("count", "max"),
+        )
+        .reset_index()
+    )
     ratio = summary["largest_class"] / summary["smallest_class"]
     summary["largest / smallest"] = ratio.round(3)
-    table = summary.rename(columns={"dataset_label": "dataset", "smallest_class": "smallest class",
-                                    "largest_class": "largest class"})
-    return (analysis.markdown_table(table) + "\nExamples per split and the sizes of "
-                                             "its smallest and largest class "
-                                             "(complete splits).\n")
+    table = summary.rename(
+        columns={
+            "dataset_label": "dataset",
+            "smallest_class": "smallest class",
+            "largest_class": "largest class",
+        }
+    )
+    return (
+        analysis.markdown_table(table) + "\nExamples per split and the sizes of "
+        "its smallest and largest class "
+        "(complete splits).\n"
+    )
 
 
 def pixel_stats_table(splits: Mapping[str, Mapping[str, Split]]) -> pd.DataFrame:
     """Pixel statistics (:func:`~companion.chapters.insights.pixel_stats`) per split."""
-    return pd.concat([insights.pixel_stats(x).assign(dataset=d, dataset_label=info.label,
-                                                     split=split)
-                      for d, split, x, y, info in _each_split(splits)], ignore_index=True)
+    return pd.concat(
+        [
+            insights.pixel_stats(x).assign(
+                dataset=d, dataset_label=info.label, split=split
+            )
+            for d, split, x, y, info in _each_split(splits)
+        ],
+        ignore_index=True,
+    )
 
 
 def pixel_stats_markdown(stats: pd.DataFrame) -> str:
     """Mean, std, min and max per dataset, split and channel."""
     cols = ["dataset_label", "split", "channel", "mean", "std", "min", "max"]
     table = stats[cols].rename(columns={"dataset_label": "dataset"})
-    return (analysis.markdown_table(table, floatfmt=".4f")
-            + "\nPixel intensities scaled to [0, 1]; mean and population standard "
-              "deviation over all images and positions of each split.\n")
+    return (
+        analysis.markdown_table(table, floatfmt=".4f")
+        + "\nPixel intensities scaled to [0, 1]; mean and population standard "
+        "deviation over all images and positions of each split.\n"
+    )
 
 
-def intensity_histograms(splits: Mapping[str, Mapping[str, Split]], bins: int) -> pd.DataFrame:
+def intensity_histograms(
+    splits: Mapping[str, Mapping[str, Split]], bins: int
+) -> pd.DataFrame:
     """Pixel-value histograms of every training split, one set per dataset."""
-    return pd.concat([insights.intensity_histogram(sp["train"][0], bins=bins).assign(dataset=d)
-                      for d, sp in splits.items()], ignore_index=True)
+    return pd.concat(
+        [
+            insights.intensity_histogram(sp["train"][0], bins=bins).assign(dataset=d)
+            for d, sp in splits.items()
+        ],
+        ignore_index=True,
+    )
 
 
-def draw_intensity_histograms(hist: pd.DataFrame, labels: Mapping[str, str]) -> plt.Figure:
+def draw_intensity_histograms(
+    hist: pd.DataFrame, labels: Mapping[str, str]
+) -> plt.Figure:
     """Density of pixel values per channel (log scale), one panel per dataset."""
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False
+    )
     for ax, d in zip(axes[0], labels, strict=True):
         for ch, h in hist[hist["dataset"] == d].groupby("channel", sort=False):
             edges = np.append(h["bin_left"].to_numpy(), h["bin_right"].iloc[-1])
-            ax.stairs(h["density"], edges, color=_CHANNEL_COLOUR.get(ch), lw=1.5, label=ch)
+            ax.stairs(
+                h["density"], edges, color=_CHANNEL_COLOUR.get(ch), lw=1.5, label=ch
+            )
         ax.set_yscale("log")
         ax.set_xlabel("pixel value (stored byte / 255)")
         ax.set_ylabel("density (log scale)")
@@ -187,8 +246,11 @@ def draw_intensity_histograms(hist: pd.DataFrame, labels: Mapping[str, str]) -> 
     return fig
 
 
-def train_pairs(setups: Sequence[Mapping[str, Any]], common: Mapping[str, Any],
-                quantized: Mapping[str, Any]) -> tuple[dict[str, tuple[dict, dict]], pd.DataFrame]:
+def train_pairs(
+    setups: Sequence[Mapping[str, Any]],
+    common: Mapping[str, Any],
+    quantized: Mapping[str, Any],
+) -> tuple[dict[str, tuple[dict, dict]], pd.DataFrame]:
     """The FP32 and the quantized network of every setup (engine runs, stored, reused).
 
     Returns ``(pairs, runs)``: ``pairs`` maps each dataset to its (FP32 record,
@@ -210,10 +272,12 @@ def check_reloaded(proba: np.ndarray, y: np.ndarray, record: Mapping[str, Any]) 
     """Raise ``ValueError`` unless a reloaded network reproduces its accuracy."""
     acc = float(np.mean(proba.argmax(1) == y))
     if abs(acc - record["test_accuracy"]) >= RELOAD_TOLERANCE:
-        raise ValueError(f"{record['dataset']} {record['flavour']}: the reloaded "
-                         f"network reaches {acc:.4f} test accuracy, its record says "
-                         f"{record['test_accuracy']:.4f} (stale store? rerun with a "
-                         "fresh results folder)")
+        raise ValueError(
+            f"{record['dataset']} {record['flavour']}: the reloaded "
+            f"network reaches {acc:.4f} test accuracy, its record says "
+            f"{record['test_accuracy']:.4f} (stale store? rerun with a "
+            "fresh results folder)"
+        )
 
 
 @dataclass
@@ -229,63 +293,119 @@ class PairComparison:
 def _confusion_rows(d: str, info: Any, diff: np.ndarray) -> pd.DataFrame:
     names = list(info.class_names)
     n = len(diff)
-    return pd.DataFrame([(d, info.label, names[i], names[j], i, j, diff[i, j])
-                         for i in range(n) for j in range(n)],
-                        columns=["dataset", "dataset_label", "true", "predicted", "true_label",
-                                 "predicted_label", "change"])
+    return pd.DataFrame(
+        [
+            (d, info.label, names[i], names[j], i, j, diff[i, j])
+            for i in range(n)
+            for j in range(n)
+        ],
+        columns=[
+            "dataset",
+            "dataset_label",
+            "true",
+            "predicted",
+            "true_label",
+            "predicted_label",
+            "change",
+        ],
+    )
 
 
-def compare_pairs(pairs: Mapping[str, tuple[dict, dict]], *, top_k: int) -> PairComparison:
+def compare_pairs(
+    pairs: Mapping[str, tuple[dict, dict]], *, top_k: int
+) -> PairComparison:
     """Predictions of both reloaded networks on their test subset, compared."""
     tests, per_class, confusion, changed = {}, [], [], []
     for d, (fp32, qnt) in pairs.items():
-        x, y, info = data.load_with_info(d, "test", limit=fp32["test_limit"],
-                                         image_size=fp32["image_size"], seed=fp32["seed"])
-        p_ref = experiment.load_model(fp32).predict(x, batch_size=_PREDICT_BATCH, verbose=0)
-        p_qnt = experiment.load_model(qnt).predict(x, batch_size=_PREDICT_BATCH, verbose=0)
+        x, y, info = data.load_with_info(
+            d,
+            "test",
+            limit=fp32["test_limit"],
+            image_size=fp32["image_size"],
+            seed=fp32["seed"],
+        )
+        p_ref = experiment.load_model(fp32).predict(
+            x, batch_size=_PREDICT_BATCH, verbose=0
+        )
+        p_qnt = experiment.load_model(qnt).predict(
+            x, batch_size=_PREDICT_BATCH, verbose=0
+        )
         check_reloaded(p_ref, y, fp32)
         check_reloaded(p_qnt, y, qnt)
         tests[d] = (x, y, info, p_ref, p_qnt)
         pred_ref, pred_qnt = p_ref.argmax(1), p_qnt.argmax(1)
         tags = dict(dataset=d, dataset_label=info.label)
-        per_class.append(insights.per_class_table(y, pred_ref, pred_qnt, info.num_classes,
-                                                  info.class_names).assign(**tags))
+        per_class.append(
+            insights.per_class_table(
+                y, pred_ref, pred_qnt, info.num_classes, info.class_names
+            ).assign(**tags)
+        )
         diff = insights.confusion_difference(y, pred_ref, pred_qnt, info.num_classes)
         confusion.append(_confusion_rows(d, info, diff))
-        changed.append(insights.most_changed(y, p_ref, p_qnt, k=top_k,
-                                             class_names=info.class_names).assign(**tags))
-    return PairComparison(tests=tests, per_class=pd.concat(per_class, ignore_index=True),
-                          confusion=pd.concat(confusion, ignore_index=True),
-                          changed=pd.concat(changed, ignore_index=True))
+        changed.append(
+            insights.most_changed(
+                y, p_ref, p_qnt, k=top_k, class_names=info.class_names
+            ).assign(**tags)
+        )
+    return PairComparison(
+        tests=tests,
+        per_class=pd.concat(per_class, ignore_index=True),
+        confusion=pd.concat(confusion, ignore_index=True),
+        changed=pd.concat(changed, ignore_index=True),
+    )
 
 
 def pair_text(fp32: Mapping[str, Any], qnt: Mapping[str, Any]) -> str:
     """``"FP32 a % vs nested (scalar scales, b bits/param) c %"``: the two networks."""
-    return (f"FP32 {fp32['test_accuracy'] * 100:.2f} % vs "
-            f"{analysis.method_label(qnt)} ({qnt['kernel_granularity']} scales, "
-            f"{qnt['mem_bits_per_param']:.2f} bits/param) "
-            f"{qnt['test_accuracy'] * 100:.2f} %")
+    return (
+        f"FP32 {fp32['test_accuracy'] * 100:.2f} % vs "
+        f"{analysis.method_label(qnt)} ({qnt['kernel_granularity']} scales, "
+        f"{qnt['mem_bits_per_param']:.2f} bits/param) "
+        f"{qnt['test_accuracy'] * 100:.2f} %"
+    )
 
 
 def _annotate_changes(ax: plt.Axes, t: pd.DataFrame) -> None:
     for i, r in enumerate(t.itertuples()):
-        ax.annotate(f"{r.change * 100:+.1f}", (i, 101), ha="center", va="bottom", fontsize=7,
-                    color="firebrick" if r.change < 0 else "black")
+        ax.annotate(
+            f"{r.change * 100:+.1f}",
+            (i, 101),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="firebrick" if r.change < 0 else "black",
+        )
 
 
-def draw_per_class(per_class: pd.DataFrame, pairs: Mapping[str, tuple[dict, dict]],
-                   labels: Mapping[str, str]) -> plt.Figure:
+def draw_per_class(
+    per_class: pd.DataFrame,
+    pairs: Mapping[str, tuple[dict, dict]],
+    labels: Mapping[str, str],
+) -> plt.Figure:
     """Test accuracy per class of both networks (bars, %) and the changes."""
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(pairs), figsize=(5.2 * len(pairs), 3.8), squeeze=False
+    )
     networks = {"accuracy_reference": "FP32", "accuracy_quantized": "quantized"}
     for ax, d in zip(axes[0], pairs, strict=True):
         t = per_class[per_class["dataset"] == d]
-        long = t.melt(id_vars=["class"], value_vars=list(networks), var_name="network",
-                      value_name="acc")
+        long = t.melt(
+            id_vars=["class"],
+            value_vars=list(networks),
+            var_name="network",
+            value_name="acc",
+        )
         long["network"] = long["network"].map(networks)
         long["acc"] *= 100
-        sns.barplot(data=long, x="class", y="acc", hue="network",
-                    hue_order=list(networks.values()), palette=PALETTE[:2], ax=ax)
+        sns.barplot(
+            data=long,
+            x="class",
+            y="acc",
+            hue="network",
+            hue_order=list(networks.values()),
+            palette=PALETTE[:2],
+            ax=ax,
+        )
         _annotate_changes(ax, t)
         ax.set_ylim(0, 112)  # room for the change labels above 100 %
         ax.set_yticks(range(0, 101, 20))
@@ -298,22 +418,43 @@ def draw_per_class(per_class: pd.DataFrame, pairs: Mapping[str, tuple[dict, dict
     return fig
 
 
-def draw_confusion_difference(confusion: pd.DataFrame, pairs: Mapping[str, tuple[dict, dict]],
-                              labels: Mapping[str, str]) -> plt.Figure:
+def draw_confusion_difference(
+    confusion: pd.DataFrame,
+    pairs: Mapping[str, tuple[dict, dict]],
+    labels: Mapping[str, str],
+) -> plt.Figure:
     """Quantized minus FP32 confusion matrix (points of the true class), per dataset."""
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.6 * len(pairs), 4.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(pairs), figsize=(5.6 * len(pairs), 4.8), squeeze=False
+    )
     for ax, d in zip(axes[0], pairs, strict=True):
         c = confusion[confusion["dataset"] == d]
-        m = c.pivot(index="true_label", columns="predicted_label", values="change") * 100
+        m = (
+            c.pivot(index="true_label", columns="predicted_label", values="change")
+            * 100
+        )
         names = list(c.drop_duplicates("true_label").sort_values("true_label")["true"])
-        lim = max(float(np.abs(m.to_numpy()).max()), 0.5)  # at least ±0.5 points of colour
+        lim = max(
+            float(np.abs(m.to_numpy()).max()), 0.5
+        )  # at least ±0.5 points of colour
         digits = 1 if lim < 10 else 0
         # no "-0": values that round to zero are written "0"
         text = m.map(lambda v, d=digits: f"{v:.{d}f}" if round(v, d) != 0 else "0")
-        sns.heatmap(m, cmap="RdBu_r", center=0, vmin=-lim, vmax=lim, annot=text, fmt="",
-                    annot_kws={"fontsize": 7}, square=True, ax=ax, xticklabels=names,
-                    yticklabels=names,
-                    cbar_kws={"label": "change (points of the true class)", "shrink": 0.8})
+        sns.heatmap(
+            m,
+            cmap="RdBu_r",
+            center=0,
+            vmin=-lim,
+            vmax=lim,
+            annot=text,
+            fmt="",
+            annot_kws={"fontsize": 7},
+            square=True,
+            ax=ax,
+            xticklabels=names,
+            yticklabels=names,
+            cbar_kws={"label": "change (points of the true class)", "shrink": 0.8},
+        )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.tick_params(axis="both", labelsize=7)
@@ -326,59 +467,104 @@ def draw_most_changed(x: np.ndarray, changed: pd.DataFrame, label: str) -> plt.F
     """The most changed test images (``insights.most_changed``), both predictions."""
     cols = min(_MAX_COLUMNS, len(changed))
     rows = int(np.ceil(len(changed) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.1 * cols, 2.9 * rows), squeeze=False
+    )
     for ax in axes.ravel():
         ax.set_visible(False)
     for ax, r in zip(axes.ravel(), changed.to_dict("records"), strict=False):
         ax.set_visible(True)
         _show_image(ax, x[r["index"]])
-        ax.set_title(f"true: {r['class']}\nFP32: {r['pred_class_reference']} "
-                     f"({r['p_pred_reference']:.2f})\nquant.: "
-                     f"{r['pred_class_quantized']} ({r['p_pred_quantized']:.2f})",
-                     fontsize=7, fontweight="normal")
-    fig.suptitle(f"{label}: largest drops of p(true class), FP32 → "
-                 "quantized (probabilities in brackets)", fontsize=9)
+        ax.set_title(
+            f"true: {r['class']}\nFP32: {r['pred_class_reference']} "
+            f"({r['p_pred_reference']:.2f})\nquant.: "
+            f"{r['pred_class_quantized']} ({r['p_pred_quantized']:.2f})",
+            fontsize=7,
+            fontweight="normal",
+        )
+    fig.suptitle(
+        f"{label}: largest drops of p(true class), FP32 → "
+        "quantized (probabilities in brackets)",
+        fontsize=9,
+    )
     fig.tight_layout(h_pad=1.2)
     return fig
 
 
 def per_class_markdown(per_class: pd.DataFrame) -> str:
     """Accuracy per class of both networks and the change, in points."""
-    shown = per_class.assign(**{
-        "FP32 (%)": (per_class["accuracy_reference"] * 100).round(1),
-        "quantized (%)": (per_class["accuracy_quantized"] * 100).round(1),
-        "change (points)": (per_class["change"] * 100).round(1)})
-    cols = ["dataset_label", "class", "n", "FP32 (%)", "quantized (%)", "change (points)"]
+    shown = per_class.assign(
+        **{
+            "FP32 (%)": (per_class["accuracy_reference"] * 100).round(1),
+            "quantized (%)": (per_class["accuracy_quantized"] * 100).round(1),
+            "change (points)": (per_class["change"] * 100).round(1),
+        }
+    )
+    cols = [
+        "dataset_label",
+        "class",
+        "n",
+        "FP32 (%)",
+        "quantized (%)",
+        "change (points)",
+    ]
     table = shown[cols].rename(columns={"dataset_label": "dataset", "n": "test images"})
-    return (analysis.markdown_table(table, floatfmt=".1f") + "\nTest accuracy per class of "
-                                                             "the FP32 and the quantized "
-                                                             "network (same data, "
-                                                             "architecture, epochs and "
-                                                             "seed).\n")
+    return (
+        analysis.markdown_table(table, floatfmt=".1f") + "\nTest accuracy per class of "
+        "the FP32 and the quantized "
+        "network (same data, "
+        "architecture, epochs and "
+        "seed).\n"
+    )
 
 
 def pairs_markdown(runs: pd.DataFrame, *, seeds: Sequence[int], profile: str) -> str:
     """The two networks compared per dataset: configuration, accuracy and memory."""
-    shown = runs.assign(**{
-        "test accuracy (%)": (runs["test_accuracy"] * 100).round(1),
-        "bits / parameter": runs["mem_bits_per_param"].round(2),
-        "memory (KiB)": runs["mem_kib"].round(1),
-        "compression (×)": runs["mem_compression"].round(2),
-        "lr": runs["lr"].map(analysis.fmt_sci), "λ": runs["threshold"].map(analysis.fmt_sci)})
-    cols = ["dataset_label", "arch", "method", "kernel_granularity", "λ", "lr", "epochs",
-            "train_limit", "test accuracy (%)", "bits / parameter", "memory (KiB)",
-            "compression (×)"]
-    table = shown[cols].rename(columns={"dataset_label": "dataset",
-                                        "kernel_granularity": "granularity",
-                                        "train_limit": "training images"})
-    return (analysis.markdown_table(table) + "\nThe two networks compared per "
-                                             "dataset (seed "
-                                             f"{', '.join(map(str, seeds))}, profile "
-                                             f"`{profile}`).\n")
+    shown = runs.assign(
+        **{
+            "test accuracy (%)": (runs["test_accuracy"] * 100).round(1),
+            "bits / parameter": runs["mem_bits_per_param"].round(2),
+            "memory (KiB)": runs["mem_kib"].round(1),
+            "compression (×)": runs["mem_compression"].round(2),
+            "lr": runs["lr"].map(analysis.fmt_sci),
+            "λ": runs["threshold"].map(analysis.fmt_sci),
+        }
+    )
+    cols = [
+        "dataset_label",
+        "arch",
+        "method",
+        "kernel_granularity",
+        "λ",
+        "lr",
+        "epochs",
+        "train_limit",
+        "test accuracy (%)",
+        "bits / parameter",
+        "memory (KiB)",
+        "compression (×)",
+    ]
+    table = shown[cols].rename(
+        columns={
+            "dataset_label": "dataset",
+            "kernel_granularity": "granularity",
+            "train_limit": "training images",
+        }
+    )
+    return (
+        analysis.markdown_table(table) + "\nThe two networks compared per "
+        "dataset (seed "
+        f"{', '.join(map(str, seeds))}, profile "
+        f"`{profile}`).\n"
+    )
 
 
-def hurt_line(per_class: pd.DataFrame, confusion: pd.DataFrame, label: str,
-              pair: tuple[Mapping[str, Any], Mapping[str, Any]]) -> str:
+def hurt_line(
+    per_class: pd.DataFrame,
+    confusion: pd.DataFrame,
+    label: str,
+    pair: tuple[Mapping[str, Any], Mapping[str, Any]],
+) -> str:
     """One bullet: class lost and gained most, confusion grown most, the mean change.
 
     ``per_class`` and ``confusion`` hold one dataset's rows; ``pair`` its (FP32,
@@ -387,33 +573,52 @@ def hurt_line(per_class: pd.DataFrame, confusion: pd.DataFrame, label: str,
     t = per_class.sort_values(["change", "label"])
     worst, best = t.iloc[0], t.iloc[-1]
     off = confusion[confusion["true_label"] != confusion["predicted_label"]]
-    top = off.sort_values(["change", "true_label", "predicted_label"],
-                          ascending=[False, True, True]).iloc[0]
+    top = off.sort_values(
+        ["change", "true_label", "predicted_label"], ascending=[False, True, True]
+    ).iloc[0]
     text = f"- **{label}** ({pair_text(*pair)}): "
     if worst["change"] < 0:
-        text += (f"the class that lost most is {worst['class']} "
-                 f"({worst['change'] * 100:+.1f} points, "
-                 f"{worst['accuracy_reference'] * 100:.1f} % → "
-                 f"{worst['accuracy_quantized'] * 100:.1f} %)")
+        text += (
+            f"the class that lost most is {worst['class']} "
+            f"({worst['change'] * 100:+.1f} points, "
+            f"{worst['accuracy_reference'] * 100:.1f} % → "
+            f"{worst['accuracy_quantized'] * 100:.1f} %)"
+        )
     else:
         text += "no class lost accuracy"
     if best["change"] > 0:
-        text += f", the one that gained most {best['class']} ({best['change'] * 100:+.1f} " "points)"
+        text += (
+            f", the one that gained most {best['class']} ({best['change'] * 100:+.1f} "
+            "points)"
+        )
     if top["change"] > 0:
-        text += (f"; the confusion that grew most is {top['true']} → "
-                 f"{top['predicted']} ({top['change'] * 100:+.1f} points of the "
-                 f"{top['true']} test images)")
+        text += (
+            f"; the confusion that grew most is {top['true']} → "
+            f"{top['predicted']} ({top['change'] * 100:+.1f} points of the "
+            f"{top['true']} test images)"
+        )
     overall = (pair[1]["test_accuracy"] - pair[0]["test_accuracy"]) * 100
-    return text + (". Averaged over the classes, a class moved by "
-                   f"{t['change'].abs().mean() * 100:.1f} points (mean absolute "
-                   "change) while the overall test accuracy changed by "
-                   f"{overall:+.2f} points.")
+    return text + (
+        ". Averaged over the classes, a class moved by "
+        f"{t['change'].abs().mean() * 100:.1f} points (mean absolute "
+        "change) while the overall test accuracy changed by "
+        f"{overall:+.2f} points."
+    )
 
 
-def hurt_summary_markdown(cmp: PairComparison, pairs: Mapping[str, tuple[dict, dict]],
-                          labels: Mapping[str, str]) -> str:
+def hurt_summary_markdown(
+    cmp: PairComparison,
+    pairs: Mapping[str, tuple[dict, dict]],
+    labels: Mapping[str, str],
+) -> str:
     """The ``hurt_summary`` snippet: :func:`hurt_line` for every dataset."""
-    lines = [hurt_line(cmp.per_class[cmp.per_class["dataset"] == d],
-                       cmp.confusion[cmp.confusion["dataset"] == d], labels[d], pairs[d])
-             for d in pairs]
+    lines = [
+        hurt_line(
+            cmp.per_class[cmp.per_class["dataset"] == d],
+            cmp.confusion[cmp.confusion["dataset"] == d],
+            labels[d],
+            pairs[d],
+        )
+        for d in pairs
+    ]
     return "\n".join(lines) + "\n"

@@ -55,16 +55,47 @@ __all__ = [
 ]
 
 #: one curve per term variant; the deviation term once per form (also the display order)
-TERM_LABEL = {"none": "no term (rate 0)", "inverse": "inverse", "max_bin": "max-bin",
-              "deviation_reconstructed": "deviation (reconstructed)",
-              "deviation_implementation": "deviation (implementation)"}
-TERM_COLOUR = {"none": PALETTE[7], "inverse": PALETTE[0], "max_bin": PALETTE[1],
-               "deviation_reconstructed": PALETTE[2], "deviation_implementation": PALETTE[4]}
-METRICS = ["test_accuracy", "train_accuracy", "mem_kib", "mem_bits_per_param", "mem_compression",
-           "penalty_inverse", "penalty_max_bin", "penalty_deviation"]
-_GROUP = ["setup", "dataset", "dataset_label", "arch", "flavour", "mode", "kernel_granularity",
-          "lr", "term", "term_label", "rate", "epochs", "batch_size", "train_limit",
-          "test_limit"]
+TERM_LABEL = {
+    "none": "no term (rate 0)",
+    "inverse": "inverse",
+    "max_bin": "max-bin",
+    "deviation_reconstructed": "deviation (reconstructed)",
+    "deviation_implementation": "deviation (implementation)",
+}
+TERM_COLOUR = {
+    "none": PALETTE[7],
+    "inverse": PALETTE[0],
+    "max_bin": PALETTE[1],
+    "deviation_reconstructed": PALETTE[2],
+    "deviation_implementation": PALETTE[4],
+}
+METRICS = [
+    "test_accuracy",
+    "train_accuracy",
+    "mem_kib",
+    "mem_bits_per_param",
+    "mem_compression",
+    "penalty_inverse",
+    "penalty_max_bin",
+    "penalty_deviation",
+]
+_GROUP = [
+    "setup",
+    "dataset",
+    "dataset_label",
+    "arch",
+    "flavour",
+    "mode",
+    "kernel_granularity",
+    "lr",
+    "term",
+    "term_label",
+    "rate",
+    "epochs",
+    "batch_size",
+    "train_limit",
+    "test_limit",
+]
 #: terms whose compression reaches this share of the best count as tied with it
 NEAR_BEST = 0.98
 #: a penalty axis is logarithmic when its values span more than this factor
@@ -81,9 +112,13 @@ def term_of(row: Mapping[str, Any]) -> str | None:
     if not active:
         return "none"
     if len(active) > 1:
-        raise ValueError(f"run {row['config_hash']} has several loss terms {active}; "
-                         "this notebook trains one at a time")
-    return f"deviation_{row['deviation_form']}" if active[0] == "deviation" else active[0]
+        raise ValueError(
+            f"run {row['config_hash']} has several loss terms {active}; "
+            "this notebook trains one at a time"
+        )
+    return (
+        f"deviation_{row['deviation_form']}" if active[0] == "deviation" else active[0]
+    )
 
 
 def rate_of(row: Mapping[str, Any]) -> float | None:
@@ -95,10 +130,17 @@ def rate_of(row: Mapping[str, Any]) -> float | None:
 
 
 def loss_term_configs(
-    setups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any], *,
-    terms: Sequence[str], deviation_forms: Sequence[str], rates: Sequence[float],
-    include_no_term: bool, granularities: Sequence[str], modes: Sequence[str],
-    learning_rates: Sequence[float], seeds: Sequence[int],
+    setups: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    *,
+    terms: Sequence[str],
+    deviation_forms: Sequence[str],
+    rates: Sequence[float],
+    include_no_term: bool,
+    granularities: Sequence[str],
+    modes: Sequence[str],
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
 ) -> tuple[list[dict], list[dict]]:
     """``(loss-term configurations, FP32 references)``: one term per run, others at 0.
 
@@ -107,23 +149,34 @@ def loss_term_configs(
     before training.
     """
     analysis.check_granularities(granularities, "granularities")
-    variants = [(t, f) for t in terms for f in (deviation_forms if t == "deviation" else [None])]
+    variants = [
+        (t, f) for t in terms for f in (deviation_forms if t == "deviation" else [None])
+    ]
     configs, references = [], []
     for setup in setups:
         setup = dict(setup)
         setup_rates = setup.pop("rates", rates)
         base, opt = analysis.setup_config(setup, defaults)
         grans = analysis.check_granularities(opt.get("granularities", granularities))
-        axes = {"kernel_granularity": grans, "mode": opt.get("modes", modes),
-                "lr": opt.get("learning_rates", learning_rates), "seed": opt.get("seeds", seeds)}
+        axes = {
+            "kernel_granularity": grans,
+            "mode": opt.get("modes", modes),
+            "lr": opt.get("learning_rates", learning_rates),
+            "seed": opt.get("seeds", seeds),
+        }
         if include_no_term:
             configs += analysis.grid(base, axes, where=analysis.granularity_fits)
         for term, form in variants:
             extra = {"deviation_form": form} if form else {}
-            configs += analysis.grid({**base, **extra}, {f"rate_{term}": setup_rates, **axes},
-                                     where=analysis.granularity_fits)
-        references += analysis.grid({**base, "flavour": "fp32", "mode": "from_scratch"},
-                                    {"lr": axes["lr"], "seed": axes["seed"]})
+            configs += analysis.grid(
+                {**base, **extra},
+                {f"rate_{term}": setup_rates, **axes},
+                where=analysis.granularity_fits,
+            )
+        references += analysis.grid(
+            {**base, "flavour": "fp32", "mode": "from_scratch"},
+            {"lr": axes["lr"], "seed": axes["seed"]},
+        )
     return configs, references
 
 
@@ -131,8 +184,11 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with ``term``, ``term_label``, ``rate`` and ``setup`` appended."""
     records = runs.to_dict("records")
     terms = [term_of(r) for r in records]
-    out = runs.assign(term=terms, term_label=[TERM_LABEL.get(t) for t in terms],
-                      rate=[rate_of(r) for r in records])
+    out = runs.assign(
+        term=terms,
+        term_label=[TERM_LABEL.get(t) for t in terms],
+        rate=[rate_of(r) for r in records],
+    )
     return analysis.add_setup(out)
 
 
@@ -164,8 +220,11 @@ class LossTermTables:
     def panel(self, setup: str, gran: str, mode: str) -> pd.DataFrame:
         """Loss-term rows of one panel."""
         lt = self.lt
-        return lt[(lt["setup"] == setup) & (lt["kernel_granularity"] == gran)
-                  & (lt["mode"] == mode)]
+        return lt[
+            (lt["setup"] == setup)
+            & (lt["kernel_granularity"] == gran)
+            & (lt["mode"] == mode)
+        ]
 
     def first_granularity_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         """Rows of ``df`` with each setup's first granularity and the first mode."""
@@ -181,17 +240,36 @@ def summarise(runs: pd.DataFrame) -> LossTermTables:
     lt["acc_change_mean"] = lt["test_accuracy_mean"] - lt["setup"].map(reference)
     lt["acc_change_std"] = lt["test_accuracy_std"]
     setup_order = list(dict.fromkeys(runs["setup"]))
-    gran_order = analysis.present_in_order(lt["kernel_granularity"], analysis.GRANULARITY_ORDER)
+    gran_order = analysis.present_in_order(
+        lt["kernel_granularity"], analysis.GRANULARITY_ORDER
+    )
     mode_order = analysis.present_in_order(lt["mode"], analysis.MODE_ORDER)
-    first_gran = {s: next(g for g in gran_order
-                          if ((lt["setup"] == s) & (lt["kernel_granularity"] == g)).any())
-                  for s in setup_order}
-    t = LossTermTables(agg=agg, lt=lt, reference=reference, setup_order=setup_order,
-                       term_order=analysis.present_in_order(lt["term"], list(TERM_LABEL)),
-                       gran_order=gran_order, mode_order=mode_order, first_gran=first_gran,
-                       panels=[])
-    t.panels = [(s, g, m) for s in setup_order for g in gran_order for m in mode_order
-                if len(t.panel(s, g, m))]
+    first_gran = {
+        s: next(
+            g
+            for g in gran_order
+            if ((lt["setup"] == s) & (lt["kernel_granularity"] == g)).any()
+        )
+        for s in setup_order
+    }
+    t = LossTermTables(
+        agg=agg,
+        lt=lt,
+        reference=reference,
+        setup_order=setup_order,
+        term_order=analysis.present_in_order(lt["term"], list(TERM_LABEL)),
+        gran_order=gran_order,
+        mode_order=mode_order,
+        first_gran=first_gran,
+        panels=[],
+    )
+    t.panels = [
+        (s, g, m)
+        for s in setup_order
+        for g in gran_order
+        for m in mode_order
+        if len(t.panel(s, g, m))
+    ]
     return t
 
 
@@ -220,25 +298,45 @@ def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
     """Accuracy change vs FP32 against memory, every term's front over all setups."""
     fig, ax = plt.subplots(figsize=(7.6, 4.8))
     ax.axhline(0, color="black", ls="--", lw=1, label="FP32")
-    ax.axhline(-max_drop * 100, color="black", ls=":", lw=1, label=f"FP32 − {max_drop * 100:g} pt")
-    analysis.plot_front(ax, t.lt, "mem_bits_per_param", "acc_change", hue="term",
-                        hue_order=t.term_order, palette=_palette(t.term_order),
-                        label=TERM_LABEL.get)
+    ax.axhline(
+        -max_drop * 100,
+        color="black",
+        ls=":",
+        lw=1,
+        label=f"FP32 − {max_drop * 100:g} pt",
+    )
+    analysis.plot_front(
+        ax,
+        t.lt,
+        "mem_bits_per_param",
+        "acc_change",
+        hue="term",
+        hue_order=t.term_order,
+        palette=_palette(t.term_order),
+        label=TERM_LABEL.get,
+    )
     ax.set_xlabel("memory (bits / parameter, scales included)")
     ax.set_ylabel("test accuracy − FP32 (points)")
     ax.set_title(f"All setups: {', '.join(t.setup_order)}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="loss term",
-              title_fontsize=8)
+    ax.legend(
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="loss term",
+        title_fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
 
 def overall_caption(*, max_drop: float) -> str:
     """Caption text of the overall figure."""
-    return ("Test-accuracy change against the FP32 network of the same dataset "
-            "versus memory, for every loss term, rate and granularity over all "
-            "datasets (points: seed means ± std; step lines and diamonds: each "
-            f"term's Pareto front; dotted: {max_drop * 100:g} point below FP32)")
+    return (
+        "Test-accuracy change against the FP32 network of the same dataset "
+        "versus memory, for every loss term, rate and granularity over all "
+        "datasets (points: seed means ± std; step lines and diamonds: each "
+        f"term's Pareto front; dotted: {max_drop * 100:g} point below FP32)"
+    )
 
 
 def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
@@ -249,46 +347,84 @@ def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
         a = t.panel(setup, gran, mode)
         order = analysis.present_in_order(a["term"], t.term_order)
         analysis.reference_lines(ax, t.reference.get(setup), max_drop=max_drop)
-        analysis.plot_front(ax, a, "mem_bits_per_param", "test_accuracy", hue="term",
-                            hue_order=order, palette=_palette(order), label=TERM_LABEL.get)
+        analysis.plot_front(
+            ax,
+            a,
+            "mem_bits_per_param",
+            "test_accuracy",
+            hue="term",
+            hue_order=order,
+            palette=_palette(order),
+            label=TERM_LABEL.get,
+        )
         ax.set_title(panel_title(t, setup, gran, mode), fontsize=9)
         ax.set_xlabel("memory (bits / parameter, scales included)")
         ax.set_ylabel("test accuracy (%)")
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        ncol=min(len(names), 4),
+        fontsize=8,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     fig.tight_layout(rect=(0, 0.14 if len(names) > 4 else 0.08, 1, 1))
     return fig
 
 
 def dataset_fronts_caption(*, max_drop: float) -> str:
     """Caption text of the dataset-specific fronts."""
-    return ("Test accuracy versus memory per dataset and scale granularity for every "
-            "loss term and rate (points: seed means ± std; step lines and diamonds: "
-            "each term's Pareto front; dashed: FP32 network, dotted: "
-            f"{max_drop * 100:g} point below it)")
+    return (
+        "Test accuracy versus memory per dataset and scale granularity for every "
+        "loss term and rate (points: seed means ± std; step lines and diamonds: "
+        "each term's Pareto front; dashed: FP32 network, dotted: "
+        f"{max_drop * 100:g} point below it)"
+    )
 
 
 RATE_RESPONSE_CAPTION = (
     "Test accuracy (top) and memory (bottom) against the rate of each loss term "
     "(lines: seed means, bands: ± std; grey dashed: no loss term, dotted: FP32 "
-    "network)")
+    "network)"
+)
 #: (metric, scale, y label) of the two rows of the rate-response figure
-_RESPONSE_ROWS = [("test_accuracy", 100.0, "test accuracy (%)"),
-                  ("mem_bits_per_param", 1.0, "memory (bits / parameter)")]
+_RESPONSE_ROWS = [
+    ("test_accuracy", 100.0, "test accuracy (%)"),
+    ("mem_bits_per_param", 1.0, "memory (bits / parameter)"),
+]
 
 
-def _response_panel(ax: plt.Axes, t: LossTermTables, a: pd.DataFrame, setup: str,
-                    metric: str, scale: float) -> None:
+def _response_panel(
+    ax: plt.Axes,
+    t: LossTermTables,
+    a: pd.DataFrame,
+    setup: str,
+    metric: str,
+    scale: float,
+) -> None:
     none = a[a["term"] == "none"]
     rated = [term for term in t.term_order if term != "none"]
     order = analysis.present_in_order(a["term"], rated)
-    analysis.plot_band(ax, a[a["term"].isin(order)], "rate", metric, hue="term",
-                       hue_order=order, palette=_palette(order), scale=scale,
-                       label=TERM_LABEL.get)
+    analysis.plot_band(
+        ax,
+        a[a["term"].isin(order)],
+        "rate",
+        metric,
+        hue="term",
+        hue_order=order,
+        palette=_palette(order),
+        scale=scale,
+        label=TERM_LABEL.get,
+    )
     if len(none):
-        ax.axhline(float(none[f"{metric}_mean"].iloc[0]) * scale, color=TERM_COLOUR["none"],
-                   ls="--", lw=1.2, label=TERM_LABEL["none"])
+        ax.axhline(
+            float(none[f"{metric}_mean"].iloc[0]) * scale,
+            color=TERM_COLOUR["none"],
+            ls="--",
+            lw=1.2,
+            label=TERM_LABEL["none"],
+        )
     if metric == "test_accuracy" and t.reference.get(setup) is not None:
         ax.axhline(t.reference[setup] * 100, color="black", ls=":", lw=1, label="FP32")
     ax.set_xscale("log")
@@ -306,15 +442,24 @@ def draw_rate_response(t: LossTermTables) -> plt.Figure:
         axes[0, j].set_title(panel_title(t, setup, gran, mode), fontsize=9)
         axes[1, j].set_xlabel("rate ρ of the loss term (log scale)")
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        ncol=min(len(names), 6),
+        fontsize=8,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
-def penalty_curves(runs: pd.DataFrame, t: LossTermTables, *,
-                   load_history: Callable[[str], pd.DataFrame] = experiment.load_history,
-                   ) -> pd.DataFrame:
+def penalty_curves(
+    runs: pd.DataFrame,
+    t: LossTermTables,
+    *,
+    load_history: Callable[[str], pd.DataFrame] = experiment.load_history,
+) -> pd.DataFrame:
     """Per-epoch penalty of each run's own term and mean bits of its first kernel.
 
     Runs with a term, each setup's first granularity and the first mode; one row per run
@@ -324,17 +469,32 @@ def penalty_curves(runs: pd.DataFrame, t: LossTermTables, *,
     rows = []
     for r in t.first_granularity_rows(curve_runs).to_dict("records"):
         h = load_history(r["config_hash"])
-        own = "penalty_deviation" if r["term"].startswith("deviation") else f"penalty_{r['term']}"
+        own = (
+            "penalty_deviation"
+            if r["term"].startswith("deviation")
+            else f"penalty_{r['term']}"
+        )
         kernel = next(c for c in h.columns if c.endswith("/kernel/bits_mean"))
-        rows.append(pd.DataFrame({
-            "setup": r["setup"], "term": r["term"], "rate": r["rate"], "seed": r["seed"],
-            "epoch": h["epoch"], "penalty": h[own] if own in h else np.nan,
-            "kernel_bits": h[kernel], "kernel": kernel.rsplit("/", 1)[0]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "setup": r["setup"],
+                    "term": r["term"],
+                    "rate": r["rate"],
+                    "seed": r["seed"],
+                    "epoch": h["epoch"],
+                    "penalty": h[own] if own in h else np.nan,
+                    "kernel_bits": h[kernel],
+                    "kernel": kernel.rsplit("/", 1)[0],
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
-def _curve_axes(top: plt.Axes, bottom: plt.Axes, c: pd.DataFrame, title: str,
-                last: int) -> None:
+def _curve_axes(
+    top: plt.Axes, bottom: plt.Axes, c: pd.DataFrame, title: str, last: int
+) -> None:
     values = c["penalty"].dropna()
     if len(values) and values.min() > 0 and values.max() / values.min() > LOG_SPAN:
         top.set_yscale("log")
@@ -354,14 +514,22 @@ def _curve_axes(top: plt.Axes, bottom: plt.Axes, c: pd.DataFrame, title: str,
 
 def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
     """Penalty (top) and kernel bits (bottom) per epoch, seed means, a line per rate."""
-    means = curves.groupby(["setup", "term", "rate", "epoch", "kernel"],
-                           as_index=False)[["penalty", "kernel_bits"]].mean()
+    means = curves.groupby(
+        ["setup", "term", "rate", "epoch", "kernel"], as_index=False
+    )[["penalty", "kernel_bits"]].mean()
     rates = sorted(curves["rate"].unique())
-    colour = dict(zip(rates, plt.cm.viridis(np.linspace(0.05, 0.9, curves["rate"].nunique())), strict=True))
+    colour = dict(
+        zip(
+            rates,
+            plt.cm.viridis(np.linspace(0.05, 0.9, curves["rate"].nunique())),
+            strict=True,
+        )
+    )
     terms = analysis.present_in_order(curves["term"], t.term_order)
     n_rows = 2 * len(t.setup_order)
-    fig, axes = plt.subplots(n_rows, len(terms), figsize=(3.7 * len(terms), 2.9 * n_rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, len(terms), figsize=(3.7 * len(terms), 2.9 * n_rows), squeeze=False
+    )
     last = int(curves["epoch"].max())
     for s, setup in enumerate(t.setup_order):
         for j, term in enumerate(terms):
@@ -369,7 +537,9 @@ def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
             top, bottom = axes[2 * s, j], axes[2 * s + 1, j]
             for rate, g in c.groupby("rate"):
                 pen = g.dropna(subset=["penalty"])
-                kw = dict(marker="o", ms=3, color=colour[rate], label=analysis.fmt_sci(rate))
+                kw = dict(
+                    marker="o", ms=3, color=colour[rate], label=analysis.fmt_sci(rate)
+                )
                 top.plot(pen["epoch"], pen["penalty"], **kw)
                 bottom.plot(g["epoch"], g["kernel_bits"], **kw)
             _curve_axes(top, bottom, c, f"{setup}\n{TERM_LABEL[term]}", last)
@@ -380,44 +550,83 @@ def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
 def penalty_curves_caption(t: LossTermTables) -> str:
     """Caption text of the penalty-curve figure (names each setup's granularity)."""
     grans = ", ".join(f"{s}: {g} scales" for s, g in t.first_gran.items())
-    return ("Penalty of each run's own loss term over the epochs (mean over an epoch's "
-            f"batches; log scale where it spans more than a factor {LOG_SPAN}) and the "
-            "mean integer width of the first quantized kernel (epoch 0: initial "
-            "scales), seed means, one line per rate; " + grans)
+    return (
+        "Penalty of each run's own loss term over the epochs (mean over an epoch's "
+        f"batches; log scale where it spans more than a factor {LOG_SPAN}) and the "
+        "mean integer width of the first quantized kernel (epoch 0: initial "
+        "scales), seed means, one line per rate; " + grans
+    )
 
 
-def _term_sorted(df: pd.DataFrame, t: LossTermTables, extra: Sequence[str] = ()) -> pd.DataFrame:
-    return analysis.sort_by_order(df, {"setup": t.setup_order, "term": list(TERM_LABEL)},
-                                  extra=extra)
+def _term_sorted(
+    df: pd.DataFrame, t: LossTermTables, extra: Sequence[str] = ()
+) -> pd.DataFrame:
+    return analysis.sort_by_order(
+        df, {"setup": t.setup_order, "term": list(TERM_LABEL)}, extra=extra
+    )
 
 
 def implications(t: LossTermTables, *, max_drop: float) -> pd.DataFrame:
     """Best compression within ``max_drop`` of FP32 per setup and term, and its rate."""
-    keep = ["term_label", "rate", "kernel_granularity", "mode", "lr", "test_accuracy_std",
-            "mem_bits_per_param_mean", "mem_kib_mean", "n_seeds"]
-    best = analysis.best_compression_table(t.lt, t.reference, by=["setup", "term"],
-                                           ref_by="setup", max_drop=max_drop, keep=keep)
+    keep = [
+        "term_label",
+        "rate",
+        "kernel_granularity",
+        "mode",
+        "lr",
+        "test_accuracy_std",
+        "mem_bits_per_param_mean",
+        "mem_kib_mean",
+        "n_seeds",
+    ]
+    best = analysis.best_compression_table(
+        t.lt,
+        t.reference,
+        by=["setup", "term"],
+        ref_by="setup",
+        max_drop=max_drop,
+        keep=keep,
+    )
     best["term_label"] = best["term"].map(TERM_LABEL)
     return _term_sorted(best, t)
 
 
 def _implications_table(best: pd.DataFrame, t: LossTermTables) -> str:
-    shown = best.assign(**{
-        "FP32 accuracy (%)": (best["reference_accuracy"] * 100).round(1),
-        "accuracy (%)": [analysis.fmt_pm(m, s)
-                         for m, s in zip(best["accuracy"], best["test_accuracy_std"], strict=True)],
-        "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
-        "compression (×)": best["compression"].round(2),
-        "rate ρ": best["rate"].map(analysis.fmt_sci)})
-    cols = ["setup", "term_label", "FP32 accuracy (%)", "accuracy (%)", "bits / parameter",
-            "compression (×)", "rate ρ", "kernel_granularity"]
+    shown = best.assign(
+        **{
+            "FP32 accuracy (%)": (best["reference_accuracy"] * 100).round(1),
+            "accuracy (%)": [
+                analysis.fmt_pm(m, s)
+                for m, s in zip(
+                    best["accuracy"], best["test_accuracy_std"], strict=True
+                )
+            ],
+            "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
+            "compression (×)": best["compression"].round(2),
+            "rate ρ": best["rate"].map(analysis.fmt_sci),
+        }
+    )
+    cols = [
+        "setup",
+        "term_label",
+        "FP32 accuracy (%)",
+        "accuracy (%)",
+        "bits / parameter",
+        "compression (×)",
+        "rate ρ",
+        "kernel_granularity",
+    ]
     cols += ["mode"] if len(t.mode_order) > 1 else []
-    return analysis.markdown_table(shown[cols].rename(
-        columns={"term_label": "loss term", "kernel_granularity": "granularity"}))
+    return analysis.markdown_table(
+        shown[cols].rename(
+            columns={"term_label": "loss term", "kernel_granularity": "granularity"}
+        )
+    )
 
 
-def implication_line(best: pd.DataFrame, setup: str, reference: float, *,
-                     max_drop: float) -> str:
+def implication_line(
+    best: pd.DataFrame, setup: str, reference: float, *, max_drop: float
+) -> str:
     """One bullet of the implications: the term that compresses most within the bar.
 
     ``best`` holds the :func:`implications` rows of ``setup``. Terms within
@@ -429,24 +638,31 @@ def implication_line(best: pd.DataFrame, setup: str, reference: float, *,
     rated = best[best["term"] != "none"]
     b = rated[rated["within"]].sort_values("compression", ascending=False)
     if b.empty:
-        return (f"- **{setup}**: no loss term stays within {drop} point of FP32 "
-                f"({reference * 100:.1f} %).")
+        return (
+            f"- **{setup}**: no loss term stays within {drop} point of FP32 "
+            f"({reference * 100:.1f} %)."
+        )
     w = b.iloc[0]
     tied = b[b["compression"] >= NEAR_BEST * w["compression"]]
-    text = (f"- **{setup}**: **{w['term_label']}** compresses most within {drop} "
-            f"point of FP32 ({reference * 100:.1f} %): {w['compression']:.2f}× "
-            f"({float(w['mem_bits_per_param_mean']):.2f} bits/parameter) at "
-            f"{analysis.fmt_pm(w['accuracy'], w['test_accuracy_std'])} % with rate "
-            f"{analysis.fmt_sci(w['rate'])} and {w['kernel_granularity']} scales")
+    text = (
+        f"- **{setup}**: **{w['term_label']}** compresses most within {drop} "
+        f"point of FP32 ({reference * 100:.1f} %): {w['compression']:.2f}× "
+        f"({float(w['mem_bits_per_param_mean']):.2f} bits/parameter) at "
+        f"{analysis.fmt_pm(w['accuracy'], w['test_accuracy_std'])} % with rate "
+        f"{analysis.fmt_sci(w['rate'])} and {w['kernel_granularity']} scales"
+    )
     if len(tied) > 1:
         text += "; within 2 % of that: " + ", ".join(
             f"{r['term_label']} ({r['compression']:.2f}×, rate "
             f"{analysis.fmt_sci(r['rate'])}, {r['kernel_granularity']})"
-            for r in tied.iloc[1:].to_dict("records"))
+            for r in tied.iloc[1:].to_dict("records")
+        )
     rest = b[b["compression"] < NEAR_BEST * w["compression"]]
     if len(rest):
-        text += "; then " + ", ".join(f"{r['term_label']} ({r['compression']:.2f}×)"
-                                      for r in rest.to_dict("records"))
+        text += "; then " + ", ".join(
+            f"{r['term_label']} ({r['compression']:.2f}×)"
+            for r in rest.to_dict("records")
+        )
     failed = rated[~rated["within"]]
     if len(failed):
         text += "; not within reach: " + ", ".join(failed["term_label"])
@@ -457,74 +673,136 @@ def implication_line(best: pd.DataFrame, setup: str, reference: float, *,
     return text + "."
 
 
-def implications_markdown(best: pd.DataFrame, t: LossTermTables, *, max_drop: float,
-                          seeds: Sequence[int], profile: str) -> str:
+def implications_markdown(
+    best: pd.DataFrame,
+    t: LossTermTables,
+    *,
+    max_drop: float,
+    seeds: Sequence[int],
+    profile: str,
+) -> str:
     """The ``implications`` snippet: its table and a line per setup."""
-    lines = [implication_line(best[best["setup"] == s], s, t.reference.get(s),
-                              max_drop=max_drop) for s in t.setup_order]
-    return (_implications_table(best, t)
-            + "\nLargest compression within "
-              f"{max_drop * 100:g} point of the FP32 "
-              "network per dataset and loss term (seed "
-              "means over seeds "
-              f"{', '.join(map(str, seeds))}; profile "
-              f"`{profile}`; empty: no rate qualified).\n\n" + "\n".join(lines) + "\n")
+    lines = [
+        implication_line(
+            best[best["setup"] == s], s, t.reference.get(s), max_drop=max_drop
+        )
+        for s in t.setup_order
+    ]
+    return (
+        _implications_table(best, t) + "\nLargest compression within "
+        f"{max_drop * 100:g} point of the FP32 "
+        "network per dataset and loss term (seed "
+        "means over seeds "
+        f"{', '.join(map(str, seeds))}; profile "
+        f"`{profile}`; empty: no rate qualified).\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def rate_sensitivity_markdown(t: LossTermTables) -> str:
     """Bits per parameter per rate (first granularity of each setup), their spread."""
     lt = t.lt
     sens = t.first_granularity_rows(lt[lt["term"] != "none"])
-    pivot = sens.pivot_table(index=["setup", "term"], columns="rate",
-                             values="mem_bits_per_param_mean").reset_index()
+    pivot = sens.pivot_table(
+        index=["setup", "term"], columns="rate", values="mem_bits_per_param_mean"
+    ).reset_index()
     pivot = _term_sorted(pivot, t)
     rate_cols = [c for c in pivot.columns if isinstance(c, float)]
     pivot["spread (bits)"] = pivot[rate_cols].max(axis=1) - pivot[rate_cols].min(axis=1)
     pivot["term"] = pivot["term"].map(TERM_LABEL)
-    pivot = pivot.rename(columns={c: f"ρ = {analysis.fmt_sci(c)}" for c in rate_cols}
-                         | {"term": "loss term"})
+    pivot = pivot.rename(
+        columns={c: f"ρ = {analysis.fmt_sci(c)}" for c in rate_cols}
+        | {"term": "loss term"}
+    )
     none_bits = t.first_granularity_rows(lt[lt["term"] == "none"])
-    note = "; ".join(f"{s}: {b:.2f}"
-                     for s, b in zip(none_bits["setup"], none_bits["mem_bits_per_param_mean"], strict=True))
+    note = "; ".join(
+        f"{s}: {b:.2f}"
+        for s, b in zip(
+            none_bits["setup"], none_bits["mem_bits_per_param_mean"], strict=True
+        )
+    )
     grans = ", ".join(f"{s}: {g}" for s, g in t.first_gran.items())
-    return (analysis.markdown_table(pivot, floatfmt=".2f")
-            + "\nMemory (bits per parameter, seed means) per rate, with the first "
-              f"granularity of each setup ({grans}); spread = largest minus smallest "
-              f"over the rates. Without any term (rate 0): {note} bits per "
-              "parameter.\n")
+    return (
+        analysis.markdown_table(pivot, floatfmt=".2f")
+        + "\nMemory (bits per parameter, seed means) per rate, with the first "
+        f"granularity of each setup ({grans}); spread = largest minus smallest "
+        f"over the rates. Without any term (rate 0): {note} bits per "
+        "parameter.\n"
+    )
 
 
 #: columns of ``loss_terms_fronts.csv`` (the table the ``baselines`` notebook overlays)
-_FRONT_COLUMNS = ["dataset", "dataset_label", "arch", "setup", "term", "term_label", "rate",
-                  "kernel_granularity", "mode", "lr", "mem_kib", "mem_bits_per_param",
-                  "mem_compression", "test_accuracy", "test_accuracy_std", "n_seeds", "seeds",
-                  "epochs", "batch_size", "train_limit", "test_limit"]
+_FRONT_COLUMNS = [
+    "dataset",
+    "dataset_label",
+    "arch",
+    "setup",
+    "term",
+    "term_label",
+    "rate",
+    "kernel_granularity",
+    "mode",
+    "lr",
+    "mem_kib",
+    "mem_bits_per_param",
+    "mem_compression",
+    "test_accuracy",
+    "test_accuracy_std",
+    "n_seeds",
+    "seeds",
+    "epochs",
+    "batch_size",
+    "train_limit",
+    "test_limit",
+]
 
 
 def fronts_table(t: LossTermTables) -> pd.DataFrame:
     """Each term's Pareto front per setup over all rates and granularities."""
-    front = analysis.fronts(t.lt, "mem_bits_per_param_mean", "test_accuracy_mean",
-                            by=["setup", "term"])
+    front = analysis.fronts(
+        t.lt, "mem_bits_per_param_mean", "test_accuracy_mean", by=["setup", "term"]
+    )
     front = _term_sorted(front, t, extra=["mem_bits_per_param_mean"])
-    front = front.rename(columns={"mem_kib_mean": "mem_kib",
-                                  "mem_bits_per_param_mean": "mem_bits_per_param",
-                                  "test_accuracy_mean": "test_accuracy",
-                                  "mem_compression_mean": "mem_compression"})
+    front = front.rename(
+        columns={
+            "mem_kib_mean": "mem_kib",
+            "mem_bits_per_param_mean": "mem_bits_per_param",
+            "test_accuracy_mean": "test_accuracy",
+            "mem_compression_mean": "mem_compression",
+        }
+    )
     return front[_FRONT_COLUMNS]
 
 
 def front_table_markdown(fronts: pd.DataFrame, *, profile: str) -> str:
     """The ``front_table`` snippet: the configurations of :func:`fronts_table`."""
-    shown = fronts.assign(**{
-        "loss term": fronts["term_label"], "rate ρ": fronts["rate"].map(analysis.fmt_sci),
-        "test accuracy (%)": [analysis.fmt_pm(m, s) for m, s in
-                              zip(fronts["test_accuracy"], fronts["test_accuracy_std"], strict=True)],
-        "bits / parameter": fronts["mem_bits_per_param"].round(2),
-        "memory (KiB)": fronts["mem_kib"].round(1),
-        "compression (×)": fronts["mem_compression"].round(2)})
-    cols = ["setup", "loss term", "rate ρ", "kernel_granularity", "test accuracy (%)",
-            "bits / parameter", "memory (KiB)", "compression (×)"]
+    shown = fronts.assign(
+        **{
+            "loss term": fronts["term_label"],
+            "rate ρ": fronts["rate"].map(analysis.fmt_sci),
+            "test accuracy (%)": [
+                analysis.fmt_pm(m, s)
+                for m, s in zip(
+                    fronts["test_accuracy"], fronts["test_accuracy_std"], strict=True
+                )
+            ],
+            "bits / parameter": fronts["mem_bits_per_param"].round(2),
+            "memory (KiB)": fronts["mem_kib"].round(1),
+            "compression (×)": fronts["mem_compression"].round(2),
+        }
+    )
+    cols = [
+        "setup",
+        "loss term",
+        "rate ρ",
+        "kernel_granularity",
+        "test accuracy (%)",
+        "bits / parameter",
+        "memory (KiB)",
+        "compression (×)",
+    ]
     table = shown[cols].rename(columns={"kernel_granularity": "granularity"})
-    return (analysis.markdown_table(table)
-            + "\nPareto-front configurations per dataset and loss term (seed means; "
-              f"profile `{profile}`).\n")
+    return (
+        analysis.markdown_table(table)
+        + "\nPareto-front configurations per dataset and loss term (seed means; "
+        f"profile `{profile}`).\n"
+    )

@@ -40,11 +40,28 @@ __all__ = [
 ]
 
 #: metrics averaged over seeds
-METRICS = ["test_accuracy", "train_accuracy", "mem_kib", "mem_bits_per_param", "mem_compression",
-           "mem_fp32_kib", "mem_q_bits_per_param", "mem_quantized_fraction"]
+METRICS = [
+    "test_accuracy",
+    "train_accuracy",
+    "mem_kib",
+    "mem_bits_per_param",
+    "mem_compression",
+    "mem_fp32_kib",
+    "mem_q_bits_per_param",
+    "mem_quantized_fraction",
+]
 #: one seed-mean row per setup, flavour, mode, granularity, lr, L2 (and λ)
-GROUP = ["setup", "dataset", "arch", "flavour", "mode", "kernel_granularity", "lr", "l2",
-         "threshold"]
+GROUP = [
+    "setup",
+    "dataset",
+    "arch",
+    "flavour",
+    "mode",
+    "kernel_granularity",
+    "lr",
+    "l2",
+    "threshold",
+]
 #: heat-map cells: (metric, scale, number format, colour map, what); accuracy in %,
 #: memory in bits
 GRID_FORMATS = {
@@ -56,6 +73,7 @@ GRID_FORMATS = {
 _EMPTY_BITS_LIMIT = 8
 _HEADROOM = 1.3
 _BAR_GROUP_WIDTH = 0.8  # seaborn's default width of one group of bars
+
 
 @dataclass
 class LrRegTables:
@@ -78,9 +96,14 @@ class LrRegTables:
 
 
 def lr_reg_configs(
-    setups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any], *,
-    learning_rates: Sequence[float], l2_coefficients: Sequence[float], modes: Sequence[str],
-    granularities: Sequence[str], post_training_granularities: Sequence[str],
+    setups: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    *,
+    learning_rates: Sequence[float],
+    l2_coefficients: Sequence[float],
+    modes: Sequence[str],
+    granularities: Sequence[str],
+    post_training_granularities: Sequence[str],
     seeds: Sequence[int],
 ) -> tuple[list[dict], list[dict]]:
     """``(nested configurations, FP32 references)`` of the learning-rate × L2 grid.
@@ -91,51 +114,80 @@ def lr_reg_configs(
     anything trains.
     """
     analysis.check_granularities(granularities, "granularities")
-    analysis.check_granularities(post_training_granularities, "post_training_granularities")
+    analysis.check_granularities(
+        post_training_granularities, "post_training_granularities"
+    )
     configs, references = [], []
     for setup in setups:
         base, opt = analysis.setup_config(setup, defaults)
-        axes = {"lr": opt.get("learning_rates", learning_rates),
-                "l2": opt.get("l2_coefficients", l2_coefficients),
-                "seed": opt.get("seeds", seeds)}
+        axes = {
+            "lr": opt.get("learning_rates", learning_rates),
+            "l2": opt.get("l2_coefficients", l2_coefficients),
+            "seed": opt.get("seeds", seeds),
+        }
         grans = analysis.check_granularities(opt.get("granularities", granularities))
         for mode in opt.get("modes", modes):
-            mode_grans = (grans if mode == "from_scratch"
-                          else [g for g in grans if g in post_training_granularities])
-            configs += analysis.grid({**base, "mode": mode}, {"kernel_granularity": mode_grans,
-                                                               **axes},
-                                     where=analysis.granularity_fits)
-        references += analysis.grid({**base, "flavour": "fp32", "mode": "from_scratch"}, axes)
+            mode_grans = (
+                grans
+                if mode == "from_scratch"
+                else [g for g in grans if g in post_training_granularities]
+            )
+            configs += analysis.grid(
+                {**base, "mode": mode},
+                {"kernel_granularity": mode_grans, **axes},
+                where=analysis.granularity_fits,
+            )
+        references += analysis.grid(
+            {**base, "flavour": "fp32", "mode": "from_scratch"}, axes
+        )
     return configs, references
 
 
 def summarise(runs: pd.DataFrame) -> LrRegTables:
     """Seed means, FP32 references and display orders of the sweep's runs."""
     agg = analysis.aggregate_seeds(runs, METRICS, by=GROUP)
-    agg["lr_l2"] = [f"lr {analysis.fmt_sci(a)}, L2 {analysis.fmt_sci(b)}"
-                    for a, b in zip(agg["lr"], agg["l2"], strict=True)]
+    agg["lr_l2"] = [
+        f"lr {analysis.fmt_sci(a)}, L2 {analysis.fmt_sci(b)}"
+        for a, b in zip(agg["lr"], agg["l2"], strict=True)
+    ]
     nested = agg[agg["flavour"] == "nested"].copy()
     return LrRegTables(
-        agg=agg, nested=nested, reference=analysis.reference_accuracy(runs, by="setup"),
+        agg=agg,
+        nested=nested,
+        reference=analysis.reference_accuracy(runs, by="setup"),
         setup_order=list(dict.fromkeys(runs["setup"])),
         mode_order=analysis.present_in_order(nested["mode"], analysis.MODE_ORDER),
-        gran_order=analysis.present_in_order(nested["kernel_granularity"],
-                                             analysis.GRANULARITY_ORDER))
+        gran_order=analysis.present_in_order(
+            nested["kernel_granularity"], analysis.GRANULARITY_ORDER
+        ),
+    )
 
 
-def _front_panel(ax: plt.Axes, t: LrRegTables, setup: str, mode: str, x: str, xlabel: str,
-                 max_drop: float) -> None:
+def _front_panel(
+    ax: plt.Axes,
+    t: LrRegTables,
+    setup: str,
+    mode: str,
+    x: str,
+    xlabel: str,
+    max_drop: float,
+) -> None:
     a = t.nested[(t.nested["setup"] == setup) & (t.nested["mode"] == mode)]
     if a.empty:
         ax.set_visible(False)
         return
     hue_order = analysis.present_in_order(a["kernel_granularity"], t.gran_order)
-    analysis.plot_front(ax, a, x, "test_accuracy", hue="kernel_granularity", hue_order=hue_order)
+    analysis.plot_front(
+        ax, a, x, "test_accuracy", hue="kernel_granularity", hue_order=hue_order
+    )
     analysis.reference_lines(ax, t.reference.get(setup), max_drop=max_drop)
     fp32 = t.agg[(t.agg["setup"] == setup) & (t.agg["flavour"] == "fp32")]
     fp32_kib = fp32["mem_kib_mean"].max()
-    ax.set_title(f"{setup} · {mode.replace('_', ' ')}\n(FP32 network: "
-                 f"{fp32_kib:.0f} KiB, 32 bits/param)", fontsize=9)
+    ax.set_title(
+        f"{setup} · {mode.replace('_', ' ')}\n(FP32 network: "
+        f"{fp32_kib:.0f} KiB, 32 bits/param)",
+        fontsize=9,
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7, title="granularity", title_fontsize=8)
@@ -144,7 +196,9 @@ def _front_panel(ax: plt.Axes, t: LrRegTables, setup: str, mode: str, x: str, xl
 def draw_fronts(t: LrRegTables, x: str, xlabel: str, *, max_drop: float) -> plt.Figure:
     """Accuracy against memory ``x``, a front per granularity; setup × mode panels."""
     n_rows, n_cols = len(t.setup_order), len(t.mode_order)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False
+    )
     for row, setup in zip(axes, t.setup_order, strict=True):
         for ax, mode in zip(row, t.mode_order, strict=True):
             _front_panel(ax, t, setup, mode, x, xlabel, max_drop)
@@ -154,10 +208,12 @@ def draw_fronts(t: LrRegTables, x: str, xlabel: str, *, max_drop: float) -> plt.
 
 def fronts_caption(what: str, *, max_drop: float) -> str:
     """Caption text of a front figure; ``what`` names the memory axis."""
-    return (f"Test accuracy against {what} of nested-quantizer networks over the "
-            "learning-rate × L2 grid (points: seed means ± std; step lines and "
-            "diamonds: Pareto front per scale granularity; dashed: best FP32 network "
-            f"of the grid, dotted: {max_drop * 100:g} point below it)")
+    return (
+        f"Test accuracy against {what} of nested-quantizer networks over the "
+        "learning-rate × L2 grid (points: seed means ± std; step lines and "
+        "diamonds: Pareto front per scale granularity; dashed: best FP32 network "
+        f"of the grid, dotted: {max_drop * 100:g} point below it)"
+    )
 
 
 def heat_setups(t: LrRegTables) -> dict[str, str]:
@@ -166,20 +222,35 @@ def heat_setups(t: LrRegTables) -> dict[str, str]:
     Without any grid the first setup is shown.
     """
     nested = t.nested
-    shown = [s for s in t.setup_order
-             if nested[nested["setup"] == s][["lr", "l2"]].drop_duplicates().shape[0] > 1]
+    shown = [
+        s
+        for s in t.setup_order
+        if nested[nested["setup"] == s][["lr", "l2"]].drop_duplicates().shape[0] > 1
+    ]
     shown = shown or t.setup_order[:1]
-    return {s: nested[nested["setup"] == s]["kernel_granularity"].iloc[0] for s in shown}
+    return {
+        s: nested[nested["setup"] == s]["kernel_granularity"].iloc[0] for s in shown
+    }
 
 
 def _heat_panel(ax: plt.Axes, a: pd.DataFrame, metric: str, title: str) -> None:
     scale, fmt, cmap, what = GRID_FORMATS[metric]
-    table = a.assign(v=a[f"{metric}_mean"] * scale).pivot_table(index="l2", columns="lr",
-                                                                values="v")
-    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax,
-                annot_kws={"fontsize": 8})
+    table = a.assign(v=a[f"{metric}_mean"] * scale).pivot_table(
+        index="l2", columns="lr", values="v"
+    )
+    sns.heatmap(
+        table,
+        annot=True,
+        fmt=fmt,
+        cmap=cmap,
+        cbar=False,
+        ax=ax,
+        annot_kws={"fontsize": 8},
+    )
     ax.set_xticklabels([analysis.fmt_sci(v) for v in table.columns], fontsize=8)
-    ax.set_yticklabels([analysis.fmt_sci(v) for v in table.index], fontsize=8, rotation=0)
+    ax.set_yticklabels(
+        [analysis.fmt_sci(v) for v in table.index], fontsize=8, rotation=0
+    )
     ax.set_xlabel("learning rate")
     ax.set_ylabel("L2 coefficient")
     ax.set_title(f"{title}: {what}", fontsize=8)
@@ -189,12 +260,20 @@ def draw_lr_l2_grid(t: LrRegTables) -> plt.Figure:
     """Seed-mean accuracy and bits per parameter over lr × L2 per mode."""
     shown = heat_setups(t)
     panels = [(m, v) for m in t.mode_order for v in GRID_FORMATS]
-    fig, axes = plt.subplots(len(shown), len(panels),
-                             figsize=(3.6 * len(panels), 3.0 * len(shown)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(shown),
+        len(panels),
+        figsize=(3.6 * len(panels), 3.0 * len(shown)),
+        squeeze=False,
+    )
     for row, (setup, gran) in zip(axes, shown.items(), strict=True):
         for ax, (mode, metric) in zip(row, panels, strict=True):
             n = t.nested
-            a = n[(n["setup"] == setup) & (n["mode"] == mode) & (n["kernel_granularity"] == gran)]
+            a = n[
+                (n["setup"] == setup)
+                & (n["mode"] == mode)
+                & (n["kernel_granularity"] == gran)
+            ]
             if a.empty:
                 ax.set_visible(False)
                 continue
@@ -205,27 +284,58 @@ def draw_lr_l2_grid(t: LrRegTables) -> plt.Figure:
 
 def granularity_best(t: LrRegTables, *, max_drop: float) -> pd.DataFrame:
     """Best compression within ``max_drop`` per setup, mode, granularity, in order."""
-    keep = ["lr", "l2", "mem_bits_per_param_mean", "mem_q_bits_per_param_mean",
-            "mem_quantized_fraction_mean", "mem_kib_mean", "test_accuracy_std", "n_seeds"]
+    keep = [
+        "lr",
+        "l2",
+        "mem_bits_per_param_mean",
+        "mem_q_bits_per_param_mean",
+        "mem_quantized_fraction_mean",
+        "mem_kib_mean",
+        "test_accuracy_std",
+        "n_seeds",
+    ]
     best = analysis.best_compression_table(
-        t.nested, t.reference, by=["setup", "mode", "kernel_granularity"], ref_by="setup",
-        max_drop=max_drop, keep=keep)
-    return analysis.sort_by_order(best, {"setup": t.setup_order, "mode": t.mode_order,
-                                         "kernel_granularity": t.gran_order})
+        t.nested,
+        t.reference,
+        by=["setup", "mode", "kernel_granularity"],
+        ref_by="setup",
+        max_drop=max_drop,
+        keep=keep,
+    )
+    return analysis.sort_by_order(
+        best,
+        {
+            "setup": t.setup_order,
+            "mode": t.mode_order,
+            "kernel_granularity": t.gran_order,
+        },
+    )
 
 
-def _mark_none(ax: plt.Axes, g: pd.DataFrame, order: Sequence[str], hues: Sequence[str]) -> None:
+def _mark_none(
+    ax: plt.Axes, g: pd.DataFrame, order: Sequence[str], hues: Sequence[str]
+) -> None:
     """Write "none" where no configuration of a granularity and mode qualified."""
     for i, gran in enumerate(order):
         for j, mode in enumerate(hues):
             sel = g[(g["kernel_granularity"] == gran) & (g["mode"] == mode)]
             if len(sel) and not bool(sel["within"].iloc[0]):
                 x = i + (j - (len(hues) - 1) / 2) * _BAR_GROUP_WIDTH / len(hues)
-                ax.text(x, 0.03, "none", rotation=90, ha="center", va="bottom", fontsize=8,
-                        transform=ax.get_xaxis_transform())
+                ax.text(
+                    x,
+                    0.03,
+                    "none",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    transform=ax.get_xaxis_transform(),
+                )
 
 
-def draw_granularity(best: pd.DataFrame, t: LrRegTables, *, max_drop: float) -> plt.Figure:
+def draw_granularity(
+    best: pd.DataFrame, t: LrRegTables, *, max_drop: float
+) -> plt.Figure:
     """Bits per quantized parameter of :func:`granularity_best` as bars."""
     n = len(t.setup_order)
     fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.8), squeeze=False)
@@ -236,15 +346,24 @@ def draw_granularity(best: pd.DataFrame, t: LrRegTables, *, max_drop: float) -> 
         g["mode"] = g["mode"].str.replace("_", " ")
         order = analysis.present_in_order(g["kernel_granularity"], t.gran_order)
         hues = analysis.present_in_order(g["mode"], modes)
-        sns.barplot(data=g, x="kernel_granularity", y="bits", hue="mode", order=order,
-                    hue_order=hues, palette=PALETTE[:len(hues)], ax=ax)
+        sns.barplot(
+            data=g,
+            x="kernel_granularity",
+            y="bits",
+            hue="mode",
+            order=order,
+            hue_order=hues,
+            palette=PALETTE[: len(hues)],
+            ax=ax,
+        )
         _mark_none(ax, g, order, hues)
         top = g["bits"].max()
         ax.set_ylim(0, _EMPTY_BITS_LIMIT if pd.isna(top) else top * _HEADROOM)
         ax.set_title(setup, fontsize=10)
         ax.set_xlabel("scale granularity")
-        ax.set_ylabel(f"bits / quantized parameter\nwithin {max_drop * 100:g} pt of "
-                      "FP32")
+        ax.set_ylabel(
+            f"bits / quantized parameter\nwithin {max_drop * 100:g} pt of FP32"
+        )
         ax.legend(fontsize=8, title=None, loc="upper right", ncol=len(hues))
     fig.tight_layout()
     return fig
@@ -252,78 +371,137 @@ def draw_granularity(best: pd.DataFrame, t: LrRegTables, *, max_drop: float) -> 
 
 def granularity_caption(*, max_drop: float) -> str:
     """Caption text of the granularity figure."""
-    return ("Smallest memory of the quantized layers (bits per quantized parameter, "
-            "scales included; the CNN keeps its dense layers in float32, as in the "
-            f"thesis) whose seed-mean test accuracy stays within {max_drop * 100:g} "
-            "point of the FP32 reference, per scale granularity and mode (best "
-            "configuration of the learning-rate × L2 grid by total compression; "
-            "'none': no configuration qualified)")
+    return (
+        "Smallest memory of the quantized layers (bits per quantized parameter, "
+        "scales included; the CNN keeps its dense layers in float32, as in the "
+        f"thesis) whose seed-mean test accuracy stays within {max_drop * 100:g} "
+        "point of the FP32 reference, per scale granularity and mode (best "
+        "configuration of the learning-rate × L2 grid by total compression; "
+        "'none': no configuration qualified)"
+    )
 
 
 def _pm(d: pd.DataFrame, metric: str) -> list[str]:
-    return [analysis.fmt_pm(m, s) for m, s in zip(d[f"{metric}_mean"], d[f"{metric}_std"], strict=True)]
+    return [
+        analysis.fmt_pm(m, s)
+        for m, s in zip(d[f"{metric}_mean"], d[f"{metric}_std"], strict=True)
+    ]
 
 
-def front_table_markdown(t: LrRegTables, *, seeds: Sequence[int], profile: str,
-                         threshold: float) -> str:
+def front_table_markdown(
+    t: LrRegTables, *, seeds: Sequence[int], profile: str, threshold: float
+) -> str:
     """Pareto-front configurations (memory in KiB) per setup and mode, seed means."""
-    front = analysis.fronts(t.nested, "mem_kib_mean", "test_accuracy_mean", by=["setup", "mode"])
-    front = analysis.sort_by_order(front, {"setup": t.setup_order, "mode": t.mode_order},
-                                   extra=["mem_kib_mean"])
-    shown = front.assign(**{
-        "mode": front["mode"].str.replace("_", " "),
-        "lr": front["lr"].map(analysis.fmt_sci), "L2": front["l2"].map(analysis.fmt_sci),
-        "test accuracy (%)": _pm(front, "test_accuracy"),
-        "memory (KiB)": front["mem_kib_mean"].round(1),
-        "bits / parameter": front["mem_bits_per_param_mean"].round(2),
-        "compression (×)": front["mem_compression_mean"].round(2)})
-    cols = ["setup", "mode", "kernel_granularity", "lr", "L2", "test accuracy (%)",
-            "memory (KiB)", "bits / parameter", "compression (×)"]
+    front = analysis.fronts(
+        t.nested, "mem_kib_mean", "test_accuracy_mean", by=["setup", "mode"]
+    )
+    front = analysis.sort_by_order(
+        front, {"setup": t.setup_order, "mode": t.mode_order}, extra=["mem_kib_mean"]
+    )
+    shown = front.assign(
+        **{
+            "mode": front["mode"].str.replace("_", " "),
+            "lr": front["lr"].map(analysis.fmt_sci),
+            "L2": front["l2"].map(analysis.fmt_sci),
+            "test accuracy (%)": _pm(front, "test_accuracy"),
+            "memory (KiB)": front["mem_kib_mean"].round(1),
+            "bits / parameter": front["mem_bits_per_param_mean"].round(2),
+            "compression (×)": front["mem_compression_mean"].round(2),
+        }
+    )
+    cols = [
+        "setup",
+        "mode",
+        "kernel_granularity",
+        "lr",
+        "L2",
+        "test accuracy (%)",
+        "memory (KiB)",
+        "bits / parameter",
+        "compression (×)",
+    ]
     table = shown[cols].rename(columns={"kernel_granularity": "granularity"})
-    return (analysis.markdown_table(table)
-            + "\nPareto-front configurations per setup and mode (seed means over "
-              f"seeds {', '.join(map(str, seeds))}; profile `{profile}`, λ = "
-              f"{analysis.fmt_sci(threshold)}).\n")
+    return (
+        analysis.markdown_table(table)
+        + "\nPareto-front configurations per setup and mode (seed means over "
+        f"seeds {', '.join(map(str, seeds))}; profile `{profile}`, λ = "
+        f"{analysis.fmt_sci(threshold)}).\n"
+    )
 
 
 def granularity_table_markdown(best: pd.DataFrame, *, max_drop: float) -> str:
     """:func:`granularity_best`'s table: accuracy, bits, quantized share, lr and L2."""
-    shown = best.assign(**{
-        "mode": best["mode"].str.replace("_", " "),
-        "FP32 accuracy (%)": best["reference_accuracy"].map(lambda v: analysis.fmt_pm(v, None)),
-        "accuracy (%)": [analysis.fmt_pm(m, s)
-                         for m, s in zip(best["accuracy"], best["test_accuracy_std"], strict=True)],
-        "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
-        "bits / quantized parameter": best["mem_q_bits_per_param_mean"].astype(float).round(2),
-        "quantized share (%)": (best["mem_quantized_fraction_mean"].astype(float) * 100).round(0),
-        "compression (×)": best["compression"].round(2),
-        "lr": best["lr"].map(analysis.fmt_sci), "L2": best["l2"].map(analysis.fmt_sci)})
-    cols = ["setup", "mode", "kernel_granularity", "FP32 accuracy (%)", "accuracy (%)",
-            "bits / parameter", "bits / quantized parameter", "quantized share (%)",
-            "compression (×)", "lr", "L2"]
+    shown = best.assign(
+        **{
+            "mode": best["mode"].str.replace("_", " "),
+            "FP32 accuracy (%)": best["reference_accuracy"].map(
+                lambda v: analysis.fmt_pm(v, None)
+            ),
+            "accuracy (%)": [
+                analysis.fmt_pm(m, s)
+                for m, s in zip(
+                    best["accuracy"], best["test_accuracy_std"], strict=True
+                )
+            ],
+            "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
+            "bits / quantized parameter": best["mem_q_bits_per_param_mean"]
+            .astype(float)
+            .round(2),
+            "quantized share (%)": (
+                best["mem_quantized_fraction_mean"].astype(float) * 100
+            ).round(0),
+            "compression (×)": best["compression"].round(2),
+            "lr": best["lr"].map(analysis.fmt_sci),
+            "L2": best["l2"].map(analysis.fmt_sci),
+        }
+    )
+    cols = [
+        "setup",
+        "mode",
+        "kernel_granularity",
+        "FP32 accuracy (%)",
+        "accuracy (%)",
+        "bits / parameter",
+        "bits / quantized parameter",
+        "quantized share (%)",
+        "compression (×)",
+        "lr",
+        "L2",
+    ]
     table = shown[cols].rename(columns={"kernel_granularity": "granularity"})
-    return (analysis.markdown_table(table)
-            + f"\nLargest compression within {max_drop * 100:g} point of the FP32 "
-              "reference per granularity (empty: no configuration qualified).\n")
+    return (
+        analysis.markdown_table(table)
+        + f"\nLargest compression within {max_drop * 100:g} point of the FP32 "
+        "reference per granularity (empty: no configuration qualified).\n"
+    )
 
 
 def summary_markdown(t: LrRegTables, *, max_drop: float) -> str:
     """One bullet per setup and mode: the best compression within ``max_drop``, how."""
     best = analysis.best_compression_table(
-        t.nested, t.reference, by=["setup", "mode"], ref_by="setup", max_drop=max_drop,
-        keep=["kernel_granularity", "lr", "l2", "mem_bits_per_param_mean"])
+        t.nested,
+        t.reference,
+        by=["setup", "mode"],
+        ref_by="setup",
+        max_drop=max_drop,
+        keep=["kernel_granularity", "lr", "l2", "mem_bits_per_param_mean"],
+    )
     best = analysis.sort_by_order(best, {"setup": t.setup_order, "mode": t.mode_order})
     lines = []
     for r in best.itertuples():
         head = f"- **{r.setup}, {r.mode.replace('_', ' ')}**: "
         if not r.within:
-            lines.append(head + f"no configuration within {max_drop * 100:g} point of "
-                                f"FP32 ({r.reference_accuracy * 100:.1f} %).")
+            lines.append(
+                head + f"no configuration within {max_drop * 100:g} point of "
+                f"FP32 ({r.reference_accuracy * 100:.1f} %)."
+            )
             continue
-        lines.append(head + f"{r.compression:.2f}× smaller than FP32 "
-                            f"({float(r.mem_bits_per_param_mean):.2f} bits/parameter) "
-                            f"at {r.accuracy * 100:.1f} % test accuracy (FP32 "
-                            f"{r.reference_accuracy * 100:.1f} %), with "
-                            f"{r.kernel_granularity} scales, lr "
-                            f"{analysis.fmt_sci(r.lr)}, L2 {analysis.fmt_sci(r.l2)}.")
+        lines.append(
+            head + f"{r.compression:.2f}× smaller than FP32 "
+            f"({float(r.mem_bits_per_param_mean):.2f} bits/parameter) "
+            f"at {r.accuracy * 100:.1f} % test accuracy (FP32 "
+            f"{r.reference_accuracy * 100:.1f} %), with "
+            f"{r.kernel_granularity} scales, lr "
+            f"{analysis.fmt_sci(r.lr)}, L2 {analysis.fmt_sci(r.l2)}."
+        )
     return "\n".join(lines) + "\n"

@@ -116,15 +116,23 @@ METRICS: dict[str, tuple[str, str]] = {
     "corrupted_accuracy": ("mean accuracy under corruptions", "%"),
     "robust_drop": ("accuracy drop under corruptions (clean - corrupted)", "pp"),
 }
-_PERCENT = {"train_accuracy", "test_accuracy", "gap_accuracy", "clean_accuracy", "corrupted_accuracy", "robust_drop"}
+_PERCENT = {
+    "train_accuracy",
+    "test_accuracy",
+    "gap_accuracy",
+    "clean_accuracy",
+    "corrupted_accuracy",
+    "robust_drop",
+}
 _CASE_TITLE = {"mlp": "MLP", "cnn": "CNN", "resnet": "ResNet"}
 
 
 # ---------------------------------------------------------------------------------------------
 # study design
 # ---------------------------------------------------------------------------------------------
-def model_specs(bits: Sequence[int], extra_models: Sequence[str] = EXTRA_MODELS, lsq_bits: int = 4
-                ) -> list[tuple[str, int | None]]:
+def model_specs(
+    bits: Sequence[int], extra_models: Sequence[str] = EXTRA_MODELS, lsq_bits: int = 4
+) -> list[tuple[str, int | None]]:
     """The trained models of the study as ``(flavour, bits)``: FP32, fixed bits, then the extras.
 
     Arguments:
@@ -141,7 +149,9 @@ def model_specs(bits: Sequence[int], extra_models: Sequence[str] = EXTRA_MODELS,
         raise ValueError(f"bits must be distinct integers in 2..16, got {bits!r}")
     unknown = [m for m in extra_models if m not in EXTRA_MODELS]
     if unknown:
-        raise ValueError(f"unknown extra model(s) {unknown!r}; allowed: {', '.join(EXTRA_MODELS)}")
+        raise ValueError(
+            f"unknown extra model(s) {unknown!r}; allowed: {', '.join(EXTRA_MODELS)}"
+        )
     specs: list[tuple[str, int | None]] = [("fp32", None)]
     specs += [("fixed_bits", b) for b in sorted(bits, reverse=True)]
     for extra in extra_models:
@@ -267,8 +277,12 @@ def study_configs(
     return configs
 
 
-def check_parts(requests: Mapping[str, str], *, strict: bool = False,
-                available: Callable[[Sequence[str]], pd.DataFrame] | None = None) -> pd.DataFrame:
+def check_parts(
+    requests: Mapping[str, str],
+    *,
+    strict: bool = False,
+    available: Callable[[Sequence[str]], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Which parts of the study can run: one row per ``case -> dataset`` request.
 
     A part whose dataset is absent is marked ``run = False`` with a ``note`` "not run:
@@ -285,24 +299,49 @@ def check_parts(requests: Mapping[str, str], *, strict: bool = False,
         DataFrame with columns ``case``, ``dataset``, ``run``, ``label``, ``note``.
     """
     if available is None:
-        from companion.data import available as available  # noqa: PLW0127 - the default implementation
+        from companion.data import available as available
     rows = []
     for case, dataset in requests.items():
         info = available([dataset]).iloc[0]
         if bool(info["present"]):
             note = f"runs on {info['label']} ({info['source']})"
-            rows.append({"case": case, "dataset": dataset, "run": True, "label": info["label"], "note": note})
+            rows.append(
+                {
+                    "case": case,
+                    "dataset": dataset,
+                    "run": True,
+                    "label": info["label"],
+                    "note": note,
+                }
+            )
             continue
         note = f"not run: {dataset} missing ({info['missing']}); fix: {info['fetch']}"
         if strict:
-            raise FileNotFoundError(f"part {case!r} of the generalization study needs {dataset!r}: {note}")
-        rows.append({"case": case, "dataset": dataset, "run": False, "label": info["label"], "note": note})
+            raise FileNotFoundError(
+                f"part {case!r} of the generalization study needs {dataset!r}: {note}"
+            )
+        rows.append(
+            {
+                "case": case,
+                "dataset": dataset,
+                "run": False,
+                "label": info["label"],
+                "note": note,
+            }
+        )
     return pd.DataFrame(rows, columns=["case", "dataset", "run", "label", "note"])
 
 
-def train_study(parts: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]], *,
-                bits: Sequence[int], extra_models: Sequence[str], lsq_bits: int, lr: float,
-                kernel_granularity: str) -> dict[str, pd.DataFrame]:
+def train_study(
+    parts: pd.DataFrame,
+    settings: Mapping[str, Mapping[str, Any]],
+    *,
+    bits: Sequence[int],
+    extra_models: Sequence[str],
+    lsq_bits: int,
+    lr: float,
+    kernel_granularity: str,
+) -> dict[str, pd.DataFrame]:
     """Train (or reuse from the store) every model of the parts that run.
 
     ``parts`` is :func:`check_parts`' table; ``settings`` the training settings per part
@@ -315,10 +354,19 @@ def train_study(parts: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]], 
     for case in parts.loc[parts["run"].astype(bool), "case"]:
         s = settings[case]
         configs = study_configs(
-            case, s["dataset"], bits=bits, seeds=s["seeds"], extra_models=extra_models,
-            lsq_bits=lsq_bits, train_limit=s["train_limit"], test_limit=s["test_limit"],
-            epochs=s["epochs"], lr=lr, batch_size=s["batch_size"],
-            kernel_granularity=kernel_granularity)
+            case,
+            s["dataset"],
+            bits=bits,
+            seeds=s["seeds"],
+            extra_models=extra_models,
+            lsq_bits=lsq_bits,
+            train_limit=s["train_limit"],
+            test_limit=s["test_limit"],
+            epochs=s["epochs"],
+            lr=lr,
+            batch_size=s["batch_size"],
+            kernel_granularity=kernel_granularity,
+        )
         records = experiment.sweep(configs, desc=f"generalization {case}")
         runs_by_case[case] = annotate_runs(records, case)
     return runs_by_case
@@ -328,8 +376,12 @@ def annotate_runs(records: pd.DataFrame, case: str) -> pd.DataFrame:
     """Add the identification columns (``case``, ``model``, ``label``) to sweep records."""
     out = records.copy()
     out.insert(0, "case", case)
-    out["model"] = [model_key(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)]
-    out["label"] = [model_label(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)]
+    out["model"] = [
+        model_key(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)
+    ]
+    out["label"] = [
+        model_label(f, b) for f, b in zip(out["flavour"], out["bits"], strict=True)
+    ]
     return out
 
 
@@ -371,7 +423,13 @@ class MeasureSettings:
     flatness_sigma_max: float = 4.0
     flatness_eps: float = 1e-3
     robustness_samples: int = 500
-    corruptions: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg", "brightness")
+    corruptions: tuple[str, ...] = (
+        "gaussian_noise",
+        "gaussian_blur",
+        "contrast",
+        "jpeg",
+        "brightness",
+    )
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     batch_size: int = 256
     seed: int = 0
@@ -386,8 +444,12 @@ def _key_hash(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mapping[str, Any],
-                 compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+def cached_frame(
+    cache_dir: str | os.PathLike[str] | None,
+    name: str,
+    key: Mapping[str, Any],
+    compute: Callable[[], pd.DataFrame],
+) -> pd.DataFrame:
     """``compute()`` once per ``(name, key, MEASURE_VERSION)``; the table is kept as CSV in ``cache_dir``.
 
     The file is written to a temporary name and renamed, so an interrupted computation never
@@ -403,7 +465,10 @@ def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mappi
         return compute()
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{_key_hash({'name': name, 'key': dict(key), 'version': MEASURE_VERSION})}.csv"
+    path = (
+        folder
+        / f"{name}-{_key_hash({'name': name, 'key': dict(key), 'version': MEASURE_VERSION})}.csv"
+    )
     if not path.exists():
         frame = compute()
         atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
@@ -411,9 +476,27 @@ def cached_frame(cache_dir: str | os.PathLike[str] | None, name: str, key: Mappi
 
 
 #: columns read back from cached CSVs as strings (a hash of digits only must not become a number)
-_STRING_COLUMNS = {c: str for c in ("case", "arch", "dataset", "dataset_label", "model", "label", "flavour",
-                                    "config_hash", "layer", "parameter", "granularity", "corruption", "mode",
-                                    "noise", "criterion", "status")}
+_STRING_COLUMNS = {
+    c: str
+    for c in (
+        "case",
+        "arch",
+        "dataset",
+        "dataset_label",
+        "model",
+        "label",
+        "flavour",
+        "config_hash",
+        "layer",
+        "parameter",
+        "granularity",
+        "corruption",
+        "mode",
+        "noise",
+        "criterion",
+        "status",
+    )
+}
 
 
 def _ids(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -431,18 +514,26 @@ class _DataCache:
     def __init__(self) -> None:
         self._cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 
-    def get(self, dataset: str, split: str, limit: Any, image_size: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(
+        self, dataset: str, split: str, limit: Any, image_size: Any, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         from companion import data as lqs_data
 
         limit = None if limit is None or pd.isna(limit) else int(limit)
-        image_size = None if image_size is None or pd.isna(image_size) else int(image_size)
+        image_size = (
+            None if image_size is None or pd.isna(image_size) else int(image_size)
+        )
         key = (dataset, split, limit, image_size, int(seed))
         if key not in self._cache:
-            x, y, _ = lqs_data.load_with_info(dataset, split, limit=limit, image_size=image_size, seed=int(seed))
+            x, y, _ = lqs_data.load_with_info(
+                dataset, split, limit=limit, image_size=image_size, seed=int(seed)
+            )
             self._cache[key] = (x, y)
         return self._cache[key]
 
-    def run_data(self, run: Mapping[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def run_data(
+        self, run: Mapping[str, Any]
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Exactly the training subset and test set the run used (same limits and seed)."""
         args = (run["dataset"], run.get("image_size"), int(run["seed"]))
         train = self.get(args[0], "train", run.get("train_limit"), args[1], args[2])
@@ -450,7 +541,9 @@ class _DataCache:
         return train, test
 
 
-def _subset(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _subset(
+    x: np.ndarray, y: np.ndarray, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     from companion.data import stratified_subset
 
     idx = stratified_subset(y, int(n), seed=seed)
@@ -464,23 +557,51 @@ def _release() -> None:
     gc.collect()
 
 
-def _gap_table(model: Any, ids: Mapping[str, Any], train: tuple[np.ndarray, np.ndarray],
-               test: tuple[np.ndarray, np.ndarray], s: MeasureSettings) -> pd.DataFrame:
+def _gap_table(
+    model: Any,
+    ids: Mapping[str, Any],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    s: MeasureSettings,
+) -> pd.DataFrame:
     """One row: :func:`lqs.generalization.generalization_gap` on the run's own data."""
     g = generalization.generalization_gap(model, train, test, batch_size=s.batch_size)
-    return pd.DataFrame([{**ids, "n_train": len(train[1]), "n_test": len(test[1]), **g}])
+    return pd.DataFrame(
+        [{**ids, "n_train": len(train[1]), "n_test": len(test[1]), **g}]
+    )
 
 
-def _sharpness_table(model: Any, ids: Mapping[str, Any], x_m: np.ndarray, y_m: np.ndarray,
-                     s: MeasureSettings) -> pd.DataFrame:
+def _sharpness_table(
+    model: Any,
+    ids: Mapping[str, Any],
+    x_m: np.ndarray,
+    y_m: np.ndarray,
+    s: MeasureSettings,
+) -> pd.DataFrame:
     """Two rows: average-case (Gaussian) and worst-case adaptive sharpness."""
     bs = s.batch_size
     avg = generalization.adaptive_sharpness(
-        model, x_m, y_m, rho=s.rho_average, n_samples=s.sharpness_samples, mode="average",
-        noise="gaussian", seed=s.seed, batch_size=bs)
+        model,
+        x_m,
+        y_m,
+        rho=s.rho_average,
+        n_samples=s.sharpness_samples,
+        mode="average",
+        noise="gaussian",
+        seed=s.seed,
+        batch_size=bs,
+    )
     worst = generalization.adaptive_sharpness(
-        model, x_m, y_m, rho=s.rho_worst, n_samples=s.worst_restarts, mode="worst",
-        n_steps=s.worst_steps, seed=s.seed, batch_size=bs)
+        model,
+        x_m,
+        y_m,
+        rho=s.rho_worst,
+        n_samples=s.worst_restarts,
+        mode="worst",
+        n_steps=s.worst_steps,
+        seed=s.seed,
+        batch_size=bs,
+    )
     rows = []
     for r in (avg, worst):
         rows.append({**ids, "mode": r["mode"], "rho": r["rho"], "value": r["value"],
@@ -491,13 +612,28 @@ def _sharpness_table(model: Any, ids: Mapping[str, Any], x_m: np.ndarray, y_m: n
     return pd.DataFrame(rows)
 
 
-def _flatness_table(model: Any, ids: Mapping[str, Any], x_m: np.ndarray, y_m: np.ndarray,
-                    s: MeasureSettings) -> pd.DataFrame:
+def _flatness_table(
+    model: Any,
+    ids: Mapping[str, Any],
+    x_m: np.ndarray,
+    y_m: np.ndarray,
+    s: MeasureSettings,
+) -> pd.DataFrame:
     """One row: the magnitude-aware PAC-Bayes noise level of the model."""
     r = generalization.pac_bayes_flatness(
-        model, x_m, y_m, tolerance=s.flatness_tolerance, sigma_max=s.flatness_sigma_max,
-        n_samples=s.flatness_samples, iters=s.flatness_iters, relative=True, seed=s.seed,
-        criterion=s.flatness_criterion, eps=s.flatness_eps, batch_size=s.batch_size)
+        model,
+        x_m,
+        y_m,
+        tolerance=s.flatness_tolerance,
+        sigma_max=s.flatness_sigma_max,
+        n_samples=s.flatness_samples,
+        iters=s.flatness_iters,
+        relative=True,
+        seed=s.seed,
+        criterion=s.flatness_criterion,
+        eps=s.flatness_eps,
+        batch_size=s.batch_size,
+    )
     return pd.DataFrame([{**ids, **r, "n_examples": len(y_m)}])
 
 
@@ -510,20 +646,33 @@ def _with_ids(table: pd.DataFrame, ids: Mapping[str, Any]) -> pd.DataFrame:
 
 def _bin_width_table(model: Any, ids: Mapping[str, Any]) -> pd.DataFrame:
     """Per quantized parameter: :func:`lqs.generalization.bin_widths` (FP32: none)."""
-    bw = pd.DataFrame(generalization.bin_widths(model), columns=list(generalization.BIN_WIDTH_COLUMNS))
+    bw = pd.DataFrame(
+        generalization.bin_widths(model), columns=list(generalization.BIN_WIDTH_COLUMNS)
+    )
     bw.insert(0, "layer_index", range(len(bw)))
     return _with_ids(bw, ids)
 
 
-def _robustness_table(model: Any, ids: Mapping[str, Any], x_r: np.ndarray, y_r: np.ndarray,
-                      s: MeasureSettings) -> pd.DataFrame:
+def _robustness_table(
+    model: Any,
+    ids: Mapping[str, Any],
+    x_r: np.ndarray,
+    y_r: np.ndarray,
+    s: MeasureSettings,
+) -> pd.DataFrame:
     """Accuracy per corruption and severity on the robustness subset.
 
     :func:`~companion.chapters.corruptions.robustness_table` with the settings ``s``.
     """
-    table = corruptions.robustness_table(model, x_r, y_r, severities=s.severities,
-                                         corruptions=s.corruptions, batch_size=s.batch_size,
-                                         seed=s.seed)
+    table = corruptions.robustness_table(
+        model,
+        x_r,
+        y_r,
+        severities=s.severities,
+        corruptions=s.corruptions,
+        batch_size=s.batch_size,
+        seed=s.seed,
+    )
     table = _with_ids(table, ids)
     table["n_examples"] = len(y_r)
     return table
@@ -532,18 +681,45 @@ def _robustness_table(model: Any, ids: Mapping[str, Any], x_r: np.ndarray, y_r: 
 #: the settings each measure depends on (its cache key, besides the run's config hash)
 _MEASURE_KEYS: dict[str, tuple[str, ...]] = {
     "gap": ("batch_size",),
-    "sharpness": ("measure_samples", "rho_average", "rho_worst", "sharpness_samples",
-                  "worst_restarts", "worst_steps", "seed", "batch_size"),
-    "flatness": ("measure_samples", "flatness_criterion", "flatness_tolerance",
-                 "flatness_samples", "flatness_iters", "flatness_sigma_max", "flatness_eps",
-                 "seed", "batch_size"),
+    "sharpness": (
+        "measure_samples",
+        "rho_average",
+        "rho_worst",
+        "sharpness_samples",
+        "worst_restarts",
+        "worst_steps",
+        "seed",
+        "batch_size",
+    ),
+    "flatness": (
+        "measure_samples",
+        "flatness_criterion",
+        "flatness_tolerance",
+        "flatness_samples",
+        "flatness_iters",
+        "flatness_sigma_max",
+        "flatness_eps",
+        "seed",
+        "batch_size",
+    ),
     "bin_widths": (),
-    "robustness": ("robustness_samples", "corruptions", "severities", "seed", "batch_size"),
+    "robustness": (
+        "robustness_samples",
+        "corruptions",
+        "severities",
+        "seed",
+        "batch_size",
+    ),
 }
 
 
-def _measure_one(model: Any, run: Mapping[str, Any], data: _DataCache, s: MeasureSettings,
-                 cache_dir: Path | None) -> dict[str, pd.DataFrame]:
+def _measure_one(
+    model: Any,
+    run: Mapping[str, Any],
+    data: _DataCache,
+    s: MeasureSettings,
+    cache_dir: Path | None,
+) -> dict[str, pd.DataFrame]:
     """Every measure of one trained model, each cached per run and settings."""
     ids = _ids(run)
     train, test = data.run_data(run)
@@ -564,11 +740,23 @@ def _measure_one(model: Any, run: Mapping[str, Any], data: _DataCache, s: Measur
     return tables
 
 
-MEASURE_TABLES: tuple[str, ...] = ("gap", "sharpness", "flatness", "bin_widths", "robustness")
+MEASURE_TABLES: tuple[str, ...] = (
+    "gap",
+    "sharpness",
+    "flatness",
+    "bin_widths",
+    "robustness",
+)
 
 
-def measure_runs(runs: pd.DataFrame, settings: MeasureSettings, *, cache_dir: str | os.PathLike[str] | None = None,
-                 progress: bool = True, load_model: Callable[[Any], Any] | None = None) -> dict[str, pd.DataFrame]:
+def measure_runs(
+    runs: pd.DataFrame,
+    settings: MeasureSettings,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    load_model: Callable[[Any], Any] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Every measure of the chapter for every trained run: tidy tables keyed by measure name.
 
     For each run (a row of :func:`annotate_runs`' output) the saved model is loaded and measured
@@ -591,29 +779,59 @@ def measure_runs(runs: pd.DataFrame, settings: MeasureSettings, *, cache_dir: st
     from tqdm import tqdm
 
     if load_model is None:
-        from companion.engine.experiment import load_model as load_model  # noqa: PLW0127
+        from companion.engine.experiment import load_model as load_model
     data = _DataCache()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in MEASURE_TABLES}
-    bar = tqdm(list(runs.to_dict("records")), desc="measures", unit="model", disable=not progress)
+    bar = tqdm(
+        list(runs.to_dict("records")),
+        desc="measures",
+        unit="model",
+        disable=not progress,
+    )
     for run in bar:
-        bar.set_postfix_str(f"{run['case']} {run['label']} seed {run['seed']}", refresh=False)
+        bar.set_postfix_str(
+            f"{run['case']} {run['label']} seed {run['seed']}", refresh=False
+        )
         model = load_model(run)
         try:
-            tables = _measure_one(model, run, data, settings, None if cache_dir is None else Path(cache_dir))
+            tables = _measure_one(
+                model,
+                run,
+                data,
+                settings,
+                None if cache_dir is None else Path(cache_dir),
+            )
         finally:
             del model
             _release()
         for name, frame in tables.items():
             parts[name].append(frame)
     bar.close()
-    return {name: (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ID_COLUMNS)))
-            for name, frames in parts.items()}
+    return {
+        name: (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=list(ID_COLUMNS))
+        )
+        for name, frames in parts.items()
+    }
 
 
-def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: float, points_1d: int,
-               points_2d: int, samples: int, direction_seed: int = 0, batch_size: int = 256,
-               cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-               load_model: Callable[[Any], Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def landscapes(
+    runs: pd.DataFrame,
+    *,
+    models: Sequence[str],
+    seed: int,
+    extent: float,
+    points_1d: int,
+    points_2d: int,
+    samples: int,
+    direction_seed: int = 0,
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    load_model: Callable[[Any], Any] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """1-D and 2-D loss landscapes (Li et al., 2018) of the chosen models of one training seed.
 
     Every model is evaluated on the same grid ``alpha, beta in linspace(-extent, extent, n)``
@@ -628,13 +846,18 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
     from tqdm import tqdm
 
     if load_model is None:
-        from companion.engine.experiment import load_model as load_model  # noqa: PLW0127
+        from companion.engine.experiment import load_model as load_model
     chosen = runs[runs["model"].isin(models) & (runs["seed"] == seed)]
     alphas_1d = np.linspace(-extent, extent, int(points_1d))
     grid = np.linspace(-extent, extent, int(points_2d))
     data = _DataCache()
     one, two = [], []
-    for run in tqdm(list(chosen.to_dict("records")), desc="landscapes", unit="model", disable=not progress):
+    for run in tqdm(
+        list(chosen.to_dict("records")),
+        desc="landscapes",
+        unit="model",
+        disable=not progress,
+    ):
         ids = _ids(run)
         (x_tr, y_tr), _ = data.run_data(run)
         x_l, y_l = _subset(x_tr, y_tr, samples, direction_seed)
@@ -649,13 +872,30 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
             return holder["model"]
 
         def line() -> pd.DataFrame:
-            df = pd.DataFrame(generalization.loss_landscape_1d(
-                model(), x_l, y_l, alphas_1d, seed=direction_seed, batch_size=batch_size))
+            df = pd.DataFrame(
+                generalization.loss_landscape_1d(
+                    model(),
+                    x_l,
+                    y_l,
+                    alphas_1d,
+                    seed=direction_seed,
+                    batch_size=batch_size,
+                )
+            )
             return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
 
         def plane() -> pd.DataFrame:
-            df = pd.DataFrame(generalization.loss_landscape_2d(
-                model(), x_l, y_l, grid, grid, seed=direction_seed, batch_size=batch_size))
+            df = pd.DataFrame(
+                generalization.loss_landscape_2d(
+                    model(),
+                    x_l,
+                    y_l,
+                    grid,
+                    grid,
+                    seed=direction_seed,
+                    batch_size=batch_size,
+                )
+            )
             return pd.concat([pd.DataFrame([ids] * len(df)), df], axis=1)
 
         one.append(cached_frame(cache_dir, "landscape_1d", key, line))
@@ -663,14 +903,21 @@ def landscapes(runs: pd.DataFrame, *, models: Sequence[str], seed: int, extent: 
         holder.clear()
         _release()
     empty = pd.DataFrame(columns=list(ID_COLUMNS))
-    return (pd.concat(one, ignore_index=True) if one else empty, pd.concat(two, ignore_index=True) if two else empty)
+    return (
+        pd.concat(one, ignore_index=True) if one else empty,
+        pd.concat(two, ignore_index=True) if two else empty,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # aggregation and claims
 # ---------------------------------------------------------------------------------------------
-def model_metrics(gap: pd.DataFrame, sharpness: pd.DataFrame | None = None, flatness: pd.DataFrame | None = None,
-                  robustness: pd.DataFrame | None = None) -> pd.DataFrame:
+def model_metrics(
+    gap: pd.DataFrame,
+    sharpness: pd.DataFrame | None = None,
+    flatness: pd.DataFrame | None = None,
+    robustness: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per trained model (x seed) with every scalar metric of :data:`METRICS`.
 
     ``sharpness_average`` / ``sharpness_worst`` are the ``value`` of the rows with that mode
@@ -685,22 +932,41 @@ def model_metrics(gap: pd.DataFrame, sharpness: pd.DataFrame | None = None, flat
     out = gap[keep].copy()
     key = [c for c in ("case", "config_hash") if c in ids] or ids
     if sharpness is not None and len(sharpness):
-        wide = sharpness.pivot_table(index=key, columns="mode", values="value", aggfunc="first")
+        wide = sharpness.pivot_table(
+            index=key, columns="mode", values="value", aggfunc="first"
+        )
         wide.columns = [f"sharpness_{c}" for c in wide.columns]
         out = out.merge(wide.reset_index(), on=key, how="left")
     if flatness is not None and len(flatness):
-        out = out.merge(flatness[key + ["sigma"]].rename(columns={"sigma": "pac_bayes_sigma"}), on=key, how="left")
+        out = out.merge(
+            flatness[key + ["sigma"]].rename(columns={"sigma": "pac_bayes_sigma"}),
+            on=key,
+            how="left",
+        )
     if robustness is not None and len(robustness):
-        clean = robustness[robustness["corruption"] == "clean"].groupby(key)["accuracy"].mean()
-        corrupted = robustness[robustness["corruption"] != "clean"].groupby(key)["accuracy"].mean()
-        rob = pd.DataFrame({"clean_accuracy": clean, "corrupted_accuracy": corrupted}).reset_index()
+        clean = (
+            robustness[robustness["corruption"] == "clean"]
+            .groupby(key)["accuracy"]
+            .mean()
+        )
+        corrupted = (
+            robustness[robustness["corruption"] != "clean"]
+            .groupby(key)["accuracy"]
+            .mean()
+        )
+        rob = pd.DataFrame(
+            {"clean_accuracy": clean, "corrupted_accuracy": corrupted}
+        ).reset_index()
         rob["robust_drop"] = rob["clean_accuracy"] - rob["corrupted_accuracy"]
         out = out.merge(rob, on=key, how="left")
     return out
 
 
-def summarize(metrics: pd.DataFrame, columns: Sequence[str] | None = None,
-              by: Sequence[str] = ("case", "model")) -> pd.DataFrame:
+def summarize(
+    metrics: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    by: Sequence[str] = ("case", "model"),
+) -> pd.DataFrame:
     """Mean, sample standard deviation (ddof 1; NaN for one seed) and count per group, tidy.
 
     Returns
@@ -709,13 +975,20 @@ def summarize(metrics: pd.DataFrame, columns: Sequence[str] | None = None,
     """
     by = list(by)
     columns = [c for c in (columns or METRICS) if c in metrics.columns]
-    long = metrics.melt(id_vars=by, value_vars=columns, var_name="metric", value_name="value").dropna(subset=["value"])
-    agg = long.groupby(by + ["metric"], sort=False)["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n="count")
+    long = metrics.melt(
+        id_vars=by, value_vars=columns, var_name="metric", value_name="value"
+    ).dropna(subset=["value"])
+    agg = long.groupby(by + ["metric"], sort=False)["value"].agg(
+        mean="mean", std=lambda v: v.std(ddof=1), n="count"
+    )
     agg = agg.reset_index()
     if "model" in by:
         order = {k: i for i, k in enumerate(model_order(agg["model"]))}
-        agg = agg.assign(_o=agg["model"].map(order)).sort_values(by[:by.index("model")] + ["_o", "metric"],
-                                                                  kind="stable").drop(columns="_o")
+        agg = (
+            agg.assign(_o=agg["model"].map(order))
+            .sort_values(by[: by.index("model")] + ["_o", "metric"], kind="stable")
+            .drop(columns="_o")
+        )
     return agg.reset_index(drop=True)
 
 
@@ -730,7 +1003,9 @@ def compare(values: Sequence[float], reference: Sequence[float]) -> dict[str, An
         dict with ``mean``, ``std``, ``n``, ``ref_mean``, ``ref_std``, ``ref_n``, ``relation``.
     """
     a = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
-    b = np.asarray([v for v in reference if v is not None and np.isfinite(v)], np.float64)
+    b = np.asarray(
+        [v for v in reference if v is not None and np.isfinite(v)], np.float64
+    )
     out = {
         "mean": float(a.mean()) if a.size else math.nan, "std": float(a.std(ddof=1)) if a.size > 1 else math.nan,
         "n": int(a.size), "ref_mean": float(b.mean()) if b.size else math.nan,
@@ -777,30 +1052,83 @@ class ClaimSpec:
 
 #: QGen's claims as tested here (each per part of the study)
 CLAIMS: tuple[ClaimSpec, ...] = (
-    ClaimSpec("regularizer_loss", "quantization regularizes: {q} has a smaller loss gap than FP32",
-              "gap_loss", "lowest", "lower"),
-    ClaimSpec("regularizer_accuracy", "quantization regularizes: {q} has a smaller accuracy gap than FP32",
-              "gap_accuracy", "lowest", "lower"),
-    ClaimSpec("eight_bit_loss", "8-bit generalizes like FP32 (loss gap)", "gap_loss", "fixed_bits_8", "same"),
-    ClaimSpec("eight_bit_accuracy", "8-bit generalizes like FP32 (accuracy gap)", "gap_accuracy", "fixed_bits_8",
-              "same"),
-    ClaimSpec("training_cost", "fewer bits cost training loss: {q} has a higher training loss than FP32",
-              "train_loss", "lowest", "higher"),
-    ClaimSpec("flat_average", "quantization finds flatter minima: {q} has a lower average-case adaptive sharpness",
-              "sharpness_average", "lowest", "lower"),
-    ClaimSpec("flat_worst", "quantization finds flatter minima: {q} has a lower worst-case adaptive sharpness",
-              "sharpness_worst", "lowest", "lower"),
-    ClaimSpec("flat_pac_bayes", "quantization finds flatter minima: {q} tolerates more weight noise (PAC-Bayes sigma)",
-              "pac_bayes_sigma", "lowest", "higher"),
-    ClaimSpec("robust_8", "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
-              "robust_drop", "fixed_bits_8", "lower"),
-    ClaimSpec("robust_low", "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
-              "robust_drop", "lowest", "lower"),
+    ClaimSpec(
+        "regularizer_loss",
+        "quantization regularizes: {q} has a smaller loss gap than FP32",
+        "gap_loss",
+        "lowest",
+        "lower",
+    ),
+    ClaimSpec(
+        "regularizer_accuracy",
+        "quantization regularizes: {q} has a smaller accuracy gap than FP32",
+        "gap_accuracy",
+        "lowest",
+        "lower",
+    ),
+    ClaimSpec(
+        "eight_bit_loss",
+        "8-bit generalizes like FP32 (loss gap)",
+        "gap_loss",
+        "fixed_bits_8",
+        "same",
+    ),
+    ClaimSpec(
+        "eight_bit_accuracy",
+        "8-bit generalizes like FP32 (accuracy gap)",
+        "gap_accuracy",
+        "fixed_bits_8",
+        "same",
+    ),
+    ClaimSpec(
+        "training_cost",
+        "fewer bits cost training loss: {q} has a higher training loss than FP32",
+        "train_loss",
+        "lowest",
+        "higher",
+    ),
+    ClaimSpec(
+        "flat_average",
+        "quantization finds flatter minima: {q} has a lower average-case adaptive sharpness",
+        "sharpness_average",
+        "lowest",
+        "lower",
+    ),
+    ClaimSpec(
+        "flat_worst",
+        "quantization finds flatter minima: {q} has a lower worst-case adaptive sharpness",
+        "sharpness_worst",
+        "lowest",
+        "lower",
+    ),
+    ClaimSpec(
+        "flat_pac_bayes",
+        "quantization finds flatter minima: {q} tolerates more weight noise (PAC-Bayes sigma)",
+        "pac_bayes_sigma",
+        "lowest",
+        "higher",
+    ),
+    ClaimSpec(
+        "robust_8",
+        "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
+        "robust_drop",
+        "fixed_bits_8",
+        "lower",
+    ),
+    ClaimSpec(
+        "robust_low",
+        "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
+        "robust_drop",
+        "lowest",
+        "lower",
+    ),
 )
 
 
 def _resolve_model(spec_model: str, keys: Sequence[str]) -> str | None:
-    fixed = sorted((int(k.rsplit("_", 1)[1]), k) for k in keys if k.startswith("fixed_bits_"))
+    fixed = sorted(
+        (int(k.rsplit("_", 1)[1]), k) for k in keys if k.startswith("fixed_bits_")
+    )
     if spec_model == "lowest":
         return fixed[0][1] if fixed else None
     if spec_model == "highest":
@@ -812,14 +1140,18 @@ def _scale(metric: str) -> float:
     return 100.0 if metric in _PERCENT else 1.0
 
 
-def format_mean_std(mean: float, std: float, n: int, metric: str = "", digits: int | None = None) -> str:
+def format_mean_std(
+    mean: float, std: float, n: int, metric: str = "", digits: int | None = None
+) -> str:
     """``"0.375 ± 0.012"`` (loss-like) or ``"8.1 ± 0.4"`` (percent metrics, in %/pp); ``n = 1``: no ±."""
     f = _scale(metric)
     if digits is None:
         digits = 1 if f == 100.0 else 3
     if not np.isfinite(mean):
         return "n/a"
-    return fmt_pm(mean, std if n > 1 and np.isfinite(std) else None, scale=f, digits=digits)
+    return fmt_pm(
+        mean, std if n > 1 and np.isfinite(std) else None, scale=f, digits=digits
+    )
 
 
 _VERDICT = {
@@ -836,7 +1168,9 @@ def _verdict(expected: str, relation: str) -> str:
     return _VERDICT[(expected, relation)]
 
 
-def claims_table(metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, reference: str = "fp32") -> pd.DataFrame:
+def claims_table(
+    metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, reference: str = "fp32"
+) -> pd.DataFrame:
     """QGen's claims decided by rule, per part (``case``) of the study.
 
     For each claim and part: the values of ``metric`` over seeds of the claim's model and of
@@ -866,8 +1200,17 @@ def claims_table(metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, re
                    "model": model, "label": label, "expected": spec.expected,
                    "criterion": spec.criterion(label)}  # fmt: skip
             if model is None or spec.metric not in part.columns or ref.empty:
-                row.update(mean=math.nan, std=math.nan, n=0, ref_mean=math.nan, ref_std=math.nan, ref_n=0,
-                           relation="n/a", verdict="not run", numbers="model or metric not measured")
+                row.update(
+                    mean=math.nan,
+                    std=math.nan,
+                    n=0,
+                    ref_mean=math.nan,
+                    ref_std=math.nan,
+                    ref_n=0,
+                    relation="n/a",
+                    verdict="not run",
+                    numbers="model or metric not measured",
+                )
                 rows.append(row)
                 continue
             c = compare(part.loc[part["model"] == model, spec.metric], ref[spec.metric])
@@ -876,7 +1219,9 @@ def claims_table(metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, re
             numbers = (f"FP32 {format_mean_std(c['ref_mean'], c['ref_std'], c['ref_n'], spec.metric)}{unit} "
                        f"vs {label} {format_mean_std(c['mean'], c['std'], c['n'], spec.metric)}{unit} "
                        f"(n = {c['ref_n']}/{c['n']} seeds)")  # fmt: skip
-            row.update(c, verdict=_verdict(spec.expected, c["relation"]), numbers=numbers)
+            row.update(
+                c, verdict=_verdict(spec.expected, c["relation"]), numbers=numbers
+            )
             rows.append(row)
     cols = ["case", "key", "claim", "metric", "model", "label", "expected", "mean", "std", "n", "ref_mean",
             "ref_std", "ref_n", "relation", "verdict", "criterion", "numbers"]  # fmt: skip
@@ -895,9 +1240,31 @@ def claims_detail(metrics: pd.DataFrame, reference: str = "fp32") -> pd.DataFram
             sub = part[part["model"] == model]
             for metric in columns:
                 c = compare(sub[metric], ref[metric])
-                rows.append({"case": case, "model": model, "label": sub["label"].iloc[0], "metric": metric, **c})
-    return pd.DataFrame(rows, columns=["case", "model", "label", "metric", "mean", "std", "n", "ref_mean", "ref_std",
-                                       "ref_n", "relation"])
+                rows.append(
+                    {
+                        "case": case,
+                        "model": model,
+                        "label": sub["label"].iloc[0],
+                        "metric": metric,
+                        **c,
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "case",
+            "model",
+            "label",
+            "metric",
+            "mean",
+            "std",
+            "n",
+            "ref_mean",
+            "ref_std",
+            "ref_n",
+            "relation",
+        ],
+    )
 
 
 def case_title(case: str, dataset_label: str | None = None) -> str:
@@ -910,13 +1277,18 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def claims_markdown(claims: pd.DataFrame, dataset_labels: Mapping[str, str], *, profile: str,
-                    not_run: Sequence[str] = ()) -> str:
+def claims_markdown(
+    claims: pd.DataFrame,
+    dataset_labels: Mapping[str, str],
+    *,
+    profile: str,
+    not_run: Sequence[str] = (),
+) -> str:
     """The ``claims.md`` snippet: a Markdown table of every claim with numbers and verdict."""
     lines = [
         f"QGen's claims tested on this build's models (profile `{profile}`). Each claim compares a quantized "
         "model with FP32 over training seeds; **holds** means its mean ± std interval relates to FP32's as "
-        "claimed (separated in the claimed direction, or overlapping for \"like FP32\"), **does not hold** "
+        'claimed (separated in the claimed direction, or overlapping for "like FP32"), **does not hold** '
         "means it does not (`relation` says whether the intervals overlap or are separated the other way), "
         "**inconclusive** means fewer than two seeds. Gaps: loss = test − train (nats), accuracy = train − "
         "test (percentage points).",
@@ -927,8 +1299,10 @@ def claims_markdown(claims: pd.DataFrame, dataset_labels: Mapping[str, str], *, 
     for _, r in claims.iterrows():
         part = case_title(r["case"], dataset_labels.get(r["case"]))
         verdict = f"**{r['verdict']}**"
-        lines.append(f"| {_md_escape(part)} | {_md_escape(r['claim'])} | {_md_escape(r['criterion'])} | "
-                     f"{_md_escape(r['numbers'])} | {r['relation']} | {verdict} |")
+        lines.append(
+            f"| {_md_escape(part)} | {_md_escape(r['claim'])} | {_md_escape(r['criterion'])} | "
+            f"{_md_escape(r['numbers'])} | {r['relation']} | {verdict} |"
+        )
     if claims.empty:
         lines.append("| – | no part of the study ran | – | – | – | not run |")
     for note in not_run:
@@ -936,18 +1310,32 @@ def claims_markdown(claims: pd.DataFrame, dataset_labels: Mapping[str, str], *, 
         lines.append(f"- {note}")
     counts = claims["verdict"].value_counts() if len(claims) else pd.Series(dtype=int)
     lines.append("")
-    lines.append("Tally: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
-                                       ("holds", "does not hold", "inconclusive", "not run")) + ".")
+    lines.append(
+        "Tally: "
+        + ", ".join(
+            f"{counts.get(v, 0)} {v}"
+            for v in ("holds", "does not hold", "inconclusive", "not run")
+        )
+        + "."
+    )
     return "\n".join(lines) + "\n"
 
 
-def gap_markdown(metrics: pd.DataFrame, dataset_labels: Mapping[str, str], *, profile: str,
-                 models: Sequence[str] | None = None) -> str:
+def gap_markdown(
+    metrics: pd.DataFrame,
+    dataset_labels: Mapping[str, str],
+    *,
+    profile: str,
+    models: Sequence[str] | None = None,
+) -> str:
     """The ``gap_summary.md`` snippet: measured gaps of FP32, 8-bit and the lowest bit width per part."""
     if metrics.empty:
         return f"No part of the generalization study ran under profile `{profile}` (see the data status).\n"
-    lines = [f"Measured generalization gaps (mean ± std over seeds, profile `{profile}`; loss gap = test − "
-             "train loss in nats, accuracy gap = train − test accuracy in percentage points):", ""]
+    lines = [
+        f"Measured generalization gaps (mean ± std over seeds, profile `{profile}`; loss gap = test − "
+        "train loss in nats, accuracy gap = train − test accuracy in percentage points):",
+        "",
+    ]
     for case, part in metrics.groupby("case", sort=False):
         keys = list(part["model"].unique())
         chosen = models or ["fp32", "fixed_bits_8", _resolve_model("lowest", keys)]
@@ -955,15 +1343,27 @@ def gap_markdown(metrics: pd.DataFrame, dataset_labels: Mapping[str, str], *, pr
         for m in dict.fromkeys(k for k in chosen if k in keys):
             sub = part[part["model"] == m]
             n = int(sub["gap_loss"].notna().sum())
-            gl = format_mean_std(sub["gap_loss"].mean(), sub["gap_loss"].std(ddof=1), n, "gap_loss")
-            ga = format_mean_std(sub["gap_accuracy"].mean(), sub["gap_accuracy"].std(ddof=1), n, "gap_accuracy")
-            items.append(f"{sub['label'].iloc[0]}: loss gap {gl}, accuracy gap {ga} pp (n = {n})")
-        lines.append(f"- {case_title(case, dataset_labels.get(case))}: " + "; ".join(items) + ".")
+            gl = format_mean_std(
+                sub["gap_loss"].mean(), sub["gap_loss"].std(ddof=1), n, "gap_loss"
+            )
+            ga = format_mean_std(
+                sub["gap_accuracy"].mean(),
+                sub["gap_accuracy"].std(ddof=1),
+                n,
+                "gap_accuracy",
+            )
+            items.append(
+                f"{sub['label'].iloc[0]}: loss gap {gl}, accuracy gap {ga} pp (n = {n})"
+            )
+        lines.append(
+            f"- {case_title(case, dataset_labels.get(case))}: " + "; ".join(items) + "."
+        )
     return "\n".join(lines) + "\n"
 
 
-def case_settings(cases: Sequence[str], settings: Mapping[str, Mapping[str, Any]]
-                  ) -> dict[str, dict[str, Any]]:
+def case_settings(
+    cases: Sequence[str], settings: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """The training settings of the requested ``cases`` (parts of the study), in order.
 
     Raises:
@@ -972,55 +1372,78 @@ def case_settings(cases: Sequence[str], settings: Mapping[str, Mapping[str, Any]
     """
     unknown = sorted(set(cases) - set(settings))
     if unknown:
-        raise ValueError(f"parameter 'cases' has unknown case(s) {unknown}; allowed: "
-                         f"{sorted(settings)}")
+        raise ValueError(
+            f"parameter 'cases' has unknown case(s) {unknown}; allowed: "
+            f"{sorted(settings)}"
+        )
     return {case: dict(settings[case]) for case in cases}
 
 
 def data_status_markdown(parts: pd.DataFrame) -> str:
     """The ``data_status.md`` snippet: one line per part (:func:`check_parts`)."""
-    lines = [f"- {case_title(r.case)} part (`{r.dataset}`): {r.note}" for r in parts.itertuples()]
+    lines = [
+        f"- {case_title(r.case)} part (`{r.dataset}`): {r.note}"
+        for r in parts.itertuples()
+    ]
     return "\n".join(lines) + "\n"
 
 
 def not_run_notes(parts: pd.DataFrame) -> list[str]:
     """``"<part> part: not run: ..."`` for every part that did not run."""
-    return [f"{case_title(r.case)} part: {r.note}" for r in parts.itertuples() if not r.run]
+    return [
+        f"{case_title(r.case)} part: {r.note}" for r in parts.itertuples() if not r.run
+    ]
 
 
 def _case_line(case: str, df: pd.DataFrame, s: Mapping[str, Any], lr: float) -> str:
     """The setup of one part: data, training, models, time, and FP32's accuracy."""
     fp32 = df[df["model"] == "fp32"]
     order = {m: i for i, m in enumerate(model_order(df["model"]))}
-    models = df.drop_duplicates("model").sort_values("model", key=lambda k: k.map(order))
+    models = df.drop_duplicates("model").sort_values(
+        "model", key=lambda k: k.map(order)
+    )
     minutes = df["train_seconds"].sum() / 60
-    return (f"- {case_title(case, df['dataset_label'].iloc[0])}: "
-            f"{int(df['n_train'].iloc[0])} training and {int(df['n_test'].iloc[0])} "
-            f"test images, {s['epochs']} epoch(s), Adam lr {lr:g}, batch "
-            f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}; models "
-            f"{', '.join(models['label'])} ({len(df)} runs, {minutes:.1f} min of "
-            f"training on {df['device'].iloc[0]}); FP32 reaches "
-            f"{100 * fp32['train_accuracy'].mean():.1f} % training and "
-            f"{100 * fp32['test_accuracy'].mean():.1f} % test accuracy (mean over "
-            "seeds).")
+    return (
+        f"- {case_title(case, df['dataset_label'].iloc[0])}: "
+        f"{int(df['n_train'].iloc[0])} training and {int(df['n_test'].iloc[0])} "
+        f"test images, {s['epochs']} epoch(s), Adam lr {lr:g}, batch "
+        f"{s['batch_size']}, seeds {', '.join(map(str, s['seeds']))}; models "
+        f"{', '.join(models['label'])} ({len(df)} runs, {minutes:.1f} min of "
+        f"training on {df['device'].iloc[0]}); FP32 reaches "
+        f"{100 * fp32['train_accuracy'].mean():.1f} % training and "
+        f"{100 * fp32['test_accuracy'].mean():.1f} % test accuracy (mean over "
+        "seeds)."
+    )
 
 
 def _measures_line(m: MeasureSettings, landscape: Mapping[str, Any]) -> str:
     """The sizes and radii of every measure, and the landscape grids."""
-    n_1d, n_2d, extent = landscape["points_1d"], landscape["points_2d"], landscape["extent"]
-    return (f"- Measures: sharpness and PAC-Bayes flatness on {m.measure_samples} "
-            f"training images per model (ρ_avg = {m.rho_average:g} with "
-            f"{m.sharpness_samples} draws, ρ_worst = {m.rho_worst:g} with "
-            f"{m.worst_restarts} restart(s) × {m.worst_steps} ascent steps, PAC-Bayes "
-            f"{m.flatness_criterion} tolerance {m.flatness_tolerance:g}); robustness "
-            f"on {m.robustness_samples} test images; landscapes on "
-            f"{landscape['samples']} training images, α, β ∈ [−{extent:g}, "
-            f"{extent:g}] with {n_1d} (1-D) and {n_2d}×{n_2d} (2-D) points.")
+    n_1d, n_2d, extent = (
+        landscape["points_1d"],
+        landscape["points_2d"],
+        landscape["extent"],
+    )
+    return (
+        f"- Measures: sharpness and PAC-Bayes flatness on {m.measure_samples} "
+        f"training images per model (ρ_avg = {m.rho_average:g} with "
+        f"{m.sharpness_samples} draws, ρ_worst = {m.rho_worst:g} with "
+        f"{m.worst_restarts} restart(s) × {m.worst_steps} ascent steps, PAC-Bayes "
+        f"{m.flatness_criterion} tolerance {m.flatness_tolerance:g}); robustness "
+        f"on {m.robustness_samples} test images; landscapes on "
+        f"{landscape['samples']} training images, α, β ∈ [−{extent:g}, "
+        f"{extent:g}] with {n_1d} (1-D) and {n_2d}×{n_2d} (2-D) points."
+    )
 
 
-def setup_markdown(runs_by_case: Mapping[str, pd.DataFrame],
-                   settings: Mapping[str, Mapping[str, Any]], *, profile: str, lr: float,
-                   measures: MeasureSettings, landscape: Mapping[str, Any]) -> str:
+def setup_markdown(
+    runs_by_case: Mapping[str, pd.DataFrame],
+    settings: Mapping[str, Mapping[str, Any]],
+    *,
+    profile: str,
+    lr: float,
+    measures: MeasureSettings,
+    landscape: Mapping[str, Any],
+) -> str:
     """The ``setup.md`` snippet: one line per part that ran and one for the measures.
 
     Arguments:
@@ -1030,7 +1453,9 @@ def setup_markdown(runs_by_case: Mapping[str, pd.DataFrame],
         measures: the measure settings; landscape: ``samples``, ``extent``,
             ``points_1d``, ``points_2d`` of the loss landscapes.
     """
-    lines = [_case_line(case, df, settings[case], lr) for case, df in runs_by_case.items()]
+    lines = [
+        _case_line(case, df, settings[case], lr) for case, df in runs_by_case.items()
+    ]
     if not lines:
         lines.append("- No part of the study ran (see the data status).")
     lines.append(_measures_line(measures, landscape))
@@ -1076,11 +1501,14 @@ def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
             "gap (train − test accuracy, percentage points) and the training and "
             "test loss themselves; large markers are the mean ± std over seeds, "
             "small dots the individual seeds",
-            f"quantization (FP32, fixed bits {fixed}, LSQ {c.lsq_bits}-bit, nested)"),
+            f"quantization (FP32, fixed bits {fixed}, LSQ {c.lsq_bits}-bit, nested)",
+        ),
         "bin_widths": (
             "Quantization bin width (mean scale s of the kernel) per "
             "quantized layer and model, mean ± std over seeds; log "
-            "scale", quantization),
+            "scale",
+            quantization,
+        ),
         "sharpness": (
             "Adaptive sharpness (average case, Gaussian noise, ρ = "
             f"{m.rho_average:g}, {m.sharpness_samples} draws; worst "
@@ -1089,25 +1517,32 @@ def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
             f"and PAC-Bayes noise level σ* ({flatness_label(m)}, "
             f"{m.flatness_samples} draws) on {m.measure_samples} "
             "training images per model; mean ± std over seeds and "
-            "individual seeds; σ* on a logarithmic axis", quantization),
+            "individual seeds; σ* on a logarithmic axis",
+            quantization,
+        ),
         "landscape_1d": (
             "Training loss (log scale) and accuracy along one "
             f"filter-normalized random direction for {shown} "
             f"(training seed {land['seed']}, {land['samples']} "
-            "training images, α on the same grid for every model)", "quantization"),
+            "training images, α on the same grid for every model)",
+            "quantization",
+        ),
         "landscape_2d": (
             "Training loss on the plane of two filter-normalized "
             f"random directions for {shown} (training seed "
             f"{land['seed']}, {n}×{n} grid on [−{e:g}, {e:g}]², "
             f"{land['samples']} training images); one shared "
             "logarithmic colour scale per architecture, the star "
-            "marks the trained weights", "quantization"),
+            "marks the trained weights",
+            "quantization",
+        ),
         "robustness": (
             "Accuracy under locally generated corruptions (CIFAR-10-C parameters of "
             "Hendrycks & Dietterich) at severities "
             f"{', '.join(map(str, m.severities))} (0 = clean), {m.robustness_samples} "
             "test images; mean ± std over seeds",
-            "quantization, corruption and severity"),
+            "quantization, corruption and severity",
+        ),
     }
 
 
@@ -1122,9 +1557,16 @@ def figure_caption(stem: str, context: CaptionContext, shown: str = "") -> str:
     if stem not in texts:
         raise ValueError(f"no caption for figure {stem!r}; figures: {', '.join(texts)}")
     text, varied = texts[stem]
-    seeds = [context.landscape["seed"]] if stem.startswith("landscape") else context.seeds
-    return caption(text, dataset=context.dataset, profile=context.profile, seeds=seeds,
-                   varied=varied)
+    seeds = (
+        [context.landscape["seed"]] if stem.startswith("landscape") else context.seeds
+    )
+    return caption(
+        text,
+        dataset=context.dataset,
+        profile=context.profile,
+        seeds=seeds,
+        varied=varied,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1135,8 +1577,14 @@ def _cases(df: pd.DataFrame) -> list[str]:
 
 
 def _titles(df: pd.DataFrame) -> dict[str, str]:
-    labels = df.groupby("case", sort=False)["dataset_label"].first() if "dataset_label" in df else {}
-    return {c: case_title(c, labels.get(c) if len(labels) else None) for c in _cases(df)}
+    labels = (
+        df.groupby("case", sort=False)["dataset_label"].first()
+        if "dataset_label" in df
+        else {}
+    )
+    return {
+        c: case_title(c, labels.get(c) if len(labels) else None) for c in _cases(df)
+    }
 
 
 def _tick_labels(df: pd.DataFrame, order: Sequence[str]) -> list[str]:
@@ -1144,17 +1592,38 @@ def _tick_labels(df: pd.DataFrame, order: Sequence[str]) -> list[str]:
     return [labels.get(k, k) for k in order]
 
 
-def _errorbar_panel(ax: Any, part: pd.DataFrame, metric: str, colors: Mapping[str, Any], scale: float = 1.0) -> None:
+def _errorbar_panel(
+    ax: Any,
+    part: pd.DataFrame,
+    metric: str,
+    colors: Mapping[str, Any],
+    scale: float = 1.0,
+) -> None:
     order = model_order(part["model"])
     for i, key in enumerate(order):
         values = part.loc[part["model"] == key, metric].dropna().to_numpy() * scale
         if not values.size:
             continue
-        jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
-        ax.scatter(i + jitter, values, s=14, color=colors[key], alpha=0.45, lw=0, zorder=2)
+        jitter = (
+            np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
+        )
+        ax.scatter(
+            i + jitter, values, s=14, color=colors[key], alpha=0.45, lw=0, zorder=2
+        )
         std = values.std(ddof=1) if values.size > 1 else 0.0
-        ax.errorbar(i, values.mean(), yerr=std, fmt="o", ms=7, color=colors[key], mec="black", mew=0.6,
-                    capsize=4, lw=1.5, zorder=3)
+        ax.errorbar(
+            i,
+            values.mean(),
+            yerr=std,
+            fmt="o",
+            ms=7,
+            color=colors[key],
+            mec="black",
+            mew=0.6,
+            capsize=4,
+            lw=1.5,
+            zorder=3,
+        )
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
     ax.set_xlim(-0.6, len(order) - 0.4)
@@ -1167,7 +1636,9 @@ def plot_gap(metrics: pd.DataFrame):
     cases = _cases(metrics)
     titles = _titles(metrics)
     colors = model_colors(metrics["model"])
-    fig, axes = plt.subplots(3, len(cases), figsize=(4.6 * len(cases) + 0.6, 10.5), squeeze=False)
+    fig, axes = plt.subplots(
+        3, len(cases), figsize=(4.6 * len(cases) + 0.6, 10.5), squeeze=False
+    )
     for j, case in enumerate(cases):
         part = metrics[metrics["case"] == case]
         _errorbar_panel(axes[0, j], part, "gap_loss", colors)
@@ -1179,8 +1650,16 @@ def plot_gap(metrics: pd.DataFrame):
         ax = axes[2, j]
         for name, marker, ls in (("train_loss", "o", "-"), ("test_loss", "s", "--")):
             stats = part.groupby("model")[name].agg(["mean", "std"]).reindex(order)
-            ax.errorbar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0.0), marker=marker, ls=ls,
-                        color="0.25" if name == "train_loss" else "0.55", capsize=3, label=name.replace("_", " "))
+            ax.errorbar(
+                range(len(order)),
+                stats["mean"],
+                yerr=stats["std"].fillna(0.0),
+                marker=marker,
+                ls=ls,
+                color="0.25" if name == "train_loss" else "0.55",
+                capsize=3,
+                label=name.replace("_", " "),
+            )
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
         ax.set_ylabel("loss (nats)")
@@ -1199,40 +1678,70 @@ def plot_bin_widths(bin_widths: pd.DataFrame, parameter: str = "kernel"):
     cases = _cases(df)
     titles = _titles(df)
     colors = model_colors(df["model"]) if len(df) else {}
-    fig, axes = plt.subplots(1, max(len(cases), 1), figsize=(5.2 * max(len(cases), 1) + 0.6, 4.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        max(len(cases), 1),
+        figsize=(5.2 * max(len(cases), 1) + 0.6, 4.4),
+        squeeze=False,
+    )
     for j, case in enumerate(cases):
         ax = axes[0, j]
         part = df[df["case"] == case]
         layers = list(dict.fromkeys(part.sort_values("layer_index")["layer"]))
         for key in model_order(part["model"]):
             sub = part[part["model"] == key]
-            stats = sub.groupby("layer")["scale_mean"].agg(["mean", "std"]).reindex(layers)
-            ax.errorbar(range(len(layers)), stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
-                        color=colors[key], label=sub["label"].iloc[0])
+            stats = (
+                sub.groupby("layer")["scale_mean"].agg(["mean", "std"]).reindex(layers)
+            )
+            ax.errorbar(
+                range(len(layers)),
+                stats["mean"],
+                yerr=stats["std"].fillna(0.0),
+                marker="o",
+                capsize=3,
+                color=colors[key],
+                label=sub["label"].iloc[0],
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(layers)))
         ax.set_xticklabels(layers, rotation=35, ha="right")
         ax.set_xlabel("quantized layer")
         ax.set_ylabel(f"bin width s of the {parameter} (log scale)")
         ax.set_title(titles[case])
-    handles, labels = (axes[0, 0].get_legend_handles_labels() if cases else ([], []))
+    handles, labels = axes[0, 0].get_legend_handles_labels() if cases else ([], [])
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.legend(
+            handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+        )
     fig.tight_layout()
     return fig
 
 
-def plot_sharpness(metrics: pd.DataFrame, rho_average: float, rho_worst: float, flatness_label: str):
+def plot_sharpness(
+    metrics: pd.DataFrame, rho_average: float, rho_worst: float, flatness_label: str
+):
     """Average/worst adaptive sharpness (linear axes) and PAC-Bayes sigma (log axis) per model: mean ± std over seeds."""
     import matplotlib.pyplot as plt
 
     cases = _cases(metrics)
     titles = _titles(metrics)
     colors = model_colors(metrics["model"])
-    panels = [("sharpness_average", f"average adaptive sharpness, ρ = {rho_average:g} (nats)", False),
-              ("sharpness_worst", f"worst-case adaptive sharpness, ρ = {rho_worst:g} (nats)", False),
-              ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label}); larger = flatter", True)]
-    fig, axes = plt.subplots(len(cases), 3, figsize=(15, 4.3 * len(cases)), squeeze=False)
+    panels = [
+        (
+            "sharpness_average",
+            f"average adaptive sharpness, ρ = {rho_average:g} (nats)",
+            False,
+        ),
+        (
+            "sharpness_worst",
+            f"worst-case adaptive sharpness, ρ = {rho_worst:g} (nats)",
+            False,
+        ),
+        ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label}); larger = flatter", True),
+    ]
+    fig, axes = plt.subplots(
+        len(cases), 3, figsize=(15, 4.3 * len(cases)), squeeze=False
+    )
     for i, case in enumerate(cases):
         part = metrics[metrics["case"] == case]
         for j, (metric, ylabel, logy) in enumerate(panels):
@@ -1254,13 +1763,23 @@ def plot_landscape_1d(one_d: pd.DataFrame):
     cases = _cases(one_d)
     titles = _titles(one_d)
     colors = model_colors(one_d["model"])
-    fig, axes = plt.subplots(2, len(cases), figsize=(5.2 * len(cases) + 0.6, 7.0), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        2, len(cases), figsize=(5.2 * len(cases) + 0.6, 7.0), squeeze=False, sharex=True
+    )
     for j, case in enumerate(cases):
         part = one_d[one_d["case"] == case]
         for key in model_order(part["model"]):
             sub = part[part["model"] == key].sort_values("alpha")
-            axes[0, j].plot(sub["alpha"], sub["loss"], marker=".", color=colors[key], label=sub["label"].iloc[0])
-            axes[1, j].plot(sub["alpha"], 100 * sub["accuracy"], marker=".", color=colors[key])
+            axes[0, j].plot(
+                sub["alpha"],
+                sub["loss"],
+                marker=".",
+                color=colors[key],
+                label=sub["label"].iloc[0],
+            )
+            axes[1, j].plot(
+                sub["alpha"], 100 * sub["accuracy"], marker=".", color=colors[key]
+            )
         axes[0, j].set_yscale("log")
         axes[0, j].set_ylabel("training loss (nats, log scale)")
         axes[0, j].set_title(titles[case])
@@ -1280,8 +1799,13 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
     cases = _cases(two_d)
     titles = _titles(two_d)
     ncols = max(two_d.groupby("case")["model"].nunique().max(), 1) if len(two_d) else 1
-    fig, axes = plt.subplots(len(cases), ncols, figsize=(3.9 * ncols + 1.4, 3.9 * len(cases)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        len(cases),
+        ncols,
+        figsize=(3.9 * ncols + 1.4, 3.9 * len(cases)),
+        squeeze=False,
+        layout="constrained",
+    )
     for i, case in enumerate(cases):
         part = two_d[two_d["case"] == case]
         vmin = max(float(part["loss"].min()), 1e-6)
@@ -1300,7 +1824,9 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
             a, b = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
             z = np.clip(grid.to_numpy(), vmin, vmax)
             mappable = ax.contourf(a, b, z, levels=levels, norm=norm, cmap="viridis")
-            lines = ax.contour(a, b, z, levels=levels[1::3], norm=norm, colors="white", linewidths=0.7)
+            lines = ax.contour(
+                a, b, z, levels=levels[1::3], norm=norm, colors="white", linewidths=0.7
+            )
             ax.clabel(lines, fontsize=7, fmt="%.3g")
             ax.plot(0, 0, marker="*", color="red", ms=10)
             ax.set_title(f"{titles[case]}: {sub['label'].iloc[0]}", fontsize="small")
@@ -1325,21 +1851,41 @@ def plot_robustness(robustness: pd.DataFrame):
     corruptions = [c for c in dict.fromkeys(robustness["corruption"]) if c != "clean"]
     colors = model_colors(robustness["model"])
     clean = robustness[robustness["corruption"] == "clean"]
-    fig, axes = plt.subplots(len(cases), len(corruptions), figsize=(3.4 * len(corruptions) + 1.6, 3.9 * len(cases)),
-                             squeeze=False, sharey="row")
+    fig, axes = plt.subplots(
+        len(cases),
+        len(corruptions),
+        figsize=(3.4 * len(corruptions) + 1.6, 3.9 * len(cases)),
+        squeeze=False,
+        sharey="row",
+    )
     for i, case in enumerate(cases):
         part = robustness[robustness["case"] == case]
         for j, name in enumerate(corruptions):
             ax = axes[i, j]
             keys = model_order(part["model"])
-            offsets = np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+            offsets = (
+                np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+            )
             for key, dx in zip(keys, offsets, strict=True):
-                rows = pd.concat([clean[(clean["case"] == case) & (clean["model"] == key)],
-                                  part[(part["corruption"] == name) & (part["model"] == key)]])
+                rows = pd.concat(
+                    [
+                        clean[(clean["case"] == case) & (clean["model"] == key)],
+                        part[(part["corruption"] == name) & (part["model"] == key)],
+                    ]
+                )
                 stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
-                bars = ax.errorbar(stats.index + dx, 100 * stats["mean"], yerr=100 * stats["std"].fillna(0.0),
-                                   marker="o", ms=3.5, lw=1.4, elinewidth=0.8, capsize=0, color=colors[key],
-                                   label=rows["label"].iloc[0] if len(rows) else key)
+                bars = ax.errorbar(
+                    stats.index + dx,
+                    100 * stats["mean"],
+                    yerr=100 * stats["std"].fillna(0.0),
+                    marker="o",
+                    ms=3.5,
+                    lw=1.4,
+                    elinewidth=0.8,
+                    capsize=0,
+                    color=colors[key],
+                    label=rows["label"].iloc[0] if len(rows) else key,
+                )
                 for line in bars[2]:
                     line.set_alpha(0.45)
             ax.set_title(name.replace("_", " ") if i == 0 else "", fontsize="medium")
@@ -1349,6 +1895,8 @@ def plot_robustness(robustness: pd.DataFrame):
                 ax.set_ylabel(f"{titles[case]}\naccuracy (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.legend(
+            handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+        )
     fig.tight_layout()
     return fig

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # noqa: E402 - headless everywhere (papermill, CI)
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import seaborn as sns
 
-from companion.engine.book import figure_markdown  # noqa: E402
-from lqs.fileio import atomic_write, atomic_write_text  # noqa: E402
+from companion.engine.book import figure_markdown
+from lqs.fileio import atomic_write, atomic_write_text
 
 __all__ = ["PALETTE", "PNG_DPI", "SCREEN_DPI", "set_theme", "caption", "save_figure"]
 
@@ -35,12 +35,24 @@ SCREEN_DPI = 96
 def set_theme(context: str = "notebook") -> None:
     """Apply the project's seaborn theme (white grid, colour-blind palette, fonts)."""
     sns.set_theme(context=context, style="whitegrid", palette=PALETTE)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "pdf.fonttype": 42,
-                         "axes.titleweight": "bold"})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.bbox": "tight",
+            "pdf.fonttype": 42,
+            "axes.titleweight": "bold",
+        }
+    )
 
 
-def caption(text: str, *, dataset: str, profile: str, seeds: Iterable[int] | int | None = None,
-            varied: str | None = None) -> str:
+def caption(
+    text: str,
+    *,
+    dataset: str,
+    profile: str,
+    seeds: Iterable[int] | int | None = None,
+    varied: str | None = None,
+) -> str:
     """A figure caption ending with its provenance: dataset, profile, seeds, varied."""
     parts = [f"Dataset: {dataset}", f"profile: {profile}"]
     if seeds is not None:
@@ -51,8 +63,16 @@ def caption(text: str, *, dataset: str, profile: str, seeds: Iterable[int] | int
     return f"{text.rstrip('.')}. {'; '.join(parts)}."
 
 
-def save_figure(fig: plt.Figure, results_dir: str | os.PathLike[str], notebook: str, stem: str,
-                caption_text: str, *, width: str | None = None, show: bool = True) -> list[Path]:
+def save_figure(
+    fig: plt.Figure,
+    results_dir: str | os.PathLike[str],
+    notebook: str,
+    stem: str,
+    caption_text: str,
+    *,
+    width: str | None = None,
+    show: bool = True,
+) -> list[Path]:
     """Save a notebook figure for the book, show it in the notebook, close it.
 
     Writes atomically (temporary file + rename) ``<stem>.png`` (:data:`PNG_DPI`),
@@ -77,14 +97,20 @@ def save_figure(fig: plt.Figure, results_dir: str | os.PathLike[str], notebook: 
         The written paths (PNG, PDF, caption, snippet).
     """
     if not stem or "/" in stem or "." in stem:
-        raise ValueError("figure stem must be a plain file stem without '/' or '.', "
-                         f"got {stem!r}")
+        raise ValueError(
+            f"figure stem must be a plain file stem without '/' or '.', got {stem!r}"
+        )
     out = Path(results_dir)
     written = [
-        atomic_write(out / f"{stem}.{ext}", lambda tmp, ext=ext, kw=kw: fig.savefig(tmp, format=ext, **kw))
+        atomic_write(
+            out / f"{stem}.{ext}",
+            lambda tmp, ext=ext, kw=kw: fig.savefig(tmp, format=ext, **kw),
+        )
         for ext, kw in (("png", {"dpi": PNG_DPI}), ("pdf", {}))
     ]
-    written.append(atomic_write_text(out / f"{stem}.caption.md", caption_text.strip() + "\n"))
+    written.append(
+        atomic_write_text(out / f"{stem}.caption.md", caption_text.strip() + "\n")
+    )
     snippet = figure_markdown(notebook, stem, caption_text, width=width)
     written.append(atomic_write_text(out / f"{stem}_figure.md", _with_newline(snippet)))
     if show:

@@ -38,7 +38,13 @@ __all__ = [
 ]
 
 #: metrics averaged over seeds (``<metric>_mean``/``_std`` in ``seed_means.csv``)
-METRICS = ["test_accuracy", "train_accuracy", "mem_bits_per_param", "mem_compression", "mem_kib"]
+METRICS = [
+    "test_accuracy",
+    "train_accuracy",
+    "mem_bits_per_param",
+    "mem_compression",
+    "mem_kib",
+]
 #: a λ is "near the best" when it reaches this share of the best compression (and the
 #: accuracy bar)
 NEAR_BEST = 0.98
@@ -52,17 +58,24 @@ _GROUP = ["setup", "dataset", "arch", "kernel_granularity", "threshold", "lr", "
 SWEEP_CAPTION = (
     "Test accuracy (left; FP32 reference dashed, one point below it dotted) and "
     "memory in bits per parameter (right, scales included) of nested-quantizer "
-    "networks against the threshold λ, mean ± std over seeds (bands)")
+    "networks against the threshold λ, mean ± std over seeds (bands)"
+)
 VALUES_CAPTION = (
     "Distinct quantized values (left) and integer range max|P_q| (right) of each "
     "quantized kernel at the end of training against the threshold λ, mean ± std "
-    "over seeds")
+    "over seeds"
+)
 
 
 def threshold_configs(
-    setups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any], *,
-    granularities: Sequence[str], thresholds: Sequence[float], seeds: Sequence[int],
-    dynamics_thresholds: Sequence[float], dynamics_epochs: int,
+    setups: Sequence[Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    *,
+    granularities: Sequence[str],
+    thresholds: Sequence[float],
+    seeds: Sequence[int],
+    dynamics_thresholds: Sequence[float],
+    dynamics_epochs: int,
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """Configurations of the sweep: ``(nested runs, FP32 references, dynamics runs)``.
 
@@ -80,14 +93,21 @@ def threshold_configs(
         base.setdefault("pretrain_epochs", base["epochs"])
         grans = analysis.check_granularities(opt.get("granularities", granularities))
         setup_seeds = opt.get("seeds", seeds)
-        axes = {"kernel_granularity": grans, "threshold": opt.get("thresholds", thresholds),
-                "seed": setup_seeds}
+        axes = {
+            "kernel_granularity": grans,
+            "threshold": opt.get("thresholds", thresholds),
+            "seed": setup_seeds,
+        }
         configs += analysis.grid(base, axes, where=analysis.granularity_fits)
         fp32 = {**base, "flavour": "fp32", "mode": "from_scratch"}
         references += analysis.grid(fp32, {"seed": setup_seeds})
         if i == 0:
-            first = {**base, "epochs": dynamics_epochs, "kernel_granularity": grans[0],
-                     "seed": setup_seeds[0]}
+            first = {
+                **base,
+                "epochs": dynamics_epochs,
+                "kernel_granularity": grans[0],
+                "seed": setup_seeds[0],
+            }
             dynamics += analysis.grid(first, {"threshold": dynamics_thresholds})
     return configs, references, dynamics
 
@@ -105,17 +125,26 @@ def _log_threshold_axes(row: Sequence[plt.Axes], setup: str) -> None:
         ax.set_title(setup, fontsize=10)
 
 
-def draw_threshold_sweep(agg: pd.DataFrame, reference: Mapping[str, float],
-                         setup_order: Sequence[str], *, max_drop: float) -> plt.Figure:
+def draw_threshold_sweep(
+    agg: pd.DataFrame,
+    reference: Mapping[str, float],
+    setup_order: Sequence[str],
+    *,
+    max_drop: float,
+) -> plt.Figure:
     """Accuracy (with the FP32 reference) and memory against λ: a row per setup."""
-    fig, axes = plt.subplots(len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)), squeeze=False
+    )
     for row, setup in zip(axes, setup_order, strict=True):
         a = agg[agg["setup"] == setup]
-        analysis.plot_band(row[0], a, "threshold", "test_accuracy", hue="kernel_granularity",
-                           scale=100)
+        analysis.plot_band(
+            row[0], a, "threshold", "test_accuracy", hue="kernel_granularity", scale=100
+        )
         analysis.reference_lines(row[0], reference.get(setup), max_drop=max_drop)
-        analysis.plot_band(row[1], a, "threshold", "mem_bits_per_param", hue="kernel_granularity")
+        analysis.plot_band(
+            row[1], a, "threshold", "mem_bits_per_param", hue="kernel_granularity"
+        )
         row[0].set_ylabel("test accuracy (%)")
         row[1].set_ylabel("memory (bits / parameter)")
         _log_threshold_axes(row, setup)
@@ -133,20 +162,28 @@ def kernel_value_means(stats: pd.DataFrame) -> pd.DataFrame:
     """
     kern = stats[stats["parameter"] == "kernel"].copy()
     kern["layer_granularity"] = kern["layer"] + " · " + kern["kernel_granularity"]
-    wide = kern.pivot_table(index=["setup", "layer_granularity", "threshold", "seed"],
-                            columns="stat", values="value").reset_index()
-    return analysis.aggregate_seeds(wide.rename_axis(columns=None),
-                                    ["unique_values", "max_abs_q"],
-                                    by=["setup", "layer_granularity", "threshold"])
+    wide = kern.pivot_table(
+        index=["setup", "layer_granularity", "threshold", "seed"],
+        columns="stat",
+        values="value",
+    ).reset_index()
+    return analysis.aggregate_seeds(
+        wide.rename_axis(columns=None),
+        ["unique_values", "max_abs_q"],
+        by=["setup", "layer_granularity", "threshold"],
+    )
 
 
 def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt.Figure:
     """Distinct values and ``max|P_q|`` of each kernel against λ (log-log)."""
-    fig, axes = plt.subplots(len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)), squeeze=False
+    )
     for row, setup in zip(axes, setup_order, strict=True):
         a = kagg[kagg["setup"] == setup]
-        analysis.plot_band(row[0], a, "threshold", "unique_values", hue="layer_granularity")
+        analysis.plot_band(
+            row[0], a, "threshold", "unique_values", hue="layer_granularity"
+        )
         analysis.plot_band(row[1], a, "threshold", "max_abs_q", hue="layer_granularity")
         row[0].set_ylabel("distinct values of $P_q$")
         row[1].set_ylabel("range $\\max|P_q|$")
@@ -158,8 +195,9 @@ def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt
     return fig
 
 
-def dynamics_tables(hist: pd.DataFrame, histories: Sequence[pd.DataFrame],
-                    thresholds: Sequence[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def dynamics_tables(
+    hist: pd.DataFrame, histories: Sequence[pd.DataFrame], thresholds: Sequence[float]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(kernel statistics per λ, layer, epoch; histories with a threshold column)``.
 
     ``hist`` is :func:`~companion.chapters.analysis.history_stats` of the dynamics runs
@@ -168,27 +206,44 @@ def dynamics_tables(hist: pd.DataFrame, histories: Sequence[pd.DataFrame],
     ``thresholds``.
     """
     kernel = hist[hist["parameter"] == "kernel"]
-    kh = kernel.pivot_table(index=["threshold", "layer", "epoch"], columns="stat",
-                            values="value").reset_index()
-    acc = pd.concat([h.assign(threshold=t) for h, t in zip(histories, thresholds, strict=True)])
+    kh = kernel.pivot_table(
+        index=["threshold", "layer", "epoch"], columns="stat", values="value"
+    ).reset_index()
+    acc = pd.concat(
+        [h.assign(threshold=t) for h, t in zip(histories, thresholds, strict=True)]
+    )
     return kh, acc
 
 
-def draw_threshold_dynamics(kh: pd.DataFrame, acc: pd.DataFrame, title: str) -> plt.Figure:
+def draw_threshold_dynamics(
+    kh: pd.DataFrame, acc: pd.DataFrame, title: str
+) -> plt.Figure:
     """Mean kernel scale (log), mean bits per element and test accuracy per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for i, lam in enumerate(sorted(kh["threshold"].unique())):
         colour = PALETTE[i % len(PALETTE)]
         for j, layer in enumerate(sorted(kh["layer"].unique())):
             d = kh[(kh["threshold"] == lam) & (kh["layer"] == layer)]
-            kw = dict(color=colour, ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], marker="o", ms=3)
-            axes[0].plot(d["epoch"], d["scale_mean"],
-                         label=f"λ={analysis.fmt_sci(lam)} · {layer}", **kw)
+            kw = dict(
+                color=colour, ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], marker="o", ms=3
+            )
+            axes[0].plot(
+                d["epoch"],
+                d["scale_mean"],
+                label=f"λ={analysis.fmt_sci(lam)} · {layer}",
+                **kw,
+            )
             axes[1].plot(d["epoch"], d["bits_mean"], **kw)
         a = acc[acc["threshold"] == lam]
         if "val_accuracy" in a:
-            axes[2].plot(a["epoch"], a["val_accuracy"] * 100, color=colour, marker="o", ms=3,
-                         label=f"λ={analysis.fmt_sci(lam)}")
+            axes[2].plot(
+                a["epoch"],
+                a["val_accuracy"] * 100,
+                color=colour,
+                marker="o",
+                ms=3,
+                label=f"λ={analysis.fmt_sci(lam)}",
+            )
     axes[0].set_yscale("log")
     axes[0].set_ylabel("mean scale $s$ of the kernel")
     axes[1].set_ylabel("mean bits per kernel element")
@@ -205,32 +260,51 @@ def draw_threshold_dynamics(kh: pd.DataFrame, acc: pd.DataFrame, title: str) -> 
 
 def dynamics_caption(epochs: int) -> str:
     """Caption text of the dynamics figure (provenance added by ``style.caption``)."""
-    return (f"Scale dynamics of the quantized kernels ({epochs} epochs; line style = "
-            "layer, colour = λ): mean scale (left, log), mean bits per element "
-            "(middle) and test accuracy (right) per epoch")
+    return (
+        f"Scale dynamics of the quantized kernels ({epochs} epochs; line style = "
+        "layer, colour = λ): mean scale (left, log), mean bits per element "
+        "(middle) and test accuracy (right) per epoch"
+    )
 
 
 def _pm_column(d: pd.DataFrame, metric: str, **kwargs: Any) -> list[str]:
-    return [analysis.fmt_pm(m, s, **kwargs)
-            for m, s in zip(d[f"{metric}_mean"], d[f"{metric}_std"], strict=True)]
+    return [
+        analysis.fmt_pm(m, s, **kwargs)
+        for m, s in zip(d[f"{metric}_mean"], d[f"{metric}_std"], strict=True)
+    ]
 
 
 def threshold_table_markdown(agg: pd.DataFrame) -> str:
     """Every (setup, granularity, λ): accuracy and bits ± std, compression, seeds."""
     table = agg.sort_values(["setup", "kernel_granularity", "threshold"])
-    table = table.assign(**{
-        "λ": table["threshold"].map(analysis.fmt_sci),
-        "test accuracy (%)": _pm_column(table, "test_accuracy"),
-        "bits / parameter": _pm_column(table, "mem_bits_per_param", scale=1, digits=2),
-        "compression (×)": table["mem_compression_mean"].round(2),
-        "seeds": table["n_seeds"]})
-    cols = ["setup", "kernel_granularity", "λ", "test accuracy (%)", "bits / parameter",
-            "compression (×)", "seeds"]
-    return analysis.markdown_table(table[cols].rename(columns={"kernel_granularity": "granularity"}))
+    table = table.assign(
+        **{
+            "λ": table["threshold"].map(analysis.fmt_sci),
+            "test accuracy (%)": _pm_column(table, "test_accuracy"),
+            "bits / parameter": _pm_column(
+                table, "mem_bits_per_param", scale=1, digits=2
+            ),
+            "compression (×)": table["mem_compression_mean"].round(2),
+            "seeds": table["n_seeds"],
+        }
+    )
+    cols = [
+        "setup",
+        "kernel_granularity",
+        "λ",
+        "test accuracy (%)",
+        "bits / parameter",
+        "compression (×)",
+        "seeds",
+    ]
+    return analysis.markdown_table(
+        table[cols].rename(columns={"kernel_granularity": "granularity"})
+    )
 
 
-def threshold_best(agg: pd.DataFrame, reference: Mapping[str, float], *,
-                   max_drop: float) -> pd.DataFrame:
+def threshold_best(
+    agg: pd.DataFrame, reference: Mapping[str, float], *, max_drop: float
+) -> pd.DataFrame:
     """Best compression within ``max_drop`` of FP32 per setup and granularity.
 
     ``near_best_thresholds`` gives ``"<min λ> … <max λ>"`` over the λ whose seed means
@@ -238,38 +312,70 @@ def threshold_best(agg: pd.DataFrame, reference: Mapping[str, float], *,
     (empty when only one).
     """
     best = analysis.best_compression_table(
-        agg, reference, by=["setup", "kernel_granularity"], ref_by="setup", max_drop=max_drop,
-        keep=["threshold", "test_accuracy_std", "mem_bits_per_param_mean"])
+        agg,
+        reference,
+        by=["setup", "kernel_granularity"],
+        ref_by="setup",
+        max_drop=max_drop,
+        keep=["threshold", "test_accuracy_std", "mem_bits_per_param_mean"],
+    )
     near = []
     for r in best.itertuples():
-        a = agg[(agg["setup"] == r.setup) & (agg["kernel_granularity"] == r.kernel_granularity)]
+        a = agg[
+            (agg["setup"] == r.setup)
+            & (agg["kernel_granularity"] == r.kernel_granularity)
+        ]
         bar = r.reference_accuracy - max_drop - _BAR_EPS
-        ok = a[(a["test_accuracy_mean"] >= bar)
-               & (a["mem_compression_mean"] >= NEAR_BEST * r.compression)]
-        lo, hi = analysis.fmt_sci(ok["threshold"].min()), analysis.fmt_sci(ok["threshold"].max())
+        ok = a[
+            (a["test_accuracy_mean"] >= bar)
+            & (a["mem_compression_mean"] >= NEAR_BEST * r.compression)
+        ]
+        lo, hi = (
+            analysis.fmt_sci(ok["threshold"].min()),
+            analysis.fmt_sci(ok["threshold"].max()),
+        )
         near.append(f"{lo} … {hi}" if r.within and len(ok) > 1 else "")
     best["near_best_thresholds"] = near
     return best
 
 
-def threshold_best_markdown(best: pd.DataFrame, *, max_drop: float, profile: str,
-                            seeds: Sequence[int]) -> str:
+def threshold_best_markdown(
+    best: pd.DataFrame, *, max_drop: float, profile: str, seeds: Sequence[int]
+) -> str:
     """The ``threshold_best`` snippet: :func:`threshold_best`'s table and a note."""
-    shown = best.assign(**{
-        "FP32 accuracy (%)": best["reference_accuracy"].map(lambda v: analysis.fmt_pm(v, None)),
-        "best λ": best["threshold"].map(analysis.fmt_sci),
-        "accuracy (%)": [analysis.fmt_pm(m, s)
-                         for m, s in zip(best["accuracy"], best["test_accuracy_std"], strict=True)],
-        "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
-        "compression (×)": best["compression"].round(2),
-        "λ within 2 % of it": best["near_best_thresholds"],
-    })
-    cols = ["setup", "kernel_granularity", "FP32 accuracy (%)", "best λ", "accuracy (%)",
-            "bits / parameter", "compression (×)", "λ within 2 % of it"]
-    note = ("\nLargest compression whose seed-mean test accuracy is at most "
-            f"{max_drop * 100:g} point below the FP32 network's (empty: no λ "
-            "qualified); the last column gives the range of λ whose runs also stay "
-            f"within that bar and reach at least {NEAR_BEST * 100:g} % of that "
-            f"compression. Profile `{profile}`, seeds {', '.join(map(str, seeds))}.\n")
+    shown = best.assign(
+        **{
+            "FP32 accuracy (%)": best["reference_accuracy"].map(
+                lambda v: analysis.fmt_pm(v, None)
+            ),
+            "best λ": best["threshold"].map(analysis.fmt_sci),
+            "accuracy (%)": [
+                analysis.fmt_pm(m, s)
+                for m, s in zip(
+                    best["accuracy"], best["test_accuracy_std"], strict=True
+                )
+            ],
+            "bits / parameter": best["mem_bits_per_param_mean"].astype(float).round(2),
+            "compression (×)": best["compression"].round(2),
+            "λ within 2 % of it": best["near_best_thresholds"],
+        }
+    )
+    cols = [
+        "setup",
+        "kernel_granularity",
+        "FP32 accuracy (%)",
+        "best λ",
+        "accuracy (%)",
+        "bits / parameter",
+        "compression (×)",
+        "λ within 2 % of it",
+    ]
+    note = (
+        "\nLargest compression whose seed-mean test accuracy is at most "
+        f"{max_drop * 100:g} point below the FP32 network's (empty: no λ "
+        "qualified); the last column gives the range of λ whose runs also stay "
+        f"within that bar and reach at least {NEAR_BEST * 100:g} % of that "
+        f"compression. Profile `{profile}`, seeds {', '.join(map(str, seeds))}.\n"
+    )
     table = shown[cols].rename(columns={"kernel_granularity": "granularity"})
     return analysis.markdown_table(table) + note

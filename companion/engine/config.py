@@ -76,15 +76,26 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: inclusive range of ``bits`` (LSQ, fixed-bit and PTQ baselines) and ``init_bits``
 BITS_RANGE: tuple[int, int] = (MIN_BITS, MAX_BITS)
 
-_DEFAULT_ARCH = {"mnist": "mlp", "fashion_mnist": "mlp", "cifar10": "cnn", "imagenette": "resnet"}
+_DEFAULT_ARCH = {
+    "mnist": "mlp",
+    "fashion_mnist": "mlp",
+    "cifar10": "cnn",
+    "imagenette": "resnet",
+}
 #: granularities of PTQ: one scale per tensor or per output unit (``per_channel``)
-_PTQ_GRANULARITIES = {"mlp": ("scalar", "column"), "cnn": ("scalar", "filter"), "resnet": ("scalar", "filter")}
+_PTQ_GRANULARITIES = {
+    "mlp": ("scalar", "column"),
+    "cnn": ("scalar", "filter"),
+    "resnet": ("scalar", "filter"),
+}
 
 
 def default_arch(dataset: str) -> str:
     """The thesis network of a dataset: MNIST/Fashion-MNIST -> ``mlp``, CIFAR-10 -> ``cnn``, Imagenette -> ``resnet``."""
     if dataset not in _DEFAULT_ARCH:
-        raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(map(repr, _DEFAULT_ARCH))}")
+        raise ValueError(
+            f"unknown dataset {dataset!r}; allowed: {', '.join(map(repr, _DEFAULT_ARCH))}"
+        )
     return _DEFAULT_ARCH[dataset]
 
 
@@ -100,7 +111,9 @@ def allowed_kernel_granularities(arch: str, flavour: str) -> tuple[str, ...]:
     """
     if flavour == "ptq":
         if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(map(repr, ARCHS))}")
+            raise ValueError(
+                f"unknown arch {arch!r}; allowed: {', '.join(map(repr, ARCHS))}"
+            )
         return _PTQ_GRANULARITIES[arch]
     return _trained_granularities(arch, flavour)
 
@@ -148,48 +161,223 @@ def _bits(v: int) -> bool:
 
 _FIELDS = [
     Field("dataset", "str", "mnist", "dataset name (companion.data)", choices=DATASETS),
-    Field("arch", "str", None, "network; None: the dataset's thesis network (default_arch)", optional=True, choices=ARCHS),
-    Field("flavour", "str", "nested", "layers: fp32; nested (threshold scale gradient); loss_terms (STE, scales learn "
-          "from the loss terms); lsq; fixed_bits; ptq (min-max post-training quantization, no training)", choices=FLAVOURS),
-    Field("mode", "str", None, "from_scratch, or post_training (start from the trained FP32 parent); None: "
-          "post_training for ptq, from_scratch otherwise", optional=True, choices=MODES),
-    Field("kernel_granularity", "str", "scalar", "axis of a kernel with its own scales (see lqs.quantizers)",
-          choices=GRANULARITIES),
-    Field("bias_granularity", "str", "scalar", "scales of a bias: one (scalar) or one per unit (row)", choices=BIAS_GRANULARITIES),
-    Field("quantize_bias", "bool", True, "quantize biases too (thesis: yes; baselines: one scale per bias)"),
-    Field("quantize_dense", "bool", None, "quantize the dense layers of the conv nets; None: thesis choice "
-          "(mlp: yes, cnn/resnet: no, only the convolutions); ptq always quantizes every dense/conv layer",
-          optional=True),
-    Field("threshold", "float", 1e-9, "lambda of the nested scale-gradient vote", check=_finite_ge(0.0), rule=">= 0"),
-    Field("all_above_vote", "bool", True, "a group whose elements all exceed lambda votes -tanh(lambda) (implementation) "
-          "instead of 0 (text)"),
-    Field("aggregate", "str", "mean", "how the votes of a scale group combine", choices=AGGREGATES),
-    Field("init_bits", "int", None, "start nested/loss-term scales at max|P|/2^(b-1) per group (at build, and after "
-          "copying FP32 weights in post_training); None: 100*eps (implementation)", optional=True, check=_bits,
-          rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}"),
-    Field("bits", "int", 4, "bit width of the lsq, fixed_bits and ptq baselines", check=_bits,
-          rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}"),
-    Field("lr", "float", 1e-4, "learning rate (thesis: 1e-4)", check=_finite_gt(0.0), rule="> 0"),
-    Field("pretrain_lr", "float", None, "learning rate of the FP32 parent in post_training/ptq; None: lr",
-          optional=True, check=_finite_gt(0.0), rule="> 0"),
-    Field("l2", "float", 0.0, "L2 coefficient on every conv/dense kernel", check=_finite_ge(0.0), rule=">= 0"),
-    Field("optimizer", "str", "adam", "optimizer (sgd: momentum 0.9)", choices=OPTIMIZERS),
-    Field("batch_size", "int", 32, "mini-batch size (thesis: 32)", check=lambda v: v >= 1, rule=">= 1"),
-    Field("epochs", "int", 2, "training epochs (post_training: epochs after the FP32 parent)", check=lambda v: v >= 1, rule=">= 1"),
-    Field("pretrain_epochs", "int", 2, "epochs of the FP32 parent (post_training and ptq only)", check=lambda v: v >= 1, rule=">= 1"),
-    Field("seed", "int", 0, "seed of initialisation, shuffling, dropout and data subsets", check=lambda v: v >= 0, rule=">= 0"),
-    Field("train_limit", "int", None, "class-stratified subset size of the training split; None: all",
-          optional=True, check=lambda v: v >= 1, rule=">= 1"),
-    Field("test_limit", "int", None, "subset size of the test split; None: all", optional=True,
-          check=lambda v: v >= 1, rule=">= 1"),
-    Field("image_size", "int", None, "square image side; None: native (Imagenette: companion.data.IMAGENETTE_DEFAULT_SIZE)",
-          optional=True, check=lambda v: v >= 8, rule=">= 8"),
-    Field("rate_inverse", "float", 0.0, "rate of the inverse loss term mean(1/s) (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
-    Field("rate_max_bin", "float", 0.0, "rate of the max-bin loss term max|W|/s (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
-    Field("rate_deviation", "float", 0.0, "rate of the deviation loss term (loss_terms only)", check=_finite_ge(0.0), rule=">= 0"),
-    Field("deviation_form", "str", "reconstructed", "deviation term: reconstructed (text) or implementation",
-          choices=DEVIATION_FORMS),
-    Field("deterministic", "bool", True, "enable TensorFlow op determinism (identical numbers for identical configs on CPU)"),
+    Field(
+        "arch",
+        "str",
+        None,
+        "network; None: the dataset's thesis network (default_arch)",
+        optional=True,
+        choices=ARCHS,
+    ),
+    Field(
+        "flavour",
+        "str",
+        "nested",
+        "layers: fp32; nested (threshold scale gradient); loss_terms (STE, scales learn "
+        "from the loss terms); lsq; fixed_bits; ptq (min-max post-training quantization, no training)",
+        choices=FLAVOURS,
+    ),
+    Field(
+        "mode",
+        "str",
+        None,
+        "from_scratch, or post_training (start from the trained FP32 parent); None: "
+        "post_training for ptq, from_scratch otherwise",
+        optional=True,
+        choices=MODES,
+    ),
+    Field(
+        "kernel_granularity",
+        "str",
+        "scalar",
+        "axis of a kernel with its own scales (see lqs.quantizers)",
+        choices=GRANULARITIES,
+    ),
+    Field(
+        "bias_granularity",
+        "str",
+        "scalar",
+        "scales of a bias: one (scalar) or one per unit (row)",
+        choices=BIAS_GRANULARITIES,
+    ),
+    Field(
+        "quantize_bias",
+        "bool",
+        True,
+        "quantize biases too (thesis: yes; baselines: one scale per bias)",
+    ),
+    Field(
+        "quantize_dense",
+        "bool",
+        None,
+        "quantize the dense layers of the conv nets; None: thesis choice "
+        "(mlp: yes, cnn/resnet: no, only the convolutions); ptq always quantizes every dense/conv layer",
+        optional=True,
+    ),
+    Field(
+        "threshold",
+        "float",
+        1e-9,
+        "lambda of the nested scale-gradient vote",
+        check=_finite_ge(0.0),
+        rule=">= 0",
+    ),
+    Field(
+        "all_above_vote",
+        "bool",
+        True,
+        "a group whose elements all exceed lambda votes -tanh(lambda) (implementation) "
+        "instead of 0 (text)",
+    ),
+    Field(
+        "aggregate",
+        "str",
+        "mean",
+        "how the votes of a scale group combine",
+        choices=AGGREGATES,
+    ),
+    Field(
+        "init_bits",
+        "int",
+        None,
+        "start nested/loss-term scales at max|P|/2^(b-1) per group (at build, and after "
+        "copying FP32 weights in post_training); None: 100*eps (implementation)",
+        optional=True,
+        check=_bits,
+        rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}",
+    ),
+    Field(
+        "bits",
+        "int",
+        4,
+        "bit width of the lsq, fixed_bits and ptq baselines",
+        check=_bits,
+        rule=f"in {BITS_RANGE[0]}..{BITS_RANGE[1]}",
+    ),
+    Field(
+        "lr",
+        "float",
+        1e-4,
+        "learning rate (thesis: 1e-4)",
+        check=_finite_gt(0.0),
+        rule="> 0",
+    ),
+    Field(
+        "pretrain_lr",
+        "float",
+        None,
+        "learning rate of the FP32 parent in post_training/ptq; None: lr",
+        optional=True,
+        check=_finite_gt(0.0),
+        rule="> 0",
+    ),
+    Field(
+        "l2",
+        "float",
+        0.0,
+        "L2 coefficient on every conv/dense kernel",
+        check=_finite_ge(0.0),
+        rule=">= 0",
+    ),
+    Field(
+        "optimizer", "str", "adam", "optimizer (sgd: momentum 0.9)", choices=OPTIMIZERS
+    ),
+    Field(
+        "batch_size",
+        "int",
+        32,
+        "mini-batch size (thesis: 32)",
+        check=lambda v: v >= 1,
+        rule=">= 1",
+    ),
+    Field(
+        "epochs",
+        "int",
+        2,
+        "training epochs (post_training: epochs after the FP32 parent)",
+        check=lambda v: v >= 1,
+        rule=">= 1",
+    ),
+    Field(
+        "pretrain_epochs",
+        "int",
+        2,
+        "epochs of the FP32 parent (post_training and ptq only)",
+        check=lambda v: v >= 1,
+        rule=">= 1",
+    ),
+    Field(
+        "seed",
+        "int",
+        0,
+        "seed of initialisation, shuffling, dropout and data subsets",
+        check=lambda v: v >= 0,
+        rule=">= 0",
+    ),
+    Field(
+        "train_limit",
+        "int",
+        None,
+        "class-stratified subset size of the training split; None: all",
+        optional=True,
+        check=lambda v: v >= 1,
+        rule=">= 1",
+    ),
+    Field(
+        "test_limit",
+        "int",
+        None,
+        "subset size of the test split; None: all",
+        optional=True,
+        check=lambda v: v >= 1,
+        rule=">= 1",
+    ),
+    Field(
+        "image_size",
+        "int",
+        None,
+        "square image side; None: native (Imagenette: companion.data.IMAGENETTE_DEFAULT_SIZE)",
+        optional=True,
+        check=lambda v: v >= 8,
+        rule=">= 8",
+    ),
+    Field(
+        "rate_inverse",
+        "float",
+        0.0,
+        "rate of the inverse loss term mean(1/s) (loss_terms only)",
+        check=_finite_ge(0.0),
+        rule=">= 0",
+    ),
+    Field(
+        "rate_max_bin",
+        "float",
+        0.0,
+        "rate of the max-bin loss term max|W|/s (loss_terms only)",
+        check=_finite_ge(0.0),
+        rule=">= 0",
+    ),
+    Field(
+        "rate_deviation",
+        "float",
+        0.0,
+        "rate of the deviation loss term (loss_terms only)",
+        check=_finite_ge(0.0),
+        rule=">= 0",
+    ),
+    Field(
+        "deviation_form",
+        "str",
+        "reconstructed",
+        "deviation term: reconstructed (text) or implementation",
+        choices=DEVIATION_FORMS,
+    ),
+    Field(
+        "deterministic",
+        "bool",
+        True,
+        "enable TensorFlow op determinism (identical numbers for identical configs on CPU)",
+    ),
 ]
 
 #: every configuration key -> :class:`Field`, in canonical order
@@ -216,7 +404,9 @@ def _coerce(field: Field, value: Any) -> Any:
     if value is None:
         if field.optional:
             return None
-        raise ValueError(f"config key {field.name!r} must not be None; allowed: {field.allowed()}")
+        raise ValueError(
+            f"config key {field.name!r} must not be None; allowed: {field.allowed()}"
+        )
     kind = field.kind
     if kind == "bool":
         if isinstance(value, (bool, np.bool_)):
@@ -249,9 +439,13 @@ def _check_value(field: Field, value: Any) -> None:
     if field.choices is not None:
         choices = field.choices() if callable(field.choices) else field.choices
         if value not in choices:
-            raise ValueError(f"config key {field.name!r} has the value {value!r}; allowed: {field.allowed()}")
+            raise ValueError(
+                f"config key {field.name!r} has the value {value!r}; allowed: {field.allowed()}"
+            )
     if field.check is not None and not field.check(value):
-        raise ValueError(f"config key {field.name!r} has the value {value!r} out of range; allowed: {field.allowed()}")
+        raise ValueError(
+            f"config key {field.name!r} has the value {value!r} out of range; allowed: {field.allowed()}"
+        )
 
 
 def check_key(name: str, value: Any) -> Any:
@@ -267,7 +461,9 @@ def check_key(name: str, value: Any) -> Any:
             value and what is allowed.
     """
     if name not in SCHEMA:
-        raise ValueError(f"unknown config key {name!r}; allowed keys: {', '.join(KEYS)}")
+        raise ValueError(
+            f"unknown config key {name!r}; allowed keys: {', '.join(KEYS)}"
+        )
     field = SCHEMA[name]
     coerced = _coerce(field, value)
     _check_value(field, coerced)
@@ -351,15 +547,21 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
     unknown = sorted(map(str, set(config) - set(SCHEMA)))
     if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(KEYS)}")
+        raise ValueError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(KEYS)}"
+        )
     cfg: dict[str, Any] = {}
-    given_none: list[str] = []  # non-optional keys given as None: refused below where they act
+    given_none: list[
+        str
+    ] = []  # non-optional keys given as None: refused below where they act
     for name, field in SCHEMA.items():
         value = config.get(name)
         if value is None:
             if name in config and not field.optional:
                 given_none.append(name)
-            value = None if field.optional else field.default  # a key left out takes its default
+            value = (
+                None if field.optional else field.default
+            )  # a key left out takes its default
         else:
             value = _coerce(field, value)
         _check_value(field, value)
@@ -383,7 +585,11 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for name in given_none:
         if applies(name, cfg):  # the key acts here: None has no meaning for it
             field = SCHEMA[name]
-            where = f"it acts for flavour {flavour!r} ({_APPLIES_TEXT[name]})" if name in _APPLIES else "it always acts"
+            where = (
+                f"it acts for flavour {flavour!r} ({_APPLIES_TEXT[name]})"
+                if name in _APPLIES
+                else "it always acts"
+            )
             raise ValueError(
                 f"config key {name!r} is None (YAML null, e.g. an empty `{name}=`), but {where} and is not "
                 f"optional; allowed: {field.allowed()}. Give a value, or leave the key out for its default "
@@ -392,14 +598,26 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
     # combinations
     def bad(key: str, why: str, allowed: str) -> ValueError:
-        return ValueError(f"config key {key!r} has the value {cfg[key]!r}: {why}; allowed: {allowed}")
+        return ValueError(
+            f"config key {key!r} has the value {cfg[key]!r}: {why}; allowed: {allowed}"
+        )
 
     if flavour == "fp32" and cfg["mode"] != "from_scratch":
-        raise bad("mode", "an fp32 network is trained from scratch", "'from_scratch' or None (or another flavour)")
+        raise bad(
+            "mode",
+            "an fp32 network is trained from scratch",
+            "'from_scratch' or None (or another flavour)",
+        )
     if flavour == "ptq" and cfg["mode"] != "post_training":
-        raise bad("mode", "ptq quantizes the trained FP32 parent", "'post_training' or None")
+        raise bad(
+            "mode", "ptq quantizes the trained FP32 parent", "'post_training' or None"
+        )
     if arch == "mlp" and cfg["quantize_dense"] is False:
-        raise bad("quantize_dense", "the MLP has only dense layers, nothing would be quantized", "True or None")
+        raise bad(
+            "quantize_dense",
+            "the MLP has only dense layers, nothing would be quantized",
+            "True or None",
+        )
     if cfg["kernel_granularity"] is not None:
         allowed_k = allowed_kernel_granularities(arch, flavour)
         if cfg["kernel_granularity"] not in allowed_k:
@@ -424,13 +642,25 @@ def canonical_json(obj: Any) -> str:
 def config_hash(config: dict[str, Any]) -> str:
     """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION)."""
     cfg = validate_config(config)
-    payload = canonical_json({"config": cfg, "lqs": lqs.__version__, "code": CODE_VERSION})
+    payload = canonical_json(
+        {"config": cfg, "lqs": lqs.__version__, "code": CODE_VERSION}
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 #: keys of the quantized run that the FP32 parent inherits; every other key takes its default
-_PARENT_KEYS = ("dataset", "arch", "l2", "optimizer", "batch_size", "seed", "train_limit", "test_limit",
-                "image_size", "deterministic")
+_PARENT_KEYS = (
+    "dataset",
+    "arch",
+    "l2",
+    "optimizer",
+    "batch_size",
+    "seed",
+    "train_limit",
+    "test_limit",
+    "image_size",
+    "deterministic",
+)
 
 
 def parent_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -442,7 +672,9 @@ def parent_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     cfg = validate_config(config)
     if cfg["mode"] != "post_training":
-        raise ValueError(f"config has mode {cfg['mode']!r}; only 'post_training' runs (and ptq) have an FP32 parent")
+        raise ValueError(
+            f"config has mode {cfg['mode']!r}; only 'post_training' runs (and ptq) have an FP32 parent"
+        )
     parent = {k: cfg[k] for k in _PARENT_KEYS}
     parent.update(
         flavour="fp32",
@@ -455,9 +687,14 @@ def parent_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def describe() -> str:
     """The schema as a Markdown table (key, type, default, allowed, acts for, meaning) for the book."""
-    rows = ["| key | type | default | allowed | acts for | meaning |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| key | type | default | allowed | acts for | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
     for f in _FIELDS:
         doc = f.doc.replace("|", "\\|")  # a literal bar inside a Markdown table cell
         acts = _APPLIES_TEXT.get(f.name, "all")
-        rows.append(f"| `{f.name}` | {f.kind} | `{f.default!r}` | {f.allowed()} | {acts} | {doc} |")
+        rows.append(
+            f"| `{f.name}` | {f.kind} | `{f.default!r}` | {f.allowed()} | {acts} | {doc} |"
+        )
     return "\n".join(rows)

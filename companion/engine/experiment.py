@@ -162,7 +162,11 @@ def _network(model: keras.Model) -> keras.Model:
 
 
 def _quantized_layers(model: keras.Model) -> list:
-    return [layer for layer in _network(model).layers if lqs_memory.is_quantized_layer(layer)]
+    return [
+        layer
+        for layer in _network(model).layers
+        if lqs_memory.is_quantized_layer(layer)
+    ]
 
 
 def quantizer_stats(model: keras.Model) -> dict[str, float]:
@@ -182,7 +186,9 @@ def quantizer_stats(model: keras.Model) -> dict[str, float]:
             out[f"{prefix}/scale_mean"] = float(scale.mean())
             out[f"{prefix}/scale_min"] = float(scale.min())
             out[f"{prefix}/scale_max"] = float(scale.max())
-            out[f"{prefix}/max_abs_q"] = float(max(abs(acc["value_min"]), abs(acc["value_max"])))
+            out[f"{prefix}/max_abs_q"] = float(
+                max(abs(acc["value_min"]), abs(acc["value_max"]))
+            )
             out[f"{prefix}/unique_values"] = float(acc["unique_values"])
             out[f"{prefix}/bits_mean"] = float(acc["bits_mean"])
             out[f"{prefix}/bits_max"] = float(acc["bits_max"])
@@ -242,8 +248,10 @@ def _device() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         try:
-            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-        except Exception:  # noqa: BLE001 - details are best effort
+            name = tf.config.experimental.get_device_details(gpus[0]).get(
+                "device_name", "GPU"
+            )
+        except Exception:
             name = "GPU"
         return f"{len(gpus)}x {name}"
     return f"CPU ({platform.machine()})"
@@ -276,7 +284,9 @@ def _optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(learning_rate=lr)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: 'adam', 'sgd'")  # validated before
+    raise ValueError(
+        f"unknown optimizer {name!r}; allowed: 'adam', 'sgd'"
+    )  # validated before
 
 
 def _compile(model: keras.Model, cfg: Mapping[str, Any], lr: float | None) -> None:
@@ -289,8 +299,12 @@ def _compile(model: keras.Model, cfg: Mapping[str, Any], lr: float | None) -> No
 
 def _load_data(cfg: Mapping[str, Any]):
     common = dict(image_size=cfg["image_size"], seed=cfg["seed"])
-    x_tr, y_tr, info_tr = lqs_data.load_with_info(cfg["dataset"], "train", limit=cfg["train_limit"], **common)
-    x_te, y_te, info_te = lqs_data.load_with_info(cfg["dataset"], "test", limit=cfg["test_limit"], **common)
+    x_tr, y_tr, info_tr = lqs_data.load_with_info(
+        cfg["dataset"], "train", limit=cfg["train_limit"], **common
+    )
+    x_te, y_te, info_te = lqs_data.load_with_info(
+        cfg["dataset"], "test", limit=cfg["test_limit"], **common
+    )
     return (x_tr, y_tr, info_tr), (x_te, y_te, info_te)
 
 
@@ -314,7 +328,9 @@ def _build(cfg: Mapping[str, Any], input_shape, num_classes: int) -> keras.Model
         num_classes=num_classes,
         kernel_granularity=cfg["kernel_granularity"] or "scalar",
         bias_granularity=cfg["bias_granularity"] or "scalar",
-        quantize_bias=bool(cfg["quantize_bias"]) if cfg["quantize_bias"] is not None else True,
+        quantize_bias=bool(cfg["quantize_bias"])
+        if cfg["quantize_bias"] is not None
+        else True,
         threshold=cfg["threshold"] if cfg["threshold"] is not None else 1e-9,
         bits=cfg["bits"] if cfg["bits"] is not None else 4,
         l2=cfg["l2"],
@@ -325,7 +341,9 @@ def _build(cfg: Mapping[str, Any], input_shape, num_classes: int) -> keras.Model
 
 
 def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
-    out = model.evaluate(x, y, batch_size=max(int(batch_size), 256), verbose=0, return_dict=True)
+    out = model.evaluate(
+        x, y, batch_size=max(int(batch_size), 256), verbose=0, return_dict=True
+    )
     return {k: float(v) for k, v in out.items()}
 
 
@@ -333,7 +351,9 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _ensure_parent(cfg: Mapping[str, Any], store: RunStore, verbose: int) -> dict[str, Any]:
+def _ensure_parent(
+    cfg: Mapping[str, Any], store: RunStore, verbose: int
+) -> dict[str, Any]:
     """The complete record of the FP32 parent, with its saved model (trained now if needed)."""
     pcfg = parent_config(dict(cfg))
     rec = run(pcfg, store=store, verbose=verbose, save_model=True)
@@ -347,12 +367,16 @@ def _ensure_parent(cfg: Mapping[str, Any], store: RunStore, verbose: int) -> dic
 # one run
 
 
-def _execute(cfg: dict[str, Any], store: RunStore, verbose: int, save_model: bool) -> dict[str, Any]:
+def _execute(
+    cfg: dict[str, Any], store: RunStore, verbose: int, save_model: bool
+) -> dict[str, Any]:
     """Train (or, for ptq, quantize) and evaluate one validated configuration; store and return the record.
 
     TensorFlow's op-determinism switch is process-wide: it is restored to its previous state afterwards.
     """
-    parent = _ensure_parent(cfg, store, verbose) if cfg["mode"] == "post_training" else None
+    parent = (
+        _ensure_parent(cfg, store, verbose) if cfg["mode"] == "post_training" else None
+    )
     was_deterministic = _determinism_enabled()
     try:
         return _train_and_store(cfg, parent, store, verbose, save_model)
@@ -374,7 +398,11 @@ class _Trained:
 
 
 def _train_and_store(
-    cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, verbose: int, save_model: bool
+    cfg: dict[str, Any],
+    parent: dict[str, Any] | None,
+    store: RunStore,
+    verbose: int,
+    save_model: bool,
 ) -> dict[str, Any]:
     h = config_hash(cfg)
 
@@ -382,7 +410,9 @@ def _train_and_store(
     _seed_everything(cfg)
     train, test = _load_data(cfg)
     (x_tr, y_tr, info_tr), (x_te, y_te, _) = train, test
-    num_classes = int(_info_get(info_tr, "num_classes", int(max(y_tr.max(), y_te.max())) + 1))
+    num_classes = int(
+        _info_get(info_tr, "num_classes", int(max(y_tr.max(), y_te.max())) + 1)
+    )
 
     if cfg["flavour"] == "ptq":
         out = _quantize_parent(cfg, parent, store, x_te, y_te)
@@ -391,13 +421,17 @@ def _train_and_store(
     tr_eval = _evaluate(out.model, x_tr, y_tr, cfg["batch_size"])
     eval_seconds = time.perf_counter() - out.eval_start
 
-    record = _record(cfg, h, parent, out, tr_eval, eval_seconds, train, test, num_classes)
+    record = _record(
+        cfg, h, parent, out, tr_eval, eval_seconds, train, test, num_classes
+    )
     stored = store.put(cfg, record, out.history, out.network if save_model else None)
     del out
     return stored
 
 
-def _quantize_parent(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, x_te, y_te) -> _Trained:
+def _quantize_parent(
+    cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, x_te, y_te
+) -> _Trained:
     """ptq: min-max quantize the FP32 parent (no training) and evaluate it on the test set (epoch 0)."""
     from lqs import baselines
 
@@ -413,12 +447,21 @@ def _quantize_parent(cfg: dict[str, Any], parent: dict[str, Any] | None, store: 
     te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
     stats = EpochStats(model)
     stats.on_train_begin()
-    stats.rows[0].update({"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]})
+    stats.rows[0].update(
+        {"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]}
+    )
     return _Trained(model, model, stats.frame(), te_eval, 0.0, 0, t0)
 
 
-def _fit(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, verbose: int, train, test,
-         num_classes: int) -> _Trained:
+def _fit(
+    cfg: dict[str, Any],
+    parent: dict[str, Any] | None,
+    store: RunStore,
+    verbose: int,
+    train,
+    test,
+    num_classes: int,
+) -> _Trained:
     """Build (post_training: copy the parent's weights), train and evaluate on the test set."""
     (x_tr, y_tr, _), (x_te, y_te, _) = train, test
     network = _build(cfg, x_tr.shape[1:], num_classes)
@@ -430,11 +473,17 @@ def _fit(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, ve
     if cfg["flavour"] == "loss_terms":
         from lqs import losses
 
-        rates = {"inverse": cfg["rate_inverse"], "max_bin": cfg["rate_max_bin"], "deviation": cfg["rate_deviation"]}
+        rates = {
+            "inverse": cfg["rate_inverse"],
+            "max_bin": cfg["rate_max_bin"],
+            "deviation": cfg["rate_deviation"],
+        }
         model = losses.with_loss_terms(network, rates, cfg["deviation_form"])
     _compile(model, cfg, cfg["lr"])
     stats = EpochStats(network)
-    _seed_everything(cfg)  # the same shuffling/dropout stream whatever building consumed
+    _seed_everything(
+        cfg
+    )  # the same shuffling/dropout stream whatever building consumed
     t0 = time.perf_counter()
     model.fit(
         x_tr,
@@ -453,15 +502,30 @@ def _fit(cfg: dict[str, Any], parent: dict[str, Any] | None, store: RunStore, ve
     return _Trained(model, network, history, te_eval, train_seconds, cfg["epochs"], t0)
 
 
-def _record(cfg: dict[str, Any], h: str, parent: dict[str, Any] | None, out: _Trained, tr_eval: dict[str, float],
-            eval_seconds: float, train, test, num_classes: int) -> dict[str, Any]:
+def _record(
+    cfg: dict[str, Any],
+    h: str,
+    parent: dict[str, Any] | None,
+    out: _Trained,
+    tr_eval: dict[str, float],
+    eval_seconds: float,
+    train,
+    test,
+    num_classes: int,
+) -> dict[str, Any]:
     """The flat record of one run: configuration, metrics, memory, timings, dataset provenance, versions."""
     (x_tr, y_tr, info_tr), (_, y_te, info_te) = train, test
     te_eval, history, epochs_trained = out.te_eval, out.history, out.epochs_trained
     # best test accuracy over the trained epochs (ptq: its single evaluation, epoch 0)
     trained = history[history["epoch"] >= (1 if epochs_trained else 0)]
-    val_trained = trained["val_accuracy"] if "val_accuracy" in trained else pd.Series([te_eval["accuracy"]])
-    best_idx = int(np.nanargmax(val_trained.to_numpy())) if val_trained.notna().any() else None
+    val_trained = (
+        trained["val_accuracy"]
+        if "val_accuracy" in trained
+        else pd.Series([te_eval["accuracy"]])
+    )
+    best_idx = (
+        int(np.nanargmax(val_trained.to_numpy())) if val_trained.notna().any() else None
+    )
     mem = lqs_memory.model_summary(out.network)
     losses_ok = all(_finite(v) for v in (tr_eval["loss"], te_eval["loss"]))
 
@@ -474,8 +538,12 @@ def _record(cfg: dict[str, Any], h: str, parent: dict[str, Any] | None, out: _Tr
             "train_loss": tr_eval["loss"],
             "test_accuracy": te_eval["accuracy"],
             "test_loss": te_eval["loss"],
-            "best_test_accuracy": float(val_trained.iloc[best_idx]) if best_idx is not None else None,
-            "best_epoch": int(trained["epoch"].iloc[best_idx]) if best_idx is not None else None,
+            "best_test_accuracy": float(val_trained.iloc[best_idx])
+            if best_idx is not None
+            else None,
+            "best_epoch": int(trained["epoch"].iloc[best_idx])
+            if best_idx is not None
+            else None,
             "epochs_trained": epochs_trained,
             "diverged": not losses_ok,
             "penalty_inverse": te_eval.get("penalty_inverse"),
@@ -486,7 +554,9 @@ def _record(cfg: dict[str, Any], h: str, parent: dict[str, Any] | None, out: _Tr
             "n_quantized_layers": len(_quantized_layers(out.network)),
             "train_seconds": out.train_seconds,
             "eval_seconds": eval_seconds,
-            "seconds_per_epoch": out.train_seconds / epochs_trained if epochs_trained else None,
+            "seconds_per_epoch": out.train_seconds / epochs_trained
+            if epochs_trained
+            else None,
             "dataset_label": _info_get(info_tr, "label", cfg["dataset"]),
             "dataset_source": _info_get(info_tr, "source"),
             "dataset_is_subset": _info_get(info_tr, "is_subset"),
@@ -538,7 +608,9 @@ def run(
         rec = store.load_record(h)
         if rec is not None:
             return rec
-    with store.lock(h):  # another process training the same configuration finishes it first
+    with store.lock(
+        h
+    ):  # another process training the same configuration finishes it first
         if not force:
             rec = store.load_record(h)
             if rec is not None:
@@ -585,13 +657,32 @@ def sweep(
         except ValueError as exc:
             raise ValueError(f"{desc}: config #{i}: {exc}") from None
     store = store if store is not None else default_store()
-    cached = sum(1 for c in validated if store.load_record(config_hash(c)) is not None) if not force else 0
-    print(f"{desc}: {len(validated)} runs ({cached} already stored) -> {store.root}", flush=True)
+    cached = (
+        sum(1 for c in validated if store.load_record(config_hash(c)) is not None)
+        if not force
+        else 0
+    )
+    print(
+        f"{desc}: {len(validated)} runs ({cached} already stored) -> {store.root}",
+        flush=True,
+    )
     records = []
-    bar = tqdm(validated, desc=desc, unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        validated,
+        desc=desc,
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     for cfg in bar:
-        records.append(run(cfg, store=store, force=force, verbose=verbose, save_model=save_model))
-        bar.set_postfix_str(f"test acc {records[-1].get('test_accuracy', float('nan')):.3f}", refresh=False)
+        records.append(
+            run(cfg, store=store, force=force, verbose=verbose, save_model=save_model)
+        )
+        bar.set_postfix_str(
+            f"test acc {records[-1].get('test_accuracy', float('nan')):.3f}",
+            refresh=False,
+        )
     bar.close()
     if not records:
         return pd.DataFrame(columns=[*KEYS, *RECORD_COLUMNS, *STORE_FIELDS])
@@ -609,10 +700,14 @@ def _hash_of(record_or_hash: Mapping[str, Any] | str) -> str:
         h = record_or_hash.get("config_hash")
         if h:
             return str(h)
-    raise ValueError(f"expected a run record (with 'config_hash') or a config hash, got {record_or_hash!r}")
+    raise ValueError(
+        f"expected a run record (with 'config_hash') or a config hash, got {record_or_hash!r}"
+    )
 
 
-def load_model(record_or_hash: Mapping[str, Any] | str, *, store: RunStore | None = None) -> keras.Model:
+def load_model(
+    record_or_hash: Mapping[str, Any] | str, *, store: RunStore | None = None
+) -> keras.Model:
     """The trained network of a stored run (not compiled; loss-term runs: the plain network).
 
     Raises:
@@ -632,7 +727,10 @@ def load_model(record_or_hash: Mapping[str, Any] | str, *, store: RunStore | Non
 
 
 def load_history(
-    record_or_hash: Mapping[str, Any] | str, *, store: RunStore | None = None, long: bool = False
+    record_or_hash: Mapping[str, Any] | str,
+    *,
+    store: RunStore | None = None,
+    long: bool = False,
 ) -> pd.DataFrame:
     """The per-epoch history of a stored run (wide: one row per epoch; ``long=True``: :func:`history_long`)."""
     store = store if store is not None else default_store()
@@ -643,7 +741,11 @@ def load_history(
 def history_long(history: pd.DataFrame) -> pd.DataFrame:
     """Quantizer statistics of a wide history as a tidy table: ``epoch, layer, parameter, stat, value``."""
     cols = [c for c in history.columns if c.count("/") == 2]
-    long = history.melt(id_vars=["epoch"], value_vars=cols, var_name="key", value_name="value")
+    long = history.melt(
+        id_vars=["epoch"], value_vars=cols, var_name="key", value_name="value"
+    )
     parts = long["key"].str.split("/", expand=True)
-    long = long.assign(layer=parts[0], parameter=parts[1], stat=parts[2]).drop(columns="key")
+    long = long.assign(layer=parts[0], parameter=parts[1], stat=parts[2]).drop(
+        columns="key"
+    )
     return long[["epoch", "layer", "parameter", "stat", "value"]]

@@ -90,7 +90,11 @@ def _number(**kw: Any) -> Rule:
 
 
 def _choice(choices: tuple[Any, ...], **kw: Any) -> Rule:
-    return _rule(lambda v: isinstance(v, str) and v in choices, ", ".join(map(repr, choices)), **kw)
+    return _rule(
+        lambda v: isinstance(v, str) and v in choices,
+        ", ".join(map(repr, choices)),
+        **kw,
+    )
 
 
 def _config_key(key: str, **kw: Any) -> Rule:
@@ -103,13 +107,17 @@ def _config_key(key: str, **kw: Any) -> Rule:
         try:
             config.check_key(key, value)
         except ValueError:
-            raise ValueError(f"allowed: {field.allowed()} (like config key {key!r})") from None
+            raise ValueError(
+                f"allowed: {field.allowed()} (like config key {key!r})"
+            ) from None
 
     kw.setdefault("nullable", field.optional)
     return Rule(f"{field.allowed()} (like config key {key!r})", check_one, **kw)
 
 
-def _config_mapping(what: str, *, options: tuple[str, ...] = (), need: tuple[str, ...] = ()) -> Rule:
+def _config_mapping(
+    what: str, *, options: tuple[str, ...] = (), need: tuple[str, ...] = ()
+) -> Rule:
     """A mapping of configuration keys (each checked by :func:`companion.engine.config.check_key`)
     and of sweep ``options`` named like notebook parameters (each checked by that parameter's rule)."""
     from companion.engine import config
@@ -122,7 +130,9 @@ def _config_mapping(what: str, *, options: tuple[str, ...] = (), need: tuple[str
 
     def check_one(value: Any) -> None:
         if not isinstance(value, dict):
-            raise ValueError(f"{what} must be a mapping, e.g. {{dataset: fashion_mnist, arch: mlp}}; allowed: {allowed}")
+            raise ValueError(
+                f"{what} must be a mapping, e.g. {{dataset: fashion_mnist, arch: mlp}}; allowed: {allowed}"
+            )
         for key in need:
             if key not in value:
                 raise ValueError(f"{what} {value!r} has no {key!r}; allowed: {allowed}")
@@ -138,13 +148,18 @@ def _config_mapping(what: str, *, options: tuple[str, ...] = (), need: tuple[str
                 except ValueError as err:
                     raise ValueError(f"{what} option {key!r}: {err}") from None
             else:
-                raise ValueError(f"{what} has the unknown key {key!r}; allowed: {allowed}")
+                raise ValueError(
+                    f"{what} has the unknown key {key!r}; allowed: {allowed}"
+                )
 
     return Rule(allowed, check_one)
 
 
 def _landscape_model(v: Any) -> bool:
-    return isinstance(v, str) and re.fullmatch(r"fp32|nested|fixed_bits_\d+|lsq_\d+", v) is not None
+    return (
+        isinstance(v, str)
+        and re.fullmatch(r"fp32|nested|fixed_bits_\d+|lsq_\d+", v) is not None
+    )
 
 
 def _baseline_granularity(v: Any) -> bool:
@@ -171,57 +186,153 @@ def rules() -> dict[str, Rule]:
     table: dict[str, Rule] = {
         # set by the runner (--profile; results/<profile>/<notebook>/)
         "profile": _choice(paths.PROFILES),
-        "results_dir": _rule(lambda v: isinstance(v, str), "a folder path (set by the runner)"),
+        "results_dir": _rule(
+            lambda v: isinstance(v, str), "a folder path (set by the runner)"
+        ),
         # flags
-        **dict.fromkeys(("strict_data", "include_no_term", "loss_terms_overlay"),
-                        _rule(lambda v: isinstance(v, bool), "true or false")),
+        **dict.fromkeys(
+            ("strict_data", "include_no_term", "loss_terms_overlay"),
+            _rule(lambda v: isinstance(v, bool), "true or false"),
+        ),
         # run-configuration keys, alone or as sweep lists (each element)
-        **{k: _config_key(k) for k in ("epochs", "pretrain_epochs", "lr", "pretrain_lr", "l2", "threshold",
-                                       "batch_size", "seed", "train_limit", "test_limit", "init_bits",
-                                       "kernel_granularity", "bias_granularity", "mode")},
-        **dict.fromkeys(("mlp_epochs", "cnn_epochs", "dynamics_epochs"), _config_key("epochs")),
-        **dict.fromkeys(("mlp_batch_size", "cnn_batch_size", "measure_batch_size", "ratio_batch"),
-                        _config_key("batch_size")),
-        **dict.fromkeys(("seeds", "mlp_seeds", "cnn_seeds", "landscape_seed", "measure_seed"), _config_key("seed")),
-        **dict.fromkeys(("mlp_train_limit", "cnn_train_limit"), _config_key("train_limit")),
-        **dict.fromkeys(("mlp_test_limit", "cnn_test_limit"), _config_key("test_limit")),
+        **{
+            k: _config_key(k)
+            for k in (
+                "epochs",
+                "pretrain_epochs",
+                "lr",
+                "pretrain_lr",
+                "l2",
+                "threshold",
+                "batch_size",
+                "seed",
+                "train_limit",
+                "test_limit",
+                "init_bits",
+                "kernel_granularity",
+                "bias_granularity",
+                "mode",
+            )
+        },
+        **dict.fromkeys(
+            ("mlp_epochs", "cnn_epochs", "dynamics_epochs"), _config_key("epochs")
+        ),
+        **dict.fromkeys(
+            ("mlp_batch_size", "cnn_batch_size", "measure_batch_size", "ratio_batch"),
+            _config_key("batch_size"),
+        ),
+        **dict.fromkeys(
+            ("seeds", "mlp_seeds", "cnn_seeds", "landscape_seed", "measure_seed"),
+            _config_key("seed"),
+        ),
+        **dict.fromkeys(
+            ("mlp_train_limit", "cnn_train_limit"), _config_key("train_limit")
+        ),
+        **dict.fromkeys(
+            ("mlp_test_limit", "cnn_test_limit"), _config_key("test_limit")
+        ),
         **dict.fromkeys(("learning_rates", "worked_lr"), _config_key("lr")),
         "l2_coefficients": _config_key("l2"),
-        **dict.fromkeys(("thresholds", "nested_thresholds", "dynamics_thresholds", "vote_lambdas",
-                         "vote_lambdas_wide", "ratio_lambdas", "worked_threshold"), _config_key("threshold")),
+        **dict.fromkeys(
+            (
+                "thresholds",
+                "nested_thresholds",
+                "dynamics_thresholds",
+                "vote_lambdas",
+                "vote_lambdas_wide",
+                "ratio_lambdas",
+                "worked_threshold",
+            ),
+            _config_key("threshold"),
+        ),
         "rates": _config_key("rate_inverse"),
         "deviation_forms": _config_key("deviation_form"),
-        **dict.fromkeys(("granularities", "nested_granularities", "post_training_granularities", "granularity",
-                         "conv_kernel_granularity", "weight_granularity"), _config_key("kernel_granularity")),
+        **dict.fromkeys(
+            (
+                "granularities",
+                "nested_granularities",
+                "post_training_granularities",
+                "granularity",
+                "conv_kernel_granularity",
+                "weight_granularity",
+            ),
+            _config_key("kernel_granularity"),
+        ),
         **dict.fromkeys(("modes", "qat_mode", "nested_mode"), _config_key("mode")),
-        **dict.fromkeys(("bits", "ptq_bits", "fixed_bits", "lsq_bits", "weight_bits", "input_bits"),
-                        _config_key("bits")),
+        **dict.fromkeys(
+            ("bits", "ptq_bits", "fixed_bits", "lsq_bits", "weight_bits", "input_bits"),
+            _config_key("bits"),
+        ),
         **dict.fromkeys(("mlp_dataset", "cnn_dataset"), _config_key("dataset")),
         "dataset": _choice(("synthetic", *DATASETS)),
         # mappings of configuration keys
-        "setups": _config_mapping("setup", options=(*SETUP_OPTIONS, "rates"), need=("dataset",)),
+        "setups": _config_mapping(
+            "setup", options=(*SETUP_OPTIONS, "rates"), need=("dataset",)
+        ),
         "common": _config_mapping("common"),
         "quantized": _config_mapping("quantized"),
         # study-specific choices
         "terms": _choice(TERMS),
-        **dict.fromkeys(("ptq_granularities", "qat_granularities"),
-                        _rule(_baseline_granularity, "'per_tensor', 'per_channel'")),
+        **dict.fromkeys(
+            ("ptq_granularities", "qat_granularities"),
+            _rule(_baseline_granularity, "'per_tensor', 'per_channel'"),
+        ),
         "cases": _choice(("mlp", "cnn")),
         "extra_models": _choice(EXTRA_MODELS, allow_empty=True),
-        "severities": _rule(lambda v: _is_int(v) and v in SEVERITIES, ", ".join(map(str, SEVERITIES))),
-        "landscape_models": _rule(_landscape_model, "model keys: fp32, nested, fixed_bits_<bits>, lsq_<bits>"),
+        "severities": _rule(
+            lambda v: _is_int(v) and v in SEVERITIES, ", ".join(map(str, SEVERITIES))
+        ),
+        "landscape_models": _rule(
+            _landscape_model, "model keys: fp32, nested, fixed_bits_<bits>, lsq_<bits>"
+        ),
         "flatness_criterion": _choice(FLATNESS_CRITERIA),
         # fractions and positive reals
-        "max_drop": _rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1] (a fraction of accuracy)"),
-        **dict.fromkeys(("flatness_tolerance", "rho_average", "rho_worst", "flatness_sigma_max", "landscape_extent",
-                         "scale", "worked_scale"), _positive()),
+        "max_drop": _rule(
+            lambda v: _is_number(v) and 0 <= v <= 1,
+            "a number in [0, 1] (a fraction of accuracy)",
+        ),
+        **dict.fromkeys(
+            (
+                "flatness_tolerance",
+                "rho_average",
+                "rho_worst",
+                "flatness_sigma_max",
+                "landscape_extent",
+                "scale",
+                "worked_scale",
+            ),
+            _positive(),
+        ),
         **dict.fromkeys(("worked_p", "worked_g", "conv_kernel"), _number()),
         # counts and sizes
-        **dict.fromkeys(("mlp_samples", "samples_per_class", "histogram_bins", "top_k", "measure_samples",
-                         "sharpness_samples", "worst_restarts", "worst_steps", "flatness_samples", "flatness_iters",
-                         "robustness_samples", "landscape_samples", "n_points", "conv_filters", "conv_kernel_size",
-                         "dense_in", "dense_out", "n_train", "hidden_units", "n_inputs", "conv_input_size",
-                         "rgb_kernel_max", "mlp_units"), _count(1)),
+        **dict.fromkeys(
+            (
+                "mlp_samples",
+                "samples_per_class",
+                "histogram_bins",
+                "top_k",
+                "measure_samples",
+                "sharpness_samples",
+                "worst_restarts",
+                "worst_steps",
+                "flatness_samples",
+                "flatness_iters",
+                "robustness_samples",
+                "landscape_samples",
+                "n_points",
+                "conv_filters",
+                "conv_kernel_size",
+                "dense_in",
+                "dense_out",
+                "n_train",
+                "hidden_units",
+                "n_inputs",
+                "conv_input_size",
+                "rgb_kernel_max",
+                "mlp_units",
+            ),
+            _count(1),
+        ),
         **dict.fromkeys(("landscape_points_1d", "landscape_points_2d"), _count(2)),
         # indices and positions
         **dict.fromkeys(("conv_padding", "weight_layer", "ratio_layer"), _count(0)),
@@ -236,7 +347,9 @@ def describe_value(value: Any) -> str:
     """``value`` as a YAML flow value (how it is written after ``--set key=``)."""
     import yaml
 
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+    text = yaml.safe_dump(
+        value, default_flow_style=True, width=10**6, sort_keys=False
+    ).strip()
     return text.removesuffix("...").strip()  # a scalar document ends with "..."
 
 
@@ -257,14 +370,18 @@ def check(name: str, value: Any, rule: Rule) -> None:
                     f"(each: {rule.allowed})"
                 )
             if top and rule.length is not None and len(item) != rule.length:
-                raise ValueError(f"has {len(item)} elements, not {rule.length} (each: {rule.allowed})")
+                raise ValueError(
+                    f"has {len(item)} elements, not {rule.length} (each: {rule.allowed})"
+                )
             for i, element in enumerate(item):
                 walk(element, f"{where}[{i}]", False)
             return
         if item is None:
             if rule.nullable:
                 return
-            raise ValueError(f"has null at {where} (each element needs a value: {rule.allowed})")
+            raise ValueError(
+                f"has null at {where} (each element needs a value: {rule.allowed})"
+            )
         try:
             rule.check(item)
         except ValueError as err:

@@ -40,11 +40,25 @@ from companion import paths
 from companion.engine import parameters as _rules
 from lqs.fileio import atomic_write, atomic_write_text, remove_stale_temp_files
 
-__all__ = ["RUNS_AFTER", "NotebookFailed", "execution_order", "load_yaml", "notebook_parameters",
-           "resolve_parameters", "check_datasets", "split_params", "output_locations", "execute", "main"]
+__all__ = [
+    "RUNS_AFTER",
+    "NotebookFailed",
+    "execution_order",
+    "load_yaml",
+    "notebook_parameters",
+    "resolve_parameters",
+    "check_datasets",
+    "split_params",
+    "output_locations",
+    "execute",
+    "main",
+]
 
 #: parameters the runner sets itself (``--profile``; the results folder): never given by a profile or ``--set``
-_RUNNER_SET = {"profile": "--profile P", "results_dir": "the runner (results/<profile>/<notebook>/)"}
+_RUNNER_SET = {
+    "profile": "--profile P",
+    "results_dir": "the runner (results/<profile>/<notebook>/)",
+}
 
 #: notebooks that read another notebook's outputs, and which ones (the Makefile encodes the same
 #: order as order-only prerequisites; ``tests/test_runner.py`` checks that the two agree)
@@ -56,7 +70,11 @@ def execution_order(notebooks: list[str] | None = None) -> list[str]:
 
     Alphabetical otherwise, as ``make notebooks`` runs them. ``None``: every ``notebooks/*.md``.
     """
-    names = sorted(notebooks if notebooks is not None else (p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md")))
+    names = sorted(
+        notebooks
+        if notebooks is not None
+        else (p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
+    )
     order: list[str] = []
 
     def visit(name: str, stack: tuple[str, ...] = ()) -> None:
@@ -118,23 +136,41 @@ def notebook_parameters(notebook: str) -> dict[str, Any]:
     path = paths.NOTEBOOKS_DIR / f"{notebook}.md"
     if not path.exists():
         existing = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
-        raise FileNotFoundError(f"no notebook {notebook!r} ({path}); existing: {', '.join(existing)}")
+        raise FileNotFoundError(
+            f"no notebook {notebook!r} ({path}); existing: {', '.join(existing)}"
+        )
     nb = jupytext.read(path)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cells = [
+        c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     if len(cells) != 1:
-        raise ValueError(f"{path} must have exactly one cell tagged 'parameters', found {len(cells)}")
+        raise ValueError(
+            f"{path} must have exactly one cell tagged 'parameters', found {len(cells)}"
+        )
     params: dict[str, Any] = {}
     for node in ast.parse(cells[0].source).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+        ):
             name, value = node.target.id, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        elif (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             name, value = node.targets[0].id, node.value
         else:
-            raise ValueError(f"{path}: the parameters cell may only hold `name = literal` lines, got {ast.unparse(node)!r}")
+            raise ValueError(
+                f"{path}: the parameters cell may only hold `name = literal` lines, got {ast.unparse(node)!r}"
+            )
         try:
             params[name] = ast.literal_eval(value)
         except ValueError:
-            raise ValueError(f"{path}: parameter {name!r} is not a plain literal: {ast.unparse(value)!r}") from None
+            raise ValueError(
+                f"{path}: parameter {name!r} is not a plain literal: {ast.unparse(value)!r}"
+            ) from None
     return params
 
 
@@ -188,20 +224,28 @@ def _check_parameter(key: str, value: Any, default: Any, source: str) -> Any:
     try:
         _rules.check(key, value, rule)
     except ValueError as err:
-        raise ValueError(f"{source}: parameter {key!r} {err}. {_fix(key, default, source)}") from None
+        raise ValueError(
+            f"{source}: parameter {key!r} {err}. {_fix(key, default, source)}"
+        ) from None
     return value
 
 
-def resolve_parameters(notebook: str, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_parameters(
+    notebook: str, profile: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Merge the notebook defaults, the profile YAML and ``overrides``; every key must be a parameter."""
     paths.check_profile(profile)
     defaults = notebook_parameters(notebook)
     pfile = paths.profile_file(notebook, profile)
     if not pfile.exists():
-        raise FileNotFoundError(f"missing profile file {pfile}: every notebook needs profiles/{profile}/{notebook}.yaml")
+        raise FileNotFoundError(
+            f"missing profile file {pfile}: every notebook needs profiles/{profile}/{notebook}.yaml"
+        )
     loaded = load_yaml(pfile) or {}
     if not isinstance(loaded, dict):
-        raise ValueError(f"{pfile} must hold a mapping of parameter: value, got {type(loaded).__name__}")
+        raise ValueError(
+            f"{pfile} must hold a mapping of parameter: value, got {type(loaded).__name__}"
+        )
     merged = dict(defaults)
     cell = f"{paths.NOTEBOOKS_DIR / notebook}.md (parameters cell)"
     for key, value in defaults.items():  # the cell's own defaults follow the same rules
@@ -241,7 +285,11 @@ def check_datasets(notebook: str, params: dict[str, Any]) -> None:
         return
     from companion import data
 
-    requested = list(dict.fromkeys(s["dataset"] for s in setups if isinstance(s, dict) and "dataset" in s))
+    requested = list(
+        dict.fromkeys(
+            s["dataset"] for s in setups if isinstance(s, dict) and "dataset" in s
+        )
+    )
     strict = bool(params.get("strict_data", False))
     missing: list[str] = []
     for name in requested:
@@ -250,7 +298,9 @@ def check_datasets(notebook: str, params: dict[str, Any]) -> None:
             if not strict:
                 return  # one present dataset is enough: the notebook reports the others "not run"
             continue
-        missing.append(f"{row['label']} ({name}): {row['missing']} missing; fix: {row['fetch']}")
+        missing.append(
+            f"{row['label']} ({name}): {row['missing']} missing; fix: {row['fetch']}"
+        )
     if not missing:
         return
     if strict:
@@ -258,18 +308,30 @@ def check_datasets(notebook: str, params: dict[str, Any]) -> None:
     else:
         why = "none of the datasets its setups request is present, so nothing would run"
     raise FileNotFoundError(
-        f"notebook {notebook!r} not run: {why}:\n  " + "\n  ".join(missing)
+        f"notebook {notebook!r} not run: {why}:\n  "
+        + "\n  ".join(missing)
         + "\nFetch the data (make data), or ask for a present dataset, e.g. --set 'setups=[{dataset: fashion_mnist}]'"
         + " (python -m companion.data report lists what is present)"
     )
 
 
-def output_locations(notebook: str, profile: str, overrides: dict[str, Any] | None) -> tuple[Path, Path]:
+def output_locations(
+    notebook: str, profile: str, overrides: dict[str, Any] | None
+) -> tuple[Path, Path]:
     """(results_dir, executed notebook path) for a profile run or a one-off run with overrides."""
     if not overrides:
-        return paths.results_dir(notebook, profile), paths.executed_dir(profile) / f"{notebook}.ipynb"
-    digest = hashlib.sha256(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    base = paths.results_root() / "custom" / paths.check_profile(profile) / f"{notebook}-{digest}"
+        return paths.results_dir(notebook, profile), paths.executed_dir(
+            profile
+        ) / f"{notebook}.ipynb"
+    digest = hashlib.sha256(
+        json.dumps(overrides, sort_keys=True, default=str).encode()
+    ).hexdigest()[:8]
+    base = (
+        paths.results_root()
+        / "custom"
+        / paths.check_profile(profile)
+        / f"{notebook}-{digest}"
+    )
     return base, base / f"{notebook}.ipynb"
 
 
@@ -310,7 +372,9 @@ def split_params(text: str) -> list[str]:
         elif ch in "]})":
             depth -= 1
             if depth < 0:
-                raise ValueError(f"PARAMS {text!r}: {ch!r} closes a bracket that was not opened; {example}")
+                raise ValueError(
+                    f"PARAMS {text!r}: {ch!r} closes a bracket that was not opened; {example}"
+                )
         elif depth == 0 and (ch.isspace() or ch == ";"):
             if buf:
                 items.append("".join(buf))
@@ -340,10 +404,16 @@ class NotebookFailed(RuntimeError):
         error: the exception's last line, ``"Type: message"``.
     """
 
-    def __init__(self, notebook: str, error: str, failed: Path | None, cell: Any = None):
+    def __init__(
+        self, notebook: str, error: str, failed: Path | None, cell: Any = None
+    ):
         self.notebook, self.error, self.failed = notebook, error, failed
         where = f" in cell [{cell}]" if cell is not None else ""
-        see = f"\nthe failed notebook (with the traceback): {failed}" if failed is not None else ""
+        see = (
+            f"\nthe failed notebook (with the traceback): {failed}"
+            if failed is not None
+            else ""
+        )
         super().__init__(f"notebook {notebook} failed{where}: {error}{see}")
 
 
@@ -360,8 +430,14 @@ def _last_line(err: BaseException) -> tuple[str, Any]:
 STALE_SECONDS = 3600
 
 
-def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None, *, log=print,
-            echo: bool = True) -> Path:
+def execute(
+    notebook: str,
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    log=print,
+    echo: bool = True,
+) -> Path:
     """Run ``notebook`` under ``profile`` (+ ``overrides``) with papermill; return the executed notebook path.
 
     Parameters are validated first (:func:`resolve_parameters`, :func:`check_datasets`); nothing
@@ -385,16 +461,30 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
     results_dir.mkdir(parents=True, exist_ok=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
     for folder in dict.fromkeys((results_dir, executed.parent)):
-        for stale in remove_stale_temp_files(folder, older_than=STALE_SECONDS, extra=("*.partial.ipynb",)):
-            log(f"[companion.engine.runner] removed the leftover temporary file {stale} (of a run that was killed)")
-    atomic_write_text(results_dir / "parameters.json", json.dumps(params, indent=2, sort_keys=True, default=str))
+        for stale in remove_stale_temp_files(
+            folder, older_than=STALE_SECONDS, extra=("*.partial.ipynb",)
+        ):
+            log(
+                f"[companion.engine.runner] removed the leftover temporary file {stale} (of a run that was killed)"
+            )
+    atomic_write_text(
+        results_dir / "parameters.json",
+        json.dumps(params, indent=2, sort_keys=True, default=str),
+    )
     failed = executed.with_suffix(".failed.ipynb")
-    executed.unlink(missing_ok=True)  # a failed run must not leave the previous success looking current
-    log(f"[companion.engine.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}")
+    executed.unlink(
+        missing_ok=True
+    )  # a failed run must not leave the previous success looking current
+    log(
+        f"[companion.engine.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}"
+    )
 
     nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{notebook}.md")
     with tempfile.TemporaryDirectory(prefix=f"lqs-{notebook}-") as tmp:
-        source, output = Path(tmp) / f"{notebook}.ipynb", Path(tmp) / f"{notebook}.out.ipynb"
+        source, output = (
+            Path(tmp) / f"{notebook}.ipynb",
+            Path(tmp) / f"{notebook}.out.ipynb",
+        )
         jupytext.write(nb, source)
         start = time.time()
         try:
@@ -414,9 +504,13 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
             if output.exists():
                 atomic_write(failed, lambda p: shutil.copyfile(output, p))
                 kept = failed
-            log(f"[companion.engine.runner] {notebook} FAILED after {time.time() - start:.0f} s"
-                + (f"; see {failed}" if kept else ""))
-            if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: stop as asked
+            log(
+                f"[companion.engine.runner] {notebook} FAILED after {time.time() - start:.0f} s"
+                + (f"; see {failed}" if kept else "")
+            )
+            if not isinstance(
+                err, Exception
+            ):  # KeyboardInterrupt, SystemExit: stop as asked
                 raise
             line, cell = _last_line(err)
             raise NotebookFailed(notebook, line, kept, cell) from err
@@ -427,26 +521,50 @@ def execute(notebook: str, profile: str, overrides: dict[str, Any] | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m companion.engine.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m companion.engine.runner", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("notebook", help="notebook name (file notebooks/<name>.md)")
-    parser.add_argument("--profile", default="cpu", help="smoke | cpu | full (default cpu)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter (YAML value; empty = null), repeatable")
-    parser.add_argument("--params", default="", metavar='"K=V K2=V2"',
-                        help="several overrides in one string, separated by spaces or ';' outside brackets and "
-                        "quotes (what `make run PARAMS=...` passes), e.g. \"seeds=[0, 1] epochs=3\"")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate, print the resolved parameters and exit (nothing runs)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not stream the notebook's output (progress bars, prints) while it runs")
+    parser.add_argument(
+        "--profile", default="cpu", help="smoke | cpu | full (default cpu)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter (YAML value; empty = null), repeatable",
+    )
+    parser.add_argument(
+        "--params",
+        default="",
+        metavar='"K=V K2=V2"',
+        help="several overrides in one string, separated by spaces or ';' outside brackets and "
+        'quotes (what `make run PARAMS=...` passes), e.g. "seeds=[0, 1] epochs=3"',
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, print the resolved parameters and exit (nothing runs)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not stream the notebook's output (progress bars, prints) while it runs",
+    )
     args = parser.parse_args(argv)
     try:
-        items = [("--set", o) for o in args.overrides] + [("PARAMS", o) for o in split_params(args.params)]
+        items = [("--set", o) for o in args.overrides] + [
+            ("PARAMS", o) for o in split_params(args.params)
+        ]
         overrides = dict(_parse_override(text, source) for source, text in items)
         if args.dry_run:
             params = resolve_parameters(args.notebook, args.profile, overrides)
             check_datasets(args.notebook, params)
-            params["results_dir"] = str(output_locations(args.notebook, args.profile, overrides)[0])
+            params["results_dir"] = str(
+                output_locations(args.notebook, args.profile, overrides)[0]
+            )
             print(json.dumps(params, indent=2, sort_keys=True, default=str))
             return 0
         execute(args.notebook, args.profile, overrides, echo=not args.quiet)
@@ -459,8 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # disk full, permissions: the message names the path
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # noqa: BLE001 - anything else (kernel missing, ...): one line, never a traceback
-        print(f"error: notebook {args.notebook} could not run: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:
+        print(
+            f"error: notebook {args.notebook} could not run: {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -42,12 +42,25 @@ from companion import paths
 from companion.engine.config import canonical_json, config_hash, validate_config
 from lqs.fileio import atomic_write, file_lock, file_sha256, remove_stale_temp_files
 
-__all__ = ["RunStore", "default_store", "to_jsonable", "file_sha256", "RECORD_RE", "STALE_SECONDS", "STORE_FIELDS"]
+__all__ = [
+    "RunStore",
+    "default_store",
+    "to_jsonable",
+    "file_sha256",
+    "RECORD_RE",
+    "STALE_SECONDS",
+    "STORE_FIELDS",
+]
 
 log = logging.getLogger(__name__)
 
 #: fields :meth:`RunStore.put` adds to every record (after the run's own columns)
-STORE_FIELDS: tuple[str, ...] = ("history_sha256", "model_sha256", "complete", "record_sha256")
+STORE_FIELDS: tuple[str, ...] = (
+    "history_sha256",
+    "model_sha256",
+    "complete",
+    "record_sha256",
+)
 #: temporary files of killed writers older than this are removed (no write takes an hour)
 STALE_SECONDS = 3600.0
 #: (record path, size, mtime, reason) already warned about in this process: one warning per corruption
@@ -108,7 +121,9 @@ class RunStore:
 
     def _check_hash(self, h: str) -> str:
         if not isinstance(h, str) or not _HASH_RE.match(h):
-            raise ValueError(f"not a config hash: {h!r} (16 lowercase hex digits, see companion.engine.config.config_hash)")
+            raise ValueError(
+                f"not a config hash: {h!r} (16 lowercase hex digits, see companion.engine.config.config_hash)"
+            )
         return h
 
     def record_path(self, h: str) -> Path:
@@ -167,14 +182,18 @@ class RunStore:
                 ) from exc
             raise
 
-    def _put(self, h: str, record: dict[str, Any], history: pd.DataFrame | None, model: Any) -> dict[str, Any]:
+    def _put(
+        self, h: str, record: dict[str, Any], history: pd.DataFrame | None, model: Any
+    ) -> dict[str, Any]:
         out = to_jsonable(dict(record))
         out["config_hash"] = h
         out["history_sha256"] = None
         out["model_sha256"] = None
         if history is not None:
             hist_path = self.history_path(h)
-            atomic_write(hist_path, lambda p: history.to_csv(p, index=False), suffix=".csv")
+            atomic_write(
+                hist_path, lambda p: history.to_csv(p, index=False), suffix=".csv"
+            )
             out["history_sha256"] = file_sha256(hist_path)
         if model is not None:
             mpath = self.model_path(h)
@@ -183,7 +202,11 @@ class RunStore:
         out["complete"] = True
         out["record_sha256"] = _record_sha256(out)
         text = json.dumps(out, indent=1, sort_keys=False, allow_nan=False)
-        atomic_write(self.record_path(h), lambda p: p.write_text(text + "\n", encoding="utf-8"), suffix=".json")
+        atomic_write(
+            self.record_path(h),
+            lambda p: p.write_text(text + "\n", encoding="utf-8"),
+            suffix=".json",
+        )
         return out
 
     # ---------------------------------------------------------------- read
@@ -210,7 +233,10 @@ class RunStore:
         if why is None and record.get("config_hash") != h:
             why = f"holds config_hash {record.get('config_hash')!r}"
         if why is None and check_files:
-            for key, fpath in (("history_sha256", self.history_path(h)), ("model_sha256", self.model_path(h))):
+            for key, fpath in (
+                ("history_sha256", self.history_path(h)),
+                ("model_sha256", self.model_path(h)),
+            ):
                 want = record.get(key)
                 if want is None:
                     continue
@@ -226,9 +252,13 @@ class RunStore:
                 state = (str(path), st.st_size, st.st_mtime, why)
             except OSError:
                 state = (str(path), -1, -1.0, why)
-            if state not in _WARNED:  # run() and sweep() look a record up several times: say it once
+            if (
+                state not in _WARNED
+            ):  # run() and sweep() look a record up several times: say it once
                 _WARNED.add(state)
-                log.warning("ignoring run record %s: %s; the run will be recomputed", path, why)
+                log.warning(
+                    "ignoring run record %s: %s; the run will be recomputed", path, why
+                )
             return None
         return record
 
@@ -244,7 +274,11 @@ class RunStore:
         _CLEANED.add(str(root))
         removed = remove_stale_temp_files(root, older_than=STALE_SECONDS)
         if removed:
-            log.info("removed %d leftover temporary/lock file(s) of killed runs from %s", len(removed), root)
+            log.info(
+                "removed %d leftover temporary/lock file(s) of killed runs from %s",
+                len(removed),
+                root,
+            )
         return removed
 
     def get(self, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -259,7 +293,9 @@ class RunStore:
         """Hashes of every record file present (not checked), sorted."""
         if not self.root.exists():
             return []
-        return sorted(p.name[:-5] for p in self.root.iterdir() if RECORD_RE.match(p.name))
+        return sorted(
+            p.name[:-5] for p in self.root.iterdir() if RECORD_RE.match(p.name)
+        )
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every intact record (corrupted ones are skipped with a warning)."""
@@ -273,14 +309,18 @@ class RunStore:
         rows = list(self.records())
         df = pd.DataFrame(rows)
         if len(df) and "created" in df:
-            df = df.sort_values(["created", "config_hash"], kind="stable").reset_index(drop=True)
+            df = df.sort_values(["created", "config_hash"], kind="stable").reset_index(
+                drop=True
+            )
         return df
 
     def load_history(self, h: str) -> pd.DataFrame:
         """The per-epoch history of a stored run (``FileNotFoundError`` if it has none)."""
         path = self.history_path(h)
         if not path.exists():
-            raise FileNotFoundError(f"no history for run {h} in {self.root} (expected {path.name})")
+            raise FileNotFoundError(
+                f"no history for run {h} in {self.root} (expected {path.name})"
+            )
         return pd.read_csv(path)
 
     def delete(self, h: str) -> None:
