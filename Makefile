@@ -23,6 +23,8 @@ STAMP := $(VENV)/.installed-$(TF)
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
+# companion/ runs from the checkout (not installed): every python that make starts finds it
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 # `make run` hands PARAMS to the runner through the environment: quotes and spaces in it survive intact
 export PARAMS
 

@@ -1,7 +1,7 @@
 """``quantize_model``: turn a Keras model's Dense/Conv2D layers into lqs layers.
 
 The model is cloned with ``keras.models.clone_model``; every ``keras.layers.Dense``
-becomes a :class:`lqs.QDense` and every ``keras.layers.Conv2D`` a :class:`lqs.QConv2D`
+becomes a :class:`lqs.layers.QDense` and every ``keras.layers.Conv2D`` a :class:`lqs.layers.QConv2D`
 with the same Keras config (name, units/filters, kernel size, strides, dilation, groups,
 activation, initializers, regularizers, constraints) plus quantizers, so that the
 forward pass uses
@@ -299,8 +299,8 @@ def quantize_model(
 ):
     """Clone ``model`` with its ``Dense``/``Conv2D`` layers replaced by lqs layers.
 
-    Each ``keras.layers.Dense`` (``Conv2D``; exact class) becomes a :class:`lqs.QDense`
-    (:class:`lqs.QConv2D`) with the same Keras config and quantizers: forward
+    Each ``keras.layers.Dense`` (``Conv2D``; exact class) becomes a :class:`lqs.layers.QDense`
+    (:class:`lqs.layers.QConv2D`) with the same Keras config and quantizers: forward
     :math:`\\lfloor W/s \\rfloor s` with learned scales (:mod:`lqs.layers`). Other
     layers are cloned unchanged; those holding weights stay float32 and are listed in
     the report and in a ``UserWarning`` (except normalization layers and the layers you

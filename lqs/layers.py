@@ -428,9 +428,9 @@ class QDense(QuantizedLayerMixin, keras.layers.Dense):
         ])
 
     Arguments:
-        units, activation, use_bias, kernel_initializer, bias_initializer,
-            kernel_regularizer, bias_regularizer, activity_regularizer,
-            kernel_constraint, bias_constraint, **kwargs: as ``keras.layers.Dense``.
+        units: number of output units; ``activation``, ``use_bias``, the initializers,
+            regularizers and constraints and the remaining keyword arguments are those
+            of ``keras.layers.Dense``.
     """
 
     __doc__ += _QUANT_ARGS_DOC
@@ -532,10 +532,10 @@ class QConv2D(QuantizedLayerMixin, keras.layers.Conv2D):
     ``"channel"`` keeps one scale per input channel of a group).
 
     Arguments:
-        filters, kernel_size, strides, padding, data_format, dilation_rate, groups,
-            activation, use_bias, kernel_initializer, bias_initializer,
-            kernel_regularizer, bias_regularizer, activity_regularizer,
-            kernel_constraint, bias_constraint, **kwargs: as ``keras.layers.Conv2D``.
+        filters: number of output channels; ``kernel_size``, ``strides``, ``padding``,
+            ``data_format``, ``dilation_rate``, ``groups``, ``activation``, ``use_bias``,
+            the initializers, regularizers and constraints and the remaining keyword
+            arguments are those of ``keras.layers.Conv2D``.
     """
 
     __doc__ += _QUANT_ARGS_DOC

@@ -1,6 +1,6 @@
 """The quantized-layer protocol: what :mod:`lqs.memory` and :mod:`lqs.export` need.
 
-Every quantized layer of the library (:class:`lqs.QDense`, :class:`lqs.QConv2D`, the
+Every quantized layer of the library (:class:`lqs.layers.QDense`, :class:`lqs.layers.QConv2D`, the
 LSQ and fixed-bit layers of :mod:`lqs.baselines`, the results of
 :func:`lqs.baselines.ptq_minmax`) implements :class:`QuantizedLayer`; a layer of your
 own that implements it is accounted by :mod:`lqs.memory` and exported by
