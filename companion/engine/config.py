@@ -543,77 +543,103 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             out of range or a combination that does not fit; the message names the key, the value
             and what is allowed.
     """
+    cfg, given_none = _typed_values(config)
+    _resolve(cfg)
+    _refuse_nulls(cfg, given_none)
+    _check_combinations(cfg)
+    return cfg
+
+
+def _typed_values(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Every key of :data:`SCHEMA` with its checked value (a key left out: its default).
+
+    Returns the values and the non-optional keys given as ``None`` (refused later where they
+    act). Raises ``ValueError`` for a non-dict, unknown keys, wrong types and bad ranges.
+    """
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
     unknown = sorted(map(str, set(config) - set(SCHEMA)))
     if unknown:
         raise ValueError(
-            f"unknown config key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(KEYS)}"
+            f"unknown config key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed keys: {', '.join(KEYS)}"
         )
     cfg: dict[str, Any] = {}
-    given_none: list[
-        str
-    ] = []  # non-optional keys given as None: refused below where they act
+    given_none: list[str] = []
     for name, field in SCHEMA.items():
         value = config.get(name)
         if value is None:
             if name in config and not field.optional:
                 given_none.append(name)
-            value = (
-                None if field.optional else field.default
-            )  # a key left out takes its default
+            value = None if field.optional else field.default
         else:
             value = _coerce(field, value)
         _check_value(field, value)
         cfg[name] = value
+    return cfg, given_none
 
-    # resolved defaults
+
+def _resolve(cfg: dict[str, Any]) -> None:
+    """Fill the resolved defaults (arch, mode, ptq's pretrain_lr, quantize_dense) and set
+    every key that does not act (:func:`applies`) to ``None``, in place."""
     if cfg["arch"] is None:
         cfg["arch"] = default_arch(cfg["dataset"])
-    flavour, arch = cfg["flavour"], cfg["arch"]
     if cfg["mode"] is None:
-        cfg["mode"] = "post_training" if flavour == "ptq" else "from_scratch"
-    if flavour == "ptq" and cfg["pretrain_lr"] is None:
+        cfg["mode"] = "post_training" if cfg["flavour"] == "ptq" else "from_scratch"
+    if cfg["flavour"] == "ptq" and cfg["pretrain_lr"] is None:
         cfg["pretrain_lr"] = cfg["lr"]
-
-    # keys that do not act -> None
     for name in SCHEMA:
         if not applies(name, cfg):
             cfg[name] = None
     if applies("quantize_dense", cfg) and cfg["quantize_dense"] is None:
-        cfg["quantize_dense"] = arch == "mlp"
-    for name in given_none:
-        if applies(name, cfg):  # the key acts here: None has no meaning for it
-            field = SCHEMA[name]
-            where = (
-                f"it acts for flavour {flavour!r} ({_APPLIES_TEXT[name]})"
-                if name in _APPLIES
-                else "it always acts"
-            )
-            raise ValueError(
-                f"config key {name!r} is None (YAML null, e.g. an empty `{name}=`), but {where} and is not "
-                f"optional; allowed: {field.allowed()}. Give a value, or leave the key out for its default "
-                f"({field.default!r})"
-            )
+        cfg["quantize_dense"] = cfg["arch"] == "mlp"
 
-    # combinations
-    def bad(key: str, why: str, allowed: str) -> ValueError:
-        return ValueError(
-            f"config key {key!r} has the value {cfg[key]!r}: {why}; allowed: {allowed}"
+
+def _refuse_nulls(cfg: dict[str, Any], given_none: list[str]) -> None:
+    """Refuse a non-optional key given as ``None`` where it acts: None has no meaning there."""
+    for name in given_none:
+        if not applies(name, cfg):
+            continue
+        field = SCHEMA[name]
+        where = (
+            f"it acts for flavour {cfg['flavour']!r} ({_APPLIES_TEXT[name]})"
+            if name in _APPLIES
+            else "it always acts"
+        )
+        raise ValueError(
+            f"config key {name!r} is None (YAML null, e.g. an empty `{name}=`), but {where} "
+            f"and is not optional; allowed: {field.allowed()}. Give a value, or leave the "
+            f"key out for its default ({field.default!r})"
         )
 
+
+def _bad(cfg: dict[str, Any], key: str, why: str, allowed: str) -> ValueError:
+    return ValueError(
+        f"config key {key!r} has the value {cfg[key]!r}: {why}; allowed: {allowed}"
+    )
+
+
+def _check_combinations(cfg: dict[str, Any]) -> None:
+    """Refuse combinations that do not fit: mode vs. flavour, quantize_dense vs. arch,
+    kernel granularity vs. arch and flavour."""
+    flavour, arch = cfg["flavour"], cfg["arch"]
     if flavour == "fp32" and cfg["mode"] != "from_scratch":
-        raise bad(
+        raise _bad(
+            cfg,
             "mode",
             "an fp32 network is trained from scratch",
             "'from_scratch' or None (or another flavour)",
         )
     if flavour == "ptq" and cfg["mode"] != "post_training":
-        raise bad(
-            "mode", "ptq quantizes the trained FP32 parent", "'post_training' or None"
+        raise _bad(
+            cfg,
+            "mode",
+            "ptq quantizes the trained FP32 parent",
+            "'post_training' or None",
         )
     if arch == "mlp" and cfg["quantize_dense"] is False:
-        raise bad(
+        raise _bad(
+            cfg,
             "quantize_dense",
             "the MLP has only dense layers, nothing would be quantized",
             "True or None",
@@ -621,13 +647,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if cfg["kernel_granularity"] is not None:
         allowed_k = allowed_kernel_granularities(arch, flavour)
         if cfg["kernel_granularity"] not in allowed_k:
-            raise bad(
+            raise _bad(
+                cfg,
                 "kernel_granularity",
                 f"does not fit arch {arch!r} with flavour {flavour!r}"
                 + (" (channel/filter need convolutions)" if arch == "mlp" else ""),
                 ", ".join(map(repr, allowed_k)),
             )
-    return cfg
 
 
 # --------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def _choice(choices: tuple[Any, ...], **kw: Any) -> Rule:
 
 def _config_key(key: str, **kw: Any) -> Rule:
     """The rule of run-configuration key ``key`` (nullable where the key is optional)."""
-    from companion.engine import config
+    from companion.engine import config  # deferred, as in rules(): loads TensorFlow
 
     field = config.SCHEMA[key]
 
@@ -120,7 +120,7 @@ def _config_mapping(
 ) -> Rule:
     """A mapping of configuration keys (each checked by :func:`companion.engine.config.check_key`)
     and of sweep ``options`` named like notebook parameters (each checked by that parameter's rule)."""
-    from companion.engine import config
+    from companion.engine import config  # deferred, as in rules(): loads TensorFlow
 
     allowed = f"a mapping of configuration keys ({', '.join(config.KEYS)})"
     if options:
@@ -163,7 +163,7 @@ def _landscape_model(v: Any) -> bool:
 
 
 def _baseline_granularity(v: Any) -> bool:
-    from companion.chapters import analysis
+    from companion.chapters import analysis  # deferred, as in rules(): import cycle
 
     try:
         analysis.baseline_granularity("mlp", v)
@@ -174,7 +174,12 @@ def _baseline_granularity(v: Any) -> bool:
 
 @functools.cache
 def rules() -> dict[str, Rule]:
-    """Parameter name -> :class:`Rule`, for every parameter of every notebook (built on first use)."""
+    """Parameter name -> :class:`Rule`, for every parameter of every notebook (built on first use).
+
+    One declarative table (not logic), so it is long. The imports below are deferred: the
+    chapter modules import the engine (a cycle at import time) and load TensorFlow, which
+    ``--dry-run`` and the runner's start should not wait for.
+    """
     from companion import paths
     from companion.chapters.analysis import SETUP_OPTIONS
     from companion.chapters.corruptions import SEVERITIES
