@@ -7,8 +7,10 @@ import subprocess
 
 import jupytext
 import pytest
+from PIL import Image
 
 from companion import paths
+from companion.chapters import style
 from companion.engine import runner
 
 NOTEBOOKS = sorted(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.md"))
@@ -34,6 +36,27 @@ def test_source_is_clean_myst_with_one_parameters_cell(name):
     assert {"profile", "results_dir"} <= set(params), (
         f"{path}: parameters cell needs profile and results_dir"
     )
+
+
+#: the longest code line the book shows without scrolling sideways (ruff's line length)
+MAX_LINE = 88
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_code_cells_fit_the_book(name):
+    """Every code line of a notebook is at most 88 characters (the book's code width).
+
+    Format with ruff (line length 88); wrap long strings as implicit concatenations.
+    """
+    nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{name}.md")
+    long = [
+        f"cell {i}: {len(line)} chars: {line}"
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if len(line) > MAX_LINE
+    ]
+    assert not long, f"{name}: code lines longer than {MAX_LINE}:\n" + "\n".join(long)
 
 
 #: calls whose return value (written paths) would otherwise be printed as a cell's output
@@ -128,3 +151,23 @@ def test_smoke_run(name, smoke_notebooks):
         assert caption.exists() and "profile: smoke" in caption.read_text(), (
             f"{png} has no provenance caption"
         )
+        with Image.open(png) as img:
+            smallest = img.text.get(style.FONT_METADATA_KEY)
+        assert smallest is not None, f"{png} was not written by style.save_figure"
+        assert float(smallest) >= style.MIN_FONT_PT, (
+            f"{png}: smallest text {smallest} pt when printed "
+            f"{style.PRINT_WIDTH_IN} in wide (at least {style.MIN_FONT_PT} pt)"
+        )
+    noise = [
+        line
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+        for line in "".join(o.get("text", "")).splitlines()
+        if runner.NOISE_LINE_RE.match(line)
+        or "FigureLegibilityWarning" in line
+        or "\r" in line
+    ]
+    assert not noise, (
+        f"{name}: log lines or progress frames in the outputs: {noise[:5]}"
+    )

@@ -587,3 +587,154 @@ def test_every_parameter_refuses_null_and_empty_lists(fast_notebook_parameters):
             for value in bad:
                 with pytest.raises(ValueError, match=f"parameter {name!r}"):
                     runner.resolve_parameters(notebook, "smoke", {name: value})
+
+
+# --------------------------------------------------------------------------------------------
+# Output cleaning: the executed notebook keeps what a reader needs
+
+
+TF_LINES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796032996.119074   22738 port.cc:153] oneDNN custom operations are on.",
+    "E0000 00:00:1796033116.839979   24947 node_def_util.cc:682] NodeDef mentions attribute"
+    " use_unbounded_threadpool which is not in the op definition",
+    "2024-01-05 10:00:00.123456: I tensorflow/core/platform/cpu_feature_guard.cc:210] AVX",
+    "WARNING:tensorflow:5 out of the last 13 calls to <function f> triggered tf.function",
+    "WARNING:absl:Compiled the loaded model, but the compiled metrics have yet to be built.",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+    "TensorFlow with the appropriate compiler flags.",
+]
+
+
+@pytest.mark.parametrize("line", TF_LINES)
+def test_library_log_lines_are_recognised(line):
+    assert runner.NOISE_LINE_RE.match(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "PTQ: 6 runs (0 already stored) -> /tmp/runs",
+        "Warning: the CIFAR-10 archive is missing",
+        "E0000 is not a log line without its time and source",
+        "| method | accuracy (%) |",
+    ],
+)
+def test_ordinary_lines_are_not_noise(line):
+    assert not runner.NOISE_LINE_RE.match(line)
+    assert not runner.PROGRESS_RE.match(line)
+
+
+def test_clean_text_keeps_each_bars_final_frame():
+    bar = "PTQ: {p:3d}%|{b:<10}| {k}/6 [00:0{k}<00:00,  1.5s/run, test acc 0.5{k}0]"
+    frames = [
+        "\r" + bar.format(p=100 * k // 6, b="#" * (10 * k // 6), k=k) for k in range(7)
+    ]
+    # a C++ log line interrupts the bar; tqdm's close repeats the last frame
+    text = "\n" + "".join(frames[:3]) + "\n" + TF_LINES[2] + "\n" + "".join(frames[3:])
+    text += frames[-1]
+    assert runner.clean_text(text) == bar.format(p=100, b="#" * 10, k=6) + "\n"
+    two = "\rA:   0%|  | 0/1 [00:00<?]\rA: 100%|##| 1/1 [00:01<00:00]\n" * 2
+    assert runner.clean_text(two) == "A: 100%|##| 1/1 [00:01<00:00]\n"
+    assert runner.clean_text("\n".join(TF_LINES) + "\n\n") == ""
+    assert runner.clean_text("a\n\n\n\nb\n\n") == "a\n\nb\n"
+
+
+def test_clean_outputs_merges_streams_and_drops_noise_and_empty_outputs():
+    def stream(name, text):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    png = {
+        "output_type": "display_data",
+        "data": {"image/png": "iVBOR"},
+        "metadata": {},
+    }
+    error = {"output_type": "error", "ename": "E", "evalue": "v", "traceback": []}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": "x"},
+            {
+                "cell_type": "code",
+                "outputs": [
+                    stream("stderr", TF_LINES[0] + "\n" + TF_LINES[1] + "\n"),
+                    stream("stdout", "sweep: 2 runs (1 already stored) -> /runs\n"),
+                    stream("stderr", "\n"),
+                    stream("stderr", "\rsweep:   0%|  | 0/2 [00:00<?, ?run/s]"),
+                    stream("stderr", TF_LINES[2] + "\n"),
+                    stream("stderr", "\rsweep:  50%|# | 1/2 [00:01<00:01, 1s/run]"),
+                    stream(
+                        "stderr", ["\rsweep: 100%|##| 2/2 ", "[00:02<00:00, 1s/run]"]
+                    ),
+                    stream("stderr", "\rsweep: 100%|##| 2/2 [00:02<00:00, 1s/run]\n"),
+                    stream("stdout", ["2 runs on ", "MNIST\n"]),
+                    png,
+                    {"output_type": "display_data", "data": {"text/plain": [""]}},
+                    {"output_type": "execute_result", "data": {}, "metadata": {}},
+                ],
+            },
+            {"cell_type": "code", "outputs": [stream("stderr", TF_LINES[3]), error]},
+        ]
+    }
+    cleaned = runner.clean_outputs(nb)
+    assert cleaned is nb
+    # the finished bar is a result: it joins the printed lines around it
+    assert nb["cells"][1]["outputs"] == [
+        stream(
+            "stdout",
+            "sweep: 2 runs (1 already stored) -> /runs\n"
+            "sweep: 100%|##| 2/2 [00:02<00:00, 1s/run]\n"
+            "2 runs on MNIST\n",
+        ),
+        png,
+    ]
+    assert nb["cells"][2]["outputs"] == [error]
+
+
+def test_kernel_arguments_and_environment_silence_libraries(monkeypatch):
+    assert "--IPKernelApp.capture_fd_output=False" in runner.KERNEL_ARGUMENTS
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    with runner._kernel_environment():
+        import os
+
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+        assert os.environ["GRPC_VERBOSITY"] == "ERROR"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert "GRPC_VERBOSITY" not in os.environ
+
+
+def test_clean_text_keeps_the_final_line_of_each_run_of_a_reused_bar():
+    first = "\rsweep:   0%|  | 0/2 [00:00<?]\rsweep: 100%|##| 2/2 [00:02<00:00]\n"
+    second = "\rsweep:   0%|  | 0/3 [00:00<?]\rsweep: 100%|##| 3/3 [00:03<00:00]\n"
+    between = "UserWarning: something the reader should see\n"
+    assert runner.clean_text(first + between + second) == (
+        "sweep: 100%|##| 2/2 [00:02<00:00]\n"
+        + between
+        + "sweep: 100%|##| 3/3 [00:03<00:00]\n"
+    )
+
+
+def test_injected_parameters_are_wrapped_to_the_code_width():
+    long_dict = {f"key_{i}": i * 0.5 for i in range(12)}
+    source = (
+        "# Parameters\n"
+        'profile = "smoke"\n'
+        f"common = {long_dict!r}\n"
+        f"setups = {[{'dataset': 'fashion_mnist', 'arch': 'mlp', 'n': i} for i in range(3)]!r}\n"
+    )
+    wrapped = runner.wrap_parameters(source)
+    assert max(len(line) for line in wrapped.splitlines()) <= runner.MAX_CODE_LINE
+    assert wrapped.startswith('# Parameters\nprofile = "smoke"\ncommon = {\n')
+    assert wrapped.endswith("\n")
+    before, after = {}, {}
+    exec(source, {}, before)
+    exec(wrapped, {}, after)
+    assert after == before
+    cell = {
+        "cell_type": "code",
+        "metadata": {"tags": ["injected-parameters"]},
+        "source": source,
+        "outputs": [],
+    }
+    runner.clean_outputs({"cells": [cell]})
+    assert cell["source"] == wrapped

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from companion import paths
-from companion.chapters.style import PALETTE, set_theme
+from companion.chapters.style import PALETTE, method_color, set_theme
 from lqs.fileio import atomic_write_text
 from lqs.pareto import best_within, pareto_mask
 from lqs.quantizers import GRANULARITIES
@@ -567,18 +567,21 @@ def method_label(row: Mapping[str, Any]) -> str:
     )
 
 
-#: (palette index, line style, marker) per method family; per-channel variants are dashed
+#: (line style, marker) per method family; per-channel variants are dashed; the colour
+#: is the method's colour of :data:`companion.chapters.style.METHOD_COLORS`
 _METHOD_STYLE = {
-    "FP32": (7, "-", "*"), "nested": (0, "-", "D"), "loss terms": (2, "-", "D"),
-    "PTQ min-max": (7, "-", "s"), "fixed-bit STE": (4, "-", "^"), "LSQ": (3, "-", "v"),
+    "FP32": ("-", "*"), "nested": ("-", "D"), "loss terms": ("-", "D"),
+    "PTQ min-max": ("-", "s"), "fixed-bit STE": ("-", "^"), "LSQ": ("-", "v"),
 }  # fmt: skip
 
 
 def method_style(method: str) -> dict[str, Any]:
-    """Colour (from :data:`companion.chapters.style.PALETTE`), line style and marker of a method for plots.
+    """Colour, line style and marker of a method for plots.
 
-    One colour per method family (blue nested, green loss terms, grey PTQ, purple fixed-bit,
-    vermillion LSQ); per-channel variants use a dashed line.
+    The colour is the method's one colour in every chapter
+    (:func:`companion.chapters.style.method_color`: black FP32, blue nested, green loss
+    terms, grey PTQ, purple fixed-bit, vermillion LSQ); per-channel variants use a
+    dashed line.
     """
     family = next(
         (k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None
@@ -587,10 +590,10 @@ def method_style(method: str) -> dict[str, Any]:
         raise ValueError(
             f"unknown method {method!r}; allowed: {', '.join(METHOD_ORDER)}"
         )
-    idx, ls, marker = _METHOD_STYLE[family]
+    ls, marker = _METHOD_STYLE[family]
     if method.endswith("per-channel"):
         ls = "--"
-    return {"color": PALETTE[idx % len(PALETTE)], "ls": ls, "marker": marker}
+    return {"color": method_color(family), "ls": ls, "marker": marker}
 
 
 def add_method(df: pd.DataFrame) -> pd.DataFrame:

@@ -59,17 +59,20 @@ METRICS = [
 LABEL_OFFSETS = [(5, -11), (5, 5), (-17, 5), (-17, -11)]
 #: bits in one KiB (the secondary axis converts bits per parameter to model memory)
 _BITS_PER_KIB = 8192
-#: x ticks (bits / parameter) of the left panel (every run) and of the zoomed right
+#: x ticks (bits / parameter) of the upper panel (every run) and of the zoomed lower
 #: panel
 _ALL_TICKS = [1, 2, 4, 8, 16, 32]
 _ZOOM_TICKS = [2, 3, 4, 6, 8, 12, 16]
-#: the zoomed panel shows 2-16 bits (the 1-bit and 32-bit points are in the left panel)
+#: the zoomed panel shows 2-16 bits (the 1-bit and 32-bit points are in the upper panel)
 _ZOOM_XLIM = (2.4, 17)
 #: the zoomed panel reaches down to this many accuracy bars below FP32, and a bit above
 #: the best
 _ZOOM_BARS_BELOW = 4
 _ZOOM_HEADROOM_PT = 0.8
-_MAX_LEGEND_COLUMNS = 5
+_MAX_LEGEND_COLUMNS = 2
+#: size in points of the text written into the panels (bit widths, legend), at least
+#: 8 pt in print
+ANNOTATION_SIZE = 9
 
 
 def baseline_plans(
@@ -219,7 +222,7 @@ def _annotate_bits(
             (r["mem_bits_per_param_mean"], r["test_accuracy_mean"] * 100),
             textcoords="offset points",
             xytext=offset,
-            fontsize=8,
+            fontsize=ANNOTATION_SIZE,
             color=colour,
             clip_on=True,
         )
@@ -280,21 +283,19 @@ def _memory_axes(ax: plt.Axes, n_params: float, ticks: Sequence[float]) -> None:
 def draw_accuracy_vs_memory(
     a: pd.DataFrame, reference: float | None, *, max_drop: float
 ) -> plt.Figure:
-    """One setup: every run (left) and the region near FP32 with bit widths (right).
+    """One setup: every run (top) and the region near FP32 with bit widths (bottom).
 
     ``a`` holds the setup's seed means (:func:`seed_means`); ``reference`` its FP32
     accuracy.
     """
     setup = a["setup"].iloc[0]
     n_params = float(a["mem_n_params_mean"].dropna().iloc[0])
-    fig, (ax_all, ax_zoom) = plt.subplots(
-        1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.25]}
-    )
+    fig, (ax_all, ax_zoom) = plt.subplots(2, 1, figsize=(6.6, 8.0))
     for ax, annotate in ((ax_all, False), (ax_zoom, True)):
         analysis.reference_lines(ax, reference, max_drop=max_drop)
         _draw_methods(ax, a, annotate)
     _memory_axes(ax_all, n_params, _ALL_TICKS)
-    ax_all.set_title(f"{setup}: all runs", fontsize=10)
+    ax_all.set_title(f"{setup}: all runs")
     # zoom: the region within a few points of FP32, where the comparison is decided
     acc = a["test_accuracy_mean"].dropna() * 100
     ref_pct = reference * 100 if reference is not None else acc.max()
@@ -304,19 +305,18 @@ def draw_accuracy_vs_memory(
     )
     _memory_axes(ax_zoom, n_params, _ZOOM_TICKS)
     ax_zoom.set_xlim(*_ZOOM_XLIM)
-    ax_zoom.set_title(
-        f"{setup}: near the FP32 accuracy (bit widths annotated)", fontsize=10
-    )
+    ax_zoom.set_title(f"{setup}: near the FP32 accuracy (bit widths annotated)")
     handles, labels = ax_all.get_legend_handles_labels()
     fig.legend(
         handles,
         labels,
         loc="lower center",
         ncol=min(len(labels), _MAX_LEGEND_COLUMNS),
-        fontsize=8,
+        fontsize=ANNOTATION_SIZE,
         frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    rows = -(-len(labels) // _MAX_LEGEND_COLUMNS)
+    fig.tight_layout(rect=(0, 0.02 + 0.026 * rows, 1, 1))
     return fig
 
 
@@ -324,7 +324,7 @@ def accuracy_vs_memory_caption(with_loss_terms: bool) -> str:
     """Caption text of :func:`draw_accuracy_vs_memory` (names the loss terms)."""
     return (
         "Test accuracy against memory of the baselines (FP32; PTQ min-max, "
-        "fixed-bit STE and LSQ at the bit widths annotated in the right panel, "
+        "fixed-bit STE and LSQ at the bit widths annotated in the lower panel, "
         "solid per-tensor, dashed per-channel) and the Pareto front of the nested "
         "quantizer over λ"
         + (" and of the loss-term networks" if with_loss_terms else "")
@@ -486,6 +486,21 @@ def headline_claim(best: pd.DataFrame, *, max_drop: float) -> str:
     )
 
 
+def _stacked(table: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``table`` turned on its side: a row per column of it, a column per value of ``key``."""
+
+    def text(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        return format(v, ".3g") if isinstance(v, float) else str(v)
+
+    columns = [c for c in table.columns if c != key]
+    stacked = pd.DataFrame({"": columns})
+    for _, row in table.iterrows():
+        stacked[str(row[key])] = [text(row[c]) for c in columns]
+    return stacked
+
+
 def headline_markdown(
     best: pd.DataFrame,
     setup_order: Sequence[str],
@@ -494,10 +509,14 @@ def headline_markdown(
     seeds: Sequence[int],
     profile: str,
 ) -> str:
-    """The ``headline`` snippet: headline table and claim, provenance."""
+    """The ``headline`` snippet: headline table and claim, provenance.
+
+    The table is stacked (one row per quantity, one column per setup) so that it fits
+    the first page's text column whatever the number of setups a profile runs.
+    """
     table = headline_table(best, setup_order, max_drop=max_drop)
     return (
-        analysis.markdown_table(table)
+        analysis.markdown_table(_stacked(table, "dataset · network"))
         + "\n"
         + headline_claim(best, max_drop=max_drop)
         + f" Best compression at ≤ {max_drop * 100:g} point accuracy loss vs "

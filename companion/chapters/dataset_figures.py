@@ -19,7 +19,7 @@ import seaborn as sns
 
 from companion import data
 from companion.chapters import analysis, insights
-from companion.chapters.style import PALETTE
+from companion.chapters.style import PALETTE, method_color, panel_grid
 from companion.engine import experiment
 
 __all__ = [
@@ -56,9 +56,13 @@ RELOAD_TOLERANCE = 2e-3
 #: batch size of the predictions (memory only; the numbers do not depend on it)
 _PREDICT_BATCH = 512
 #: most images per row of the "most changed" grid
-_MAX_COLUMNS = 6
+_MAX_COLUMNS = 4
 #: line colour of each channel in the intensity histogram
 _CHANNEL_COLOUR = {"grey": "black", "R": "tab:red", "G": "tab:green", "B": "tab:blue"}
+#: colours of the training and test splits (no method's colour: these are data)
+_SPLIT_COLOURS = [PALETTE[9], PALETTE[5]]
+#: text written into panels (labels, annotations, legends): >= 8 pt in print
+_TEXT_SIZE = 9
 
 Split = tuple[np.ndarray, np.ndarray, Any]  # (x, y, companion.data.DatasetInfo)
 
@@ -91,10 +95,11 @@ def draw_samples(x: np.ndarray, y: np.ndarray, info: Any, per_class: int) -> plt
     """The first ``per_class`` training images of every class, one row per class."""
     picks = insights.sample_indices(y, per_class, num_classes=info.num_classes)
     names = list(info.class_names)
+    cell = min(1.0, 5.4 / max(per_class, 1))  # at most 6.8 in wide with the names
     fig, axes = plt.subplots(
         info.num_classes,
         per_class,
-        figsize=(1.0 * per_class + 1.4, 1.0 * info.num_classes),
+        figsize=(cell * per_class + 1.4, cell * info.num_classes + 0.3),
         squeeze=False,
     )
     for k, row in enumerate(axes):
@@ -104,7 +109,9 @@ def draw_samples(x: np.ndarray, y: np.ndarray, info: Any, per_class: int) -> plt
             else:
                 ax.set_xticks([]), ax.set_yticks([])
                 ax.set_visible(False)
-        row[0].set_ylabel(names[k], rotation=0, ha="right", va="center", fontsize=9)
+        row[0].set_ylabel(
+            names[k], rotation=0, ha="right", va="center", fontsize=_TEXT_SIZE
+        )
     fig.suptitle(
         f"{info.label}: first {per_class} training images per class", fontsize=10
     )
@@ -133,10 +140,8 @@ def class_balance_table(splits: Mapping[str, Mapping[str, Split]]) -> pd.DataFra
 
 def draw_class_balance(balance: pd.DataFrame, labels: Mapping[str, str]) -> plt.Figure:
     """Share of each class per split (bars, %), a panel per dataset; dotted: uniform."""
-    fig, axes = plt.subplots(
-        1, len(labels), figsize=(5.0 * len(labels), 3.6), squeeze=False
-    )
-    for ax, d in zip(axes[0], labels, strict=True):
+    fig, axes = panel_grid(len(labels), panel=(3.5, 3.6))
+    for ax, d in zip(axes, labels, strict=True):
         b = balance[balance["dataset"] == d].assign(pct=lambda t: t["share"] * 100)
         sns.barplot(
             data=b,
@@ -144,7 +149,7 @@ def draw_class_balance(balance: pd.DataFrame, labels: Mapping[str, str]) -> plt.
             y="pct",
             hue="split",
             hue_order=list(SPLITS),
-            palette=PALETTE[:2],
+            palette=_SPLIT_COLOURS,
             ax=ax,
         )
         ax.axhline(
@@ -153,9 +158,9 @@ def draw_class_balance(balance: pd.DataFrame, labels: Mapping[str, str]) -> plt.
         ax.set_title(labels[d], fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("share of the split (%)")
-        ax.tick_params(axis="x", rotation=60, labelsize=8)
+        ax.tick_params(axis="x", rotation=60, labelsize=_TEXT_SIZE)
         ax.set_ylim(0, b["pct"].max() * 1.35)  # headroom for the legend above the bars
-        ax.legend(fontsize=8, ncol=3, loc="upper center")
+        ax.legend(fontsize=_TEXT_SIZE, ncol=3, loc="upper center")
     fig.tight_layout()
     return fig
 
@@ -228,10 +233,8 @@ def draw_intensity_histograms(
     hist: pd.DataFrame, labels: Mapping[str, str]
 ) -> plt.Figure:
     """Density of pixel values per channel (log scale), one panel per dataset."""
-    fig, axes = plt.subplots(
-        1, len(labels), figsize=(4.6 * len(labels), 3.4), squeeze=False
-    )
-    for ax, d in zip(axes[0], labels, strict=True):
+    fig, axes = panel_grid(len(labels), panel=(3.5, 3.3))
+    for ax, d in zip(axes, labels, strict=True):
         for ch, h in hist[hist["dataset"] == d].groupby("channel", sort=False):
             edges = np.append(h["bin_left"].to_numpy(), h["bin_right"].iloc[-1])
             ax.stairs(
@@ -241,7 +244,7 @@ def draw_intensity_histograms(
         ax.set_xlabel("pixel value (stored byte / 255)")
         ax.set_ylabel("density (log scale)")
         ax.set_title(labels[d], fontsize=10)
-        ax.legend(fontsize=8, title="channel", title_fontsize=8)
+        ax.legend(fontsize=_TEXT_SIZE, title="channel", title_fontsize=_TEXT_SIZE)
     fig.tight_layout()
     return fig
 
@@ -372,7 +375,7 @@ def _annotate_changes(ax: plt.Axes, t: pd.DataFrame) -> None:
             (i, 101),
             ha="center",
             va="bottom",
-            fontsize=7,
+            fontsize=_TEXT_SIZE,
             color="firebrick" if r.change < 0 else "black",
         )
 
@@ -383,11 +386,9 @@ def draw_per_class(
     labels: Mapping[str, str],
 ) -> plt.Figure:
     """Test accuracy per class of both networks (bars, %) and the changes."""
-    fig, axes = plt.subplots(
-        1, len(pairs), figsize=(5.2 * len(pairs), 3.8), squeeze=False
-    )
+    fig, axes = panel_grid(len(pairs), max_cols=1, panel=(6.6, 3.8))
     networks = {"accuracy_reference": "FP32", "accuracy_quantized": "quantized"}
-    for ax, d in zip(axes[0], pairs, strict=True):
+    for ax, d in zip(axes, pairs, strict=True):
         t = per_class[per_class["dataset"] == d]
         long = t.melt(
             id_vars=["class"],
@@ -403,7 +404,10 @@ def draw_per_class(
             y="acc",
             hue="network",
             hue_order=list(networks.values()),
-            palette=PALETTE[:2],
+            palette=[
+                method_color("fp32"),
+                method_color(analysis.method_label(pairs[d][1])),
+            ],
             ax=ax,
         )
         _annotate_changes(ax, t)
@@ -411,9 +415,9 @@ def draw_per_class(
         ax.set_yticks(range(0, 101, 20))
         ax.set_xlabel("")
         ax.set_ylabel("test accuracy of the class (%)")
-        ax.set_title(f"{labels[d]}\n{pair_text(*pairs[d])}", fontsize=8)
-        ax.tick_params(axis="x", rotation=60, labelsize=8)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.set_title(f"{labels[d]}\n{pair_text(*pairs[d])}", fontsize=_TEXT_SIZE + 1)
+        ax.tick_params(axis="x", rotation=45, labelsize=_TEXT_SIZE)
+        ax.legend(fontsize=_TEXT_SIZE, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -424,10 +428,8 @@ def draw_confusion_difference(
     labels: Mapping[str, str],
 ) -> plt.Figure:
     """Quantized minus FP32 confusion matrix (points of the true class), per dataset."""
-    fig, axes = plt.subplots(
-        1, len(pairs), figsize=(5.6 * len(pairs), 4.8), squeeze=False
-    )
-    for ax, d in zip(axes[0], pairs, strict=True):
+    fig, axes = panel_grid(len(pairs), max_cols=1, panel=(6.6, 6.0))
+    for ax, d in zip(axes, pairs, strict=True):
         c = confusion[confusion["dataset"] == d]
         m = (
             c.pivot(index="true_label", columns="predicted_label", values="change")
@@ -448,7 +450,7 @@ def draw_confusion_difference(
             vmax=lim,
             annot=text,
             fmt="",
-            annot_kws={"fontsize": 7},
+            annot_kws={"fontsize": _TEXT_SIZE},
             square=True,
             ax=ax,
             xticklabels=names,
@@ -457,8 +459,8 @@ def draw_confusion_difference(
         )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.tick_params(axis="both", labelsize=7)
-        ax.set_title(f"{labels[d]}\n{pair_text(*pairs[d])}", fontsize=8)
+        ax.tick_params(axis="both", labelsize=_TEXT_SIZE)
+        ax.set_title(f"{labels[d]}\n{pair_text(*pairs[d])}", fontsize=_TEXT_SIZE + 1)
     fig.tight_layout()
     return fig
 
@@ -468,7 +470,7 @@ def draw_most_changed(x: np.ndarray, changed: pd.DataFrame, label: str) -> plt.F
     cols = min(_MAX_COLUMNS, len(changed))
     rows = int(np.ceil(len(changed) / cols))
     fig, axes = plt.subplots(
-        rows, cols, figsize=(2.1 * cols, 2.9 * rows), squeeze=False
+        rows, cols, figsize=(1.65 * cols, 2.5 * rows + 0.4), squeeze=False
     )
     for ax in axes.ravel():
         ax.set_visible(False)
@@ -479,13 +481,13 @@ def draw_most_changed(x: np.ndarray, changed: pd.DataFrame, label: str) -> plt.F
             f"true: {r['class']}\nFP32: {r['pred_class_reference']} "
             f"({r['p_pred_reference']:.2f})\nquant.: "
             f"{r['pred_class_quantized']} ({r['p_pred_quantized']:.2f})",
-            fontsize=7,
+            fontsize=_TEXT_SIZE,
             fontweight="normal",
         )
     fig.suptitle(
-        f"{label}: largest drops of p(true class), FP32 → "
+        f"{label}: largest drops of p(true class),\nFP32 → "
         "quantized (probabilities in brackets)",
-        fontsize=9,
+        fontsize=_TEXT_SIZE + 1,
     )
     fig.tight_layout(h_pad=1.2)
     return fig

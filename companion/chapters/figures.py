@@ -52,7 +52,7 @@ from matplotlib import colors as mcolors
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from companion.chapters.style import PALETTE
+from companion.chapters.style import MAX_FIGURE_WIDTH_IN, PALETTE, sequential_colors
 from lqs.layers import QConv2D, QDense
 from lqs.quantizers import (
     EPS,
@@ -123,7 +123,8 @@ __all__ = [
 
 #: diverging colour map for signed values (colour-blind-safe red/blue, white at zero)
 DIVERGING = "RdBu_r"
-#: font size (pt) of numbers written into cells and of diagram labels; >= 8 pt at the saved size
+#: font size in points of numbers written into cells and of diagram labels; at least
+#: 8 pt in print for figures up to ``style.MAX_FIGURE_WIDTH_IN`` wide
 ANNOTATION_SIZE = 9
 #: spread of the blob centres of Fig. 2.1's toy problem (unit-variance points around
 #: them: the blobs overlap a little)
@@ -353,7 +354,7 @@ def mlp_edges(model: keras.Model) -> pd.DataFrame:
 
 
 def draw_mlp(
-    model: keras.Model, *, figsize: tuple[float, float] = (7.5, 4.2)
+    model: keras.Model, *, figsize: tuple[float, float] = (6.6, 4.0)
 ) -> plt.Figure:
     """Nodes and edges of a dense MLP; edge colour and width from its kernels, node fill from its biases.
 
@@ -565,7 +566,7 @@ def _draw_output(ax: plt.Axes, ex: ConvExample, title: str) -> None:
 
 
 def draw_conv2d(
-    ex: ConvExample, *, figsize: tuple[float, float] = (9.0, 3.9)
+    ex: ConvExample, *, figsize: tuple[float, float] = (7.0, 3.2)
 ) -> plt.Figure:
     """Fig. 2.2: padded input with the highlighted window, the kernel, the output map with the value.
 
@@ -615,7 +616,7 @@ _CHANNEL_NAMES = ("R", "G", "B")
 
 
 def draw_conv3d(
-    ex: ConvExample, *, figsize: tuple[float, float] = (9.5, 7.6)
+    ex: ConvExample, *, figsize: tuple[float, float] = (7.0, 5.8)
 ) -> plt.Figure:
     """Fig. 2.3: a 3x3xC kernel over a C-channel input; one row per channel plane, one output value.
 
@@ -766,7 +767,10 @@ def draw_weight_quantization(
     (``W - P_rec``, in ``[0, s)``) a sequential one.
     """
     n_rows, n_cols = q.weights.shape
-    figsize = figsize or (min(10.0, 1.6 + 2 * 0.62 * n_cols), 2.0 + 2 * 0.55 * n_rows)
+    figsize = figsize or (
+        min(MAX_FIGURE_WIDTH_IN, 1.4 + 2 * 0.5 * n_cols),
+        1.8 + 2 * 0.45 * n_rows,
+    )
     fig, axes = plt.subplots(2, 2, figsize=figsize)
     axes = axes.ravel()
     norm = _symmetric_norm(q.weights, q.reconstructed)
@@ -943,7 +947,7 @@ def draw_minmax_matmul(
     n, n_in = mm.x.shape
     n_out = wq.weights.shape[1]
     height = 1.0 + 0.5 * (2 * n + n_in) + 1.6
-    figsize = figsize or (10.0, max(height, 1.0 + 0.5 * 4 * n + 2.2))
+    figsize = figsize or (7.0, max(height, 1.0 + 0.5 * 4 * n + 2.2))
     fig = plt.figure(figsize=figsize, layout="constrained")
     left, right = fig.subfigures(
         1, 2, width_ratios=[max(n_in, n_out) + 1, n_out + 1], wspace=0.04
@@ -1101,8 +1105,8 @@ def draw_conv_granularities(
         raise ValueError(f"kernel_shape must be (kh, kw, cin, cout), got {shape!r}")
     kh, kw, cin, cout = shape
     gap = 0.6
-    figsize = figsize or (10.0, 6.3)
-    fig, axes = plt.subplots(2, 3, figsize=figsize)
+    figsize = figsize or (6.8, 8.4)
+    fig, axes = plt.subplots(3, 2, figsize=figsize)
     table = granularity_table(shape)
     for ax, g in zip(axes.ravel(), GRANULARITIES, strict=False):
         ids = group_ids(shape, g)
@@ -1120,7 +1124,6 @@ def draw_conv_granularities(
                     facecolors=faces,
                     textcolors=[["black"] * kw] * kh,
                     origin=(x0, y0),
-                    fontsize=8,
                     edgecolor="white",
                 )
         width = cout * kw + (cout - 1) * gap
@@ -1164,7 +1167,7 @@ def draw_conv_granularities(
         "\n".join(lines),
         ha="left",
         va="top",
-        fontsize=8.5,
+        fontsize=ANNOTATION_SIZE,
         family="monospace",
         transform=key.transAxes,
     )
@@ -1173,7 +1176,10 @@ def draw_conv_granularities(
 
 
 def draw_dense_granularities(
-    in_features: int = 6, units: int = 4, *, figsize: tuple[float, float] = (10.0, 3.9)
+    in_features: int = 6,
+    units: int = 4,
+    *,
+    figsize: tuple[float, float] = (MAX_FIGURE_WIDTH_IN, 3.4),
 ) -> plt.Figure:
     """Fig. 3.2: scalar, row and column scales of a dense kernel ``(in, out)`` from real QDense layers.
 
@@ -1207,7 +1213,7 @@ def draw_dense_granularities(
                     f"$w_{{{a + 1}{b + 1}}}$",
                     ha="center",
                     va="center",
-                    fontsize=8,
+                    fontsize=ANNOTATION_SIZE,
                 )
         # the scale vector next to the matrix
         if g == "scalar":
@@ -1387,14 +1393,14 @@ def _arrow(
             text,
             ha=ha,
             va="center",
-            fontsize=ANNOTATION_SIZE - 0.5,
+            fontsize=ANNOTATION_SIZE,
             color=colour,
             zorder=3,
         )
 
 
 def draw_nested_conv(
-    desc: dict[str, Any], *, figsize: tuple[float, float] = (10.0, 6.4)
+    desc: dict[str, Any], *, figsize: tuple[float, float] = (MAX_FIGURE_WIDTH_IN, 5.6)
 ) -> plt.Figure:
     """Fig. 3.1: a standard Conv2D (left) and the same layer with nested quantizers (right).
 
@@ -1402,16 +1408,16 @@ def draw_nested_conv(
     granularities and the threshold come from ``desc`` (:func:`describe_nested_conv`).
     """
     fig, axes = plt.subplots(
-        1, 2, figsize=figsize, gridspec_kw={"width_ratios": [8.4, 12.6]}
+        1, 2, figsize=figsize, gridspec_kw={"width_ratios": [8.4, 13.6]}
     )
     kshape, bshape = desc["kernel_shape"], desc["bias_shape"]
     lam = desc["threshold"]
     for ax, nested in zip(axes, (False, True), strict=True):
-        ax.set_xlim(0, 12.6 if nested else 8.4)
+        ax.set_xlim(0, 13.6 if nested else 8.4)
         ax.set_ylim(0.2, 12.0)
         ax.set_axis_off()
         if nested:
-            (xi, wi), (xk, wk), (xb, wb) = (1.4, 2.6), (5.4, 4.3), (10.3, 4.3)
+            (xi, wi), (xk, wk), (xb, wb) = (1.4, 2.6), (5.6, 4.6), (10.9, 4.6)
         else:
             (xi, wi), (xk, wk), (xb, wb) = (1.4, 2.6), (4.4, 2.4), (7.0, 2.4)
         _box(ax, xi, 1.0, wi, 1.1, f"input x\n{desc['input_shape']}")
@@ -1468,19 +1474,20 @@ def draw_nested_conv(
                 xc,
                 4.2,
                 w,
-                2.7,
+                3.4,
                 f"NestedQuantizer ({'kernel' if name == 'K' else 'bias'})\n"
-                f"trainable $s_{name}$ {sshape}, '{gran}'\n"
-                f"${name}_q = \\lfloor {name}/s_{name} \\rfloor$,  ${name}_{{rec}} = {name}_q\\, s_{name}$\n"
+                f"trainable $s_{name}$ {sshape}\n'{gran}' scales\n"
+                f"${name}_q = \\lfloor {name}/s_{name} \\rfloor$,  "
+                f"${name}_{{rec}} = {name}_q\\, s_{name}$\n"
                 f"$\\partial L/\\partial s_{name} = m \\cdot \\mathrm{{mean}}(g)$",
                 face=mcolors.to_rgba(PALETTE[0], 0.15),
                 edge=PALETTE[0],
-                fontsize=8.5,
+                fontsize=ANNOTATION_SIZE,
             )
-            _arrow(ax, (xc - 0.35, 1.55), (xc - 0.35, 2.85))
+            _arrow(ax, (xc - 0.35, 1.55), (xc - 0.35, 2.5))
             _arrow(
                 ax,
-                (xc - 0.35, 5.55),
+                (xc - 0.35, 5.9),
                 (xc - 0.35, 6.8),
                 text=f"${name}_{{rec}}$",
                 text_offset=(-0.12, 0),
@@ -1489,15 +1496,15 @@ def draw_nested_conv(
             _arrow(
                 ax,
                 (xc + 0.35, 6.8),
-                (xc + 0.35, 5.55),
+                (xc + 0.35, 5.9),
                 colour=_BACKWARD,
                 dashed=True,
-                text=f"$G = \\partial L/\\partial {name}_{{rec}}$",
+                text="$G$",
                 text_offset=(0.1, 0),
             )
             _arrow(
                 ax,
-                (xc + 0.35, 2.85),
+                (xc + 0.35, 2.5),
                 (xc + 0.35, 1.55),
                 colour=_BACKWARD,
                 dashed=True,
@@ -1569,7 +1576,7 @@ def draw_vote_function(
     lambdas_wide: Sequence[float] = (0.25, 1.0, 2.0),
     *,
     n_points: int = 400,
-    figsize: tuple[float, float] = (10.0, 3.9),
+    figsize: tuple[float, float] = (MAX_FIGURE_WIDTH_IN, 3.3),
 ) -> plt.Figure:
     """The vote :math:`g(r) = -\\tanh(\\lambda - r)` for :math:`r < \\lambda` (0 above) on a log ratio axis.
 
@@ -1581,10 +1588,11 @@ def draw_vote_function(
     fig, axes = plt.subplots(1, 2, figsize=figsize)
     lo = min(lambdas) / 1e3
     r = np.logspace(np.log10(lo), np.log10(max(lambdas) * 10), n_points)
+    ramp = sequential_colors(len(lambdas))
     for k, lam in enumerate(sorted(lambdas)):
         g = votes(r.astype(np.float32), lam)
         mask = g < 0
-        colour = PALETTE[k % len(PALETTE)]
+        colour = ramp[k]
         axes[0].loglog(r[mask], -g[mask], color=colour, lw=2, label=f"\u03bb = {lam:g}")
         axes[0].axhline(np.tanh(lam), color=colour, lw=1, ls=":")
         axes[0].axvline(lam, color=colour, lw=0.8, ls="--", alpha=0.7)
@@ -1602,12 +1610,13 @@ def draw_vote_function(
     )
     axes[0].legend(handles=handles, fontsize=ANNOTATION_SIZE, loc="lower left")
     r_wide = np.logspace(-3, np.log10(max(lambdas_wide) * 10), n_points)
+    ramp_wide = sequential_colors(len(lambdas_wide))
     for k, lam in enumerate(sorted(lambdas_wide)):
         g = votes(r_wide.astype(np.float32), lam)
         axes[1].semilogx(
             r_wide,
             g,
-            color=PALETTE[(k + len(lambdas)) % len(PALETTE)],
+            color=ramp_wide[k],
             lw=2,
             label=f"\u03bb = {lam:g}",
         )
@@ -1881,7 +1890,7 @@ def draw_ratio_histogram(
     lambdas: Sequence[float],
     *,
     bins: int = 60,
-    figsize: tuple[float, float] = (10.0, 4.0),
+    figsize: tuple[float, float] = (6.6, 4.9),
 ) -> plt.Figure:
     """Left: histogram of :math:`r` (log-spaced bins) with the thresholds marked; right: vote shares vs λ.
 
@@ -1894,7 +1903,11 @@ def draw_ratio_histogram(
     positive = r[r > 0]
     n_zero = int(np.sum(r == 0))
     fig, axes = plt.subplots(
-        1, 2, figsize=figsize, gridspec_kw={"width_ratios": [1.35, 1]}
+        1,
+        2,
+        figsize=figsize,
+        gridspec_kw={"width_ratios": [1.2, 1]},
+        layout="constrained",
     )
     lo = min(float(positive.min()), min(lambdas)) / 2
     hi = max(float(positive.max()), max(lambdas)) * 2
@@ -1903,11 +1916,12 @@ def draw_ratio_histogram(
     axes[0].set_ylim(0, 1.1 * max(float(counts.max()), 1.0) * (1 + 0.11 * len(lambdas)))
     axes[0].set_xscale("log")
     stats = vote_stats(lr_.ratio, lr_.group, lambdas)
+    marks = sequential_colors(len(stats))
     for k, row in enumerate(stats.itertuples()):
         is_trained = np.isclose(row.threshold, lr_.threshold, rtol=1e-6)
         axes[0].axvline(
             row.threshold,
-            color=PALETTE[(k + 1) % len(PALETTE)],
+            color=marks[k],
             lw=2.2 if is_trained else 1.6,
             ls="-" if is_trained else "--",
             label=f"\u03bb = {row.threshold:g}{' (trained)' if is_trained else ''}: "
@@ -1918,9 +1932,15 @@ def draw_ratio_histogram(
     axes[0].set_ylabel("kernel elements")
     zero_note = f"; {n_zero} with r = 0 (G = 0) not shown" if n_zero else ""
     axes[0].set_title(
-        f"{lr_.layer} kernel {lr_.p_q.shape}{zero_note}", fontsize=ANNOTATION_SIZE + 1
+        f"{lr_.layer} kernel {lr_.p_q.shape}{zero_note.replace('; ', chr(10))}",
+        fontsize=ANNOTATION_SIZE + 1,
     )
-    axes[0].legend(fontsize=8, loc="upper left", framealpha=0.9)
+    axes[0].legend(
+        fontsize=ANNOTATION_SIZE,
+        loc="upper left",
+        bbox_to_anchor=(-0.15, -0.2),
+        frameon=False,
+    )
     sweep = np.logspace(np.log10(lo), np.log10(hi), 200)
     sweep_stats = vote_stats(lr_.ratio, lr_.group, sweep)
     axes[1].semilogx(
@@ -1943,13 +1963,17 @@ def draw_ratio_histogram(
     axes[1].set_ylabel("share (%)")
     axes[1].set_ylim(-3, 103)
     axes[1].set_title(
-        "vote shares as \u03bb varies (dotted: trained \u03bb)",
+        "vote shares as \u03bb varies\n(dotted: trained \u03bb)",
         fontsize=ANNOTATION_SIZE + 1,
     )
-    axes[1].legend(fontsize=8, loc="center right")
+    axes[1].legend(
+        fontsize=ANNOTATION_SIZE,
+        loc="upper left",
+        bbox_to_anchor=(-0.15, -0.2),
+        frameon=False,
+    )
     for ax in axes:
         ax.tick_params(labelsize=ANNOTATION_SIZE)
-    fig.tight_layout()
     return fig
 
 
@@ -2171,7 +2195,7 @@ def worked_example_markdown(ex: WorkedExample) -> str:
 
 
 def draw_worked_example(
-    ex: WorkedExample, *, figsize: tuple[float, float] = (10.0, 3.9)
+    ex: WorkedExample, *, figsize: tuple[float, float] = (MAX_FIGURE_WIDTH_IN, 3.5)
 ) -> plt.Figure:
     """Left: each element's vote with its ratio; right: the grid of multiples of ``s`` before and after the step."""
     fig, axes = plt.subplots(
@@ -2203,15 +2227,15 @@ def draw_worked_example(
     axes[0].set_xticks(
         idx,
         [f"{i}\nr={_short(r)}" for i, r in zip(idx, ex.ratio, strict=True)],
-        fontsize=8,
+        fontsize=ANNOTATION_SIZE,
     )
     axes[0].set_xlabel("element i and its ratio r")
     axes[0].set_ylabel("vote g")
     axes[0].set_title(
-        f"votes at \u03bb = {ex.threshold:g} (grey: r \u2265 \u03bb)",
+        f"votes at \u03bb = {ex.threshold:g}\n(grey: r \u2265 \u03bb)",
         fontsize=ANNOTATION_SIZE + 1,
     )
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=ANNOTATION_SIZE, loc="lower right")
     lo = min(float(ex.p.min()), 0.0) - ex.scale
     hi = float(ex.p.max()) + ex.scale
     for y, s, label in (
@@ -2247,10 +2271,10 @@ def draw_worked_example(
     axes[1].set_xlabel("value")
     axes[1].grid(False)
     axes[1].set_title(
-        f"grid of multiples of s: \u2202L/\u2202s = {ex.d_scale:.4g}, \u03b7 = {ex.lr:g}",
+        f"grid of multiples of s\n\u2202L/\u2202s = {ex.d_scale:.4g}, \u03b7 = {ex.lr:g}",
         fontsize=ANNOTATION_SIZE + 1,
     )
-    axes[1].legend(fontsize=8, loc="upper right", ncol=2)
+    axes[1].legend(fontsize=ANNOTATION_SIZE, loc="upper right", ncol=2)
     for ax in axes:
         ax.tick_params(labelsize=ANNOTATION_SIZE)
     fig.tight_layout()

@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from companion.chapters import analysis
-from companion.chapters.style import PALETTE
+from companion.chapters.style import TERM_COLORS, panel_grid, sequential_colors
 from companion.engine import experiment
 from lqs.losses import TERMS
+
+#: text written into panels (legends, titles, tick labels): >= 8 pt in print
+_TEXT_SIZE = 9
 
 __all__ = [
     "TERM_LABEL",
@@ -62,13 +65,8 @@ TERM_LABEL = {
     "deviation_reconstructed": "deviation (reconstructed)",
     "deviation_implementation": "deviation (implementation)",
 }
-TERM_COLOUR = {
-    "none": PALETTE[7],
-    "inverse": PALETTE[0],
-    "max_bin": PALETTE[1],
-    "deviation_reconstructed": PALETTE[2],
-    "deviation_implementation": PALETTE[4],
-}
+#: one colour per term variant (:data:`companion.chapters.style.TERM_COLORS`)
+TERM_COLOUR = TERM_COLORS
 METRICS = [
     "test_accuracy",
     "train_accuracy",
@@ -296,7 +294,7 @@ def _palette(order: Sequence[str]) -> list:
 
 def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
     """Accuracy change vs FP32 against memory, every term's front over all setups."""
-    fig, ax = plt.subplots(figsize=(7.6, 4.8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
     ax.axhline(0, color="black", ls="--", lw=1, label="FP32")
     ax.axhline(
         -max_drop * 100,
@@ -317,13 +315,14 @@ def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
     )
     ax.set_xlabel("memory (bits / parameter, scales included)")
     ax.set_ylabel("test accuracy − FP32 (points)")
-    ax.set_title(f"All setups: {', '.join(t.setup_order)}", fontsize=9)
+    ax.set_title(f"All setups: {', '.join(t.setup_order)}", fontsize=_TEXT_SIZE + 1)
     ax.legend(
-        fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
+        fontsize=_TEXT_SIZE,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=2,
         title="loss term",
-        title_fontsize=8,
+        title_fontsize=_TEXT_SIZE,
     )
     fig.tight_layout()
     return fig
@@ -341,9 +340,8 @@ def overall_caption(*, max_drop: float) -> str:
 
 def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
     """Accuracy against memory per setup, granularity (and mode), fronts per term."""
-    cols = len(t.panels)
-    fig, axes = plt.subplots(1, cols, figsize=(5.0 * cols, 4.2), squeeze=False)
-    for ax, (setup, gran, mode) in zip(axes[0], t.panels, strict=True):
+    fig, axes = panel_grid(len(t.panels), panel=(3.6, 3.8))
+    for ax, (setup, gran, mode) in zip(axes, t.panels, strict=True):
         a = t.panel(setup, gran, mode)
         order = analysis.present_in_order(a["term"], t.term_order)
         analysis.reference_lines(ax, t.reference.get(setup), max_drop=max_drop)
@@ -357,19 +355,22 @@ def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
             palette=_palette(order),
             label=TERM_LABEL.get,
         )
-        ax.set_title(panel_title(t, setup, gran, mode), fontsize=9)
-        ax.set_xlabel("memory (bits / parameter, scales included)")
+        ax.set_title(panel_title(t, setup, gran, mode), fontsize=_TEXT_SIZE + 1)
+        ax.set_xlabel("memory (bits / parameter,\nscales included)")
         ax.set_ylabel("test accuracy (%)")
-    handles, names = axes[0, 0].get_legend_handles_labels()
+    handles, names = axes[0].get_legend_handles_labels()
+    ncol = 2
     fig.legend(
         handles,
         names,
         loc="lower center",
-        ncol=min(len(names), 4),
-        fontsize=8,
+        ncol=ncol,
+        fontsize=_TEXT_SIZE,
         bbox_to_anchor=(0.5, 0.0),
     )
-    fig.tight_layout(rect=(0, 0.14 if len(names) > 4 else 0.08, 1, 1))
+    rows = -(-len(names) // ncol)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, min(0.5, (0.1 + 0.2 * rows) / height), 1, 1))
     return fig
 
 
@@ -433,24 +434,28 @@ def _response_panel(
 def draw_rate_response(t: LossTermTables) -> plt.Figure:
     """Accuracy (top row) and memory (bottom row) against the rate, per panel."""
     n = len(t.panels)
-    fig, axes = plt.subplots(2, n, figsize=(4.8 * n, 6.6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        2, n, figsize=(min(3.6 * n, 7.2), 6.6), squeeze=False, sharex=True
+    )
     for j, (setup, gran, mode) in enumerate(t.panels):
         a = t.panel(setup, gran, mode)
         for i, (metric, scale, ylabel) in enumerate(_RESPONSE_ROWS):
             _response_panel(axes[i, j], t, a, setup, metric, scale)
             axes[i, j].set_ylabel(ylabel)
-        axes[0, j].set_title(panel_title(t, setup, gran, mode), fontsize=9)
-        axes[1, j].set_xlabel("rate ρ of the loss term (log scale)")
+        axes[0, j].set_title(panel_title(t, setup, gran, mode), fontsize=_TEXT_SIZE + 1)
+        axes[1, j].set_xlabel("rate ρ of the loss term\n(log scale)")
     handles, names = axes[0, 0].get_legend_handles_labels()
+    ncol = 2
     fig.legend(
         handles,
         names,
         loc="lower center",
-        ncol=min(len(names), 6),
-        fontsize=8,
+        ncol=ncol,
+        fontsize=_TEXT_SIZE,
         bbox_to_anchor=(0.5, 0.0),
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    rows = -(-len(names) // ncol)
+    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.2 * rows) / fig.get_figheight()), 1, 1))
     return fig
 
 
@@ -500,16 +505,17 @@ def _curve_axes(
         top.set_yscale("log")
     else:
         top.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
-    top.set_title(title, fontsize=8)
-    top.set_ylabel("penalty (unweighted)", fontsize=8)
+    top.set_title(title, fontsize=_TEXT_SIZE + 1)
+    top.set_ylabel("penalty (unweighted)", fontsize=_TEXT_SIZE)
     kernel = c["kernel"].iloc[0] if len(c) else "kernel"
-    bottom.set_ylabel(f"{kernel}: mean bits", fontsize=8)
-    bottom.set_xlabel("epoch")
+    bottom.set_ylabel(f"{kernel}: mean bits", fontsize=_TEXT_SIZE)
+    bottom.set_xlabel("epoch", fontsize=_TEXT_SIZE)
     for ax in (top, bottom):
         ax.set_xlim(-0.25, last + 0.25)
         ax.set_xticks(range(0, last + 1, max(1, last // _MAX_EPOCH_TICKS)))
-        ax.tick_params(labelsize=7)
-    top.legend(fontsize=6, title="rate ρ", title_fontsize=6)
+        ax.tick_params(labelsize=_TEXT_SIZE)
+        ax.yaxis.get_offset_text().set_fontsize(_TEXT_SIZE)
+    top.legend(fontsize=_TEXT_SIZE, title="rate ρ", title_fontsize=_TEXT_SIZE)
 
 
 def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
@@ -518,31 +524,33 @@ def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
         ["setup", "term", "rate", "epoch", "kernel"], as_index=False
     )[["penalty", "kernel_bits"]].mean()
     rates = sorted(curves["rate"].unique())
-    colour = dict(
-        zip(
-            rates,
-            plt.cm.viridis(np.linspace(0.05, 0.9, curves["rate"].nunique())),
-            strict=True,
-        )
-    )
+    colour = dict(zip(rates, sequential_colors(len(rates)), strict=True))
     terms = analysis.present_in_order(curves["term"], t.term_order)
-    n_rows = 2 * len(t.setup_order)
+    # each (setup, term) is a penalty panel above a bits panel; two such pairs a row
+    pairs = [(setup, term) for setup in t.setup_order for term in terms]
+    cols = min(len(pairs), 2)
+    n_rows = 2 * -(-len(pairs) // cols)
     fig, axes = plt.subplots(
-        n_rows, len(terms), figsize=(3.7 * len(terms), 2.9 * n_rows), squeeze=False
+        n_rows, cols, figsize=(3.5 * cols, 2.0 * n_rows), squeeze=False
     )
+    for k in range(len(pairs), (n_rows // 2) * cols):  # unused cells of the last row
+        axes[2 * (k // cols), k % cols].set_visible(False)
+        axes[2 * (k // cols) + 1, k % cols].set_visible(False)
     last = int(curves["epoch"].max())
-    for s, setup in enumerate(t.setup_order):
-        for j, term in enumerate(terms):
-            c = means[(means["setup"] == setup) & (means["term"] == term)]
-            top, bottom = axes[2 * s, j], axes[2 * s + 1, j]
-            for rate, g in c.groupby("rate"):
-                pen = g.dropna(subset=["penalty"])
-                kw = dict(
-                    marker="o", ms=3, color=colour[rate], label=analysis.fmt_sci(rate)
-                )
-                top.plot(pen["epoch"], pen["penalty"], **kw)
-                bottom.plot(g["epoch"], g["kernel_bits"], **kw)
-            _curve_axes(top, bottom, c, f"{setup}\n{TERM_LABEL[term]}", last)
+    for k, (setup, term) in enumerate(pairs):
+        c = means[(means["setup"] == setup) & (means["term"] == term)]
+        top, bottom = (
+            axes[2 * (k // cols), k % cols],
+            axes[2 * (k // cols) + 1, k % cols],
+        )
+        for rate, g in c.groupby("rate"):
+            pen = g.dropna(subset=["penalty"])
+            kw = dict(
+                marker="o", ms=3, color=colour[rate], label=analysis.fmt_sci(rate)
+            )
+            top.plot(pen["epoch"], pen["penalty"], **kw)
+            bottom.plot(g["epoch"], g["kernel_bits"], **kw)
+        _curve_axes(top, bottom, c, f"{setup}\n{TERM_LABEL[term]}", last)
     fig.tight_layout()
     return fig
 

@@ -18,7 +18,10 @@ import pandas as pd
 import seaborn as sns
 
 from companion.chapters import analysis
-from companion.chapters.style import PALETTE
+from companion.chapters.style import PALETTE, panel_grid
+
+#: text written into panels (legends, cell values, tick labels): >= 8 pt in print
+_TEXT_SIZE = 9
 
 __all__ = [
     "METRICS",
@@ -186,22 +189,21 @@ def _front_panel(
     ax.set_title(
         f"{setup} · {mode.replace('_', ' ')}\n(FP32 network: "
         f"{fp32_kib:.0f} KiB, 32 bits/param)",
-        fontsize=9,
+        fontsize=_TEXT_SIZE + 1,
     )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, title="granularity", title_fontsize=8)
+    ax.legend(fontsize=_TEXT_SIZE, title="granularity", title_fontsize=_TEXT_SIZE)
 
 
 def draw_fronts(t: LrRegTables, x: str, xlabel: str, *, max_drop: float) -> plt.Figure:
     """Accuracy against memory ``x``, a front per granularity; setup × mode panels."""
-    n_rows, n_cols = len(t.setup_order), len(t.mode_order)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False
+    panels = [(setup, mode) for setup in t.setup_order for mode in t.mode_order]
+    fig, axes = panel_grid(
+        len(panels), max_cols=min(len(t.mode_order), 2), panel=(5.0, 3.9)
     )
-    for row, setup in zip(axes, t.setup_order, strict=True):
-        for ax, mode in zip(row, t.mode_order, strict=True):
-            _front_panel(ax, t, setup, mode, x, xlabel, max_drop)
+    for ax, (setup, mode) in zip(axes, panels, strict=True):
+        _front_panel(ax, t, setup, mode, x, xlabel, max_drop)
     fig.tight_layout()
     return fig
 
@@ -245,29 +247,34 @@ def _heat_panel(ax: plt.Axes, a: pd.DataFrame, metric: str, title: str) -> None:
         cmap=cmap,
         cbar=False,
         ax=ax,
-        annot_kws={"fontsize": 8},
+        annot_kws={"fontsize": _TEXT_SIZE},
     )
-    ax.set_xticklabels([analysis.fmt_sci(v) for v in table.columns], fontsize=8)
+    ax.set_xticklabels(
+        [analysis.fmt_sci(v) for v in table.columns], fontsize=_TEXT_SIZE
+    )
     ax.set_yticklabels(
-        [analysis.fmt_sci(v) for v in table.index], fontsize=8, rotation=0
+        [analysis.fmt_sci(v) for v in table.index], fontsize=_TEXT_SIZE, rotation=0
     )
     ax.set_xlabel("learning rate")
     ax.set_ylabel("L2 coefficient")
-    ax.set_title(f"{title}: {what}", fontsize=8)
+    ax.set_title(f"{title}\n{what}", fontsize=_TEXT_SIZE)
 
 
 def draw_lr_l2_grid(t: LrRegTables) -> plt.Figure:
     """Seed-mean accuracy and bits per parameter over lr × L2 per mode."""
     shown = heat_setups(t)
-    panels = [(m, v) for m in t.mode_order for v in GRID_FORMATS]
+    # one row per setup and mode, one column per metric: at most two columns wide
+    rows = [
+        (setup, gran, mode) for setup, gran in shown.items() for mode in t.mode_order
+    ]
     fig, axes = plt.subplots(
-        len(shown),
-        len(panels),
-        figsize=(3.6 * len(panels), 3.0 * len(shown)),
+        len(rows),
+        len(GRID_FORMATS),
+        figsize=(3.4 * len(GRID_FORMATS), 3.1 * len(rows)),
         squeeze=False,
     )
-    for row, (setup, gran) in zip(axes, shown.items(), strict=True):
-        for ax, (mode, metric) in zip(row, panels, strict=True):
+    for row, (setup, gran, mode) in zip(axes, rows, strict=True):
+        for ax, metric in zip(row, GRID_FORMATS, strict=True):
             n = t.nested
             a = n[
                 (n["setup"] == setup)
@@ -328,7 +335,7 @@ def _mark_none(
                     rotation=90,
                     ha="center",
                     va="bottom",
-                    fontsize=8,
+                    fontsize=_TEXT_SIZE,
                     transform=ax.get_xaxis_transform(),
                 )
 
@@ -338,9 +345,9 @@ def draw_granularity(
 ) -> plt.Figure:
     """Bits per quantized parameter of :func:`granularity_best` as bars."""
     n = len(t.setup_order)
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.8), squeeze=False)
+    fig, axes = panel_grid(n, panel=(3.5, 3.8))
     modes = [m.replace("_", " ") for m in t.mode_order]
-    for ax, setup in zip(axes[0], t.setup_order, strict=True):
+    for ax, setup in zip(axes, t.setup_order, strict=True):
         g = best[best["setup"] == setup].copy()
         g["bits"] = g["mem_q_bits_per_param_mean"].astype(float)
         g["mode"] = g["mode"].str.replace("_", " ")
@@ -364,7 +371,7 @@ def draw_granularity(
         ax.set_ylabel(
             f"bits / quantized parameter\nwithin {max_drop * 100:g} pt of FP32"
         )
-        ax.legend(fontsize=8, title=None, loc="upper right", ncol=len(hues))
+        ax.legend(fontsize=_TEXT_SIZE, title=None, loc="upper right", ncol=len(hues))
     fig.tight_layout()
     return fig
 

@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_rgb
 
 from companion.chapters import corruptions
 from companion.chapters.analysis import fmt_pm
-from companion.chapters.style import PALETTE, caption
+from companion.chapters.style import caption, method_color, panel_grid
 from companion.engine import experiment
 from lqs import generalization
 from lqs.fileio import atomic_write
@@ -215,20 +216,28 @@ def model_order(keys: Iterable[str]) -> list[str]:
 
 
 def model_colors(keys: Iterable[str]) -> dict[str, Any]:
-    """One colour per model key, the same in every figure.
+    """One colour (RGB) per model key, the same in every figure and chapter.
 
-    FP32 is black; fixed-bit models follow a sequential palette (darker = fewer bits); LSQ and
-    the nested quantizer take distinct colours of :data:`companion.chapters.style.PALETTE`.
+    Each model takes its method's colour (:func:`companion.chapters.style.method_color`:
+    FP32 black, LSQ vermillion, nested blue, PTQ grey); fixed-bit models take shades of
+    the fixed-bit purple, darker for fewer bits (with an odd number of bit widths the
+    middle one is the method's colour itself).
     """
     keys = model_order(keys)
-    fixed = [k for k in keys if k.startswith("fixed_bits_")]
-    ramp = sns.color_palette("flare", max(len(fixed), 2))
-    ramp = ramp[: len(fixed)] if len(fixed) > 1 else [ramp[-1]]
-    colors: dict[str, Any] = {"fp32": (0.1, 0.1, 0.1)}
-    colors.update(dict(zip(fixed, ramp, strict=False)))
-    others = [k for k in keys if k not in colors]
-    spare = [PALETTE[i] for i in (0, 2, 4, 8, 9, 7)]
-    colors.update({k: spare[i % len(spare)] for i, k in enumerate(others)})
+    colors: dict[str, Any] = {}
+    for flavour in ("fixed_bits", "lsq", "ptq"):
+        group = [k for k in keys if k.startswith(f"{flavour}_")]
+        if len(group) == 1:
+            colors[group[0]] = to_rgb(method_color(flavour))
+        elif group:  # model_order: many bits first; fewer bits get darker shades
+            base = to_rgb(method_color(flavour))
+            light = tuple(c + 0.5 * (1 - c) for c in base)
+            dark = tuple(0.55 * c for c in base)
+            ramp = sns.blend_palette([light, base, dark], len(group))
+            colors.update({k: to_rgb(c) for k, c in zip(group, ramp, strict=True)})
+    for k in keys:
+        if k not in colors:
+            colors[k] = to_rgb(method_color(k))
     return {k: colors[k] for k in keys}
 
 
@@ -1729,29 +1738,33 @@ def plot_sharpness(
     panels = [
         (
             "sharpness_average",
-            f"average adaptive sharpness, ρ = {rho_average:g} (nats)",
+            f"average adaptive sharpness\nρ = {rho_average:g} (nats)",
             False,
         ),
         (
             "sharpness_worst",
-            f"worst-case adaptive sharpness, ρ = {rho_worst:g} (nats)",
+            f"worst-case adaptive sharpness\nρ = {rho_worst:g} (nats)",
             False,
         ),
-        ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label}); larger = flatter", True),
+        ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label})\nlarger = flatter", True),
     ]
+    # one column per case, one row per measure: at most two cases side by side
     fig, axes = plt.subplots(
-        len(cases), 3, figsize=(15, 4.3 * len(cases)), squeeze=False
+        len(panels),
+        len(cases),
+        figsize=(min(3.6 * len(cases) + 0.6, 7.2), 2.9 * len(panels)),
+        squeeze=False,
     )
-    for i, case in enumerate(cases):
+    for j, case in enumerate(cases):
         part = metrics[metrics["case"] == case]
-        for j, (metric, ylabel, logy) in enumerate(panels):
+        for i, (metric, ylabel, logy) in enumerate(panels):
             ax = axes[i, j]
             if metric in part:
                 _errorbar_panel(ax, part, metric, colors)
-            ax.set_ylabel(ylabel, fontsize="small")
+            ax.set_ylabel(ylabel if j == 0 else "", fontsize="small")
             if logy:
                 ax.set_yscale("log")
-            ax.set_title(titles[case] if j == 1 else "")
+            ax.set_title(titles[case] if i == 0 else "")
     fig.tight_layout()
     return fig
 
@@ -1798,15 +1811,18 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
 
     cases = _cases(two_d)
     titles = _titles(two_d)
-    ncols = max(two_d.groupby("case")["model"].nunique().max(), 1) if len(two_d) else 1
-    fig, axes = plt.subplots(
-        len(cases),
+    most = max(two_d.groupby("case")["model"].nunique().max(), 1) if len(two_d) else 1
+    ncols = min(most, 2)  # two models a row: the figure stays within the text width
+    per_case = -(-most // ncols)
+    fig, grid_axes = plt.subplots(
+        len(cases) * per_case,
         ncols,
-        figsize=(3.9 * ncols + 1.4, 3.9 * len(cases)),
+        figsize=(2.8 * ncols + 1.0, 2.8 * per_case * len(cases)),
         squeeze=False,
         layout="constrained",
     )
     for i, case in enumerate(cases):
+        axes_of_case = grid_axes[i * per_case : (i + 1) * per_case].ravel()
         part = two_d[two_d["case"] == case]
         vmin = max(float(part["loss"].min()), 1e-6)
         vmax = max(float(part["loss"].max()), vmin * 1.01)
@@ -1814,8 +1830,8 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
         norm = LogNorm(vmin=vmin, vmax=vmax)
         order = model_order(part["model"])
         mappable = None
-        for j in range(ncols):
-            ax = axes[i, j]
+        for j in range(len(axes_of_case)):
+            ax = axes_of_case[j]
             if j >= len(order):
                 ax.set_visible(False)
                 continue
@@ -1827,14 +1843,16 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
             lines = ax.contour(
                 a, b, z, levels=levels[1::3], norm=norm, colors="white", linewidths=0.7
             )
-            ax.clabel(lines, fontsize=7, fmt="%.3g")
+            ax.clabel(lines, fontsize=9, fmt="%.3g")
             ax.plot(0, 0, marker="*", color="red", ms=10)
             ax.set_title(f"{titles[case]}: {sub['label'].iloc[0]}", fontsize="small")
             ax.set_xlabel("α (along d₁)")
-            ax.set_ylabel("β (along d₂)" if j == 0 else "")
+            ax.set_ylabel("β (along d₂)" if j % ncols == 0 else "")
             ax.set_aspect("equal")
         if mappable is not None:
-            cbar = fig.colorbar(mappable, ax=list(axes[i, : len(order)]), shrink=0.9)
+            cbar = fig.colorbar(
+                mappable, ax=list(axes_of_case[: len(order)]), shrink=0.9
+            )
             cbar.set_label("training loss (nats, log scale)")
             cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::2]))
             cbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
@@ -1843,60 +1861,72 @@ def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
 
 
 def plot_robustness(robustness: pd.DataFrame):
-    """Accuracy vs severity per corruption (severity 0 = clean), one line per model, mean ± std over seeds."""
-    import matplotlib.pyplot as plt
+    """Accuracy vs severity per corruption (severity 0 = clean), one line per model, mean ± std over seeds.
 
+    One panel per (corruption, case): the cases side by side (one column each, or two
+    columns of corruptions for a single case), the legend below.
+    """
     cases = _cases(robustness)
     titles = _titles(robustness)
     corruptions = [c for c in dict.fromkeys(robustness["corruption"]) if c != "clean"]
     colors = model_colors(robustness["model"])
     clean = robustness[robustness["corruption"] == "clean"]
-    fig, axes = plt.subplots(
-        len(cases),
-        len(corruptions),
-        figsize=(3.4 * len(corruptions) + 1.6, 3.9 * len(cases)),
-        squeeze=False,
-        sharey="row",
+    panels = [(case, name) for name in corruptions for case in cases]
+    fig, axes = panel_grid(
+        len(panels),
+        max_cols=len(cases) if len(cases) > 1 else 2,  # = ncols below
+        panel=(3.3, 2.0 if len(cases) > 1 else 2.4),
+        extra=(0.0, 0.6),
+        sharey=True,
     )
-    for i, case in enumerate(cases):
+    ncols = len(cases) if len(cases) > 1 else 2
+    for k, (ax, (case, name)) in enumerate(zip(axes, panels, strict=True)):
         part = robustness[robustness["case"] == case]
-        for j, name in enumerate(corruptions):
-            ax = axes[i, j]
-            keys = model_order(part["model"])
-            offsets = (
-                np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+        keys = model_order(part["model"])
+        offsets = np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+        for key, dx in zip(keys, offsets, strict=True):
+            rows = pd.concat(
+                [
+                    clean[(clean["case"] == case) & (clean["model"] == key)],
+                    part[(part["corruption"] == name) & (part["model"] == key)],
+                ]
             )
-            for key, dx in zip(keys, offsets, strict=True):
-                rows = pd.concat(
-                    [
-                        clean[(clean["case"] == case) & (clean["model"] == key)],
-                        part[(part["corruption"] == name) & (part["model"] == key)],
-                    ]
-                )
-                stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
-                bars = ax.errorbar(
-                    stats.index + dx,
-                    100 * stats["mean"],
-                    yerr=100 * stats["std"].fillna(0.0),
-                    marker="o",
-                    ms=3.5,
-                    lw=1.4,
-                    elinewidth=0.8,
-                    capsize=0,
-                    color=colors[key],
-                    label=rows["label"].iloc[0] if len(rows) else key,
-                )
-                for line in bars[2]:
-                    line.set_alpha(0.45)
-            ax.set_title(name.replace("_", " ") if i == 0 else "", fontsize="medium")
-            ax.set_xticks(range(0, 6))
-            ax.set_xlabel("severity (0 = clean)")
-            if j == 0:
-                ax.set_ylabel(f"{titles[case]}\naccuracy (%)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
+            stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
+            bars = ax.errorbar(
+                stats.index + dx,
+                100 * stats["mean"],
+                yerr=100 * stats["std"].fillna(0.0),
+                marker="o",
+                ms=3.5,
+                lw=1.4,
+                elinewidth=0.8,
+                capsize=0,
+                color=colors[key],
+                label=rows["label"].iloc[0] if len(rows) else key,
+            )
+            for line in bars[2]:
+                line.set_alpha(0.45)
+        where = f"{titles[case]}: " if len(cases) > 1 else ""
+        ax.set_title(where + name.replace("_", " "), fontsize="medium")
+        ax.set_xticks(range(0, 6))
+        bottom = k + ncols >= len(panels)  # nothing below it in its column
+        ax.set_xlabel("severity (0 = clean)" if bottom else "")
+        ax.tick_params(axis="x", labelbottom=bottom)
+        ax.set_ylabel("accuracy (%)" if k % ncols == 0 else "")
+    handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(
-            handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(len(labels), 3),
+            fontsize="small",
+            frameon=False,
         )
-    fig.tight_layout()
+    rows = -(-len(labels) // 3) if handles else 0
+    if len(cases) == 1:
+        fig.suptitle(titles[cases[0]], fontsize="medium", fontweight="bold")
+    fig.tight_layout(
+        rect=(0, min(0.3, (0.15 + 0.22 * rows) / fig.get_figheight()), 1, 1)
+    )
     return fig

@@ -17,7 +17,10 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from companion.chapters import analysis
-from companion.chapters.style import PALETTE
+from companion.chapters.style import sequential_colors
+
+#: legend text: >= 8 pt in print
+_TEXT_SIZE = 9
 
 __all__ = [
     "METRICS",
@@ -134,7 +137,7 @@ def draw_threshold_sweep(
 ) -> plt.Figure:
     """Accuracy (with the FP32 reference) and memory against λ: a row per setup."""
     fig, axes = plt.subplots(
-        len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)), squeeze=False
+        len(setup_order), 2, figsize=(7.0, 3.3 * len(setup_order)), squeeze=False
     )
     for row, setup in zip(axes, setup_order, strict=True):
         a = agg[agg["setup"] == setup]
@@ -148,7 +151,7 @@ def draw_threshold_sweep(
         row[0].set_ylabel("test accuracy (%)")
         row[1].set_ylabel("memory (bits / parameter)")
         _log_threshold_axes(row, setup)
-        row[0].legend(title="granularity", fontsize=8)
+        row[0].legend(title="granularity", fontsize=_TEXT_SIZE)
     fig.tight_layout()
     return fig
 
@@ -177,7 +180,7 @@ def kernel_value_means(stats: pd.DataFrame) -> pd.DataFrame:
 def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt.Figure:
     """Distinct values and ``max|P_q|`` of each kernel against λ (log-log)."""
     fig, axes = plt.subplots(
-        len(setup_order), 2, figsize=(10, 3.4 * len(setup_order)), squeeze=False
+        len(setup_order), 2, figsize=(7.0, 3.3 * len(setup_order)), squeeze=False
     )
     for row, setup in zip(axes, setup_order, strict=True):
         a = kagg[kagg["setup"] == setup]
@@ -190,7 +193,7 @@ def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt
         _log_threshold_axes(row, setup)
         for ax in row:
             ax.set_yscale("log")
-        row[0].legend(title="kernel · granularity", fontsize=7)
+        row[0].legend(title="kernel · granularity", fontsize=_TEXT_SIZE)
     fig.tight_layout()
     return fig
 
@@ -219,9 +222,11 @@ def draw_threshold_dynamics(
     kh: pd.DataFrame, acc: pd.DataFrame, title: str
 ) -> plt.Figure:
     """Mean kernel scale (log), mean bits per element and test accuracy per epoch."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for i, lam in enumerate(sorted(kh["threshold"].unique())):
-        colour = PALETTE[i % len(PALETTE)]
+    fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.2), sharex=True)
+    lambdas = sorted(kh["threshold"].unique())
+    ramp = sequential_colors(len(lambdas))
+    for i, lam in enumerate(lambdas):
+        colour = ramp[i]
         for j, layer in enumerate(sorted(kh["layer"].unique())):
             d = kh[(kh["threshold"] == lam) & (kh["layer"] == layer)]
             kw = dict(
@@ -248,11 +253,11 @@ def draw_threshold_dynamics(
     axes[0].set_ylabel("mean scale $s$ of the kernel")
     axes[1].set_ylabel("mean bits per kernel element")
     axes[2].set_ylabel("test accuracy (%)")
+    axes[-1].set_xlabel("epoch (0 = initialisation)")
     for ax in axes:
-        ax.set_xlabel("epoch (0 = initialisation)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=8)
+    axes[0].legend(fontsize=_TEXT_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[2].legend(fontsize=_TEXT_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=10, fontweight="bold")
     fig.tight_layout()
     return fig
@@ -262,8 +267,8 @@ def dynamics_caption(epochs: int) -> str:
     """Caption text of the dynamics figure (provenance added by ``style.caption``)."""
     return (
         f"Scale dynamics of the quantized kernels ({epochs} epochs; line style = "
-        "layer, colour = λ): mean scale (left, log), mean bits per element "
-        "(middle) and test accuracy (right) per epoch"
+        "layer, colour = λ): mean scale (top, log), mean bits per element "
+        "(middle) and test accuracy (bottom) per epoch"
     )
 
 

@@ -14,6 +14,11 @@ The book only renders what the notebooks produced (``execute_notebooks: off``). 
 5. checks that every generated file a page includes (MyST ``{include}``) now exists, and fails
    naming the page, the notebook and the command otherwise.
 
+``python -m companion.engine.book noise [--html book/_build/html]`` counts, per built page of an
+executed notebook, what a reader should not have to read (:func:`page_noise`): library log lines,
+progress-bar frames beyond one per sweep, empty output blocks. The browser test uses the same
+function.
+
 Book pages include generated snippets with MyST ``{include}``; a notebook that wants a figure in the
 book writes a snippet built by :func:`figure_markdown`, which points at the copied figure with a
 path absolute to the book's source folder, so it works from whichever page includes it.
@@ -34,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from companion.engine.runner import NOISE_LINE_RE, PROGRESS_RE
 from companion.paths import (
     BOOK_DIR,
     GENERATED_DIR,
@@ -50,6 +56,10 @@ __all__ = [
     "MATHJAX_DIR",
     "COPIED_SUFFIXES",
     "NotebookRun",
+    "PageNoise",
+    "SWEEP_LINE_RE",
+    "page_noise",
+    "book_noise",
     "toc_files",
     "toc_notebooks",
     "page_includes",
@@ -91,6 +101,99 @@ class NotebookRun:
     end_time: str | None
     duration_s: float | None
     failed: bool
+
+
+#: the line a sweep prints when it starts, e.g.
+#: ``"<label>: N runs (k already stored) -> folder"``
+SWEEP_LINE_RE = re.compile(r"^(?P<desc>.+?): \d+ runs \(\d+ already stored\) (?:->|→) ")
+
+
+@dataclass(frozen=True)
+class PageNoise:
+    """What a reader should not have to read in the outputs of one built page.
+
+    Arguments:
+        log_lines: TensorFlow/absl/kernel log lines
+            (:data:`companion.engine.runner.NOISE_LINE_RE`).
+        progress_lines: tqdm progress lines (:data:`companion.engine.runner.PROGRESS_RE`).
+        sweeps: sweeps the page announces (:data:`SWEEP_LINE_RE`).
+        extra_progress: progress lines beyond one per sweep (per bar label: its progress
+            lines minus its sweeps, at least one line allowed).
+        empty_outputs: output blocks without text or image.
+        outputs: output blocks in all.
+    """
+
+    log_lines: int
+    progress_lines: int
+    sweeps: int
+    extra_progress: int
+    empty_outputs: int
+    outputs: int
+
+
+def page_noise(html: str) -> PageNoise:
+    """Count log lines, surplus progress frames and empty outputs in a page's cell outputs.
+
+    Arguments:
+        html: a built (or browser-rendered) HTML page; its cell outputs are the
+            ``div.output`` blocks inside ``div.cell_output`` (MyST-NB), whose text is
+            read line by line.
+    """
+    # bs4 comes with the book's toolchain (jupyter-book), not with the notebooks' stack
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    blocks = [
+        b
+        for area in soup.select("div.cell_output")
+        for b in area.find_all(recursive=False)
+    ]
+    logs = progress = empty = 0
+    bars: dict[str, int] = {}
+    sweeps: dict[str, int] = {}
+    for block in blocks:
+        # a copy button (added in the browser: an icon titled "Copy to clipboard") is not
+        # content
+        text = "".join(
+            t for t in block.find_all(string=True) if t.find_parent("button") is None
+        )
+        media = [
+            m
+            for m in block.find_all(["img", "svg", "table", "iframe", "video"])
+            if m.find_parent("button") is None
+        ]
+        if not text.strip() and not media:
+            empty += 1
+        for line in text.splitlines():
+            if NOISE_LINE_RE.match(line):
+                logs += 1
+            elif m := PROGRESS_RE.match(line):
+                progress += 1
+                bars[m["desc"].strip()] = bars.get(m["desc"].strip(), 0) + 1
+            elif m := SWEEP_LINE_RE.match(line):
+                sweeps[m["desc"].strip()] = sweeps.get(m["desc"].strip(), 0) + 1
+    extra = sum(max(0, n - max(sweeps.get(desc, 0), 1)) for desc, n in bars.items())
+    return PageNoise(
+        log_lines=logs,
+        progress_lines=progress,
+        sweeps=sum(sweeps.values()),
+        extra_progress=extra,
+        empty_outputs=empty,
+        outputs=len(blocks),
+    )
+
+
+def book_noise(html_dir: Path) -> dict[str, PageNoise]:
+    """:func:`page_noise` of every built page of an executed notebook under ``html_dir``.
+
+    Returns:
+        ``{notebook name: counts}`` for ``<html_dir>/book/generated/executed/*.html``.
+    """
+    folder = Path(html_dir) / EXECUTED_DOC_PREFIX
+    return {
+        page.stem: page_noise(page.read_text(encoding="utf-8"))
+        for page in sorted(folder.glob("*.html"))
+    }
 
 
 def toc_files(toc: Path = TOC_FILE) -> list[str]:
@@ -491,8 +594,17 @@ def _check_includes(toc: Path, generated: Path, profile: str) -> None:
         )
 
 
+def _print_noise(counts: dict[str, PageNoise]) -> None:
+    fields = list(PageNoise.__dataclass_fields__)
+    print(f"{'page':<20}" + "".join(f"{f:>16}" for f in fields))
+    for name, c in counts.items():
+        print(f"{name:<20}" + "".join(f"{getattr(c, f):>16}" for f in fields))
+    totals = [sum(getattr(c, f) for c in counts.values()) for f in fields]
+    print(f"{'total':<20}" + "".join(f"{t:>16}" for t in totals))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m companion.engine.book prepare --profile P`` | ``python -m companion.engine.book toc-notebooks``."""
+    """Command line: ``python -m companion.engine.book prepare --profile P | toc-notebooks | noise``."""
     parser = argparse.ArgumentParser(
         prog="python -m companion.engine.book", description=__doc__.splitlines()[0]
     )
@@ -507,10 +619,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "toc-notebooks", help="print the notebooks _toc.yml references, one per line"
     )
+    p_noise = sub.add_parser(
+        "noise", help="count log lines, progress frames, empty outputs per built page"
+    )
+    p_noise.add_argument(
+        "--html", default=str(BOOK_DIR / "_build" / "html"), help="built HTML folder"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             prepare(args.profile, mathjax=not args.no_mathjax)
+        elif args.command == "noise":
+            _print_noise(book_noise(Path(args.html)))
         else:
             print("\n".join(toc_notebooks()))
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -14,7 +14,13 @@
    current), runs the notebook with papermill into a temporary folder and moves the result to
    ``results/P/executed/NAME.ipynb`` only on success; a failed run is kept as
    ``NAME.failed.ipynb``, the command prints the exception's last line whole and that path, and
-   exits non-zero.
+   exits non-zero;
+4. keeps the executed notebook readable (:func:`clean_outputs`): the kernel runs with TensorFlow's
+   and gRPC's logging turned down and without capturing what C/C++ libraries write to its file
+   descriptors (:data:`KERNEL_ENV`, :data:`KERNEL_ARGUMENTS`), so TensorFlow/absl log lines reach the
+   terminal at most, never the notebook; tqdm progress frames are reduced to each bar's final line,
+   leftover library log lines and empty outputs are dropped. The terminal still gets every
+   progress frame live (``echo``).
 
 With overrides the outputs go to ``results/custom/P/NAME-<hash>/`` instead, so a one-off rerun with
 new parameters never overwrites the profile's figures.
@@ -24,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -50,6 +58,13 @@ __all__ = [
     "check_datasets",
     "split_params",
     "output_locations",
+    "KERNEL_ENV",
+    "KERNEL_ARGUMENTS",
+    "NOISE_LINE_RE",
+    "PROGRESS_RE",
+    "clean_text",
+    "clean_outputs",
+    "wrap_parameters",
     "execute",
     "main",
 ]
@@ -426,6 +441,280 @@ def _last_line(err: BaseException) -> tuple[str, Any]:
     return (f"{type(err).__name__}: {text}" if text else type(err).__name__), None
 
 
+# --------------------------------------------------------------------------------------------
+# What the executed notebook keeps: what a reader needs, not the machinery's chatter
+
+#: environment of the kernels the runner starts, TensorFlow's C++ logging at FATAL only
+#: and gRPC's at errors only (absl's own "before absl::InitializeLog()" lines ignore these
+#: variables: the kernel argument below keeps them out of the notebook)
+KERNEL_ENV: dict[str, str] = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "3",
+}
+#: ipykernel forwards what C/C++ code writes to the process's file descriptors 1 and 2 into the
+#: notebook (TensorFlow, XLA and absl log lines, e.g. ``E0000 ... node_def_util.cc:682] NodeDef
+#: mentions attr ...``); without that capture those lines go to the terminal only, while
+#: Python's own ``print``, warnings and tqdm bars still reach the notebook. The Python loggers
+#: of TensorFlow and absl (``WARNING:tensorflow:... retracing``) pass errors only, from before
+#: the first cell runs.
+KERNEL_ARGUMENTS: tuple[str, ...] = (
+    "--IPKernelApp.capture_fd_output=False",
+    *(  # a filter, not a level: TensorFlow sets its logger to INFO in a notebook
+        f"--IPKernelApp.exec_lines=__import__('logging').getLogger('{name}')"
+        ".addFilter(lambda record: record.levelno >= 40)"
+        for name in ("tensorflow", "absl")
+    ),
+)
+
+#: one line of library machinery in a notebook output, such as absl/glog-format C++ log
+#: lines (``E0000 00:00:1700000000.123 4242 node_def_util.cc:682] ...``), absl's "All log messages
+#: before absl::InitializeLog()" banner and the continuation line of TensorFlow's CPU
+#: feature note, TensorFlow's older C++ format
+#: (``2024-01-01 10:00:00.123: I tensorflow/...``), absl's and TensorFlow's Python logging
+#: (``WARNING:absl:``, ``WARNING:tensorflow:... triggered tf.function retracing``) and the
+#: kernel's own warnings (``[IPKernelApp] WARNING``)
+NOISE_LINE_RE = re.compile(
+    r"""^\s*(?:
+        [IWEF]\d{4}\ +\d\d:\d\d:\d+\.\d+\ +\d+\ +[\w./-]+:\d+\]
+      | WARNING:\ All\ log\ messages\ before\ absl::InitializeLog\(\)
+      | To\ enable\ the\ following\ instructions:.*rebuild\ TensorFlow
+      | \d{4}-\d\d-\d\d\ \d\d:\d\d:\d\d\.\d+:\ [IWEF]\ [\w./-]+:\d+\]
+      | (?:DEBUG|INFO|WARNING|ERROR|CRITICAL):(?:absl|tensorflow):
+      | \[IPKernelApp\]\ (?:WARNING|ERROR|INFO)
+    )""",
+    re.X,
+)
+#: one tqdm progress frame, the bar's label (group ``desc``) then its percentage, bar and
+#: count, e.g. ``sweep:  40%|####      | 2/5 [00:03<00:04,  1.5s/run, test acc 0.9]``
+PROGRESS_RE = re.compile(r"^(?P<desc>.*?):?\s+\d{1,3}%\|.*\|\s*[\d.]+[kMG]?/[\d.?]+")
+
+
+def _resolve_carriage_returns(text: str) -> list[str]:
+    """Lines of ``text`` as a terminal shows them (a carriage return restarts its line)."""
+    lines = []
+    for line in text.split("\n"):
+        frames = [f for f in line.split("\r") if f.strip()]
+        lines.append(frames[-1] if frames else "")
+    return lines
+
+
+def clean_text(text: str) -> str:
+    """A stream's text as a reader wants it: no log lines, each progress bar's last frame only.
+
+    Carriage-return-separated tqdm updates collapse to what a terminal finally shows; lines matching
+    :data:`NOISE_LINE_RE` are dropped; of several lines of the same progress bar (same label,
+    :data:`PROGRESS_RE`) only the last is kept, where it stood -- a bar that starts again
+    (its count goes back, or its total changes) is another bar; runs of blank lines shrink
+    to one and leading/trailing blank lines go. Returns ``""`` when nothing is left.
+    """
+    lines = [
+        ln for ln in _resolve_carriage_returns(text) if not NOISE_LINE_RE.match(ln)
+    ]
+    final = _final_frames(lines)
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if PROGRESS_RE.match(line) and i not in final:
+            continue
+        if not line.strip() and (not kept or not kept[-1].strip()):
+            continue
+        kept.append(line.rstrip())
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept) + "\n" if kept else ""
+
+
+def _final_frames(lines: list[str]) -> set[int]:
+    """Indices of the last frame of every progress bar in ``lines`` (see :func:`clean_text`)."""
+    final: set[int] = set()
+    open_bars: dict[str, tuple[int, int, str]] = {}  # label -> (index, count, total)
+    for i, line in enumerate(lines):
+        m = PROGRESS_RE.match(line)
+        if not m:
+            continue
+        label = m["desc"].strip()
+        count = re.search(r"\|\s*([\d.]+)[kMG]?/([\d.?]+[kMG]?)", line)
+        done, total = (float(count[1]), count[2]) if count else (0.0, "")
+        if label in open_bars:
+            index, before, before_total = open_bars[label]
+            if done < before or total != before_total:  # the bar started again
+                final.add(index)
+        open_bars[label] = (i, done, total)
+    final.update(index for index, _, _ in open_bars.values())
+    return final
+
+
+def _empty(output: dict[str, Any]) -> bool:
+    """An output a reader would see as an empty box: blank text, or display data without content."""
+    kind = output.get("output_type")
+    if kind == "stream":
+        return not _joined(output.get("text", "")).strip()
+    if kind in ("display_data", "execute_result"):
+        data = (output.get("data") or {}).values()
+        return not any(
+            _joined(v).strip() if isinstance(v, (str, list)) else v for v in data
+        )
+    return False
+
+
+def _joined(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def clean_outputs(nb: dict[str, Any]) -> dict[str, Any]:
+    """Make an executed notebook's outputs readable; returns ``nb`` (changed in place).
+
+    Per code cell: consecutive stream outputs of the same stream are merged (tqdm writes one
+    output per update) and cleaned with :func:`clean_text`; a stderr output left with
+    nothing but the final progress lines joins the printed output around it (a finished
+    bar is a result, not an error); stream outputs left empty and display outputs without
+    content are dropped; images get the alt text their output metadata names; papermill's
+    injected parameters cell is wrapped to the book's code width
+    (:func:`wrap_parameters`). Errors, figures and tables are kept as they are. Works on
+    a plain JSON dict or an ``nbformat`` notebook.
+    """
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code" or not cell.get("outputs"):
+            continue
+        outputs = _merge_streams(cell["outputs"])
+        for out in outputs:
+            if out.get("output_type") != "stream":
+                continue
+            out["text"] = clean_text(out["text"])
+            lines = [ln for ln in out["text"].splitlines() if ln.strip()]
+            if out.get("name") == "stderr" and lines:
+                if all(PROGRESS_RE.match(ln) for ln in lines):
+                    out["name"] = "stdout"
+        outputs = [out for out in outputs if not _empty(out)]
+        cell["outputs"] = _merge_streams(outputs)
+        _set_image_alt(cell)
+    for cell in nb.get("cells", []):
+        if "injected-parameters" in (cell.get("metadata") or {}).get("tags", []):
+            cell["source"] = wrap_parameters(_joined(cell.get("source", "")))
+    return nb
+
+
+def _merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``outputs`` with consecutive outputs of the same stream joined into one."""
+    merged: list[dict[str, Any]] = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if out.get("output_type") != "stream":
+            merged.append(out)
+        elif (
+            prev is not None
+            and prev.get("output_type") == "stream"
+            and prev.get("name") == out.get("name")
+        ):
+            prev["text"] = _joined(prev["text"]) + _joined(out.get("text", ""))
+        else:
+            out["text"] = _joined(out.get("text", ""))
+            merged.append(out)
+    return merged
+
+
+#: the longest code line the book shows without scrolling sideways (ruff's line length)
+MAX_CODE_LINE = 88
+
+
+def wrap_parameters(source: str, width: int = MAX_CODE_LINE) -> str:
+    """Papermill's injected parameters cell with every line at most ``width`` long.
+
+    A ``name = literal`` line that is too long is rewritten with its lists and dicts
+    broken one element per line (the value is unchanged); other lines stay as they are.
+    """
+    lines = []
+    for line in source.splitlines():
+        if len(line) > width and " = " in line and not line.startswith("#"):
+            name, _, text = line.partition(" = ")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                lines.append(line)
+                continue
+            lines.append(f"{name} = {_literal(value, 0, width - len(name) - 3)}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{_flat(k)}: {_flat(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_flat, value)) + "]"
+    return repr(value)
+
+
+def _literal(value: Any, indent: int, room: int) -> str:
+    """``value`` as Python source: one line if it fits in ``room``, else one item a line."""
+    flat = _flat(value)
+    if len(flat) <= room or not isinstance(value, (list, dict)) or not value:
+        return flat
+    pad = " " * (indent + 4)
+    if isinstance(value, dict):
+        items = [
+            f"{pad}{_flat(k)}: "
+            + _literal(v, indent + 4, MAX_CODE_LINE - len(pad) - len(_flat(k)) - 3)
+            + ","
+            for k, v in value.items()
+        ]
+        return "{\n" + "\n".join(items) + "\n" + " " * indent + "}"
+    items = [
+        f"{pad}{_literal(v, indent + 4, MAX_CODE_LINE - len(pad) - 1)}," for v in value
+    ]
+    return "[\n" + "\n".join(items) + "\n" + " " * indent + "]"
+
+
+def _set_image_alt(cell: dict[str, Any]) -> None:
+    """Give the cell's images the alt text their outputs carry (MyST-NB reads it per cell).
+
+    ``companion.chapters.style.save_figure`` displays each figure with its caption as
+    ``alt`` in the output metadata; MyST-NB only takes image options from the cell's
+    metadata (``mystnb: image: alt``), so the distinct alt texts of the cell go there,
+    unless the cell sets one itself.
+    """
+    alts: list[str] = []
+    for out in cell["outputs"]:
+        for mime, meta in (out.get("metadata") or {}).items():
+            alt = meta.get("alt") if isinstance(meta, dict) else None
+            if mime.startswith("image/") and alt and alt not in alts:
+                alts.append(str(alt))
+    if not alts:
+        return
+    mystnb = cell.setdefault("metadata", {}).setdefault("mystnb", {})
+    mystnb.setdefault("image", {}).setdefault("alt", " / ".join(alts))
+
+
+def _clean_file(path: Path) -> None:
+    """Rewrite the executed notebook at ``path`` with :func:`clean_outputs` (atomically)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    text = (
+        json.dumps(clean_outputs(nb), indent=1, sort_keys=True, ensure_ascii=False)
+        + "\n"
+    )
+    atomic_write_text(path, text)
+
+
+@contextlib.contextmanager
+def _kernel_environment():
+    """Set :data:`KERNEL_ENV` for the kernels started inside the block, restore it afterwards."""
+    saved = {key: os.environ.get(key) for key in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 #: leftover files of runs killed before they could clean up are removed when older than this
 STALE_SECONDS = 3600
 
@@ -449,7 +738,9 @@ def execute(
 
     With ``echo`` the notebook's printed output and stderr -- the sweeps' tqdm progress bars with
     their ETA, "N runs (k already stored) -> folder" lines -- are streamed to this process's
-    stdout/stderr while it runs, so a long ``make reproduce`` shows where it is.
+    stdout/stderr while it runs, so a long ``make reproduce`` shows where it is. The stored
+    notebook keeps what a reader needs (:func:`clean_outputs`): each bar's final line, no
+    library log lines, no empty outputs.
     """
     import jupytext
     import papermill as pm
@@ -488,20 +779,24 @@ def execute(
         jupytext.write(nb, source)
         start = time.time()
         try:
-            pm.execute_notebook(
-                str(source),
-                str(output),
-                parameters=params,
-                kernel_name="python3",
-                cwd=str(paths.ROOT),
-                progress_bar=sys.stderr.isatty(),
-                log_output=False,
-                stdout_file=sys.stdout if echo else None,
-                stderr_file=sys.stderr if echo else None,
-            )
+            with _kernel_environment():
+                pm.execute_notebook(
+                    str(source),
+                    str(output),
+                    parameters=params,
+                    kernel_name="python3",
+                    cwd=str(paths.ROOT),
+                    progress_bar=sys.stderr.isatty(),
+                    log_output=False,
+                    stdout_file=sys.stdout if echo else None,
+                    stderr_file=sys.stderr if echo else None,
+                    extra_arguments=list(KERNEL_ARGUMENTS),
+                )
         except BaseException as err:
             kept = None
             if output.exists():
+                with contextlib.suppress(ValueError, OSError):  # keep it raw then
+                    _clean_file(output)
                 atomic_write(failed, lambda p: shutil.copyfile(output, p))
                 kept = failed
             log(
@@ -514,6 +809,7 @@ def execute(
                 raise
             line, cell = _last_line(err)
             raise NotebookFailed(notebook, line, kept, cell) from err
+        _clean_file(output)
         atomic_write(executed, lambda p: shutil.copyfile(output, p))
     failed.unlink(missing_ok=True)
     log(f"[companion.engine.runner] {notebook} done in {time.time() - start:.0f} s")
