@@ -339,6 +339,44 @@ def test_datasets_missing_refused_before_running(project, monkeypatch):
         )
 
 
+def test_all_datasets_missing_builds_the_not_run_result(tmp_path, monkeypatch, capsys):
+    """`--set 'setups=[{dataset: cifar10}]'` without the file: no KeyError, no training,
+    exit 0 and the "not run" snippet naming the missing file and its fix."""
+    import pandas as pd
+
+    from companion import data
+
+    def available(names):
+        return pd.DataFrame(
+            [
+                {
+                    "dataset": n,
+                    "present": False,
+                    "label": n.upper(),
+                    "missing": f"data/{n}/x.tgz",
+                    "fetch": "make data",
+                    "is_subset": None,
+                }
+                for n in names
+            ]
+        )
+
+    monkeypatch.setattr(data, "available", available)
+    monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
+    argv = ["pareto_threshold", "--profile", "smoke", "--quiet"]
+    argv += ["--set", "setups=[{dataset: cifar10}]"]
+    assert runner.main(argv) == 0
+    written = list((tmp_path / "results").rglob("pareto_threshold_missing.md"))
+    assert len(written) == 1, written
+    text = written[0].read_text()
+    assert "not run" in text and "data/cifar10/x.tgz" in text and "make data" in text
+    assert not list((tmp_path / "results").rglob("*.ipynb")), "nothing may be executed"
+    assert "not run" in capsys.readouterr().out
+    # the dry run says so too, and strict mode refuses instead
+    assert runner.main([*argv, "--dry-run"]) == 0
+    assert runner.main([*argv, "--set", "strict_data=true"]) == 2
+
+
 @pytest.mark.slow
 def test_failed_rerun_removes_the_old_notebook_and_shows_the_whole_error(
     project, capfd

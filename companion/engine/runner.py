@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from companion import paths
+from companion import data, paths
 from companion.engine import parameters as _rules
 from lqs.fileio import atomic_write, atomic_write_text, remove_stale_temp_files
 
@@ -56,6 +56,8 @@ __all__ = [
     "notebook_parameters",
     "resolve_parameters",
     "check_datasets",
+    "NotRun",
+    "write_not_run",
     "split_params",
     "output_locations",
     "KERNEL_ENV",
@@ -284,6 +286,21 @@ def resolve_parameters(
     return merged
 
 
+class NotRun(FileNotFoundError):
+    """No dataset a notebook's setups request is present (and ``strict_data`` is false).
+
+    The runner then builds the "not run" result instead of executing the notebook: the
+    ``<notebook>_missing.md`` snippet naming each missing file and its fix, and exit 0.
+
+    Attributes:
+        requested: the requested dataset names, in order.
+    """
+
+    def __init__(self, message: str, requested: list[str]):
+        super().__init__(message)
+        self.requested = requested
+
+
 def check_datasets(notebook: str, params: dict[str, Any]) -> None:
     """Refuse, before anything runs, a notebook whose ``setups`` could not run on any dataset.
 
@@ -298,7 +315,6 @@ def check_datasets(notebook: str, params: dict[str, Any]) -> None:
     setups = params.get("setups")
     if not isinstance(setups, list) or not setups:
         return
-    from companion import data
 
     requested = list(
         dict.fromkeys(
@@ -322,12 +338,32 @@ def check_datasets(notebook: str, params: dict[str, Any]) -> None:
         why = "strict_data is true and requested datasets are missing"
     else:
         why = "none of the datasets its setups request is present, so nothing would run"
-    raise FileNotFoundError(
+    message = (
         f"notebook {notebook!r} not run: {why}:\n  "
         + "\n  ".join(missing)
-        + "\nFetch the data (make data), or ask for a present dataset, e.g. --set 'setups=[{dataset: fashion_mnist}]'"
-        + " (python -m companion.data report lists what is present)"
+        + "\nFetch the data (make data), or ask for a present dataset, e.g. --set "
+        "'setups=[{dataset: fashion_mnist}]' (python -m companion.data report lists what "
+        "is present)"
     )
+    if strict:
+        raise FileNotFoundError(message)
+    raise NotRun(message, requested)
+
+
+def write_not_run(notebook: str, results_dir: Path, requested: list[str]) -> Path:
+    """The "not run" result of a notebook whose datasets are all missing.
+
+    Writes ``results_dir/<notebook>_missing.md`` -- the admonition the book shows, one
+    "not run: <file> missing" line and its fix per dataset -- and returns its path.
+    """
+    # deferred: the chapter helpers import the engine (cycle) and load TensorFlow
+    from companion.chapters.analysis import missing_data_markdown
+
+    text = missing_data_markdown(data.available(requested), requested)
+    path = results_dir / f"{notebook}_missing.md"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
 
 
 def output_locations(
@@ -730,7 +766,9 @@ def execute(
     """Run ``notebook`` under ``profile`` (+ ``overrides``) with papermill; return the executed notebook path.
 
     Parameters are validated first (:func:`resolve_parameters`, :func:`check_datasets`); nothing
-    runs when one is wrong. The previous executed notebook is removed before the run, papermill
+    runs when one is wrong. When none of the requested datasets is present (and
+    ``strict_data`` is false) the notebook is not executed: the "not run" result
+    (:func:`write_not_run`) is written and its path returned. The previous executed notebook is removed before the run, papermill
     writes into a temporary folder and the result is moved into place (atomically) only on
     success: a failed or interrupted run never leaves an older success looking current. A failed
     run is kept as ``NAME.failed.ipynb`` and :class:`NotebookFailed` is raised. Leftover temporary
@@ -746,8 +784,13 @@ def execute(
     import papermill as pm
 
     params = resolve_parameters(notebook, profile, overrides)
-    check_datasets(notebook, params)
     results_dir, executed = output_locations(notebook, profile, overrides)
+    try:
+        check_datasets(notebook, params)
+    except NotRun as err:
+        written = write_not_run(notebook, results_dir, err.requested)
+        log(f"[companion.engine.runner] {err}\n-> the 'not run' result: {written}")
+        return written
     params["results_dir"] = str(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -857,7 +900,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(_parse_override(text, source) for source, text in items)
         if args.dry_run:
             params = resolve_parameters(args.notebook, args.profile, overrides)
-            check_datasets(args.notebook, params)
+            try:
+                check_datasets(args.notebook, params)
+            except NotRun as err:
+                print(f"{err}\n(dry run: the run would write the 'not run' result)")
+                return 0
             params["results_dir"] = str(
                 output_locations(args.notebook, args.profile, overrides)[0]
             )
