@@ -15,6 +15,7 @@ PARAMS ?=#             parameter overrides for `make run`, e.g. "seeds=[0, 1] ep
 RUN_FLAGS ?=#          extra runner flags for `make run`, e.g. --dry-run (validate and print, run nothing)
 LAB_PORT ?= 8888#      port of `make lab`
 BENCH_PROFILE ?= smoke#  profile whose notebooks `make bench` times cold (cpu: about an hour on 2 cores)
+WORKERS ?=#            Ray workers of reproduce/notebooks/run (LQS_WORKERS; default: one per core)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
 VENV := .venv
@@ -27,6 +28,19 @@ export MPLBACKEND := Agg
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 # `make run` hands PARAMS to the runner through the environment: quotes and spaces in it survive intact
 export PARAMS
+
+# Training runs of reproduce/notebooks/run go to the Ray executor (companion.engine.executors): a
+# local Ray instance with one single-threaded worker per core (WORKERS=N), or the cluster at
+# RAY_ADDRESS. LQS_EXECUTOR=serial (environment or command line) trains in the notebook's process.
+# The smoke profile (make test, CI: 2 cores) uses serial: its runs take seconds while Ray costs
+# 10-20 s to start and each worker 4-6 s to import TensorFlow, in every notebook's process;
+# measured cold (benchmarks/profile_times.py --profile smoke): 4.6 min serial, 7.1 min ray.
+# The records are the same either way.
+EXECUTOR := $(if $(filter smoke,$(PROFILE)),serial,ray)
+reproduce notebooks run: export LQS_EXECUTOR ?= $(EXECUTOR)
+ifneq ($(WORKERS),)
+export LQS_WORKERS := $(WORKERS)
+endif
 
 PROFILES := smoke cpu full
 ifeq ($(filter $(PROFILE),$(PROFILES)),)
@@ -42,7 +56,8 @@ LQS_SRC := $(wildcard lqs/*.py companion/*.py companion/*/*.py)
 help: ## list the targets and variables
 	@echo "usage: make <target> [PROFILE=smoke|cpu|full] [TF=cpu|gpu]"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "variables: PROFILE=$(PROFILE) TF=$(TF) STRICT_DATA=$(STRICT_DATA) NB=<notebook> PARAMS=\"k=v ...\" RUN_FLAGS=--dry-run"
+	@echo "variables: PROFILE=$(PROFILE) TF=$(TF) STRICT_DATA=$(STRICT_DATA) NB=<notebook> PARAMS=\"k=v ...\" RUN_FLAGS=--dry-run WORKERS=N"
+	@echo "training: LQS_EXECUTOR=ray|serial (default for PROFILE=$(PROFILE): $(EXECUTOR)), RAY_ADDRESS=<cluster>, LQS_GPUS_PER_RUN=0.25"
 	@echo "PARAMS: key=value items separated by spaces or ';' (outside [] {} and quotes), values in YAML,"
 	@echo "  e.g. make run NB=pareto_threshold PROFILE=smoke PARAMS=\"seeds=[0, 1] epochs=3; thresholds=[1e-9, 1e-6]\""
 	@echo "  every value is validated (type, range, non-empty lists, no null) before anything runs;"
@@ -122,9 +137,11 @@ lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown throug
 	exec $(VENV)/bin/jupyter lab notebooks --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token $$root
 
-bench: venv ## run the benchmarks (layer overhead, seconds per epoch per model, time per notebook of BENCH_PROFILE)
+bench: venv ## run the benchmarks (layer overhead, seconds per epoch, serial vs Ray sweep throughput, time per notebook of BENCH_PROFILE)
 	$(PY) benchmarks/layer_overhead.py
 	$(PY) benchmarks/epoch_times.py
+	$(PY) benchmarks/executor_throughput.py --arch mlp
+	$(PY) benchmarks/executor_throughput.py --arch cnn
 	$(PY) benchmarks/profile_times.py --profile $(BENCH_PROFILE)
 
 clean: ## remove generated results and book builds (keeps .venv and data)

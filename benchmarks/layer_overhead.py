@@ -17,6 +17,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/layer_overhead.py            # main run; merges QKeras timings if present
     .venv/bin/python benchmarks/layer_overhead.py --quick    # few reps, for a smoke check
     .venv/bin/python benchmarks/layer_overhead.py --profile  # also: where the lqs time goes (MLP)
+    .venv/bin/python benchmarks/layer_overhead.py --threads 1   # one thread, as every training run
     /tmp/qk-venv/bin/python benchmarks/layer_overhead.py --qkeras   # QKeras timings (separate venv)
 
 Outputs under ``companion.paths.results_root() / "benchmarks"``: ``layer_overhead.csv`` and
@@ -195,8 +196,13 @@ def environment() -> dict[str, str]:
                     break
     except OSError:
         pass
-    intra = tf.config.threading.get_intra_op_parallelism_threads()
-    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    # 0 = not set through the API: TF_NUM_*_THREADS (what every training run pins), else all cores
+    intra = tf.config.threading.get_intra_op_parallelism_threads() or int(
+        os.environ.get("TF_NUM_INTRAOP_THREADS", 0)
+    )
+    inter = tf.config.threading.get_inter_op_parallelism_threads() or int(
+        os.environ.get("TF_NUM_INTEROP_THREADS", 0)
+    )
     try:
         load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
@@ -560,7 +566,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="2 warm-ups and 3 reps per case (smoke check)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-/inter-op threads (1: what every training run uses, "
+        "companion.engine.executors.THREADS; default 0: TensorFlow's default, all cores)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if args.qkeras:
         qkeras_run(args.quick)
         return 0

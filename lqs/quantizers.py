@@ -58,6 +58,8 @@ __all__ = [
 
 #: float32 machine epsilon, the stand-in for ``|P_rec|`` where it is exactly zero
 EPS: float = float(np.finfo(np.float32).eps)
+#: parameters with at least this many elements take the one-pass denominator of the backward
+_LARGE = 4096
 #: initial value and lower bound of every learned scale (thesis implementation, ``100 * eps``)
 MIN_SCALE: float = 100.0 * EPS
 
@@ -224,6 +226,8 @@ def nested_quantize(
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
     axes = group_axes(p.shape, scale.shape)
     scale_shape_ = tuple(scale.shape)
+    n = p.shape.num_elements()
+    large = n is not None and n >= _LARGE
 
     @tf.custom_gradient
     def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
@@ -233,13 +237,25 @@ def nested_quantize(
         def grad(upstream: tf.Tensor):
             dtype = upstream.dtype
             lam = tf.constant(threshold, dtype)
+            eps = tf.constant(EPS, dtype)
             abs_rec = tf.abs(p_rec)
-            denom = tf.where(p_rec == 0, tf.constant(EPS, dtype), abs_rec)
+            if large:
+                # the same denominator in one pass instead of two: a nonzero P_rec has
+                # |P_rec| >= s (|P_q| >= 1), so where every scale is >= eps, max(|P_rec|, eps)
+                # is eps exactly where P_rec == 0 and |P_rec| elsewhere
+                denom = tf.cond(
+                    tf.reduce_min(s_in) >= eps,
+                    lambda: tf.maximum(abs_rec, eps),
+                    lambda: tf.where(p_rec == 0, eps, abs_rec),
+                )
+            else:  # a few elements: one op fewer beats one pass fewer
+                denom = tf.where(p_rec == 0, eps, abs_rec)
             ratio = tf.abs(upstream) / denom
-            # -tanh(lam - r) below the threshold, 0 (as -tanh(0)) at or above it
-            vote = -tf.tanh(tf.nn.relu(lam - ratio))
+            # -tanh(lam - r) below the threshold, 0 (as -tanh(0)) at or above it; the sign is
+            # applied to the group's mean (exactly the mean of the negated votes)
+            vote = tf.tanh(tf.nn.relu(lam - ratio))
             reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
-            group_vote = reduce(vote, axis=axes, keepdims=True)
+            group_vote = -reduce(vote, axis=axes, keepdims=True)
             if all_above_vote:
                 # a group none of whose ratios is below lam votes -tanh(lam) with every element
                 any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam

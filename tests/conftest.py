@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the thread pins of every training run (companion.engine.executors.THREADS), set before
+# TensorFlow starts: runs trained in the test process match those of Ray workers bit for bit
+for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -423,13 +423,13 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("LQS_RESULTS", str(tmp_path / "results"))
     monkeypatch.setattr(lqs_data, "load_with_info", fake_load_with_info)
     calls: list[dict] = []
-    original = experiment._execute
+    original = experiment.train_job
 
-    def counting(cfg, *args, **kwargs):
-        calls.append(cfg)
-        return original(cfg, *args, **kwargs)
+    def counting(job, *args, **kwargs):
+        calls.append(job.config)
+        return original(job, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "_execute", counting)
+    monkeypatch.setattr(experiment, "train_job", counting)
 
     class Env:
         pass
@@ -608,11 +608,7 @@ def test_post_training_reuses_one_fp32_parent(env):
     a = experiment.run({**base, "threshold": 1e-9})
     b = experiment.run({**base, "threshold": 1e-6, "kernel_granularity": "column"})
     flavours = [c["flavour"] for c in env.calls]
-    assert flavours == [
-        "nested",
-        "fp32",
-        "nested",
-    ]  # the parent is trained inside the first child
+    assert flavours == ["fp32", "nested", "nested"]  # the parent is planned first
     assert a["parent_hash"] == b["parent_hash"] == config_hash(parent_config(base))
     parent = env.store.load_record(a["parent_hash"])
     assert (
@@ -675,14 +671,14 @@ def test_sweep_resumes_after_crash(env, capsys):
     configs = [{**TINY, "epochs": 1, "seed": s} for s in (0, 1, 2)]
     state = {"n": 0}
 
-    def crash_on_second(cfg, *args, **kwargs):
+    def crash_on_second(job, *args, **kwargs):
         state["n"] += 1
-        env.calls.append(cfg)
+        env.calls.append(job.config)
         if state["n"] == 2:
             raise KeyboardInterrupt("simulated crash")
-        return env.original(cfg, *args, **kwargs)
+        return env.original(job, *args, **kwargs)
 
-    env.monkeypatch.setattr(experiment, "_execute", crash_on_second)
+    env.monkeypatch.setattr(experiment, "train_job", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         experiment.sweep(configs, desc="resume-test", progress=False)
     assert [c["seed"] for c in env.calls] == [0, 1]
@@ -715,14 +711,14 @@ def test_concurrent_runs_of_one_config_train_once(env):
     import threading
     import time
 
-    def slow(cfg, store, verbose, save_model):
-        env.calls.append(cfg)
+    def slow(job, parent, verbose, save_model):
+        env.calls.append(job.config)
         time.sleep(
             0.3
         )  # without the store lock the other caller would start training meanwhile
-        return store.put(cfg, {"test_accuracy": 0.5})
+        return experiment.RunResult({"test_accuracy": 0.5}, None, None)
 
-    env.monkeypatch.setattr(experiment, "_execute", slow)
+    env.monkeypatch.setattr(experiment, "train_job", slow)
     results: list[dict] = []
     threads = [
         threading.Thread(target=lambda: results.append(experiment.run(TINY)))
@@ -740,3 +736,34 @@ def test_concurrent_runs_of_one_config_train_once(env):
         config_hash(TINY)
     ).exists()  # the lock file goes with the lock: no leftovers
     assert env.store.load_record(config_hash(TINY)) is not None
+
+
+def test_steps_per_execution_changes_no_number(env, monkeypatch):
+    """fit runs STEPS_PER_EXECUTION batches per call; the record equals one batch per call."""
+    default = experiment.STEPS_PER_EXECUTION
+    assert default > 1
+    seen = []
+    original_fit = keras.Model.fit
+
+    def spy_fit(self, *a, **k):
+        seen.append(self.steps_per_execution)
+        return original_fit(self, *a, **k)
+
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    cfg = {**TINY, "flavour": "loss_terms", "rate_inverse": 1e-4, "rate_max_bin": 1e-3}
+    h = config_hash(cfg)
+    results = []
+    # 96 images at batch 16 = 6 batches per epoch: one partial execution, 4 + 2, 1 x 6
+    for n in (default, 4, 1):
+        monkeypatch.setattr(experiment, "STEPS_PER_EXECUTION", n)
+        rec = experiment.run(cfg, force=True)
+        hist = env.store.load_history(h).drop(columns="seconds")
+        results.append((rec, hist, _weights(h)))
+    assert seen == [default, 4, 1]
+    (ref, ref_hist, ref_w), *others = results[::-1]
+    for rec, hist, w in others:
+        for key in ("train_loss", "test_loss", "test_accuracy", "penalty_inverse"):
+            assert rec[key] == ref[key], key
+        pd.testing.assert_frame_equal(hist, ref_hist)
+        for x, y in zip(w, ref_w, strict=True):
+            np.testing.assert_array_equal(x, y)

@@ -18,7 +18,8 @@ run. Leftover temporary files are never read (only names ``<16 hex digits>.json`
 those of writers killed mid-write are removed once older than :data:`STALE_SECONDS` (the first time
 a process writes to the store). Writes go through :func:`lqs.fileio.atomic_write`; a full disk raises
 an ``OSError`` naming the file, the run and the fix. :meth:`RunStore.lock` (a lock file ``.H.lock``,
-removed on release) lets concurrent processes train each configuration once.
+removed on release; :meth:`RunStore.try_lock` takes it without waiting) lets concurrent processes
+train each configuration once.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "RECORD_RE",
     "STALE_SECONDS",
     "STORE_FIELDS",
+    "HeldLock",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,15 @@ class RunStore:
         """
         return file_lock(self.lock_path(h))
 
+    def try_lock(self, h: str) -> HeldLock | None:
+        """The lock on configuration ``h`` if no one holds it now, else ``None`` (never blocks).
+
+        Same lock as :meth:`lock` (a sweep holds the locks of the runs it has handed to an
+        executor and passes over runs another process trains); release it with
+        :meth:`HeldLock.release`.
+        """
+        return HeldLock.acquire(self.lock_path(h))
+
     # ---------------------------------------------------------------- write
     def put(
         self,
@@ -165,7 +176,8 @@ class RunStore:
             record: flat dict of results (JSON-able values; numpy scalars are converted, NaN
                 becomes ``null``).
             history: per-epoch ``DataFrame`` (or None).
-            model: a Keras model to save as ``H.keras`` (or None).
+            model: a Keras model to save as ``H.keras``, or the bytes of such a file (what a
+                worker returns), or None.
         """
         cfg = validate_config(config)
         h = config_hash(cfg)
@@ -197,7 +209,10 @@ class RunStore:
             out["history_sha256"] = file_sha256(hist_path)
         if model is not None:
             mpath = self.model_path(h)
-            atomic_write(mpath, lambda p: model.save(p), suffix=".keras")
+            if isinstance(model, (bytes, bytearray)):  # a .keras file made by a worker
+                atomic_write(mpath, lambda p: p.write_bytes(model), suffix=".keras")
+            else:
+                atomic_write(mpath, lambda p: model.save(p), suffix=".keras")
             out["model_sha256"] = file_sha256(mpath)
         out["complete"] = True
         out["record_sha256"] = _record_sha256(out)
@@ -327,6 +342,57 @@ class RunStore:
         """Remove a run's record first (so it stops counting), then its files."""
         for p in (self.record_path(h), self.history_path(h), self.model_path(h)):
             p.unlink(missing_ok=True)
+
+
+class HeldLock:
+    """An exclusive lock on a lock file, taken without waiting (:meth:`RunStore.try_lock`).
+
+    Compatible with :func:`lqs.fileio.file_lock` (``flock`` on the same file; the file is removed
+    on release, and a lock on a file removed meanwhile does not count).
+    """
+
+    def __init__(self, path: Path, handle: Any):
+        self.path = path
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, path: Path) -> HeldLock | None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - POSIX everywhere lqs is tested
+            return cls(path, None)
+        fh = open(path, "a")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        except BaseException:
+            fh.close()
+            raise
+        try:  # the previous holder may have removed the file while we opened it
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+            return cls.acquire(path)
+        return cls(path, fh)
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (idempotent)."""
+        fh, self._handle = self._handle, None
+        if fh is None:
+            return
+        import fcntl
+
+        try:
+            self.path.unlink(missing_ok=True)  # removed while held: a waiter retries
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
 
 def default_store() -> RunStore:

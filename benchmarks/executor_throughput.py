@@ -1,0 +1,221 @@
+"""Sweep throughput of the serial and the Ray executor: the same training runs, both ways.
+
+Trains one batch of runs (:func:`companion.engine.experiment.sweep`) with ``executor="serial"``
+(one run after the other in this process) and then with ``executor="ray"`` (a local Ray
+instance with ``--workers`` single-threaded workers, default: one per core), each into its own
+empty temporary results folder, so nothing is reused between them. Reports runs per hour, wall
+and CPU seconds (this process plus, for Ray, every process it started: raylet, workers, ...), and
+checks that both executors stored the same numbers.
+
+* ``--arch mlp`` (default): 8 nested MLP runs (Fashion-MNIST, seeds 0..7) of 2,000 steps at
+  batch 32 (8,000 training images, 8 epochs);
+* ``--arch cnn``: 4 nested CNN runs (Fashion-MNIST 28x28, the thesis CNN) of 100 steps
+  (1,600 images, 2 epochs).
+
+The last line reads ``serial <x> runs/h, ray <y> runs/h (<n> workers), speedup <y/x>``.
+Writes ``results/benchmarks/executor_throughput_<arch>.{csv,md}``. Needs Fashion-MNIST
+(``make data``). Usage::
+
+    .venv/bin/python benchmarks/executor_throughput.py              # MLP, about 2 minutes here
+    .venv/bin/python benchmarks/executor_throughput.py --arch cnn   # CNN
+    .venv/bin/python benchmarks/executor_throughput.py --runs 4 --steps 500   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
+
+from companion.engine import executors, experiment  # noqa: E402
+from companion.engine.store import RunStore  # noqa: E402
+from companion.paths import results_root  # noqa: E402
+from lqs.fileio import atomic_write_text  # noqa: E402
+
+BATCH = 32
+#: per architecture: (runs, steps per run, training images)
+DEFAULTS = {"mlp": (8, 2000, 8000), "cnn": (4, 100, 1600)}
+#: values of a record that are timings or checksums, not results
+VOLATILE = {
+    "train_seconds",
+    "eval_seconds",
+    "seconds_per_epoch",
+    "created",
+    "model_sha256",
+    "history_sha256",
+    "record_sha256",
+}
+
+
+def configs(arch: str, runs: int, steps: int, images: int) -> list[dict]:
+    """``runs`` nested runs (seeds 0..runs-1) of about ``steps`` steps each at batch 32."""
+    per_epoch = math.ceil(images / BATCH)
+    epochs = max(1, round(steps / per_epoch))
+    return [
+        {
+            "dataset": "fashion_mnist",
+            "arch": arch,
+            "flavour": "nested",
+            "batch_size": BATCH,
+            "epochs": epochs,
+            "train_limit": images,
+            "test_limit": 1000,
+            "seed": seed,
+        }
+        for seed in range(runs)
+    ]
+
+
+def _descendants_cpu(proc: psutil.Process) -> dict[int, float]:
+    out = {}
+    for child in proc.children(recursive=True):
+        try:
+            t = child.cpu_times()
+            out[child.pid] = t.user + t.system
+        except psutil.Error:  # gone meanwhile
+            pass
+    return out
+
+
+def timed_sweep(cfgs: list[dict], executor, folder: Path) -> dict:
+    """Wall and CPU seconds of one sweep into an empty store in ``folder``."""
+    me = psutil.Process()
+    store = RunStore(folder)
+    before = _descendants_cpu(me)
+    c0, t0 = time.process_time(), time.perf_counter()
+    df = experiment.sweep(
+        cfgs, desc=executor.name, store=store, executor=executor, progress=False
+    )
+    wall = time.perf_counter() - t0
+    after = _descendants_cpu(me)
+    children = sum(v - before.get(pid, 0.0) for pid, v in after.items())
+    assert len(df) == len(cfgs) and df["complete"].all()
+    return {
+        "wall_s": wall,
+        "cpu_s": time.process_time() - c0 + children,
+        "runs_per_h": len(cfgs) * 3600 / wall,
+        "train_s_mean": float(df["train_seconds"].mean()),
+        "store": store,
+    }
+
+
+def same_numbers(a: RunStore, b: RunStore) -> bool:
+    """Whether two stores hold the same records (timings apart) and histories."""
+    if a.hashes() != b.hashes():
+        return False
+    for h in a.hashes():
+        ra, rb = a.load_record(h), b.load_record(h)
+        if {k: v for k, v in ra.items() if k not in VOLATILE} != {
+            k: v for k, v in rb.items() if k not in VOLATILE
+        }:
+            return False
+        ha, hb = a.load_history(h), b.load_history(h)
+        if not ha.drop(columns="seconds").equals(hb.drop(columns="seconds")):
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", choices=sorted(DEFAULTS), default="mlp")
+    parser.add_argument("--runs", type=int, help="runs per executor")
+    parser.add_argument("--steps", type=int, help="training steps per run (batch 32)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="Ray workers (default: LQS_WORKERS, else one per core)",
+    )
+    args = parser.parse_args(argv)
+    runs, steps, images = DEFAULTS[args.arch]
+    runs, steps = args.runs or runs, args.steps or steps
+    cfgs = configs(args.arch, runs, steps, images)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"{runs} {args.arch} runs of {cfgs[0]['epochs']} epochs x "
+        f"{math.ceil(images / BATCH)} steps; {os.cpu_count()} cores; load {load}",
+        flush=True,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="lqs-bench-") as tmp:
+        serial = timed_sweep(cfgs, executors.SerialExecutor(), Path(tmp) / "serial")
+        print(f"serial: {serial['wall_s']:.1f} s wall, {serial['cpu_s']:.1f} s CPU")
+        ray_ex = executors.RayExecutor(workers=args.workers)
+        t0 = time.perf_counter()
+        ray_ex.share(None)  # start Ray now, to report its start-up apart
+        ray_start = time.perf_counter() - t0
+        ray = timed_sweep(cfgs, ray_ex, Path(tmp) / "ray")
+        workers = ray_ex.workers
+        print(
+            f"ray: {ray['wall_s']:.1f} s wall, {ray['cpu_s']:.1f} s CPU "
+            f"(+ {ray_start:.1f} s to start Ray)"
+        )
+        identical = same_numbers(serial["store"], ray["store"])
+        executors.shutdown()
+
+    speedup = ray["runs_per_h"] / serial["runs_per_h"]
+    row = {
+        "arch": args.arch,
+        "runs": runs,
+        "steps_per_run": cfgs[0]["epochs"] * math.ceil(images / BATCH),
+        "workers": workers,
+        "serial_wall_s": serial["wall_s"],
+        "serial_cpu_s": serial["cpu_s"],
+        "serial_runs_per_h": serial["runs_per_h"],
+        "ray_start_s": ray_start,
+        "ray_wall_s": ray["wall_s"],
+        "ray_cpu_s": ray["cpu_s"],
+        "ray_runs_per_h": ray["runs_per_h"],
+        "speedup": speedup,
+        "speedup_with_start": serial["wall_s"] / (ray["wall_s"] + ray_start),
+        "same_numbers": identical,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": load,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    out = results_root() / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"executor_throughput_{args.arch}"
+    atomic_write_text(stem.with_suffix(".csv"), pd.DataFrame([row]).to_csv(index=False))
+    table = "\n".join(
+        [
+            "| executor | wall s | CPU s | runs/h |",
+            "|---|---|---|---|",
+            f"| serial | {serial['wall_s']:.1f} | {serial['cpu_s']:.1f} | "
+            f"{serial['runs_per_h']:.0f} |",
+            f"| ray ({workers} workers) | {ray['wall_s']:.1f} | {ray['cpu_s']:.1f} | "
+            f"{ray['runs_per_h']:.0f} |",
+            "",
+            f"{runs} {args.arch} runs of {row['steps_per_run']} steps; Ray start-up "
+            f"{ray_start:.1f} s not included (speedup with it: "
+            f"{row['speedup_with_start']:.2f}); same numbers on both: {identical}; "
+            f"load average at start {load}.",
+        ]
+    )
+    atomic_write_text(stem.with_suffix(".md"), table + "\n")
+    print(table)
+    if not identical:
+        print("WARNING: the two executors stored different numbers", file=sys.stderr)
+    print(
+        f"serial {serial['runs_per_h']:.0f} runs/h, ray {ray['runs_per_h']:.0f} runs/h "
+        f"({workers} workers), speedup {speedup:.2f}"
+    )
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

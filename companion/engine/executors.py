@@ -1,0 +1,561 @@
+"""Where a sweep's training runs happen: in this process (``serial``) or on Ray (``ray``).
+
+A sweep (:func:`companion.engine.experiment.sweep`) plans, executes, stores:
+
+1. **plan** -- its configurations become :class:`Job` objects (validated once, immutable, with their
+   config hash; a post-training run's FP32 parent is a job of its own and comes first; runs already
+   in the store are skipped);
+2. **execute** -- the missing jobs go to an :class:`Executor`, which runs
+   ``fn(*args)`` for each and hands back what it returned (or a :class:`Failure`);
+3. **store** -- the calling process (the *driver*) writes every returned record into the results
+   store. Workers never touch the store, so a Ray cluster needs no shared file system.
+
+The executors:
+
+* :class:`SerialExecutor` runs each task in the calling process, one after the other (debugging;
+  most unit tests).
+* :class:`RayExecutor` runs one Ray task per job. Without ``RAY_ADDRESS`` it starts a local Ray
+  instance with one single-threaded worker per core (``LQS_WORKERS`` changes the count); with
+  ``RAY_ADDRESS`` it joins that cluster instead (each node needs the pinned environment and the
+  datasets at the driver's ``LQS_DATA`` path; the ``lqs`` and ``companion`` packages travel with
+  the job). ``LQS_GPUS_PER_RUN`` (e.g. ``0.25``) is the share of a GPU each run asks for (default
+  on a cluster with GPUs: 1); workers enable TensorFlow's GPU memory growth. A worker that dies is
+  retried (:data:`MAX_RETRIES`); an exception raised by the training code is not.
+
+:func:`get_executor` picks one from ``LQS_EXECUTOR`` (``serial`` when unset; ``make reproduce``,
+``make run`` and ``make notebooks`` export ``ray``, except for the smoke profile). A cluster with
+token authentication (Ray's default) also wants ``RAY_AUTH_MODE=token`` and its token here.
+
+**Same answer on either.** Every run trains with TensorFlow's intra- and inter-op thread pools
+pinned to one thread (:data:`THREADS`): Ray workers from their start, the serial executor in its
+process (:func:`pin_threads`). Multi-threaded Eigen/oneDNN kernels may split a reduction
+differently (measured: a CNN's weights differ in the last bits between 1 and 2 intra-op threads,
+an MLP's do not), so with the same pins a record is bit-identical whichever executor trained it.
+
+Ray is an optional dependency: only :class:`RayExecutor` imports it, so ``import
+companion.engine.experiment`` stays fast and the serial executor works without Ray installed.
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import logging
+import os
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from companion import paths
+
+__all__ = [
+    "EXECUTORS",
+    "ENV_EXECUTOR",
+    "ENV_WORKERS",
+    "ENV_GPUS_PER_RUN",
+    "THREADS",
+    "MAX_RETRIES",
+    "Job",
+    "Failure",
+    "SweepFailed",
+    "Executor",
+    "SerialExecutor",
+    "RayExecutor",
+    "executor_name",
+    "get_executor",
+    "pin_threads",
+    "shutdown",
+]
+
+log = logging.getLogger(__name__)
+
+#: the executors :func:`get_executor` knows
+EXECUTORS: tuple[str, ...] = ("serial", "ray")
+#: environment variables that choose and size the executor
+ENV_EXECUTOR = "LQS_EXECUTOR"
+ENV_WORKERS = "LQS_WORKERS"
+ENV_GPUS_PER_RUN = "LQS_GPUS_PER_RUN"
+#: TensorFlow intra-op and inter-op threads of every run, whichever executor trains it
+THREADS = 1
+#: how often Ray reruns a task whose worker died (an exception of the training code: never)
+MAX_RETRIES = 2
+#: Ray settings: no usage statistics; no task events (they feed the dashboard, which is off);
+#: no stack trace printed on SIGTERM (Jupyter terminates a kernel that takes more than 2.5 s to
+#: exit, and shutting Ray down takes 1-2 s of that: the notebook is complete by then)
+_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_task_events_report_interval_ms": "0",
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
+}
+#: seconds between two looks for Ctrl-C while waiting for Ray tasks
+_SIGNAL_POLL = 0.5
+#: environment of every run (Ray: the workers'; serial: set by :func:`pin_threads`)
+_THREAD_ENV = {
+    "TF_NUM_INTRAOP_THREADS": str(THREADS),
+    "TF_NUM_INTEROP_THREADS": str(THREADS),
+    "OMP_NUM_THREADS": str(THREADS),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# jobs and failures
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a validated configuration (immutable) and its hash.
+
+    ``parent_hash`` names the FP32 parent of a post-training or ptq run (``None`` otherwise); the
+    parent is stored before the job is handed to an executor.
+    """
+
+    config_hash: str
+    items: tuple[tuple[str, Any], ...]
+    parent_hash: str | None = None
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], config_hash: str, parent_hash=None) -> Job:
+        """The job of an already validated configuration."""
+        return cls(config_hash, tuple(config.items()), parent_hash)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A fresh copy of the validated configuration."""
+        return dict(self.items)
+
+    def describe(self) -> str:
+        """``<hash> (flavour=..., dataset=..., ...)``: the hash and the keys a reader looks for."""
+        cfg = self.config
+        keys = ("flavour", "mode", "dataset", "arch", "kernel_granularity", "seed")
+        text = ", ".join(f"{k}={cfg[k]}" for k in keys if cfg.get(k) is not None)
+        return f"{self.config_hash} ({text})"
+
+
+@dataclass
+class Failure:
+    """A task that did not return: its key (config hash), the error and the traceback.
+
+    ``worker_died``: the worker process was lost (killed, out of memory) and Ray's retries did not
+    help, as opposed to an exception raised by the task. ``exception`` is the original exception
+    where it is at hand (serial executor; Ray when it could be deserialised).
+    """
+
+    key: str
+    error: str
+    details: str = ""
+    worker_died: bool = False
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+class SweepFailed(RuntimeError):
+    """Some runs of a sweep failed; the others are stored. ``failures``: one per failed job."""
+
+    def __init__(self, desc: str, failures: list[tuple[Job, Failure]], n_ok: int):
+        self.failures = failures
+        lines = [
+            f"{desc}: {len(failures)} run(s) failed ({n_ok} other run(s) finished and are "
+            "stored; calling the sweep again trains only the missing ones):"
+        ]
+        for job, f in failures:
+            lines.append(f"  {job.describe()}: {f.error}")
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# per-run settings
+
+
+_PIN_WARNED = False
+
+
+def pin_threads() -> bool:
+    """Pin TensorFlow to :data:`THREADS` intra-/inter-op threads in this process; True when pinned.
+
+    Works while TensorFlow's runtime is not initialised yet (no op has run); sets the
+    environment (``TF_NUM_INTRAOP_THREADS``, ...) too, so child processes follow. Where the runtime
+    already runs with other pools, logs a warning once: records of networks whose kernels split
+    reductions over threads (convolutions) can then differ in the last bits from the Ray workers'.
+    """
+    global _PIN_WARNED
+    import tensorflow as tf  # here: executors itself stays importable without TensorFlow work
+
+    already = all(os.environ.get(k) == v for k, v in _THREAD_ENV.items())
+    os.environ.update(_THREAD_ENV)
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(THREADS)
+        threading.set_inter_op_parallelism_threads(THREADS)
+        return True
+    except RuntimeError:  # the runtime is initialised: its pools stay as they are
+        current = (
+            threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads(),
+        )
+        # 0 = "from the environment": pinned if the environment already said so
+        if current == (THREADS, THREADS) or (current == (0, 0) and already):
+            return True
+        if not _PIN_WARNED:
+            _PIN_WARNED = True
+            log.warning(
+                "TensorFlow already runs with %s intra/inter-op threads in this process, not %d: "
+                "runs trained here can differ in the last bits from those of the ray executor. "
+                "Set TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 before starting Python "
+                "(or sweep before any other TensorFlow work) for identical records",
+                current,
+                THREADS,
+            )
+        return False
+
+
+def _configure_worker(env: Mapping[str, str]) -> None:
+    """In a Ray worker, before each task: the driver's paths, pinned threads, GPU memory growth."""
+    os.environ.update(env)
+    if getattr(_configure_worker, "done", False):
+        return
+    import tensorflow as tf  # a worker imports it anyway; executors itself does not need it
+
+    pin_threads()
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # pragma: no cover - the runtime started before this task
+            pass
+    _configure_worker.done = True  # type: ignore[attr-defined]
+
+
+def _run_task(env: Mapping[str, str], fn: Callable, *args: Any) -> Any:
+    """What a Ray worker executes: configure the process, then ``fn(*args)``."""
+    _configure_worker(env)
+    return fn(*args)
+
+
+def _task_env() -> dict[str, str]:
+    """Environment a task needs from the driver: where the data is (same path on every node)."""
+    return {"LQS_DATA": str(paths.data_dir().resolve())}
+
+
+# --------------------------------------------------------------------------------------------
+# executors
+
+
+class Executor(abc.ABC):
+    """Runs tasks ``fn(*args)``, each under a key, and hands back what they returned.
+
+    The driver loop: :meth:`submit` tasks, :meth:`wait` for finished ones (``(key, value)`` or
+    ``(key, Failure)``), :meth:`cancel` on interruption. :meth:`share` turns a large argument
+    several tasks use (a parent model) into something cheap to pass.
+    """
+
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def workers(self) -> int:
+        """How many tasks run at once."""
+
+    @property
+    @abc.abstractmethod
+    def pending(self) -> int:
+        """Submitted tasks not yet handed back by :meth:`wait`."""
+
+    @abc.abstractmethod
+    def submit(self, key: str, fn: Callable, *args: Any) -> None:
+        """Schedule ``fn(*args)`` under ``key`` (a config hash)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> list[tuple[str, Any]]:
+        """Block until at least one task finished (or ``timeout`` seconds); return the finished ones."""
+
+    @abc.abstractmethod
+    def cancel(self) -> list[tuple[str, Any]]:
+        """Stop every task; return those that had finished but were not handed back yet."""
+
+    def share(self, value: Any) -> Any:
+        """A handle to pass ``value`` to several tasks (the value itself by default)."""
+        return value
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
+
+class SerialExecutor(Executor):
+    """Runs each task in this process, in submission order, when :meth:`wait` asks for it.
+
+    Threads are pinned first (:func:`pin_threads`). An ``Exception`` of a task becomes a
+    :class:`Failure` (the others still run); ``KeyboardInterrupt`` and other ``BaseException``
+    propagate at once.
+    """
+
+    name = "serial"
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[str, Callable, tuple]] = deque()
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, key: str, fn: Callable, *args: Any) -> None:
+        self._queue.append((key, fn, args))
+
+    def wait(self, timeout: float | None = None) -> list[tuple[str, Any]]:
+        if not self._queue:
+            if timeout:
+                time.sleep(timeout)
+            return []
+        key, fn, args = self._queue.popleft()
+        pin_threads()
+        try:
+            return [(key, fn(*args))]
+        except Exception as exc:
+            return [(key, _failure(key, exc, traceback.format_exc()))]
+
+    def cancel(self) -> list[tuple[str, Any]]:
+        self._queue.clear()
+        return []
+
+
+def _failure(key: str, exc: BaseException, details: str = "") -> Failure:
+    return Failure(key, f"{type(exc).__name__}: {exc}", details, exception=exc)
+
+
+def _positive(name: str, text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise ValueError(
+            f"{name}={text!r} is not a positive {kind.__name__}; e.g. {name}=2 "
+            f"(unset it for the default)"
+        )
+    return value
+
+
+class RayExecutor(Executor):
+    """One Ray task per run, on a local Ray instance or (``RAY_ADDRESS``) on a cluster.
+
+    Arguments:
+        workers: local instance only: tasks at once, one CPU each (default ``LQS_WORKERS``,
+            else the number of cores).
+        gpus_per_run: share of a GPU each task asks for (default ``LQS_GPUS_PER_RUN``; unset:
+            1 where the cluster has GPUs, else 0).
+        address: a Ray cluster to join (default ``RAY_ADDRESS``); ``None``: a local instance.
+
+    Ray starts on the first :meth:`submit` and is shut down when the process ends
+    (:func:`shutdown`). Usage statistics and the dashboard are off; worker output stays in Ray's
+    log files (``log_to_driver=False``), so notebooks show only the sweep's own lines.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        gpus_per_run: float | None = None,
+        address: str | None = None,
+    ):
+        env_workers = os.environ.get(ENV_WORKERS, "").strip()
+        env_gpus = os.environ.get(ENV_GPUS_PER_RUN, "").strip()
+        if workers is None and env_workers:
+            workers = _positive(ENV_WORKERS, env_workers, int)
+        if gpus_per_run is None and env_gpus:
+            gpus_per_run = _positive(ENV_GPUS_PER_RUN, env_gpus, float)
+        self._workers = int(workers) if workers else (os.cpu_count() or 1)
+        self._gpus = gpus_per_run
+        self.address = address if address is not None else os.environ.get("RAY_ADDRESS")
+        self._remote = None
+        self._refs: dict[Any, str] = {}
+
+    @property
+    def local(self) -> bool:
+        """Whether this executor starts its own Ray instance (no cluster address)."""
+        return not self.address
+
+    @property
+    def workers(self) -> int:
+        if self._remote is not None:  # what the running instance or cluster offers
+            return int(_ray().cluster_resources().get("CPU", 1))
+        return self._workers
+
+    @property
+    def pending(self) -> int:
+        return len(self._refs)
+
+    def _start(self):
+        if self._remote is None:
+            _start_ray(self._workers, self.address)
+            gpus = self._gpus
+            if gpus is None:  # one GPU per run where there are GPUs
+                gpus = 1.0 if _ray().cluster_resources().get("GPU", 0) > 0 else 0.0
+            self._remote = (
+                _ray()
+                .remote(_run_task)
+                .options(
+                    num_cpus=1,
+                    num_gpus=gpus,
+                    max_retries=MAX_RETRIES,
+                    retry_exceptions=False,
+                )
+            )
+        return self._remote
+
+    def describe(self) -> str:
+        where = "local" if self.local else f"cluster {self.address}"
+        gpus = f", {self._gpus} GPU per run" if self._gpus else ""
+        return f"ray ({where}, {self.workers} workers{gpus})"
+
+    def share(self, value: Any) -> Any:
+        self._start()
+        return _ray().put(value)
+
+    def submit(self, key: str, fn: Callable, *args: Any) -> None:
+        remote = self._start()
+        self._refs[remote.remote(_task_env(), fn, *args)] = key
+
+    def _collect(self, refs: list) -> list[tuple[str, Any]]:
+        ray = _ray()
+        out = []
+        for ref in refs:
+            key = self._refs.pop(ref)
+            try:
+                out.append((key, ray.get(ref)))
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, BaseException):
+                    out.append((key, _failure(key, cause, str(err))))
+                else:
+                    out.append((key, Failure(key, _first_line(err), str(err))))
+            except (
+                ray.exceptions.RayError
+            ) as err:  # worker died, out of memory, node lost
+                f = Failure(
+                    key, f"worker lost: {_first_line(err)}", str(err), True, err
+                )
+                out.append((key, f))
+        return out
+
+    def wait(self, timeout: float | None = None) -> list[tuple[str, Any]]:
+        if not self._refs:
+            if timeout:
+                time.sleep(timeout)
+            return []
+        ray = _ray()
+        refs = list(self._refs)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # short waits: a blocking ray.wait would not let Ctrl-C (KeyboardInterrupt) through
+            left = _SIGNAL_POLL if deadline is None else deadline - time.monotonic()
+            ready, _ = ray.wait(
+                refs, num_returns=1, timeout=max(min(left, _SIGNAL_POLL), 0)
+            )
+            if ready or (deadline is not None and time.monotonic() >= deadline):
+                break
+        if ready:  # everything else that finished meanwhile, too
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return self._collect(ready)
+
+    def cancel(self) -> list[tuple[str, Any]]:
+        if not self._refs:
+            return []
+        ray = _ray()
+        refs = list(self._refs)
+        ready, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in running:
+            ray.cancel(ref, force=True)  # stops the worker process of a running task
+            self._refs.pop(ref, None)
+        return self._collect(ready)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _ray():
+    # Ray is optional (only this executor needs it) and slow to import: imported on first use
+    if "ray" not in sys.modules:
+        import warnings
+
+        for key, value in _RAY_ENV.items():  # read when Ray is imported
+            os.environ.setdefault(key, value)
+
+        # imported in a notebook kernel, Ray says ipywidgets is missing (an INFO log) and
+        # tqdm warns about IProgress: neither concerns a sweep, keep them out of notebooks
+        logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import ray  # noqa: F401
+    return sys.modules["ray"]
+
+
+def _start_ray(workers: int, address: str | None) -> None:
+    """Start a local Ray instance (``address`` None) or join a cluster, once per process."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    common = dict(log_to_driver=False, logging_level=logging.ERROR)
+    if not address:
+        # local workers inherit this environment (so the workers Ray starts with the instance
+        # already have the pinned threads); this process's TensorFlow gets the same pins
+        os.environ.update(_THREAD_ENV)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, **common)
+    else:  # a cluster's nodes get the settings and the code with the job
+        import companion  # only for their folders (lqs imports TensorFlow: not at the top)
+        import lqs
+
+        env_vars = {**_THREAD_ENV, **_RAY_ENV}
+        if "PYTHONHASHSEED" in os.environ:
+            env_vars["PYTHONHASHSEED"] = os.environ["PYTHONHASHSEED"]
+        runtime_env = {
+            "env_vars": env_vars,
+            "py_modules": [
+                os.path.dirname(lqs.__file__),
+                os.path.dirname(companion.__file__),
+            ],
+        }
+        ray.init(address=address, runtime_env=runtime_env, **common)
+    atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Shut down the Ray instance this process started or joined (no-op without Ray)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------
+# choosing one
+
+
+def executor_name(name: str | None = None) -> str:
+    """``name``, else ``LQS_EXECUTOR``, else ``"serial"``; ``ValueError`` for anything unknown."""
+    chosen = name if name is not None else os.environ.get(ENV_EXECUTOR, "").strip()
+    chosen = chosen or "serial"
+    if chosen not in EXECUTORS:
+        source = "executor" if name is not None else ENV_EXECUTOR
+        raise ValueError(
+            f"{source}={chosen!r} is not an executor; allowed: "
+            f"{', '.join(map(repr, EXECUTORS))} (e.g. {ENV_EXECUTOR}=serial)"
+        )
+    return chosen
+
+
+def get_executor(name: str | Executor | None = None) -> Executor:
+    """A new executor ``name`` (or ``LQS_EXECUTOR``; default ``serial``) for one sweep.
+
+    Executors are cheap: the Ray instance behind :class:`RayExecutor` is started once per
+    process and shared. An :class:`Executor` instance is returned as it is.
+    """
+    if isinstance(name, Executor):
+        return name
+    return SerialExecutor() if executor_name(name) == "serial" else RayExecutor()
