@@ -780,9 +780,6 @@ def execute(
     notebook keeps what a reader needs (:func:`clean_outputs`): each bar's final line, no
     library log lines, no empty outputs.
     """
-    import jupytext
-    import papermill as pm
-
     params = resolve_parameters(notebook, profile, overrides)
     results_dir, executed = output_locations(notebook, profile, overrides)
     try:
@@ -792,6 +789,28 @@ def execute(
         log(f"[companion.engine.runner] {err}\n-> the 'not run' result: {written}")
         return written
     params["results_dir"] = str(results_dir)
+    _prepare_outputs(params, results_dir, executed, log)
+    log(
+        f"[companion.engine.runner] {notebook} (profile {profile}) -> results in "
+        f"{results_dir}, notebook {executed}"
+    )
+    failed = executed.with_suffix(".failed.ipynb")
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"lqs-{notebook}-") as tmp:
+        output = _papermill(notebook, params, Path(tmp), failed, echo, log)
+        _clean_file(output)
+        atomic_write(executed, lambda p: shutil.copyfile(output, p))
+    failed.unlink(missing_ok=True)
+    log(f"[companion.engine.runner] {notebook} done in {time.time() - start:.0f} s")
+    return executed
+
+
+def _prepare_outputs(
+    params: dict[str, Any], results_dir: Path, executed: Path, log
+) -> None:
+    """Create the output folders, remove leftovers of killed runs, write the parameters
+    and remove the previous executed notebook (a failed run must not leave an older
+    success looking current)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
     for folder in dict.fromkeys((results_dir, executed.parent)):
@@ -799,64 +818,60 @@ def execute(
             folder, older_than=STALE_SECONDS, extra=("*.partial.ipynb",)
         ):
             log(
-                f"[companion.engine.runner] removed the leftover temporary file {stale} (of a run that was killed)"
+                f"[companion.engine.runner] removed the leftover temporary file {stale} "
+                "(of a run that was killed)"
             )
     atomic_write_text(
         results_dir / "parameters.json",
         json.dumps(params, indent=2, sort_keys=True, default=str),
     )
-    failed = executed.with_suffix(".failed.ipynb")
-    executed.unlink(
-        missing_ok=True
-    )  # a failed run must not leave the previous success looking current
-    log(
-        f"[companion.engine.runner] {notebook} (profile {profile}) -> results in {results_dir}, notebook {executed}"
-    )
+    executed.unlink(missing_ok=True)
 
-    nb = jupytext.read(paths.NOTEBOOKS_DIR / f"{notebook}.md")
-    with tempfile.TemporaryDirectory(prefix=f"lqs-{notebook}-") as tmp:
-        source, output = (
-            Path(tmp) / f"{notebook}.ipynb",
-            Path(tmp) / f"{notebook}.out.ipynb",
-        )
-        jupytext.write(nb, source)
-        start = time.time()
-        try:
-            with _kernel_environment():
-                pm.execute_notebook(
-                    str(source),
-                    str(output),
-                    parameters=params,
-                    kernel_name="python3",
-                    cwd=str(paths.ROOT),
-                    progress_bar=sys.stderr.isatty(),
-                    log_output=False,
-                    stdout_file=sys.stdout if echo else None,
-                    stderr_file=sys.stderr if echo else None,
-                    extra_arguments=list(KERNEL_ARGUMENTS),
-                )
-        except BaseException as err:
-            kept = None
-            if output.exists():
-                with contextlib.suppress(ValueError, OSError):  # keep it raw then
-                    _clean_file(output)
-                atomic_write(failed, lambda p: shutil.copyfile(output, p))
-                kept = failed
-            log(
-                f"[companion.engine.runner] {notebook} FAILED after {time.time() - start:.0f} s"
-                + (f"; see {failed}" if kept else "")
+
+def _papermill(
+    notebook: str, params: dict[str, Any], tmp: Path, failed: Path, echo: bool, log
+) -> Path:
+    """Execute the notebook's MyST source with papermill into ``tmp``; return the output.
+
+    On failure the (cleaned) output is kept as ``failed`` and :class:`NotebookFailed` is
+    raised with the exception's last line; KeyboardInterrupt and SystemExit propagate.
+    """
+    import jupytext
+    import papermill as pm
+
+    source, output = tmp / f"{notebook}.ipynb", tmp / f"{notebook}.out.ipynb"
+    jupytext.write(jupytext.read(paths.NOTEBOOKS_DIR / f"{notebook}.md"), source)
+    start = time.time()
+    try:
+        with _kernel_environment():
+            pm.execute_notebook(
+                str(source),
+                str(output),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(paths.ROOT),
+                progress_bar=sys.stderr.isatty(),
+                log_output=False,
+                stdout_file=sys.stdout if echo else None,
+                stderr_file=sys.stderr if echo else None,
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
-            if not isinstance(
-                err, Exception
-            ):  # KeyboardInterrupt, SystemExit: stop as asked
-                raise
-            line, cell = _last_line(err)
-            raise NotebookFailed(notebook, line, kept, cell) from err
-        _clean_file(output)
-        atomic_write(executed, lambda p: shutil.copyfile(output, p))
-    failed.unlink(missing_ok=True)
-    log(f"[companion.engine.runner] {notebook} done in {time.time() - start:.0f} s")
-    return executed
+    except BaseException as err:
+        kept = None
+        if output.exists():
+            with contextlib.suppress(ValueError, OSError):  # keep it raw then
+                _clean_file(output)
+            atomic_write(failed, lambda p: shutil.copyfile(output, p))
+            kept = failed
+        log(
+            f"[companion.engine.runner] {notebook} FAILED after "
+            f"{time.time() - start:.0f} s" + (f"; see {failed}" if kept else "")
+        )
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: stop
+            raise
+        line, cell = _last_line(err)
+        raise NotebookFailed(notebook, line, kept, cell) from err
+    return output
 
 
 def main(argv: list[str] | None = None) -> int:
