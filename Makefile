@@ -106,6 +106,8 @@ notebooks: $(EXECUTED) ## execute every notebook with PROFILE's parameters (cach
 
 # baselines overlays the loss-term fronts that loss_terms writes: run it after loss_terms
 results/$(PROFILE)/executed/baselines.ipynb: | results/$(PROFILE)/executed/loss_terms.ipynb
+# dataset_insights takes its threshold from pareto_threshold's results (threshold_source)
+results/$(PROFILE)/executed/dataset_insights.ipynb: | results/$(PROFILE)/executed/pareto_threshold.ipynb
 
 run: venv ## rerun one notebook with new parameters: make run NB=pareto_threshold PARAMS="seeds=[0, 1] epochs=3"
 	@test -n "$(NB)" || { echo "NB=<notebook> is required; one of: $(NOTEBOOKS)"; exit 2; }

@@ -18,8 +18,8 @@ built with :func:`lqs.models.build_model`, compiled like :func:`companion.engine
 sparse categorical cross-entropy, accuracy) and trained for a few warm-up steps (graph tracing,
 reported separately as ``first_call_s``), then for ``steps`` timed steps; ``epoch_s`` =
 seconds per step x steps per epoch (``ceil(n / batch)``). ``eval_s_per_1k`` is the inference time
-for 1000 images (the per-epoch validation on the test set and the final evaluations cost
-``n_test / 1000`` times that), ``stats_s`` one call of the per-epoch quantizer statistics of
+for 1000 images (the per-epoch evaluation of the validation split costs ``n_val / 1000``
+times that, the final evaluations ``(n_train + n_val + n_test) / 1000`` times), ``stats_s`` one call of the per-epoch quantizer statistics of
 :class:`companion.engine.experiment.EpochStats`. ``cpu_s_per_step`` is process CPU time per step (all
 threads; ``epoch_cpu_s`` per epoch) and ``load1`` the 1-minute load average when the case ran: wall times on a busy machine
 are inflated, CPU times much less.
@@ -140,7 +140,7 @@ def to_markdown(df: pd.DataFrame, meta: dict) -> str:
             else ""
         )
         + "; excludes graph tracing (`first_call_s`, once per run) and the per-epoch validation "
-        "(`eval_s_per_1k` seconds per 1000 test images). `load1`: 1-minute load average during the case "
+        "(`eval_s_per_1k` seconds per 1000 validation images). `load1`: 1-minute load average during the case "
         "(> number of CPUs means the machine was shared and wall times are inflated). `epoch CPU s`: process "
         "CPU seconds (all threads) per epoch; on an otherwise idle machine with N cores the wall time of an "
         "epoch lies between `epoch CPU s / N` and `epoch CPU s`.",

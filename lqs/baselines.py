@@ -709,9 +709,13 @@ _CONV_KEYS = _COMMON_KEYS + (
 )
 
 
-def _ptq_replacement(layer, bits: int, per_channel: bool, quantize_bias: bool):
-    """The FixedBits twin of a Dense/Conv2D-like layer, or None for any other layer."""
+def _ptq_replacement(
+    layer, bits: int, per_channel: bool, quantize_bias: bool, quantize_dense: bool
+):
+    """The FixedBits twin of a Dense/Conv2D-like layer, or None for a layer left as it is."""
     if isinstance(layer, (keras.layers.Dense, QDense)):
+        if not quantize_dense:
+            return None
         cls, keys, channel = FixedBitsDense, _DENSE_KEYS, "column"
     elif isinstance(layer, (keras.layers.Conv2D, QConv2D)):
         cls, keys, channel = FixedBitsConv2D, _CONV_KEYS, "filter"
@@ -733,6 +737,7 @@ def ptq_minmax(
     per_channel: bool = False,
     *,
     quantize_bias: bool = False,
+    quantize_dense: bool = True,
 ) -> keras.Model:
     """Post-training symmetric min-max quantization of a trained model.
 
@@ -757,6 +762,9 @@ def ptq_minmax(
         per_channel: False (default): one scale per tensor; True: one per output channel
             (``"column"`` for Dense, ``"filter"`` for Conv2D).
         quantize_bias: also quantize biases (one scale per bias); default False keeps them float32.
+        quantize_dense: False leaves every Dense layer float32 (only the convolutions are
+            quantized), so PTQ quantizes the same layers as a trained network built with
+            ``quantize_dense=False`` (:func:`lqs.models.build_model`; the thesis's CNN and ResNet).
 
     Returns:
         The quantized clone (its layers implement the quantized-layer protocol for :mod:`lqs.memory`).
@@ -780,7 +788,7 @@ def ptq_minmax(
     pairs: list[tuple[Any, Any]] = []
 
     def clone_function(layer):
-        new = _ptq_replacement(layer, bits, per_channel, quantize_bias)
+        new = _ptq_replacement(layer, bits, per_channel, quantize_bias, quantize_dense)
         if new is None:
             new = layer.__class__.from_config(layer.get_config())
         pairs.append((new, layer))

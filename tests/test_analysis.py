@@ -194,6 +194,39 @@ def test_aggregate_seeds_mixed_none_groups_stay_separate():
     assert agg.loc["nested", "test_accuracy_mean"] == pytest.approx(0.85)
 
 
+def test_compression_mean_is_32n_over_mean_bits_and_ranks_like_bits():
+    """Regression: compression used to be the mean of per-seed ratios (10.74 bits shown as
+    3.30x although 32 / 10.74 = 2.98x), so a configuration with fewer mean bits could lose."""
+    n = 100
+    bits = {"a": [320, 1280], "b": [700, 700]}  # mean bits 800 vs 700: b is smaller
+    rows = [
+        {"dataset": "mnist", "method": m, "threshold": t, "seed": s,
+         "test_accuracy": 0.9, "mem_fp32_bits": 32 * n, "mem_total_bits": b,
+         "mem_compression": 32 * n / b}
+        for m, t in (("a", 1e-9), ("b", 1e-8)) for s, b in enumerate(bits[m])
+    ]  # fmt: skip
+    agg = analysis.aggregate_seeds(
+        pd.DataFrame(rows),
+        ["test_accuracy", "mem_total_bits", "mem_compression"],
+        by=["dataset", "method", "threshold"],
+    ).set_index("method")
+    by_hand = {m: 32 * n / np.mean(b) for m, b in bits.items()}  # 4.0 and 4.571
+    assert agg.loc["a", "mem_compression_mean"] == pytest.approx(by_hand["a"])
+    assert agg.loc["b", "mem_compression_mean"] == pytest.approx(by_hand["b"])
+    mean_of_ratios = np.mean(
+        [32 * n / b for b in bits["a"]]
+    )  # 6.25: the old, wrong value
+    assert agg.loc["a", "mem_compression_mean"] != pytest.approx(mean_of_ratios)
+    best = analysis.best_compression_table(
+        agg.reset_index().assign(method="nested"),
+        {"mnist": 0.9},
+        keep=["threshold"],
+        accuracy="test_accuracy_mean",
+    )
+    assert best["threshold"].item() == 1e-8  # fewer mean bits wins
+    assert best["compression"].item() == pytest.approx(by_hand["b"])
+
+
 # ------------------------------------------------------------------------------------ fronts
 
 
@@ -228,7 +261,9 @@ def _table() -> pd.DataFrame:
 
 def test_best_compression_table_against_hand_made_frame():
     ref = pd.Series({"mnist": 0.98, "fashion_mnist": 0.85})
-    table = analysis.best_compression_table(_table(), ref, keep=["threshold"])
+    table = analysis.best_compression_table(
+        _table(), ref, keep=["threshold"], accuracy="test_accuracy_mean"
+    )
     table = table.set_index(["dataset", "method"])
     assert len(table) == 3  # cifar10 has no reference
     row = table.loc[("mnist", "nested")]
@@ -250,30 +285,62 @@ def test_best_compression_table_against_hand_made_frame():
 
 def test_best_compression_table_respects_max_drop():
     ref = {"mnist": 0.98}
-    table = analysis.best_compression_table(_table(), ref, max_drop=0.1).set_index(
-        ["dataset", "method"]
-    )
+    table = analysis.best_compression_table(
+        _table(), ref, max_drop=0.1, accuracy="test_accuracy_mean"
+    ).set_index(["dataset", "method"])
     assert table.loc[("mnist", "nested"), "compression"] == 9.0
     assert table.loc[("mnist", "PTQ min-max per-tensor"), "compression"] == 16.0
 
 
-def test_reference_accuracy_takes_the_best_fp32_seed_mean():
+def test_reference_accuracy_picks_the_fp32_config_on_validation_reports_test():
     df = pd.DataFrame({
         "dataset": ["mnist"] * 4 + ["fashion_mnist"] * 2,
         "flavour": ["fp32"] * 4 + ["fp32", "nested"],
         "lr": [1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-3],
         "seed": [0, 1, 0, 1, 0, 0],
-        "test_accuracy": [0.96, 0.98, 0.90, 0.99, 0.8, 0.95],
+        # lr 1e-3 is better on validation (0.965 vs 0.94), lr 1e-4 on test (0.945 vs 0.97)
+        "val_accuracy": [0.96, 0.97, 0.93, 0.95, 0.7, 0.9],
+        "test_accuracy": [0.92, 0.93, 0.95, 0.99, 0.8, 0.95],
     })  # fmt: skip
     ref = analysis.reference_accuracy(df)
-    assert ref["mnist"] == pytest.approx(0.97)  # lr 1e-3: 0.97 beats lr 1e-4: 0.945
+    assert ref["mnist"] == pytest.approx(0.925)  # test mean of the validation choice
     assert ref["fashion_mnist"] == pytest.approx(0.8)  # nested rows are ignored
+    val = analysis.reference_accuracy(df, accuracy="val_accuracy")
+    assert val["mnist"] == pytest.approx(0.965)
     by_setup = analysis.reference_accuracy(
         df.assign(setup=df["dataset"].str.upper()), by="setup"
     )
-    assert by_setup["MNIST"] == pytest.approx(0.97)
+    assert by_setup["MNIST"] == pytest.approx(0.925)
     with pytest.raises(ValueError, match="not in the table"):
         analysis.reference_accuracy(df, by="setup")
+    with pytest.raises(ValueError, match="val_accuracy.*retraining"):
+        analysis.reference_accuracy(df.drop(columns="val_accuracy"))
+
+
+def test_best_compression_is_selected_on_validation_and_reports_test():
+    """Regression: λ/rate/lr/L2 were chosen on the test images that were then reported."""
+    agg = pd.DataFrame(
+        [
+            # λ, validation, test, compression
+            (1e-10, 0.975, 0.960, 5.0),
+            (1e-9, 0.972, 0.990, 7.0),  # best within 1 point on validation
+            (1e-8, 0.969, 0.985, 9.0),  # within on test, not on validation
+        ],
+        columns=["threshold", "val_accuracy_mean", "test_accuracy_mean",
+                 "mem_compression_mean"],
+    ).assign(dataset="mnist", method="nested")  # fmt: skip
+    best = analysis.best_compression_table(
+        agg, {"mnist": 0.98}, report_reference={"mnist": 0.97}, keep=["threshold"]
+    ).iloc[0]
+    assert best["threshold"] == 1e-9 and best["compression"] == 7.0
+    assert best["selection_accuracy"] == 0.972 and best["accuracy"] == 0.990
+    assert best["reference_accuracy"] == 0.97 and best["selection_reference"] == 0.98
+    on_test = analysis.best_compression_table(
+        agg, {"mnist": 0.98}, accuracy="test_accuracy_mean", keep=["threshold"]
+    )
+    assert on_test["threshold"].item() == 1e-8  # what selecting on test would pick
+    with pytest.raises(ValueError, match="val_accuracy_mean.*retraining"):
+        analysis.best_compression_table(agg.drop(columns="val_accuracy_mean"), {})
 
 
 # ------------------------------------------------------------------------------------ labels, formatting

@@ -355,6 +355,35 @@ def test_ptq_minmax_sequential_and_functional(trained_models, arch):
     assert set(logs) >= {"loss", "accuracy"}
 
 
+def test_ptq_quantizes_the_same_layers_as_the_trained_cnn():
+    """Regression: PTQ used to quantize the CNN's dense layers while the trained methods
+    (built with quantize_dense=False, the thesis's choice) kept them float32."""
+    from lqs.models import build_model
+    from lqs.protocol import is_quantized_layer
+
+    def quantized_names(model):
+        return sorted(layer.name for layer in model.layers if is_quantized_layer(layer))
+
+    shape = (8, 8, 1)
+    fp32 = build_model("cnn", "fp32", input_shape=shape, quantize_dense=False)
+    for flavour in ("nested", "lsq"):
+        trained = build_model("cnn", flavour, input_shape=shape, quantize_dense=False)
+        ptq = ptq_minmax(fp32, 4, quantize_dense=False)
+        assert quantized_names(ptq) == quantized_names(trained)
+        assert quantized_names(ptq) and not any(
+            isinstance(layer, FixedBitsDense) for layer in ptq.layers
+        )
+        dense = [layer for layer in ptq.layers if type(layer) is keras.layers.Dense]
+        assert len(dense) == 2  # float32, weights carried
+        for layer in dense:
+            for a, b in zip(
+                layer.get_weights(), fp32.get_layer(layer.name).get_weights()
+            ):
+                np.testing.assert_array_equal(a, b)
+    everything = ptq_minmax(fp32, 4)  # the default still quantizes every layer
+    assert sum(isinstance(layer, FixedBitsDense) for layer in everything.layers) == 2
+
+
 def test_ptq_minmax_starts_from_float_shadow_weights():
     keras.utils.set_random_seed(3)
     net = keras.Sequential(

@@ -216,6 +216,7 @@ def test_prepare_copies_results(
         "nb_one/snippet.md",
         "nb_one/sub/deep.svg",
         "nb_one/table.csv",
+        "regimes.md",
     ]
     assert "| Profile | `smoke` |" in (gen / "build_info.md").read_text()
 

@@ -28,10 +28,11 @@ from companion.engine.config import (
 # ------------------------------------------------------------------------------------------------
 # results must not change: hashes of valid configurations are pinned
 
-#: config -> hash under lqs 0.1.0 / CODE_VERSION "1" (computed before None handling changed; identical after)
+#: config -> hash under lqs 0.1.0 / CODE_VERSION "2" (recomputed when validation_fraction was added
+#: and CODE_VERSION went from "1" to "2": every hash changed, as every record's numbers do)
 PINNED = [
-    ({}, "4fe473b10cb3ccf3"),
-    ({"epochs": 3, "lr": 1e-3}, "2fbaed80b853d169"),
+    ({}, "51eda3de7b01d8cf"),
+    ({"epochs": 3, "lr": 1e-3}, "b41e809b52d94c02"),
     (
         {
             "dataset": "cifar10",
@@ -39,7 +40,7 @@ PINNED = [
             "bits": 8,
             "kernel_granularity": "filter",
         },
-        "4f39a1956c6acfcf",
+        "4bcb44a09d74fe68",  # ptq takes quantize_dense (the thesis CNN: convolutions only)
     ),
     (
         {
@@ -52,7 +53,7 @@ PINNED = [
             "train_limit": 500,
             "test_limit": 200,
         },
-        "f7e973facf7bba8a",
+        "2f218df49cb1753d",
     ),
     (
         {
@@ -62,7 +63,7 @@ PINNED = [
             "kernel_granularity": "column",
             "seed": 2,
         },
-        "98f02d0c0430108a",
+        "40c5a37f64c1a621",
     ),
     (
         {
@@ -72,20 +73,20 @@ PINNED = [
             "bits": 4,
             "quantize_dense": True,
         },
-        "49cf9dfcd95fac9c",
+        "1b57df88b9a1494e",
     ),
     # None for keys that do not act (fp32: bits, threshold) is still accepted: same hash as leaving them out
     (
         {"flavour": "fp32", "epochs": 1, "bits": None, "threshold": None},
-        "fe38f699e5871d27",
+        "a385886e9d32680a",
     ),
-    ({"flavour": "fp32", "epochs": 1}, "fe38f699e5871d27"),
+    ({"flavour": "fp32", "epochs": 1}, "a385886e9d32680a"),
 ]
 
 
 @pytest.mark.parametrize("cfg,expected", PINNED)
 def test_hash_of_known_configs_is_pinned(cfg, expected):
-    assert (lqs.__version__, config.CODE_VERSION) == ("0.1.0", "1"), (
+    assert (lqs.__version__, config.CODE_VERSION) == ("0.1.0", "2"), (
         "versions bumped: recompute the pins"
     )
     assert config_hash(cfg) == expected
@@ -155,6 +156,61 @@ def test_check_key_checks_one_key():
         check_key("seed", None)
     with pytest.raises(ValueError, match="unknown config key 'epoch'"):
         check_key("epoch", 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# validation_fraction
+
+
+def test_validation_fraction_default_and_accepted_values():
+    for flavour in ("nested", "fp32", "loss_terms", "lsq", "fixed_bits", "ptq"):
+        assert validate_config({"flavour": flavour})["validation_fraction"] == 0.1
+    for value, expected in (
+        (0, 0.0),
+        (0.0, 0.0),
+        (0.25, 0.25),
+        (np.float32(0.5) - 1e-3, 0.499),
+    ):
+        got = validate_config({"validation_fraction": value})["validation_fraction"]
+        assert type(got) is float and got == pytest.approx(expected)
+    assert config_hash({"validation_fraction": 0.2}) != config_hash({})
+    assert config_hash({"validation_fraction": 0.1}) == config_hash({})  # the default
+
+
+@pytest.mark.parametrize(
+    "value", [-0.1, -1e-12, 0.5, 0.75, 1.0, 10.0, math.nan, math.inf]
+)
+def test_validation_fraction_out_of_range_is_refused(value):
+    for check in (
+        lambda: validate_config({"validation_fraction": value}),
+        lambda: check_key("validation_fraction", value),
+    ):
+        with pytest.raises(ValueError) as err:
+            check()
+        msg = str(err.value)
+        assert (
+            f"config key 'validation_fraction' has the value {value!r} out of range"
+            in msg
+        )
+        assert "allowed: a number >= 0 and < 0.5" in msg  # the range
+        assert (
+            "Fix: " in msg
+            and "e.g. 0.1" in msg
+            and "or 0 for no validation split" in msg
+        )
+
+
+@pytest.mark.parametrize("value", ["0.1", True, None, [0.1]])
+def test_validation_fraction_wrong_type_is_refused(value):
+    with pytest.raises(ValueError, match=r"'validation_fraction'"):
+        validate_config({"validation_fraction": value})
+
+
+def test_validation_fraction_is_documented():
+    table = config.describe()
+    row = next(line for line in table.splitlines() if "`validation_fraction`" in line)
+    assert "`0.1`" in row and ">= 0 and < 0.5" in row and "stratified" in row
+    assert "validation_fraction" in config._PARENT_KEYS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,3 +297,15 @@ def test_bad_values_raise_value_error_naming_the_key(data):
 def test_unknown_keys_are_named(config_):
     with pytest.raises(ValueError, match="unknown config key"):
         validate_config(config_)
+
+
+def test_ptq_quantizes_the_same_layers_as_the_trained_methods():
+    """Regression: ptq ignored quantize_dense and quantized the CNN's dense layers too."""
+    for flavour in ("ptq", "nested", "lsq"):
+        cnn = validate_config({"dataset": "cifar10", "flavour": flavour, "bits": 4})
+        mlp = validate_config({"dataset": "mnist", "flavour": flavour, "bits": 4})
+        assert cnn["quantize_dense"] is False and mlp["quantize_dense"] is True
+    assert (
+        validate_config({"dataset": "mnist", "flavour": "fp32"})["quantize_dense"]
+        is None
+    )

@@ -170,6 +170,35 @@ def test_compare_pairs_per_class_confusion_and_most_changed(monkeypatch):
     )
 
 
+def test_per_class_swings_are_shown_against_an_fp32_seed_baseline(monkeypatch):
+    """The quantized network's per-class change next to what seed alone changes."""
+    x, y, _ = SPLITS["toy"]["test"]
+    other = {**FP32, "seed": FP32["seed"] + 1, "test_accuracy": 2 / 3}
+    probas = {
+        FP32["seed"]: np.eye(3)[[0, 1, 2]] * 0.9 + 0.1 / 3,
+        other["seed"]: np.eye(3)[[0, 0, 2]] * 0.9 + 0.1 / 3,  # the cat becomes an ant
+        "nested": np.eye(3)[[0, 1, 1]] * 0.9 + 0.1 / 3,
+    }
+    monkeypatch.setattr(data, "load_with_info", lambda *a, **k: (x, y, INFO))
+
+    def load(rec):
+        key = rec["flavour"] if rec["flavour"] != "fp32" else rec["seed"]
+        return SimpleNamespace(predict=lambda x, batch_size, verbose: probas[key])
+
+    monkeypatch.setattr(experiment, "load_model", load)
+    cmp = DF.compare_pairs({"toy": (FP32, QNT)}, top_k=5, seed_baselines={"toy": other})
+    assert list(cmp.per_class["seed_change"]) == [0.0, -1.0, 0.0]  # by hand
+    md = DF.per_class_markdown(cmp.per_class)
+    assert _rows(md)[2] == ["Toy", "owl", "1", "100.0", "0.0", "-100.0", "0.0"]
+    assert "next seed" in md
+    line = DF.hurt_line(cmp.per_class, cmp.confusion, "Toy", (FP32, QNT))
+    # seed moves the cat by 100 points too: no class moved more than seed alone does
+    assert line.endswith(
+        "a second FP32 network (next seed) moves a class by 33.3 points on average "
+        "and at most 100.0, so no class moved more than seed alone does."
+    )
+
+
 def test_comparison_figures_and_snippets(monkeypatch):
     cmp = _comparison(monkeypatch)
     pairs, labels = {"toy": (FP32, QNT)}, {"toy": "Toy"}
@@ -219,3 +248,53 @@ def test_insights_sample_indices_are_what_the_grid_draws():
         1: [3, 4],
         2: [5],
     }
+
+
+# ------------------------------------------------------------------------------------ λ source
+
+
+def _best_table() -> pd.DataFrame:
+    """A ``threshold_best.csv`` as pareto_threshold writes it (two setups, one without λ)."""
+    return pd.DataFrame(
+        [
+            ("mnist", "mlp", "scalar", True, 1e-6),
+            ("mnist", "mlp", "column", True, 1e-8),
+            ("fashion_mnist", "mlp", "scalar", False, None),
+        ],
+        columns=["dataset", "arch", "kernel_granularity", "within", "threshold"],
+    )
+
+
+def test_quantized_threshold_comes_from_the_pareto_threshold_results(tmp_path):
+    """Regression: dataset_insights used a typed λ = 1e-4 that was not even in the grid."""
+    path = tmp_path / "threshold_best.csv"
+    _best_table().to_csv(path, index=False)
+    quantized = {"flavour": "nested", "kernel_granularity": "column"}
+    setups = [{"dataset": "mnist", "arch": "mlp"}]
+    chosen = DF.quantized_configs(
+        setups, quantized, source="pareto_threshold", best_csv=path
+    )
+    assert chosen == {"mnist": {**quantized, "threshold": 1e-8}}
+    given = DF.quantized_configs(
+        setups, {**quantized, "threshold": 1e-3}, source="given", best_csv=path
+    )
+    assert given["mnist"]["threshold"] == 1e-3
+
+
+def test_quantized_threshold_errors_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "threshold_best.csv"
+    q = {"flavour": "nested", "kernel_granularity": "scalar"}
+    with pytest.raises(ValueError, match="does not exist.*pareto_threshold notebook"):
+        DF.quantized_configs(
+            [{"dataset": "mnist"}], q, source="pareto_threshold", best_csv=path
+        )
+    _best_table().to_csv(path, index=False)
+    with pytest.raises(ValueError, match="fashion_mnist.*threshold_source='given'"):
+        DF.quantized_configs(
+            [{"dataset": "fashion_mnist", "arch": "mlp"}],
+            q,
+            source="pareto_threshold",
+            best_csv=path,
+        )
+    with pytest.raises(ValueError, match="threshold_source='typed'.*allowed"):
+        DF.quantized_configs([{"dataset": "mnist"}], q, source="typed", best_csv=path)

@@ -289,6 +289,17 @@ def test_parent_config_shared_by_post_training_runs():
         and pa["arch"] == "cnn"
     )
     assert parent_config({**a, "pretrain_lr": 1e-3})["lr"] == 1e-3
+    # the parent holds out the child's validation split: same seed, train_limit and fraction
+    for child in (a, c):
+        for fraction in (0.0, 0.1, 0.25):
+            p = parent_config(
+                {**child, "validation_fraction": fraction, "train_limit": 50}
+            )
+            assert (p["validation_fraction"], p["train_limit"], p["seed"]) == (
+                fraction,
+                50,
+                0,
+            )
     assert parent_config({**a, "seed": 1}) != pa
     with pytest.raises(ValueError, match="only 'post_training'"):
         parent_config({})
@@ -347,6 +358,7 @@ _SENSITIVITY = {
     "pretrain_epochs": ({"mode": "post_training"}, 5),
     "seed": ({}, 1),
     "train_limit": ({}, 1000),
+    "validation_fraction": ({}, 0.2),
     "test_limit": ({}, 1000),
     "image_size": ({}, 32),
     "rate_inverse": ({"flavour": "loss_terms"}, 1e-6),
@@ -466,16 +478,18 @@ def test_run_record_columns_and_values(env):
         rec["dataset_label"] == "synthetic stand-in for mnist"
         and rec["dataset_source"] == "synthetic"
     )
-    assert (rec["n_train"], rec["n_test"], rec["image_shape"], rec["num_classes"]) == (
-        96,
-        40,
-        "8x8x1",
-        10,
-    )
+    # 96 training images, round(0.1 * 96) = 10 of them held out for validation
+    assert (
+        rec["n_train"],
+        rec["n_val"],
+        rec["n_test"],
+        rec["image_shape"],
+        rec["num_classes"],
+    ) == (86, 10, 40, "8x8x1", 10)
     assert 0 <= rec["test_accuracy"] <= 1 and 0 <= rec["train_accuracy"] <= 1
-    assert rec["best_test_accuracy"] >= rec["test_accuracy"] - 1e-6 and rec[
-        "best_epoch"
-    ] in (1, 2)
+    assert 0 <= rec["val_accuracy"] <= 1 and rec["val_loss"] > 0
+    assert rec["best_val_accuracy"] >= rec["val_accuracy"] - 1e-6
+    assert rec["best_epoch"] in (1, 2) and "best_test_accuracy" not in rec
     assert (
         rec["epochs_trained"] == 2
         and rec["train_seconds"] > 0
@@ -508,7 +522,7 @@ def test_run_record_columns_and_values(env):
             for stat in experiment.HISTORY_STATS:
                 assert f"{layer}/{param}/{stat}" in hist
     assert hist["val_accuracy"].iloc[1:].max() == pytest.approx(
-        rec["best_test_accuracy"]
+        rec["best_val_accuracy"]
     )
     assert hist["dense1/kernel/scale_mean"].iloc[0] == pytest.approx(
         lqs.quantizers.MIN_SCALE
@@ -573,7 +587,10 @@ def test_deterministic_reruns(env, flavour):
         "train_accuracy",
         "test_loss",
         "test_accuracy",
-        "best_test_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "best_val_accuracy",
+        "best_epoch",
         "mem_total_bits",
     ):
         assert a[key] == b[key], key
@@ -753,7 +770,7 @@ def test_steps_per_execution_changes_no_number(env, monkeypatch):
     cfg = {**TINY, "flavour": "loss_terms", "rate_inverse": 1e-4, "rate_max_bin": 1e-3}
     h = config_hash(cfg)
     results = []
-    # 96 images at batch 16 = 6 batches per epoch: one partial execution, 4 + 2, 1 x 6
+    # 86 training images at batch 16 = 6 batches per epoch: one partial execution, 4 + 2, 1 x 6
     for n in (default, 4, 1):
         monkeypatch.setattr(experiment, "STEPS_PER_EXECUTION", n)
         rec = experiment.run(cfg, force=True)
@@ -762,8 +779,202 @@ def test_steps_per_execution_changes_no_number(env, monkeypatch):
     assert seen == [default, 4, 1]
     (ref, ref_hist, ref_w), *others = results[::-1]
     for rec, hist, w in others:
-        for key in ("train_loss", "test_loss", "test_accuracy", "penalty_inverse"):
+        for key in (
+            "train_loss",
+            "test_loss",
+            "test_accuracy",
+            "val_loss",
+            "penalty_inverse",
+        ):
             assert rec[key] == ref[key], key
         pd.testing.assert_frame_equal(hist, ref_hist)
         for x, y in zip(w, ref_w, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+# ==================================================================================== validation split
+
+
+def test_validation_split_hand_computed():
+    # classes of 10, 9, 9, 5, 1 images, fraction 0.1: k = floor(3.4 + 0.5) = 3; fraction * n_c =
+    # 1.0, 0.9, 0.9, 0.5, 0.1 -> floors 1, 0, 0, 0, 0 and the 2 remaining slots go to the largest
+    # remainders (classes 1 and 2, 0.9 each) -> 1, 1, 1, 0, 0
+    y = np.repeat(np.arange(5), [10, 9, 9, 5, 1])
+    np.random.default_rng(0).shuffle(y)
+    tr, va = experiment.validation_split(y, 0.1, seed=0)
+    np.testing.assert_array_equal(np.bincount(y[va], minlength=5), [1, 1, 1, 0, 0])
+    assert len(tr) == 31 and len(va) == 3
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.25, 0.49])
+def test_validation_split_stratified_disjoint_and_seeded(fraction):
+    rng = np.random.default_rng(7)
+    y = rng.choice(10, size=1003, p=np.arange(1, 11) / 55)  # imbalanced classes
+    tr, va = experiment.validation_split(y, fraction, seed=3)
+    n, full = len(y), np.bincount(y, minlength=10)
+    assert len(va) == int(np.floor(fraction * n + 0.5))
+    # every class holds out fraction * count images, to within one
+    held = np.bincount(y[va], minlength=10)
+    assert np.all(np.abs(held - fraction * full) < 1), (held, fraction * full)
+    # disjoint, covering every image, original order kept
+    assert np.intersect1d(tr, va).size == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr, va])), np.arange(n))
+    assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0)
+    # the seed alone decides: equal seeds, equal splits; another seed, another split
+    again = experiment.validation_split(y.copy(), fraction, seed=3)
+    np.testing.assert_array_equal(again[0], tr)
+    np.testing.assert_array_equal(again[1], va)
+    other = experiment.validation_split(y, fraction, seed=4)
+    assert not np.array_equal(other[1], va)
+    np.testing.assert_array_equal(
+        np.bincount(y[other[1]], minlength=10), held
+    )  # same per-class counts
+
+
+def test_validation_split_empty_and_refused():
+    y = np.arange(96) % 10
+    for fraction, n in ((0.0, 96), (0.004, 96), (0.1, 4)):  # round(fraction * n) = 0
+        tr, va = experiment.validation_split(y[:n], fraction, seed=0)
+        np.testing.assert_array_equal(tr, np.arange(n))
+        assert va.size == 0
+    for bad in (0.5, -0.1, float("nan")):
+        with pytest.raises(
+            ValueError, match=r"validation_fraction must be >= 0 and < 0.5"
+        ):
+            experiment.validation_split(y, bad, seed=0)
+
+
+def test_best_epoch_is_chosen_on_validation():
+    hist = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2, 3, 4],
+            "accuracy": [0.1, 0.5, 0.6, 0.9, 0.95],  # training accuracy: ignored
+            "val_accuracy": [
+                0.99,
+                0.4,
+                0.8,
+                0.8,
+                np.nan,
+            ],  # epoch 0 (untrained): ignored
+        }
+    )
+    assert experiment._best_epoch(hist, 4) == (2, 0.8)  # the first of the tied best
+    assert experiment._best_epoch(hist.iloc[:1], 0) == (0, 0.99)  # ptq: epoch 0
+    assert experiment._best_epoch(hist.drop(columns="val_accuracy"), 4) is None
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """What every ``keras.Model.fit`` call received: training images, labels, validation_data."""
+    seen: list[dict] = []
+    original_fit = keras.Model.fit
+
+    def spy_fit(self, x=None, y=None, *args, **kwargs):
+        seen.append(
+            {"x": np.asarray(x), "y": np.asarray(y), "val": kwargs["validation_data"]}
+        )
+        return original_fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    return seen
+
+
+def _rows(x: np.ndarray) -> set[bytes]:
+    """Each image as bytes (the synthetic images are all different)."""
+    return {row.tobytes() for row in np.asarray(x).reshape(len(x), -1)}
+
+
+def _heldout(fit: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The training images a fit did not train on, found independently of validation_split."""
+    x, y, _ = fake_load_with_info("mnist", "train")
+    trained = _rows(fit["x"])
+    keep = np.array([row.tobytes() not in trained for row in x.reshape(len(x), -1)])
+    return x[keep], y[keep]
+
+
+def _evaluate_stored(rec: dict, x, y) -> dict:
+    model = experiment.load_model(rec)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model.evaluate(x, y, verbose=0, return_dict=True)
+
+
+def test_run_validates_on_heldout_training_images(env, fits):
+    rec = experiment.run({**TINY, "epochs": 3})
+    (fit,) = fits
+    x_val, y_val = fit["val"]
+    x_held, y_held = _heldout(fit)
+    # validation = exactly the training images not trained on; never the test set
+    assert _rows(x_val) == _rows(x_held) and len(x_val) == rec["n_val"] == 10
+    assert len(fit["x"]) == rec["n_train"] == 86
+    x_te, _, _ = fake_load_with_info("mnist", "test")
+    assert not _rows(x_val) & _rows(x_te) and not _rows(fit["x"]) & _rows(x_te)
+    np.testing.assert_array_equal(np.bincount(y_val, minlength=10), np.ones(10))
+    # the recorded validation metrics are the final model's on those images
+    ref = _evaluate_stored(rec, x_held, y_held)
+    assert rec["val_accuracy"] == pytest.approx(ref["accuracy"])
+    assert rec["val_loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    # the history's val_* are the validation split; the best epoch is picked on them
+    hist = experiment.load_history(rec)
+    assert hist["val_accuracy"].iloc[-1] == pytest.approx(rec["val_accuracy"])
+    val_acc = hist["val_accuracy"].to_numpy()[1:]
+    assert rec["best_epoch"] == 1 + int(np.argmax(val_acc))
+    assert rec["best_val_accuracy"] == pytest.approx(val_acc.max())
+
+
+def test_split_shared_by_flavours_of_one_seed(env, fits):
+    base = {**TINY, "epochs": 1}
+    configs = [
+        {**base, "flavour": "nested"},
+        {**base, "flavour": "loss_terms", "rate_inverse": 1e-4},
+        {**base, "flavour": "fp32"},
+        {**base, "flavour": "lsq", "bits": 3},
+        {**base, "flavour": "nested", "seed": 1},
+    ]
+    recs = [experiment.run(c) for c in configs]
+    assert len(fits) == 5 and len({r["config_hash"] for r in recs}) == 5
+    ref = fits[0]
+    for fit in fits[1:4]:  # seed 0: the same training images and validation split
+        np.testing.assert_array_equal(fit["x"], ref["x"])
+        np.testing.assert_array_equal(fit["y"], ref["y"])
+        np.testing.assert_array_equal(fit["val"][0], ref["val"][0])
+        np.testing.assert_array_equal(fit["val"][1], ref["val"][1])
+    other = fits[4]  # seed 1: another split of the same images
+    assert _rows(other["val"][0]) != _rows(ref["val"][0])
+    assert _rows(other["x"]) | _rows(other["val"][0]) == _rows(ref["x"]) | _rows(
+        ref["val"][0]
+    )
+
+
+def test_post_training_and_ptq_parent_trains_on_the_same_images(env, fits):
+    base = {**TINY, "pretrain_epochs": 1, "epochs": 1, "validation_fraction": 0.2}
+    child = experiment.run({**base, "mode": "post_training"})
+    parent_fit, child_fit = fits
+    np.testing.assert_array_equal(parent_fit["x"], child_fit["x"])
+    np.testing.assert_array_equal(parent_fit["val"][0], child_fit["val"][0])
+    parent = env.store.load_record(child["parent_hash"])
+    assert parent["validation_fraction"] == 0.2 and parent["n_val"] == child["n_val"]
+    assert child["n_val"] == round(0.2 * 96) and child["n_train"] == 96 - child["n_val"]
+    # ptq: the same parent (cached), evaluated on the split its parent never trained on
+    ptq = experiment.run({**base, "flavour": "ptq", "bits": 4})
+    assert len(fits) == 2 and ptq["parent_hash"] == child["parent_hash"]
+    x_held, y_held = _heldout(parent_fit)
+    ref = _evaluate_stored(ptq, x_held, y_held)
+    assert ptq["val_accuracy"] == pytest.approx(ref["accuracy"])
+    assert (ptq["best_epoch"], ptq["best_val_accuracy"]) == (0, ptq["val_accuracy"])
+    assert ptq["n_val"] == child["n_val"] and ptq["n_train"] == child["n_train"]
+    hist = experiment.load_history(ptq)
+    assert hist["val_accuracy"].iloc[0] == pytest.approx(ptq["val_accuracy"])
+
+
+def test_validation_fraction_zero_trains_on_everything(env, fits):
+    base = {**TINY, "epochs": 1, "pretrain_epochs": 1, "validation_fraction": 0}
+    rec = experiment.run(base)
+    ptq = experiment.run({**base, "flavour": "ptq", "bits": 4})
+    assert [f["val"] for f in fits] == [None, None]  # the run and ptq's FP32 parent
+    for r in (rec, ptq):
+        assert (r["n_train"], r["n_val"], r["validation_fraction"]) == (96, 0, 0.0)
+        for key in ("val_accuracy", "val_loss", "best_val_accuracy", "best_epoch"):
+            assert r[key] is None, key
+        assert 0 <= r["test_accuracy"] <= 1
+        assert "val_accuracy" not in experiment.load_history(r)
+    assert len(fits[0]["x"]) == 96

@@ -69,6 +69,7 @@ def _runs() -> pd.DataFrame:
     df["config_hash"] = [f"h{i}" for i in range(len(df))]
     df.loc[df["flavour"] == "fp32", "kernel_granularity"] = None
     df["train_accuracy"] = df["test_accuracy"]
+    df["val_accuracy"] = df["test_accuracy"]
     df["mem_compression"] = 32.0 / df["mem_bits_per_param"]
     df["mem_kib"] = df["mem_bits_per_param"] / 8.0
     return LT.annotate(df)
@@ -200,7 +201,8 @@ def test_figures_have_the_expected_panels_lines_and_units():
     runs = _runs()
     t = LT.summarise(runs)
     fig = LT.draw_overall(t, max_drop=0.01)
-    ax = fig.axes[0]
+    ax = fig.axes[0]  # one panel per dataset, not pooled across datasets
+    assert len(fig.axes) == len(t.setup_order) and ax.get_title() == SETUP
     assert ax.get_ylabel() == "test accuracy − FP32 (points)"
     assert [line.get_ydata()[0] for line in ax.get_lines()[:2]] == [0, -1.0]
     plt.close(fig)

@@ -6,6 +6,10 @@
   3.1-3.2);
 * :mod:`companion.chapters.analysis` -- grids, seed means, Pareto fronts,
   best-compression tables, snippets (shared by the experiment notebooks);
+* :mod:`companion.chapters.stats` -- paired per-seed statistics, equivalence tests,
+  Holm's correction and the verdict rules (experiments and generalization);
+* :mod:`companion.chapters.paired` -- the paired checks of the configurations a
+  best-compression table selects (accuracy bar with its interval, ranking, λ ties);
 * :mod:`companion.chapters.thresholds`, :mod:`companion.chapters.lr_reg`,
   :mod:`companion.chapters.loss_terms`, :mod:`companion.chapters.comparison` -- the
   figures and generated Markdown of ``pareto_threshold``, ``pareto_lr_reg``,

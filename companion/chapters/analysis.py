@@ -11,11 +11,14 @@ run) into figures and generated Markdown with the helpers here.
   collapses for nested runs).
 * :func:`aggregate_seeds` -- mean, sample standard deviation (``ddof=1``; NaN for one
   seed) and count over seeds of every configuration; Pareto fronts are computed on these
-  seed means.
+  seed means. A compression's "mean" is the compression of the mean model size,
+  :math:`32 n / \\bar b` with :math:`\\bar b` the mean total bits
+  (:data:`RATIO_OF_MEANS`), so it agrees with the mean-bits column and ranks
+  configurations exactly as mean bits do.
 * :func:`mark_front` / :func:`fronts` -- Pareto fronts (:mod:`lqs.pareto`) per group.
 * :func:`reference_accuracy` and :func:`best_compression_table` -- "best compression at
   <= 1 point accuracy loss vs FP32", one row per group, with the parameters that achieve
-  it.
+  it; chosen on the validation split (:data:`SELECT_ON`), reported on the test set.
 * :func:`write_snippet`, :func:`write_csv` -- atomic writes (temporary file + rename);
   figures are saved by :func:`companion.chapters.style.save_figure`.
 * :func:`history_stats` -- per-epoch quantizer statistics (scales, integer ranges,
@@ -67,9 +70,14 @@ __all__ = [
     "granularity_fits",
     "baseline_granularity",
     "config_columns",
+    "config_id",
+    "BUDGET_KEYS",
+    "total_epochs",
+    "RATIO_OF_MEANS",
     "aggregate_seeds",
     "mark_front",
     "fronts",
+    "SELECT_ON",
     "reference_accuracy",
     "best_compression_table",
     "method_label",
@@ -100,24 +108,21 @@ METHOD_ORDER: tuple[str, ...] = (
     "PTQ min-max per-channel",
     "fixed-bit STE per-tensor",
     "fixed-bit STE per-channel",
+    "fixed-bit STE per-tensor from FP32",
+    "fixed-bit STE per-channel from FP32",
     "LSQ per-tensor",
     "LSQ per-channel",
+    "LSQ per-tensor from FP32",
+    "LSQ per-channel from FP32",
 )
-
-#: used when companion.engine.config is not importable (it always is in the package; kept for robustness)
-_FALLBACK_KEYS = (
-    "dataset", "arch", "flavour", "mode", "kernel_granularity", "bias_granularity", "quantize_bias",
-    "quantize_dense", "threshold", "all_above_vote", "aggregate", "init_bits", "bits", "lr", "pretrain_lr",
-    "l2", "optimizer", "batch_size", "epochs", "pretrain_epochs", "seed", "train_limit", "test_limit",
-    "image_size", "rate_inverse", "rate_max_bin", "rate_deviation", "deviation_form", "deterministic",
-)  # fmt: skip
+#: suffix of a trained baseline that starts from the trained FP32 network (post_training)
+FROM_FP32 = " from FP32"
 
 
 def _config_module():
-    try:
-        from companion.engine import config
-    except ImportError:  # pragma: no cover - part of the package
-        return None
+    """:mod:`companion.engine.config`, imported when first needed (it loads TensorFlow)."""
+    from companion.engine import config
+
     return config
 
 
@@ -156,7 +161,7 @@ def setup_config(
     }
     options = {k: setup[k] for k in SETUP_OPTIONS if k in setup}
     cfg = _config_module()
-    if base.get("arch") is None and cfg is not None:
+    if base.get("arch") is None:
         base["arch"] = cfg.default_arch(base["dataset"])
     return base, options
 
@@ -269,7 +274,7 @@ def granularity_fits(config: Mapping[str, Any]) -> bool:
     gran = config.get("kernel_granularity")
     if gran is not None:
         check_granularities([gran])
-    if cfg is None or gran is None:
+    if gran is None:
         return True
     arch = config.get("arch") or cfg.default_arch(
         config.get("dataset", cfg.SCHEMA["dataset"].default)
@@ -343,18 +348,73 @@ def grid(
     return out
 
 
+#: configuration keys that define a run's data and training budget: two runs are comparable
+#: (overlaid, paired) only when all of them are equal
+BUDGET_KEYS: tuple[str, ...] = (
+    "dataset", "arch", "train_limit", "test_limit", "validation_fraction", "image_size",
+    "epochs", "batch_size", "optimizer", "lr", "l2", "mode", "pretrain_epochs", "pretrain_lr",
+)  # fmt: skip
+
+
+def total_epochs(df: pd.DataFrame) -> pd.Series:
+    """Epochs of training each run has had in all: ``epochs``, plus ``pretrain_epochs`` of
+    its FP32 parent for a ``post_training`` run (its budget to compare at)."""
+    pre = pd.to_numeric(df["pretrain_epochs"], errors="coerce").fillna(0)
+    post = df["mode"].eq("post_training")
+    return (df["epochs"] + pre.where(post, 0)).astype(int)
+
+
 def config_columns(
     df: pd.DataFrame, *, exclude: Iterable[str] = ("seed",)
 ) -> list[str]:
     """Configuration keys (:data:`companion.engine.config.KEYS`) present as columns of ``df``, minus ``exclude``."""
     cfg = _config_module()
-    keys = cfg.KEYS if cfg is not None else _FALLBACK_KEYS
+    keys = cfg.KEYS
     skip = set(exclude)
     return [k for k in keys if k in df.columns and k not in skip]
 
 
+def config_id(df: pd.DataFrame, *, seed: str = "seed") -> pd.Series:
+    """One string per row naming its configuration without the seed (canonical JSON of
+    :func:`config_columns`): the runs of one configuration over seeds share it."""
+    cols = config_columns(df, exclude=(seed,))
+
+    def key(row: pd.Series) -> str:
+        values = {c: (None if _isna(row[c]) else row[c]) for c in cols}
+        return json.dumps(values, sort_keys=True, default=str)
+
+    if df.empty:
+        return pd.Series([], dtype=object, index=df.index)
+    return df.apply(key, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # seeds and fronts
+
+
+#: metrics whose seed "mean" is a ratio of means, ``mean(numerator) / mean(denominator)``:
+#: compression = FP32 bits / model bits, so its mean is 32·n / mean(total bits) (the mean of
+#: per-seed ratios would disagree with the bits column and favour seed-to-seed variation)
+RATIO_OF_MEANS: dict[str, tuple[str, str]] = {
+    "mem_compression": ("mem_fp32_bits", "mem_total_bits"),
+    "mem_q_compression": ("mem_q_fp32_bits", "mem_q_total_bits"),
+    "mem_compression_twos": ("mem_fp32_bits", "mem_total_bits_twos"),
+    "mem_q_compression_twos": ("mem_q_fp32_bits", "mem_q_total_bits_twos"),
+    "compression": ("mem_fp32_bits", "mem_total_bits"),
+}
+
+
+def _seed_mean(group: pd.DataFrame, metric: str, values: np.ndarray) -> float:
+    """Seed mean of ``metric``; a ratio metric (:data:`RATIO_OF_MEANS`) as a ratio of means."""
+    ratio = RATIO_OF_MEANS.get(metric)
+    if ratio is not None and all(c in group.columns for c in ratio):
+        num, den = (
+            pd.to_numeric(group[c], errors="coerce").to_numpy(dtype=float)
+            for c in ratio
+        )
+        ok = ~(np.isnan(num) | np.isnan(den))
+        return float(num[ok].mean() / den[ok].mean()) if ok.any() else math.nan
+    return float(values.mean()) if values.size else math.nan
 
 
 def aggregate_seeds(
@@ -375,7 +435,9 @@ def aggregate_seeds(
 
     Returns:
         The ``by`` columns, then ``<m>_mean``, ``<m>_std`` (sample standard deviation, ``ddof=1``;
-        NaN with one seed) and ``<m>_min``/``<m>_max`` for every metric, ``n_seeds`` (runs in the
+        NaN with one seed) and ``<m>_min``/``<m>_max`` for every metric (a compression's
+        ``_mean`` is the ratio of means of :data:`RATIO_OF_MEANS`, its spread that of the
+        per-seed ratios), ``n_seeds`` (runs in the
         group) and ``seeds`` (the sorted seeds, comma-separated).
     """
     if by is None:
@@ -397,7 +459,7 @@ def aggregate_seeds(
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float)
             values = values[~np.isnan(values)]
-            row[f"{m}_mean"] = float(values.mean()) if values.size else math.nan
+            row[f"{m}_mean"] = _seed_mean(group, m, values)
             row[f"{m}_std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
             row[f"{m}_min"] = float(values.min()) if values.size else math.nan
             row[f"{m}_max"] = float(values.max()) if values.size else math.nan
@@ -447,31 +509,43 @@ def fronts(
 # reference and best-compression tables
 
 
+#: the split every selection (λ, rate, lr, L2, best configuration, FP32 reference) is made on;
+#: test numbers are reported for the selected configurations (held out from the training data
+#: by the engine: ``validation_fraction``)
+SELECT_ON = "val_accuracy"
+
+
 def reference_accuracy(
     df: pd.DataFrame,
     by: str | Sequence[str] = "dataset",
     *,
     accuracy: str = "test_accuracy",
+    select: str = SELECT_ON,
     flavour: str = "flavour",
 ) -> pd.Series:
-    """FP32 reference accuracy per group: the best seed-mean accuracy of the ``fp32`` rows.
+    """FP32 reference accuracy per group: seed-mean ``accuracy`` of the best ``fp32`` configuration.
 
     ``df`` is the per-run table; seed means are taken per FP32 configuration, and with several
-    FP32 configurations in a group (e.g. two learning rates) the best one is the reference (the
-    conservative choice for "loss vs FP32"). The Series is indexed by ``by``.
+    FP32 configurations in a group (e.g. two learning rates) the one with the best seed-mean
+    ``select`` accuracy (the validation split) is the reference -- the conservative choice for
+    "loss vs FP32", made without looking at the test set. The Series is indexed by ``by``.
     """
     by_list = [by] if isinstance(by, str) else list(by)
     fp = df[df[flavour] == "fp32"]
     if fp.empty:
         return pd.Series(dtype=float, name=accuracy)
-    missing = [c for c in by_list if c not in fp.columns]
+    missing = [c for c in (*by_list, accuracy, select) if c not in fp.columns]
     if missing:
         raise ValueError(
-            f"reference_accuracy: columns {missing} not in the table (columns: {list(fp.columns)})"
+            f"reference_accuracy: columns {missing} not in the table (columns: "
+            f"{list(fp.columns)}); runs stored before the validation split need "
+            "retraining (a fresh results store)"
         )
     group_by = list(dict.fromkeys(by_list + config_columns(fp, exclude=("seed",))))
-    agg = aggregate_seeds(fp, [accuracy], by=group_by)
-    ref = agg.groupby(by_list, dropna=False)[f"{accuracy}_mean"].max()
+    agg = aggregate_seeds(fp, list(dict.fromkeys([accuracy, select])), by=group_by)
+    score = agg.assign(_score=agg[f"{select}_mean"].fillna(-np.inf))
+    best = agg.loc[score.groupby(by_list, dropna=False)["_score"].idxmax()]
+    ref = best.set_index(by_list)[f"{accuracy}_mean"]
     ref.name = accuracy
     return ref
 
@@ -483,36 +557,49 @@ def best_compression_table(
     by: Sequence[str] = ("dataset", "method"),
     ref_by: str | Sequence[str] = "dataset",
     max_drop: float = 0.01,
-    accuracy: str = "test_accuracy_mean",
+    accuracy: str = f"{SELECT_ON}_mean",
+    report: str = "test_accuracy_mean",
+    report_reference: Mapping[Any, float] | pd.Series | None = None,
     compression: str = "mem_compression_mean",
     keep: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Best compression within ``max_drop`` of the reference accuracy, one row per ``by`` group.
 
-    Uses :func:`lqs.pareto.best_within` on each group of ``agg`` (seed means, from
-    :func:`aggregate_seeds`). A group without a qualifying row keeps a row with NaN
-    values and ``within = False``; a group whose reference is unknown is left out.
+    The choice is made on ``accuracy`` (the validation split) against ``reference`` (FP32 on
+    the same split): :func:`lqs.pareto.best_within` on each group of ``agg`` (seed means,
+    from :func:`aggregate_seeds`); the winner's ``report`` accuracy (the test set) is what
+    the table reports. A group without a qualifying row keeps a row with NaN values and
+    ``within = False``; a group whose reference is unknown is left out.
 
     Arguments:
-        agg: table with ``accuracy`` and ``compression`` columns.
-        reference: reference accuracy keyed by the ``ref_by`` value(s) (e.g. FP32
-            accuracy per dataset).
+        agg: table with ``accuracy``, ``report`` and ``compression`` columns.
+        reference: selection-split reference accuracy keyed by the ``ref_by`` value(s)
+            (e.g. FP32 validation accuracy per dataset).
         by: grouping columns of the output (e.g. dataset and method).
         ref_by: column(s) whose value(s) key ``reference``.
         max_drop: allowed drop in accuracy units (0.01 = one percentage point).
-        accuracy, compression: column names.
+        accuracy: the selection column; report: the reported column of the winner.
+        report_reference: the reference on the ``report`` split (FP32 test accuracy),
+            shown as ``reference_accuracy``; None shows ``reference``.
+        compression: column name.
         keep: further columns copied from the winning row (parameters that achieve it,
             spread, ...).
 
     Returns:
-        One row per group with the columns ``by``, ``reference_accuracy``, ``within`` (a
-        row qualified), ``accuracy``, ``compression``, then ``keep``.
+        One row per group with the columns ``by``, ``reference_accuracy``,
+        ``selection_reference``, ``within`` (a row qualified), ``selection_accuracy``,
+        ``accuracy`` (``report`` of the winner), ``compression``, then ``keep``.
     """
+    missing = [c for c in (accuracy, report, compression) if c not in agg.columns]
+    if missing:
+        raise ValueError(
+            f"best_compression_table: columns {missing} not in the table; aggregate "
+            "val_accuracy and test_accuracy over seeds (runs stored before the "
+            "validation split need retraining)"
+        )
     ref_cols = [ref_by] if isinstance(ref_by, str) else list(ref_by)
     by = list(by)
-    ref_map = (
-        dict(reference.items()) if isinstance(reference, pd.Series) else dict(reference)
-    )
+    ref_map, shown_map = _as_map(reference), _as_map(report_reference)
     rows = []
     for key, group in agg.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -524,17 +611,34 @@ def best_compression_table(
         index = best_within(group[accuracy], group[compression], ref, max_drop=max_drop)
         best = None if index is None else group.iloc[index]
         row: dict[str, Any] = dict(zip(by, key, strict=True))
-        row["reference_accuracy"] = ref
+        row["reference_accuracy"] = float(shown_map.get(rkey, ref))
+        row["selection_reference"] = ref
         row["within"] = best is not None
-        row["accuracy"] = float(best[accuracy]) if best is not None else math.nan
-        row["compression"] = float(best[compression]) if best is not None else math.nan
+        for out, col in (
+            ("selection_accuracy", accuracy),
+            ("accuracy", report),
+            ("compression", compression),
+        ):
+            row[out] = float(best[col]) if best is not None else math.nan
         for c in keep:
             row[c] = best[c] if best is not None and c in best.index else None
         rows.append(row)
-    columns = (
-        by + ["reference_accuracy", "within", "accuracy", "compression"] + list(keep)
-    )
+    columns = by + [
+        "reference_accuracy",
+        "selection_reference",
+        "within",
+        "selection_accuracy",
+        "accuracy",
+        "compression",
+        *keep,
+    ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _as_map(values: Mapping[Any, float] | pd.Series | None) -> dict[Any, float]:
+    if values is None:
+        return {}
+    return dict(values.items()) if isinstance(values, pd.Series) else dict(values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,7 +649,9 @@ def method_label(row: Mapping[str, Any]) -> str:
     """Human name of a run's method from its configuration (see :data:`METHOD_ORDER`).
 
     ``fp32`` -> ``FP32``, ``nested`` -> ``nested``, ``loss_terms`` -> ``loss terms``; the baselines
-    name their granularity: ``scalar`` is per-tensor, any other (``column``/``filter``) per-channel.
+    name their granularity: ``scalar`` is per-tensor, any other (``column``/``filter``) per-channel;
+    a fixed-bit or LSQ network fine-tuned from the trained FP32 network (``post_training``, LSQ's
+    own protocol) ends in :data:`FROM_FP32`.
     """
     flavour = row.get("flavour")
     if flavour == "fp32":
@@ -561,7 +667,10 @@ def method_label(row: Mapping[str, Any]) -> str:
     )
     names = {"ptq": "PTQ min-max", "fixed_bits": "fixed-bit STE", "lsq": "LSQ"}
     if flavour in names:
-        return f"{names[flavour]} {per}"
+        start = (
+            FROM_FP32 if flavour != "ptq" and row.get("mode") == "post_training" else ""
+        )
+        return f"{names[flavour]} {per}{start}"
     raise ValueError(
         f"unknown flavour {flavour!r}; allowed: fp32, nested, loss_terms, ptq, fixed_bits, lsq"
     )
@@ -581,7 +690,7 @@ def method_style(method: str) -> dict[str, Any]:
     The colour is the method's one colour in every chapter
     (:func:`companion.chapters.style.method_color`: black FP32, blue nested, green loss
     terms, grey PTQ, purple fixed-bit, vermillion LSQ); per-channel variants use a
-    dashed line.
+    dashed line, variants started from FP32 a dotted one and an open marker.
     """
     family = next(
         (k for k in _METHOD_STYLE if method == k or method.startswith(k + " ")), None
@@ -591,9 +700,13 @@ def method_style(method: str) -> dict[str, Any]:
             f"unknown method {method!r}; allowed: {', '.join(METHOD_ORDER)}"
         )
     ls, marker = _METHOD_STYLE[family]
-    if method.endswith("per-channel"):
+    base = method.removesuffix(FROM_FP32)
+    if base.endswith("per-channel"):
         ls = "--"
-    return {"color": method_color(family), "ls": ls, "marker": marker}
+    style = {"color": method_color(family), "ls": ls, "marker": marker}
+    if base != method:
+        style.update(ls=":" if ls == "-" else "-.", mfc="white")
+    return style
 
 
 def add_method(df: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullLocator
 
-from companion.chapters import analysis
+from companion.chapters import analysis, paired, stats
+from companion.engine.config import validate_config
 
 __all__ = [
     "PLAN_NAMES",
@@ -41,14 +42,18 @@ __all__ = [
 
 #: the sweeps of the notebook, in training order (one progress bar each)
 PLAN_NAMES = ("FP32", "PTQ", "fixed-bit STE", "LSQ", "nested")
-#: loss-term runs are overlaid only where these keys equal the baselines' (data and
-#: budget)
-OVERLAY_KEYS = ["dataset", "arch", "train_limit", "test_limit", "epochs", "batch_size"]
+#: what must be equal for another notebook's run to share this notebook's data and
+#: training budget: data (dataset, subset sizes, validation split, image size), network,
+#: steps (epochs, batch size), optimizer, learning rate, L2, and the mode with its
+#: pretraining budget (a post-training run has had pretrain_epochs more)
+OVERLAY_KEYS = list(analysis.BUDGET_KEYS)
 #: metrics averaged over seeds
 METRICS = [
+    "val_accuracy",
     "test_accuracy",
     "train_accuracy",
     "mem_bits_per_param",
+    "mem_bits_per_param_twos",
     "mem_kib",
     "mem_compression",
     "mem_n_params",
@@ -90,13 +95,16 @@ def baseline_plans(
     nested_thresholds: Sequence[float],
     nested_granularities: Sequence[str],
     nested_mode: str,
+    lsq_modes: Sequence[str] | None = None,
 ) -> tuple[dict[str, list[dict]], list[dict]]:
     """Configurations per method (:data:`PLAN_NAMES`) and each setup's base config.
 
     The baselines' ``per_tensor``/``per_channel`` map to a kernel granularity per
-    network (:func:`~companion.chapters.analysis.baseline_granularity`); fixed-bit and
-    LSQ networks start from the FP32 parent in ``post_training`` mode. Unknown nested
-    granularities raise ``ValueError`` before anything trains.
+    network (:func:`~companion.chapters.analysis.baseline_granularity`); fixed-bit
+    networks train in ``qat_mode`` and LSQ networks in each of ``lsq_modes`` (default
+    ``[qat_mode]``; ``post_training`` starts from the trained FP32 network, the LSQ
+    paper's protocol). Unknown nested granularities raise ``ValueError`` before anything
+    trains.
     """
     analysis.check_granularities(nested_granularities, "nested_granularities")
     plans: dict[str, list[dict]] = {name: [] for name in PLAN_NAMES}
@@ -118,13 +126,18 @@ def baseline_plans(
             {**base, "flavour": "ptq", "mode": "post_training", "pretrain_lr": lr},
             {"kernel_granularity": per(ptq_granularities), "bits": ptq_bits, **sd},
         )
-        for name, flavour, bits in (
-            ("fixed-bit STE", "fixed_bits", fixed_bits),
-            ("LSQ", "lsq", lsq_bits),
+        for name, flavour, bits, qat_modes in (
+            ("fixed-bit STE", "fixed_bits", fixed_bits, [qat_mode]),
+            ("LSQ", "lsq", lsq_bits, list(lsq_modes or [qat_mode])),
         ):
             plans[name] += analysis.grid(
-                {**base, "flavour": flavour, "mode": qat_mode, "pretrain_lr": lr},
-                {"kernel_granularity": per(qat_granularities), "bits": bits, **sd},
+                {**base, "flavour": flavour, "pretrain_lr": lr},
+                {
+                    "mode": qat_modes,
+                    "kernel_granularity": per(qat_granularities),
+                    "bits": bits,
+                    **sd,
+                },
             )
         grans = analysis.check_granularities(
             opt.get("granularities", nested_granularities)
@@ -152,8 +165,13 @@ def loss_term_overlay(
     *,
     enabled: bool,
     folder_name: str,
+    mode: str = "from_scratch",
 ) -> tuple[pd.DataFrame, str]:
     """The ``loss_terms`` notebook's loss-term runs that match a base configuration.
+
+    A run matches when every key of :data:`OVERLAY_KEYS` equals that of the base validated as
+    a loss-term configuration in ``mode`` (so defaults such as ``l2 = 0`` or the optimizer
+    count, and ``pretrain_*`` only where the mode uses them).
 
     Arguments:
         bases: the base configuration of every setup (:func:`baseline_plans`).
@@ -161,6 +179,7 @@ def loss_term_overlay(
         enabled: the overlay switch of the notebook (off: no runs).
         folder_name: how the note names the folder (no machine-specific path in the
             book).
+        mode: the mode of the nested front the loss-term front is compared with.
 
     Returns:
         ``(runs, note)``: the matching runs labelled by :func:`label_runs`, and a
@@ -174,15 +193,19 @@ def loss_term_overlay(
     required = ("config_hash", "flavour", "test_accuracy", "mem_bits_per_param", "seed")
     table = analysis.read_run_tables(folder, pattern="runs.csv", required=required)
     table = table[table["flavour"] == "loss_terms"] if len(table) else table
+    wanted = [
+        validate_config({**b, "flavour": "loss_terms", "mode": mode}) for b in bases
+    ]
     parts = (
-        [analysis.matching_runs(table, b, OVERLAY_KEYS) for b in bases]
+        [analysis.matching_runs(table, w, OVERLAY_KEYS) for w in wanted]
         if len(table)
         else []
     )
     runs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if not len(runs):
         return runs, (
-            "No loss-term runs on the same data and budget in "
+            "No loss-term runs on the same data and budget (same "
+            f"{', '.join(OVERLAY_KEYS)}) in "
             f"`{folder_name}` (run the `loss_terms` notebook of this "
             "profile first); the loss-term front is not shown."
         )
@@ -191,12 +214,19 @@ def loss_term_overlay(
     ), f"{len(runs)} loss-term runs from `{folder_name}` overlaid."
 
 
-def seed_means(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
-    """Seed means of every configuration of both tables, by setup, method and config."""
+def all_runs(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
+    """Both tables, one row per run, with each run's ``config_id`` (its configuration
+    without the seed: the key that pairs a selected configuration's seeds)."""
     everything = (
         pd.concat([runs, loss_runs], ignore_index=True) if len(loss_runs) else runs
     )
-    by = ["setup", "method"] + analysis.config_columns(everything)
+    return everything.assign(config_id=analysis.config_id(everything))
+
+
+def seed_means(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
+    """Seed means of every configuration of both tables, by setup, method and config."""
+    everything = all_runs(runs, loss_runs)
+    by = ["setup", "method", "config_id"] + analysis.config_columns(everything)
     return analysis.aggregate_seeds(everything, METRICS, by=by)
 
 
@@ -218,7 +248,7 @@ def _annotate_bits(
 ) -> None:
     for _, r in g.iterrows():
         ax.annotate(
-            f"{int(r['bits'])}b",
+            f"b={int(r['bits'])}",
             (r["mem_bits_per_param_mean"], r["test_accuracy_mean"] * 100),
             textcoords="offset points",
             xytext=offset,
@@ -258,6 +288,7 @@ def _draw_methods(ax: plt.Axes, a: pd.DataFrame, annotate: bool) -> None:
             ms=6,
             lw=1.2,
             color=st["color"],
+            mfc=st.get("mfc", st["color"]),
             label=method,
         )
         if annotate:
@@ -323,9 +354,13 @@ def draw_accuracy_vs_memory(
 def accuracy_vs_memory_caption(with_loss_terms: bool) -> str:
     """Caption text of :func:`draw_accuracy_vs_memory` (names the loss terms)."""
     return (
-        "Test accuracy against memory of the baselines (FP32; PTQ min-max, "
-        "fixed-bit STE and LSQ at the bit widths annotated in the lower panel, "
-        "solid per-tensor, dashed per-channel) and the Pareto front of the nested "
+        "Test accuracy against measured memory (sign-magnitude bits, the thesis's "
+        "definition) of the baselines (FP32; PTQ min-max, fixed-bit STE and LSQ, "
+        "b = the grid's bit width annotated in the lower panel -- a symmetric b-bit "
+        "grid measures up to b + 1 bits; solid per-tensor, dashed per-channel; "
+        "dotted with open markers: started from the trained FP32 network, the LSQ "
+        "paper's protocol, which trains the pretraining epochs on top) and "
+        "the Pareto front of the nested "
         "quantizer over λ"
         + (" and of the loss-term networks" if with_loss_terms else "")
         + "; seed means ± std; dashed horizontal: FP32, dotted: one point below; "
@@ -334,9 +369,17 @@ def accuracy_vs_memory_caption(with_loss_terms: bool) -> str:
 
 
 def best_table(
-    agg: pd.DataFrame, reference: Mapping[str, float], *, max_drop: float
+    agg: pd.DataFrame,
+    reference: Mapping[str, float],
+    selection: Mapping[str, float],
+    *,
+    max_drop: float,
 ) -> pd.DataFrame:
-    """Best compression within ``max_drop`` of FP32 per setup and method, in order."""
+    """Best compression within ``max_drop`` of FP32 per setup and method, in order.
+
+    Chosen on the validation split against FP32's validation accuracy (``selection``);
+    reported: the chosen configuration's test accuracy next to FP32's (``reference``).
+    """
     keep = [
         "bits",
         "threshold",
@@ -348,13 +391,16 @@ def best_table(
         "rate_deviation",
         "deviation_form",
         "mem_bits_per_param_mean",
+        "mem_bits_per_param_twos_mean",
         "test_accuracy_std",
         "n_seeds",
+        "config_id",
     ]
     keep = [k for k in keep if k in agg.columns]
     best = analysis.best_compression_table(
         agg[agg["method"] != "FP32"],
-        reference,
+        selection,
+        report_reference=reference,
         by=["setup", "method"],
         ref_by="setup",
         max_drop=max_drop,
@@ -386,7 +432,19 @@ def achieved_by(r: Mapping[str, Any]) -> str:
         if "deviation" in text and isinstance(r.get("deviation_form"), str):
             text += f" ({r['deviation_form']})"
         return (text or "rates 0") + f", {r['kernel_granularity']}"
-    return f"{int(r['bits'])} bits"
+    return f"{int(r['bits'])}-bit grid"
+
+
+def _diff_text(r: Mapping[str, Any]) -> str:
+    """``-0.4 [-1.3, 0.5]``: paired test-accuracy difference to FP32 in points, interval."""
+    if pd.isna(r.get("acc_diff")):
+        return ""
+    if pd.isna(r.get("acc_diff_low")):
+        return f"{r['acc_diff'] * 100:+.1f} (n = {int(r['n_pairs'])}: no interval)"
+    return (
+        f"{r['acc_diff'] * 100:+.1f} [{r['acc_diff_low'] * 100:+.1f}, "
+        f"{r['acc_diff_high'] * 100:+.1f}]"
+    )
 
 
 def best_compression_markdown(
@@ -397,8 +455,12 @@ def best_compression_markdown(
     profile: str,
     loss_note: str,
 ) -> str:
-    """The ``best_compression`` snippet: a row per setup and method."""
+    """The ``best_compression`` snippet: a row per setup and method.
+
+    ``best`` is :func:`best_table` checked by :func:`companion.chapters.paired.accuracy_bar`.
+    """
     within = best["within"]
+    records = best.to_dict("records")
     shown = pd.DataFrame(
         {
             "setup": best["setup"],
@@ -412,77 +474,134 @@ def best_compression_markdown(
                     best["accuracy"], best["test_accuracy_std"], within, strict=True
                 )
             ],
+            "vs FP32 (pt, 95 % CI)": [_diff_text(r) for r in records],
+            "1-pt bar": [r["bar"] if r["within"] else "" for r in records],
             "bits / parameter": [
                 round(float(b), 2) if w else None
                 for b, w in zip(best["mem_bits_per_param_mean"], within, strict=True)
             ],
+            "bits / parameter (two's compl.)": [
+                round(float(b), 2) if w else None
+                for b, w in zip(
+                    best["mem_bits_per_param_twos_mean"], within, strict=True
+                )
+            ],
             "compression (×)": best["compression"].round(2),
-            "achieved by": [achieved_by(r) for r in best.to_dict("records")],
+            "achieved by": [achieved_by(r) for r in records],
         }
     )
     return (
         analysis.markdown_table(shown)
-        + "\nLargest compression (FP32 bits / quantized bits, scales included) "
-        f"whose seed-mean test accuracy is at most {max_drop * 100:g} point "
-        "below FP32; empty: no configuration of that method qualified. Seeds "
+        + "\nLargest compression (32 bits × parameters / seed-mean model bits, "
+        "scales included) whose seed-mean validation accuracy is at most "
+        f"{max_drop * 100:g} point below FP32's; its test accuracy is shown, with the "
+        "per-seed paired difference to FP32 (mean and 95 % t-interval, points). The "
+        f"bar is met (`within`) when the whole interval lies above −{max_drop * 100:g}"
+        ", missed (`below`) when it lies below, and `within noise` otherwise. Empty: "
+        "no configuration of that method qualified. Bits are measured: "
+        "`bits / parameter` counts each integer group with the thesis's symmetric "
+        "sign-magnitude width, ⌈log2(max|q|+1)⌉+1 (the compression column uses it), "
+        "the next column with the two's-complement width, which holds a b-bit grid "
+        "such as LSQ's −2^(b−1)…2^(b−1)−1 in b bits. Seeds "
         f"{', '.join(map(str, seeds))}, profile `{profile}`. {loss_note}\n"
     )
 
 
+def _ranking_text(rank: Mapping[str, Any] | None, b: pd.DataFrame) -> str:
+    """The ranking verdict of a setup with the compressions it compares."""
+    if rank is None or rank["verdict"] == "not shown":
+        return "not shown"
+    comp = dict(zip(b["method"].astype(str), b["compression"], strict=True))
+    if rank["verdict"] == "tie":
+        tied = [m.strip() for m in str(rank["tied"]).split(",")]
+        return "tie: " + ", ".join(f"{m} ({comp[m]:.2f}×)" for m in tied)
+    return f"{rank['verdict']} ({comp[rank['verdict']]:.2f}×)"
+
+
+def _lambda_text(ties: Mapping[str, Any] | None) -> str:
+    if ties is None or ties["verdict"] == "not shown":
+        return "" if ties is None else str(ties["best"])
+    return f"tie: {ties['tied']}" if ties["verdict"] == "tie" else str(ties["verdict"])
+
+
 def headline_table(
-    best: pd.DataFrame, setup_order: Sequence[str], *, max_drop: float
+    best: pd.DataFrame,
+    ranking: pd.DataFrame,
+    lambdas: pd.DataFrame,
+    setup_order: Sequence[str],
+    *,
+    max_drop: float,
 ) -> pd.DataFrame:
-    """Per setup: the nested quantizer's best compression and the best baseline's."""
+    """Per setup: which method compresses most (or a tie), nested's best and its λ.
+
+    ``ranking`` is :func:`companion.chapters.paired.compression_ranking`, ``lambdas``
+    :func:`companion.chapters.paired.threshold_ties`; a λ is named alone only when no
+    other qualifying λ ties with it.
+    """
     none = f"none within {max_drop * 100:g} pt"
+    rank = {r["setup"]: r for r in ranking.to_dict("records")}
+    lam = {r["setup"]: r for r in lambdas.to_dict("records")}
     rows = []
     for setup in setup_order:
-        b = best[best["setup"] == setup]
-        nest = b[(b["method"] == "nested") & b["within"]]
-        base_b = b[~b["method"].isin(["nested", "loss terms"]) & b["within"]]
-        base_b = base_b.sort_values("compression", ascending=False)
-        top = base_b.iloc[0] if len(base_b) else None
-        has = len(nest) > 0
+        b = best[(best["setup"] == setup) & best["within"]]
+        nest = b[b["method"] == "nested"]
         rows.append(
             {
                 "dataset · network": setup,
-                "FP32 accuracy (%)": (
-                    analysis.fmt_pm(b["reference_accuracy"].iloc[0], None)
-                    if len(b)
-                    else ""
+                "FP32 accuracy (%)": analysis.fmt_pm(
+                    best.loc[best["setup"] == setup, "reference_accuracy"].iloc[0], None
                 ),
+                "most compression": _ranking_text(rank.get(setup), b)
+                if len(b)
+                else none,
                 "nested: compression (×)": round(float(nest["compression"].iloc[0]), 2)
-                if has
+                if len(nest)
                 else None,
-                "nested: accuracy (%)": analysis.fmt_pm(nest["accuracy"].iloc[0], None)
-                if has
-                else "",
-                "nested: λ": analysis.fmt_sci(nest["threshold"].iloc[0])
-                if has
-                else none,
-                "best baseline": f"{top['method']}, {int(top['bits'])} bits"
-                if top is not None
-                else none,
-                "baseline: compression (×)": (
-                    round(float(top["compression"]), 2) if top is not None else None
-                ),
+                "nested: λ": _lambda_text(lam.get(setup)) if len(nest) else none,
             }
         )
     return pd.DataFrame(rows)
 
 
-def headline_claim(best: pd.DataFrame, *, max_drop: float) -> str:
-    """The sentence the book quotes: the nested quantizer's best reduction."""
-    within = best[(best["method"] == "nested") & best["within"]]
-    if not len(within):
-        return (
-            f"No nested configuration stayed within {max_drop * 100:g} point of "
-            "FP32 accuracy in this profile."
-        )
-    w = within.loc[within["compression"].idxmax()]
+def headline_claim(ranking: pd.DataFrame, best: pd.DataFrame) -> str:
+    """The sentence the book quotes: per setup, who compresses most, or that it is a tie."""
+    parts = []
+    for r in ranking.to_dict("records"):
+        b = best[(best["setup"] == r["setup"]) & best["within"]]
+        text = _ranking_text(r, b)
+        if r["verdict"] in ("tie", "not shown"):
+            parts.append(f"{r['setup']}: no single method compresses most ({text}).")
+        else:
+            parts.append(f"{r['setup']}: {text} compresses most.")
+    return " ".join(parts)
+
+
+def headline_markdown(
+    best: pd.DataFrame,
+    ranking: pd.DataFrame,
+    lambdas: pd.DataFrame,
+    setup_order: Sequence[str],
+    *,
+    max_drop: float,
+    seeds: Sequence[int],
+    profile: str,
+) -> str:
+    """The ``headline`` snippet: headline table and claim, the rule, provenance.
+
+    The table is stacked (one row per quantity, one column per setup) so that it fits
+    the first page's text column whatever the number of setups a profile runs.
+    """
+    table = headline_table(best, ranking, lambdas, setup_order, max_drop=max_drop)
     return (
-        "Largest memory reduction of the nested quantizer within "
-        f"{max_drop * 100:g} point of FP32 accuracy: **{w['compression']:.1f}×** "
-        f"({w['setup']}, λ = {analysis.fmt_sci(w['threshold'])})."
+        analysis.markdown_table(_stacked(table, "dataset · network"))
+        + "\n"
+        + headline_claim(ranking, best)
+        + f" Each method's configuration is the one with the largest compression "
+        f"whose seed-mean validation accuracy is within {max_drop * 100:g} point of "
+        "FP32's; test accuracy shown. "
+        + stats.rule_text("ranking", alpha=1 - paired.CONFIDENCE)
+        + " Compared: total model bits per seed (lower is better). Seeds "
+        f"{', '.join(map(str, seeds))}; profile `{profile}`.\n"
     )
 
 
@@ -499,27 +618,3 @@ def _stacked(table: pd.DataFrame, key: str) -> pd.DataFrame:
     for _, row in table.iterrows():
         stacked[str(row[key])] = [text(row[c]) for c in columns]
     return stacked
-
-
-def headline_markdown(
-    best: pd.DataFrame,
-    setup_order: Sequence[str],
-    *,
-    max_drop: float,
-    seeds: Sequence[int],
-    profile: str,
-) -> str:
-    """The ``headline`` snippet: headline table and claim, provenance.
-
-    The table is stacked (one row per quantity, one column per setup) so that it fits
-    the first page's text column whatever the number of setups a profile runs.
-    """
-    table = headline_table(best, setup_order, max_drop=max_drop)
-    return (
-        analysis.markdown_table(_stacked(table, "dataset · network"))
-        + "\n"
-        + headline_claim(best, max_drop=max_drop)
-        + f" Best compression at ≤ {max_drop * 100:g} point accuracy loss vs "
-        f"FP32, seed means over seeds {', '.join(map(str, seeds))}; profile "
-        f"`{profile}`.\n"
-    )

@@ -35,7 +35,11 @@ __all__ = [
     "pixel_stats_markdown",
     "intensity_histograms",
     "draw_intensity_histograms",
+    "THRESHOLD_SOURCES",
+    "threshold_from_front",
+    "quantized_configs",
     "train_pairs",
+    "train_seed_baselines",
     "check_reloaded",
     "PairComparison",
     "compare_pairs",
@@ -249,26 +253,116 @@ def draw_intensity_histograms(
     return fig
 
 
+#: where the quantized network's threshold comes from: the ``quantized`` parameter as given,
+#: or the ``pareto_threshold`` notebook's best λ (within one point of FP32, selected on the
+#: validation split) for the same dataset, network and granularity
+THRESHOLD_SOURCES: tuple[str, ...] = ("given", "pareto_threshold")
+
+
+def threshold_from_front(
+    best: pd.DataFrame, setup: Mapping[str, Any], granularity: str, where: str
+) -> float:
+    """The best λ of ``pareto_threshold`` (its ``threshold_best.csv`` as ``best``) for a setup.
+
+    Raises ``ValueError`` naming ``where`` (the file) and the fix when the table has no
+    qualifying λ for the setup's dataset, network and ``granularity``.
+    """
+    rows = best[
+        (best["dataset"] == setup["dataset"])
+        & (best["arch"] == setup.get("arch", best["arch"]))
+        & (best["kernel_granularity"] == granularity)
+    ]
+    rows = rows[rows["within"].astype(bool) & rows["threshold"].notna()]
+    if rows.empty:
+        raise ValueError(
+            f"threshold_source='pareto_threshold': {where} has no λ within the accuracy "
+            f"bar for dataset {setup['dataset']!r}, arch {setup.get('arch')!r}, "
+            f"granularity {granularity!r}; run the pareto_threshold notebook of this "
+            "profile with that setup first, or set threshold_source='given' and "
+            "quantized.threshold to a number"
+        )
+    return float(rows["threshold"].iloc[0])
+
+
+def quantized_configs(
+    setups: Sequence[Mapping[str, Any]],
+    quantized: Mapping[str, Any],
+    *,
+    source: str,
+    best_csv: Any,
+) -> dict[str, dict[str, Any]]:
+    """The quantized configuration per dataset: ``quantized``, its λ from ``source``.
+
+    Arguments:
+        setups: the notebook's setups (dataset, arch, overrides).
+        quantized: the configuration keys of the quantized run.
+        source: one of :data:`THRESHOLD_SOURCES`.
+        best_csv: path of ``pareto_threshold``'s ``threshold_best.csv`` (read for
+            ``source='pareto_threshold'`` only).
+    """
+    if source not in THRESHOLD_SOURCES:
+        raise ValueError(
+            f"threshold_source={source!r} is not allowed; allowed: "
+            f"{', '.join(map(repr, THRESHOLD_SOURCES))}"
+        )
+    if source == "given":
+        return {s["dataset"]: dict(quantized) for s in setups}
+    try:
+        best = pd.read_csv(best_csv)
+    except FileNotFoundError:
+        raise ValueError(
+            f"threshold_source='pareto_threshold' needs {best_csv}, which does not "
+            "exist: run the pareto_threshold notebook of this profile first (make "
+            "notebooks runs it before this one), or set threshold_source='given'"
+        ) from None
+    granularity = quantized.get("kernel_granularity", "scalar")
+    return {
+        s["dataset"]: {
+            **quantized,
+            "threshold": threshold_from_front(best, s, granularity, str(best_csv)),
+        }
+        for s in setups
+    }
+
+
 def train_pairs(
     setups: Sequence[Mapping[str, Any]],
     common: Mapping[str, Any],
-    quantized: Mapping[str, Any],
+    quantized: Mapping[str, Mapping[str, Any]],
 ) -> tuple[dict[str, tuple[dict, dict]], pd.DataFrame]:
     """The FP32 and the quantized network of every setup (engine runs, stored, reused).
 
-    Returns ``(pairs, runs)``: ``pairs`` maps each dataset to its (FP32 record,
-    quantized record), ``runs`` is the table of both records with a ``method`` column.
+    ``quantized`` maps each dataset to its quantized configuration keys
+    (:func:`quantized_configs`). Returns ``(pairs, runs)``: ``pairs`` maps each dataset to
+    its (FP32 record, quantized record), ``runs`` is the table of both records with a
+    ``method`` column.
     """
     pairs, records = {}, []
     for s in setups:
         base = {**common, **s}
         fp32 = experiment.run({**base, "flavour": "fp32"})
-        qnt = experiment.run({**base, **quantized})
+        qnt = experiment.run({**base, **quantized[s["dataset"]]})
         pairs[s["dataset"]] = (fp32, qnt)
         records += [fp32, qnt]
     runs = pd.DataFrame(records)
     runs["method"] = [analysis.method_label(r) for r in records]
     return pairs, runs
+
+
+def train_seed_baselines(
+    setups: Sequence[Mapping[str, Any]], common: Mapping[str, Any]
+) -> dict[str, dict]:
+    """A second FP32 network per setup, the same configuration with the next seed.
+
+    Its per-class differences to the first FP32 network are what seed alone moves a
+    class (other initialisation, data order and validation split), the yardstick of the
+    quantized network's per-class swings.
+    """
+    out = {}
+    for s in setups:
+        base = {**common, **s, "flavour": "fp32"}
+        out[s["dataset"]] = experiment.run({**base, "seed": int(base["seed"]) + 1})
+    return out
 
 
 def check_reloaded(proba: np.ndarray, y: np.ndarray, record: Mapping[str, Any]) -> None:
@@ -314,10 +408,36 @@ def _confusion_rows(d: str, info: Any, diff: np.ndarray) -> pd.DataFrame:
     )
 
 
+def _reloaded_on(record: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    """Probabilities of a stored network on ``x``, after checking that the reloaded
+    network reproduces its recorded accuracy on its own test subset (a subset drawn
+    with another seed holds other images)."""
+    model = experiment.load_model(record)
+    x_own, y_own, _ = data.load_with_info(
+        record["dataset"],
+        "test",
+        limit=record["test_limit"],
+        image_size=record["image_size"],
+        seed=record["seed"],
+    )
+    check_reloaded(
+        model.predict(x_own, batch_size=_PREDICT_BATCH, verbose=0), y_own, record
+    )
+    return model.predict(x, batch_size=_PREDICT_BATCH, verbose=0)
+
+
 def compare_pairs(
-    pairs: Mapping[str, tuple[dict, dict]], *, top_k: int
+    pairs: Mapping[str, tuple[dict, dict]],
+    *,
+    top_k: int,
+    seed_baselines: Mapping[str, dict] | None = None,
 ) -> PairComparison:
-    """Predictions of both reloaded networks on their test subset, compared."""
+    """Predictions of both reloaded networks on their test subset, compared.
+
+    With ``seed_baselines`` (:func:`train_seed_baselines`) the per-class table gains
+    ``seed_change``: the other-seed FP32 network's per-class accuracy minus the FP32
+    network's, on the same test images.
+    """
     tests, per_class, confusion, changed = {}, [], [], []
     for d, (fp32, qnt) in pairs.items():
         x, y, info = data.load_with_info(
@@ -338,11 +458,15 @@ def compare_pairs(
         tests[d] = (x, y, info, p_ref, p_qnt)
         pred_ref, pred_qnt = p_ref.argmax(1), p_qnt.argmax(1)
         tags = dict(dataset=d, dataset_label=info.label)
-        per_class.append(
-            insights.per_class_table(
-                y, pred_ref, pred_qnt, info.num_classes, info.class_names
-            ).assign(**tags)
-        )
+        table = insights.per_class_table(
+            y, pred_ref, pred_qnt, info.num_classes, info.class_names
+        ).assign(**tags)
+        if seed_baselines is not None:
+            p_other = _reloaded_on(seed_baselines[d], x)
+            table["seed_change"] = insights.per_class_table(
+                y, pred_ref, p_other.argmax(1), info.num_classes, info.class_names
+            )["change"].to_numpy()
+        per_class.append(table)
         diff = insights.confusion_difference(y, pred_ref, pred_qnt, info.num_classes)
         confusion.append(_confusion_rows(d, info, diff))
         changed.append(
@@ -510,13 +634,21 @@ def per_class_markdown(per_class: pd.DataFrame) -> str:
         "quantized (%)",
         "change (points)",
     ]
+    note = ""
+    if "seed_change" in per_class:
+        shown["FP32 other seed − FP32 (points)"] = (
+            per_class["seed_change"] * 100
+        ).round(1)
+        cols.append("FP32 other seed − FP32 (points)")
+        note = (
+            " The last column is what a second FP32 network, trained with the next "
+            "seed, changes per class: a quantized change of that size is seed noise."
+        )
     table = shown[cols].rename(columns={"dataset_label": "dataset", "n": "test images"})
     return (
-        analysis.markdown_table(table, floatfmt=".1f") + "\nTest accuracy per class of "
-        "the FP32 and the quantized "
-        "network (same data, "
-        "architecture, epochs and "
-        "seed).\n"
+        analysis.markdown_table(table, floatfmt=".1f")
+        + "\nTest accuracy per class of the FP32 and the quantized network (same "
+        f"data, architecture, epochs and seed).{note}\n"
     )
 
 
@@ -600,11 +732,24 @@ def hurt_line(
             f"{top['true']} test images)"
         )
     overall = (pair[1]["test_accuracy"] - pair[0]["test_accuracy"]) * 100
-    return text + (
+    text += (
         ". Averaged over the classes, a class moved by "
         f"{t['change'].abs().mean() * 100:.1f} points (mean absolute "
         "change) while the overall test accuracy changed by "
-        f"{overall:+.2f} points."
+        f"{overall:+.2f} points"
+    )
+    if "seed_change" not in t:
+        return text + "."
+    noise = t["seed_change"].abs()
+    beyond = t[t["change"].abs() > noise.max()]
+    return text + (
+        f"; a second FP32 network (next seed) moves a class by {noise.mean() * 100:.1f} "
+        f"points on average and at most {noise.max() * 100:.1f}, so "
+        + (
+            f"{len(beyond)} class(es) moved more than seed alone does."
+            if len(beyond)
+            else "no class moved more than seed alone does."
+        )
     )
 
 

@@ -68,6 +68,7 @@ TERM_LABEL = {
 #: one colour per term variant (:data:`companion.chapters.style.TERM_COLORS`)
 TERM_COLOUR = TERM_COLORS
 METRICS = [
+    "val_accuracy",
     "test_accuracy",
     "train_accuracy",
     "mem_kib",
@@ -197,7 +198,10 @@ class LossTermTables:
     Attributes:
         agg: seed means of every configuration (FP32 included).
         lt: the loss-term rows of ``agg`` with ``acc_change_mean``/``_std`` (vs FP32).
-        reference: FP32 reference accuracy per setup.
+        reference: FP32 reference test accuracy per setup (the FP32 configuration
+            chosen on validation).
+        selection: the same FP32 configuration's validation accuracy (choices of rate
+            and granularity are made on the validation split against it).
         setup_order, term_order, gran_order, mode_order: display orders of the values
             present.
         first_gran: the first granularity of each setup (penalty curves, rate
@@ -208,6 +212,7 @@ class LossTermTables:
     agg: pd.DataFrame
     lt: pd.DataFrame
     reference: pd.Series
+    selection: pd.Series
     setup_order: list[str]
     term_order: list[str]
     gran_order: list[str]
@@ -254,6 +259,9 @@ def summarise(runs: pd.DataFrame) -> LossTermTables:
         agg=agg,
         lt=lt,
         reference=reference,
+        selection=analysis.reference_accuracy(
+            runs, by="setup", accuracy=analysis.SELECT_ON
+        ),
         setup_order=setup_order,
         term_order=analysis.present_in_order(lt["term"], list(TERM_LABEL)),
         gran_order=gran_order,
@@ -293,38 +301,43 @@ def _palette(order: Sequence[str]) -> list:
 
 
 def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
-    """Accuracy change vs FP32 against memory, every term's front over all setups."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    ax.axhline(0, color="black", ls="--", lw=1, label="FP32")
-    ax.axhline(
-        -max_drop * 100,
-        color="black",
-        ls=":",
-        lw=1,
-        label=f"FP32 − {max_drop * 100:g} pt",
-    )
-    analysis.plot_front(
-        ax,
-        t.lt,
-        "mem_bits_per_param",
-        "acc_change",
-        hue="term",
-        hue_order=t.term_order,
-        palette=_palette(t.term_order),
-        label=TERM_LABEL.get,
-    )
-    ax.set_xlabel("memory (bits / parameter, scales included)")
-    ax.set_ylabel("test accuracy − FP32 (points)")
-    ax.set_title(f"All setups: {', '.join(t.setup_order)}", fontsize=_TEXT_SIZE + 1)
-    ax.legend(
+    """Accuracy change vs FP32 against memory: one panel per setup, each term's front."""
+    fig, axes = panel_grid(len(t.setup_order), panel=(3.6, 3.0), extra=(0.0, 0.7))
+    for ax, setup in zip(axes, t.setup_order, strict=True):
+        ax.axhline(0, color="black", ls="--", lw=1, label="FP32")
+        ax.axhline(
+            -max_drop * 100,
+            color="black",
+            ls=":",
+            lw=1,
+            label=f"FP32 − {max_drop * 100:g} pt",
+        )
+        analysis.plot_front(
+            ax,
+            t.lt[t.lt["setup"] == setup],
+            "mem_bits_per_param",
+            "acc_change",
+            hue="term",
+            hue_order=t.term_order,
+            palette=_palette(t.term_order),
+            label=TERM_LABEL.get,
+        )
+        ax.set_xlabel("memory (bits / parameter, scales included)")
+        ax.set_ylabel("test accuracy − FP32 (points)")
+        ax.set_title(setup, fontsize=_TEXT_SIZE + 1)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
         fontsize=_TEXT_SIZE,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.16),
-        ncol=2,
+        loc="lower center",
+        ncol=3,
         title="loss term",
         title_fontsize=_TEXT_SIZE,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
 
@@ -332,9 +345,10 @@ def overall_caption(*, max_drop: float) -> str:
     """Caption text of the overall figure."""
     return (
         "Test-accuracy change against the FP32 network of the same dataset "
-        "versus memory, for every loss term, rate and granularity over all "
-        "datasets (points: seed means ± std; step lines and diamonds: each "
-        f"term's Pareto front; dotted: {max_drop * 100:g} point below FP32)"
+        "versus memory, one panel per dataset, for every loss term, rate and "
+        "granularity (points: seed means ± std; step lines and diamonds: each "
+        f"term's Pareto front in that dataset; dotted: {max_drop * 100:g} point "
+        "below FP32)"
     )
 
 
@@ -589,7 +603,8 @@ def implications(t: LossTermTables, *, max_drop: float) -> pd.DataFrame:
     ]
     best = analysis.best_compression_table(
         t.lt,
-        t.reference,
+        t.selection,
+        report_reference=t.reference,
         by=["setup", "term"],
         ref_by="setup",
         max_drop=max_drop,

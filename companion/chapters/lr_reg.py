@@ -44,6 +44,7 @@ __all__ = [
 
 #: metrics averaged over seeds
 METRICS = [
+    "val_accuracy",
     "test_accuracy",
     "train_accuracy",
     "mem_kib",
@@ -64,6 +65,7 @@ GROUP = [
     "lr",
     "l2",
     "threshold",
+    "total_epochs",
 ]
 #: heat-map cells: (metric, scale, number format, colour map, what); accuracy in %,
 #: memory in bits
@@ -76,6 +78,8 @@ GRID_FORMATS = {
 _EMPTY_BITS_LIMIT = 8
 _HEADROOM = 1.3
 _BAR_GROUP_WIDTH = 0.8  # seaborn's default width of one group of bars
+#: the FP32 reference of a run: same setup, same total epochs (pretraining included)
+_REF_BY = ["setup", "total_epochs"]
 
 
 @dataclass
@@ -86,16 +90,28 @@ class LrRegTables:
         agg: seed means of every configuration (FP32 and nested), with an ``lr_l2``
             label.
         nested: the nested rows of ``agg``.
-        reference: FP32 reference accuracy per setup.
+        reference: FP32 reference test accuracy per (setup, total epochs) (the FP32
+            configuration chosen on validation): a post-training run (pretraining plus
+            training) is compared with an FP32 network trained as many epochs in all.
+        selection: the same FP32 configuration's validation accuracy (every choice of
+            lr, L2 and granularity is made on the validation split against it).
         setup_order, mode_order, gran_order: display orders of the values present.
     """
 
     agg: pd.DataFrame
     nested: pd.DataFrame
     reference: pd.Series
+    selection: pd.Series
     setup_order: list[str]
     mode_order: list[str]
     gran_order: list[str]
+
+    def fp32(self, setup: str, rows: pd.DataFrame) -> float | None:
+        """FP32 test accuracy at the total epochs of ``rows`` (one budget) in ``setup``."""
+        budgets = rows["total_epochs"].unique()
+        if len(budgets) != 1:
+            raise ValueError(f"{setup}: rows of several budgets {sorted(budgets)}")
+        return self.reference.get((setup, int(budgets[0])))
 
 
 def lr_reg_configs(
@@ -113,8 +129,9 @@ def lr_reg_configs(
 
     Every setup crosses lr, L2 and seeds with its modes and granularities (post-training
     only the granularities also in ``post_training_granularities``); the FP32 references
-    cross lr, L2 and seeds. Unknown granularity names raise ``ValueError`` before
-    anything trains.
+    cross lr, L2 and seeds, once with ``epochs`` and, where the setup has post-training
+    runs, once with ``pretrain_epochs + epochs`` (the same total budget as those runs).
+    Unknown granularity names raise ``ValueError`` before anything trains.
     """
     analysis.check_granularities(granularities, "granularities")
     analysis.check_granularities(
@@ -140,14 +157,17 @@ def lr_reg_configs(
                 {"kernel_granularity": mode_grans, **axes},
                 where=analysis.granularity_fits,
             )
-        references += analysis.grid(
-            {**base, "flavour": "fp32", "mode": "from_scratch"}, axes
-        )
+        fp32 = {**base, "flavour": "fp32", "mode": "from_scratch"}
+        budgets = [base["epochs"]]
+        if "post_training" in opt.get("modes", modes):
+            budgets.append(base.get("pretrain_epochs", base["epochs"]) + base["epochs"])
+        references += analysis.grid(fp32, {**axes, "epochs": budgets})
     return configs, references
 
 
 def summarise(runs: pd.DataFrame) -> LrRegTables:
-    """Seed means, FP32 references and display orders of the sweep's runs."""
+    """Seed means, FP32 references (per setup and total epochs) and display orders."""
+    runs = runs.assign(total_epochs=analysis.total_epochs(runs))
     agg = analysis.aggregate_seeds(runs, METRICS, by=GROUP)
     agg["lr_l2"] = [
         f"lr {analysis.fmt_sci(a)}, L2 {analysis.fmt_sci(b)}"
@@ -157,13 +177,31 @@ def summarise(runs: pd.DataFrame) -> LrRegTables:
     return LrRegTables(
         agg=agg,
         nested=nested,
-        reference=analysis.reference_accuracy(runs, by="setup"),
+        reference=analysis.reference_accuracy(runs, by=_REF_BY),
+        selection=analysis.reference_accuracy(
+            runs, by=_REF_BY, accuracy=analysis.SELECT_ON
+        ),
         setup_order=list(dict.fromkeys(runs["setup"])),
         mode_order=analysis.present_in_order(nested["mode"], analysis.MODE_ORDER),
         gran_order=analysis.present_in_order(
             nested["kernel_granularity"], analysis.GRANULARITY_ORDER
         ),
     )
+
+
+#: the x axis of a front spans at least this share of its centre value, so that memory
+#: differences of a few thousandths of a bit are not drawn across the whole panel
+_MIN_RELATIVE_SPAN = 0.05
+
+
+def _honest_xlim(ax: plt.Axes) -> None:
+    """Widen a tiny x range to :data:`_MIN_RELATIVE_SPAN` of its centre; no tick offset."""
+    lo, hi = ax.get_xlim()
+    centre, span = (lo + hi) / 2, hi - lo
+    if centre > 0 and span < _MIN_RELATIVE_SPAN * centre:
+        half = _MIN_RELATIVE_SPAN * centre / 2
+        ax.set_xlim(centre - half, centre + half)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
 
 
 def _front_panel(
@@ -183,7 +221,8 @@ def _front_panel(
     analysis.plot_front(
         ax, a, x, "test_accuracy", hue="kernel_granularity", hue_order=hue_order
     )
-    analysis.reference_lines(ax, t.reference.get(setup), max_drop=max_drop)
+    analysis.reference_lines(ax, t.fp32(setup, a), max_drop=max_drop)
+    _honest_xlim(ax)
     fp32 = t.agg[(t.agg["setup"] == setup) & (t.agg["flavour"] == "fp32")]
     fp32_kib = fp32["mem_kib_mean"].max()
     ax.set_title(
@@ -303,9 +342,10 @@ def granularity_best(t: LrRegTables, *, max_drop: float) -> pd.DataFrame:
     ]
     best = analysis.best_compression_table(
         t.nested,
-        t.reference,
+        t.selection,
+        report_reference=t.reference,
         by=["setup", "mode", "kernel_granularity"],
-        ref_by="setup",
+        ref_by=_REF_BY,
         max_drop=max_drop,
         keep=keep,
     )
@@ -479,17 +519,27 @@ def granularity_table_markdown(best: pd.DataFrame, *, max_drop: float) -> str:
     return (
         analysis.markdown_table(table)
         + f"\nLargest compression within {max_drop * 100:g} point of the FP32 "
-        "reference per granularity (empty: no configuration qualified).\n"
+        "reference per granularity (empty: no configuration qualified), chosen on the "
+        "validation split, test accuracy shown. The reference of a post-training run is "
+        "an FP32 network trained as many epochs in all (pretraining + training).\n"
     )
 
 
+def _epochs(n: int) -> str:
+    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
+
+
 def summary_markdown(t: LrRegTables, *, max_drop: float) -> str:
-    """One bullet per setup and mode: the best compression within ``max_drop``, how."""
+    """One bullet per setup and mode: the best compression within ``max_drop``, how.
+
+    Chosen on the validation split against the FP32 network with the same total epochs.
+    """
     best = analysis.best_compression_table(
         t.nested,
-        t.reference,
-        by=["setup", "mode"],
-        ref_by="setup",
+        t.selection,
+        report_reference=t.reference,
+        by=["setup", "mode", "total_epochs"],
+        ref_by=_REF_BY,
         max_drop=max_drop,
         keep=["kernel_granularity", "lr", "l2", "mem_bits_per_param_mean"],
     )
@@ -500,14 +550,15 @@ def summary_markdown(t: LrRegTables, *, max_drop: float) -> str:
         if not r.within:
             lines.append(
                 head + f"no configuration within {max_drop * 100:g} point of "
-                f"FP32 ({r.reference_accuracy * 100:.1f} %)."
+                f"FP32 trained {_epochs(r.total_epochs)} "
+                f"({r.reference_accuracy * 100:.1f} %)."
             )
             continue
         lines.append(
             head + f"{r.compression:.2f}× smaller than FP32 "
             f"({float(r.mem_bits_per_param_mean):.2f} bits/parameter) "
-            f"at {r.accuracy * 100:.1f} % test accuracy (FP32 "
-            f"{r.reference_accuracy * 100:.1f} %), with "
+            f"at {r.accuracy * 100:.1f} % test accuracy (FP32 trained as long, "
+            f"{_epochs(r.total_epochs)} in all: {r.reference_accuracy * 100:.1f} %), with "
             f"{r.kernel_granularity} scales, lr "
             f"{analysis.fmt_sci(r.lr)}, L2 {analysis.fmt_sci(r.l2)}."
         )

@@ -42,6 +42,7 @@ __all__ = [
 
 #: metrics averaged over seeds (``<metric>_mean``/``_std`` in ``seed_means.csv``)
 METRICS = [
+    "val_accuracy",
     "test_accuracy",
     "train_accuracy",
     "mem_bits_per_param",
@@ -221,7 +222,7 @@ def dynamics_tables(
 def draw_threshold_dynamics(
     kh: pd.DataFrame, acc: pd.DataFrame, title: str
 ) -> plt.Figure:
-    """Mean kernel scale (log), mean bits per element and test accuracy per epoch."""
+    """Mean kernel scale (log), mean bits per element and validation accuracy per epoch."""
     fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.2), sharex=True)
     lambdas = sorted(kh["threshold"].unique())
     ramp = sequential_colors(len(lambdas))
@@ -252,7 +253,7 @@ def draw_threshold_dynamics(
     axes[0].set_yscale("log")
     axes[0].set_ylabel("mean scale $s$ of the kernel")
     axes[1].set_ylabel("mean bits per kernel element")
-    axes[2].set_ylabel("test accuracy (%)")
+    axes[2].set_ylabel("validation accuracy (%)")
     axes[-1].set_xlabel("epoch (0 = initialisation)")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -268,7 +269,8 @@ def dynamics_caption(epochs: int) -> str:
     return (
         f"Scale dynamics of the quantized kernels ({epochs} epochs; line style = "
         "layer, colour = λ): mean scale (top, log), mean bits per element "
-        "(middle) and test accuracy (bottom) per epoch"
+        "(middle) and accuracy on the validation split held out from the training "
+        "images (bottom) per epoch"
     )
 
 
@@ -308,18 +310,25 @@ def threshold_table_markdown(agg: pd.DataFrame) -> str:
 
 
 def threshold_best(
-    agg: pd.DataFrame, reference: Mapping[str, float], *, max_drop: float
+    agg: pd.DataFrame,
+    reference: Mapping[str, float],
+    selection: Mapping[str, float],
+    *,
+    max_drop: float,
 ) -> pd.DataFrame:
     """Best compression within ``max_drop`` of FP32 per setup and granularity.
 
+    Chosen on the validation split against FP32's validation accuracy (``selection``);
+    the table reports the chosen λ's test accuracy next to FP32's (``reference``).
     ``near_best_thresholds`` gives ``"<min λ> … <max λ>"`` over the λ whose seed means
-    stay within the accuracy bar and reach :data:`NEAR_BEST` of the best compression
-    (empty when only one).
+    stay within the (validation) accuracy bar and reach :data:`NEAR_BEST` of the best
+    compression (empty when only one).
     """
     best = analysis.best_compression_table(
         agg,
-        reference,
-        by=["setup", "kernel_granularity"],
+        selection,
+        report_reference=reference,
+        by=["setup", "dataset", "arch", "kernel_granularity"],
         ref_by="setup",
         max_drop=max_drop,
         keep=["threshold", "test_accuracy_std", "mem_bits_per_param_mean"],
@@ -330,9 +339,9 @@ def threshold_best(
             (agg["setup"] == r.setup)
             & (agg["kernel_granularity"] == r.kernel_granularity)
         ]
-        bar = r.reference_accuracy - max_drop - _BAR_EPS
+        bar = r.selection_reference - max_drop - _BAR_EPS
         ok = a[
-            (a["test_accuracy_mean"] >= bar)
+            (a[f"{analysis.SELECT_ON}_mean"] >= bar)
             & (a["mem_compression_mean"] >= NEAR_BEST * r.compression)
         ]
         lo, hi = (

@@ -11,7 +11,9 @@ The book only renders what the notebooks produced (``execute_notebooks: off``). 
    ``book/generated/executed/``;
 4. writes ``book/generated/build_info.md``: profile, build date (UTC), git commit, ``lqs`` version
    and, per executed notebook, when it finished and how long papermill ran it;
-5. checks that every generated file a page includes (MyST ``{include}``) now exists, and fails
+5. writes ``book/generated/regimes.md``: the training regime of every experiment notebook under
+   profile ``P`` next to the thesis's (:func:`companion.engine.regimes.regime_markdown`);
+6. checks that every generated file a page includes (MyST ``{include}``) now exists, and fails
    naming the page, the notebook and the command otherwise.
 
 ``python -m companion.engine.book noise [--html book/_build/html]`` counts, per built page of an
@@ -84,6 +86,8 @@ COPIED_SUFFIXES = frozenset(
     {".png", ".svg", ".pdf", ".jpg", ".jpeg", ".gif", ".csv", ".md", ".txt"}
 )
 BUILD_INFO = "build_info.md"
+#: the training-regime table of the profile (:mod:`companion.engine.regimes`)
+REGIMES = "regimes.md"
 
 
 @dataclass(frozen=True)
@@ -554,6 +558,10 @@ def prepare(
         )
     info = build_info_markdown(profile, runs, wanted)
     atomic_write_text(generated / BUILD_INFO, info)
+    # imported here: the regimes read the run configuration, which loads TensorFlow
+    from companion.engine.regimes import regime_markdown
+
+    atomic_write_text(generated / REGIMES, regime_markdown(profile))
     _check_includes(toc, generated, profile)
     say(
         f"companion.engine.book: profile {profile}: {len(runs)} executed notebook(s), {n_files} result file(s) "

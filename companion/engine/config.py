@@ -66,8 +66,12 @@ __all__ = [
     "describe",
 ]
 
-#: bump when a code change alters the numbers an existing configuration produces (invalidates the store)
-CODE_VERSION = "1"
+#: bump when a code change alters the numbers an existing configuration produces (invalidates the store).
+#: "2": the training images exclude the validation split (``validation_fraction``, default 0.1), so
+#: every run trains on other data; records gain the validation columns (``val_accuracy``, ``val_loss``,
+#: ``best_val_accuracy``, ``n_val``; ``best_epoch`` now picked on validation, ``best_test_accuracy``
+#: removed) and the two's-complement memory columns.
+CODE_VERSION = "2"
 
 #: quantization flavours; ``ptq`` = post-training min-max quantization of the FP32 parent, no training
 FLAVOURS: tuple[str, ...] = (*TRAINED_FLAVOURS, "ptq")
@@ -134,6 +138,7 @@ class Field:
     choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None
     check: Callable[[Any], bool] | None = None
     rule: str = ""  # human words for `check`
+    fix: str = ""  # what to do instead, appended to the out-of-range error
 
     def allowed(self) -> str:
         """What is allowed, in words (for error messages and :func:`describe`)."""
@@ -157,6 +162,10 @@ def _finite_gt(lo: float) -> Callable[[Any], bool]:
 
 def _bits(v: int) -> bool:
     return BITS_RANGE[0] <= v <= BITS_RANGE[1]
+
+
+def _fraction_below_half(v: float) -> bool:
+    return math.isfinite(v) and 0.0 <= v < 0.5
 
 
 _FIELDS = [
@@ -211,7 +220,8 @@ _FIELDS = [
         "bool",
         None,
         "quantize the dense layers of the conv nets; None: thesis choice "
-        "(mlp: yes, cnn/resnet: no, only the convolutions); ptq always quantizes every dense/conv layer",
+        "(mlp: yes, cnn/resnet: no, only the convolutions); ptq follows it too, so every "
+        "method quantizes the same layers",
         optional=True,
     ),
     Field(
@@ -322,6 +332,19 @@ _FIELDS = [
         optional=True,
         check=lambda v: v >= 1,
         rule=">= 1",
+    ),
+    Field(
+        "validation_fraction",
+        "float",
+        0.1,
+        "share of the training images (after train_limit) held out as the validation split: "
+        "round(f*n) images, class-stratified, drawn with seed, never trained on; the best "
+        "epoch and the chapters' selections use it, the test set is only reported; "
+        "0: no validation split (validation metrics None)",
+        check=_fraction_below_half,
+        rule=">= 0 and < 0.5",
+        fix="give a fraction of the training images below one half, e.g. 0.1 (the default: "
+        "leave the key out), or 0 for no validation split",
     ),
     Field(
         "test_limit",
@@ -443,8 +466,10 @@ def _check_value(field: Field, value: Any) -> None:
                 f"config key {field.name!r} has the value {value!r}; allowed: {field.allowed()}"
             )
     if field.check is not None and not field.check(value):
+        fix = f". Fix: {field.fix}" if field.fix else ""
         raise ValueError(
-            f"config key {field.name!r} has the value {value!r} out of range; allowed: {field.allowed()}"
+            f"config key {field.name!r} has the value {value!r} out of range; "
+            f"allowed: {field.allowed()}{fix}"
         )
 
 
@@ -475,7 +500,7 @@ _APPLIES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "kernel_granularity": lambda c: c["flavour"] != "fp32",
     "bias_granularity": lambda c: c["flavour"] in ("nested", "loss_terms"),
     "quantize_bias": lambda c: c["flavour"] != "fp32",
-    "quantize_dense": lambda c: c["flavour"] not in ("fp32", "ptq"),
+    "quantize_dense": lambda c: c["flavour"] != "fp32",
     "threshold": lambda c: c["flavour"] == "nested",
     "all_above_vote": lambda c: c["flavour"] == "nested",
     "aggregate": lambda c: c["flavour"] == "nested",
@@ -497,7 +522,7 @@ _APPLIES_TEXT: dict[str, str] = {
     "kernel_granularity": "flavour != fp32",
     "bias_granularity": "nested, loss_terms",
     "quantize_bias": "flavour != fp32",
-    "quantize_dense": "nested, loss_terms, lsq, fixed_bits",
+    "quantize_dense": "nested, loss_terms, lsq, fixed_bits, ptq",
     "threshold": "nested",
     "all_above_vote": "nested",
     "aggregate": "nested",
@@ -683,6 +708,7 @@ _PARENT_KEYS = (
     "batch_size",
     "seed",
     "train_limit",
+    "validation_fraction",
     "test_limit",
     "image_size",
     "deterministic",
@@ -692,7 +718,9 @@ _PARENT_KEYS = (
 def parent_config(config: dict[str, Any]) -> dict[str, Any]:
     """The FP32 configuration whose trained model a ``post_training`` or ``ptq`` run starts from.
 
-    Keeps the data, network, optimiser and seed keys; ``epochs = pretrain_epochs``,
+    Keeps the data, network, optimiser and seed keys -- ``seed``, ``train_limit`` and
+    ``validation_fraction`` among them, so the parent trains on exactly the child's training images
+    and never on its validation split; ``epochs = pretrain_epochs``,
     ``lr = pretrain_lr or lr``; every quantization key back to its default, so all post-training
     runs of a sweep (thresholds, rates, bits, granularities ...) share one cached parent.
     """

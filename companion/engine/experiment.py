@@ -19,7 +19,13 @@ What one run does (flavours and modes: :mod:`companion.engine.config`):
    ``tf.config.experimental.enable_op_determinism()``: the same configuration gives identical
    numbers on the same CPU machine.
 2. Data: ``companion.data.load_with_info(dataset, "train", limit=train_limit, image_size=image_size,
-   seed=seed)`` and the same for ``"test"`` with ``test_limit``.
+   seed=seed)`` and the same for ``"test"`` with ``test_limit``. Of the ``n`` training images,
+   :func:`validation_split` holds out ``round(validation_fraction * n)`` as the validation split
+   (class-stratified, drawn with a NumPy generator seeded from ``seed``); the network trains on the
+   rest only. The split depends only on the dataset, ``train_limit``, ``validation_fraction`` and
+   ``seed``, so every method of one seed -- and the FP32 parent of a post-training or ptq run --
+   trains on the same images and is validated on the same held-out ones (the pairing across
+   methods relies on it). ``validation_fraction = 0``: no validation split.
 3. Model: :func:`lqs.models.build_model`. ``post_training`` mode first obtains the FP32 parent
    (:func:`companion.engine.config.parent_config`: a cached ``fp32`` run of ``pretrain_epochs``; all
    post-training runs of a sweep share it), loads its saved model and copies its weights
@@ -27,12 +33,18 @@ What one run does (flavours and modes: :mod:`companion.engine.config`):
    :func:`lqs.losses.with_loss_terms`.
 4. Training: Adam (or SGD with momentum 0.9) with ``lr``, sparse categorical cross-entropy,
    accuracy, :data:`STEPS_PER_EXECUTION` batches per call;
-   ``fit(batch_size, epochs, shuffle=True, validation_data=test set)``. The Keras
-   ``loss`` includes L2 and loss-term penalties. A callback records, per epoch (epoch 0 = before
-   training), the Keras metrics and, per quantized parameter, the scale mean/min/max, max|P_q|,
-   the number of unique P_q values and the bit widths (:func:`lqs.memory.tensor_bits`).
-5. ``ptq`` does not train: it applies :func:`lqs.baselines.ptq_minmax` to the FP32 parent.
-6. Evaluation on the training subset and the test set; memory from
+   ``fit(batch_size, epochs, shuffle=True, validation_data=validation split)`` (none without a
+   split). The Keras ``loss`` includes L2 and loss-term penalties. A callback records, per epoch
+   (epoch 0 = before training), the Keras metrics -- its ``val_*`` columns are the validation split,
+   never the test set -- and, per quantized parameter, the scale mean/min/max, max|P_q|, the number
+   of unique P_q values and the bit widths (:func:`lqs.memory.tensor_bits`).
+5. ``ptq`` does not train: it applies :func:`lqs.baselines.ptq_minmax` to the FP32 parent and
+   evaluates the result on the validation split (history row 0, ``val_*``).
+6. Evaluation of the final model, once, on the training images, the validation split
+   (``val_accuracy``, ``val_loss``) and the test set (``test_accuracy``, ``test_loss``);
+   ``best_epoch`` / ``best_val_accuracy`` are the first trained epoch with the highest validation
+   accuracy (ptq: epoch 0); without a validation split all validation columns are ``None``. Select
+   on validation, report the test numbers of the selected configuration. Memory from
    :func:`lqs.memory.model_summary` (columns ``mem_*``).
 
 The record holds every validated configuration value (keys that do not act are ``None``), the
@@ -96,6 +108,7 @@ __all__ = [
     "history_long",
     "quantizer_stats",
     "EpochStats",
+    "validation_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,7 +138,9 @@ _RESULT_COLUMNS = (
     "train_loss",
     "test_accuracy",
     "test_loss",
-    "best_test_accuracy",
+    "val_accuracy",
+    "val_loss",
+    "best_val_accuracy",
     "best_epoch",
     "epochs_trained",
     "diverged",
@@ -145,6 +160,7 @@ _RESULT_COLUMNS = (
     "dataset_note",
     "dataset_upstream_match",
     "n_train",
+    "n_val",
     "n_test",
     "image_shape",
     "num_classes",
@@ -177,6 +193,15 @@ _MEM_KEYS = (
     "q_fp32_bits",
     "q_bits_per_param",
     "q_compression",
+    "total_bits_twos",
+    "bytes_twos",
+    "kib_twos",
+    "bits_per_param_twos",
+    "compression_twos",
+    "max_bits_twos",
+    "q_total_bits_twos",
+    "q_bits_per_param_twos",
+    "q_compression_twos",
 )
 #: the columns every record has (after the configuration keys, :data:`companion.engine.config.KEYS`)
 RECORD_COLUMNS: tuple[str, ...] = _RESULT_COLUMNS + tuple(f"mem_{k}" for k in _MEM_KEYS)
@@ -328,7 +353,65 @@ def _compile(model: keras.Model, cfg: Mapping[str, Any], lr: float | None) -> No
     )
 
 
+#: mixed into the seed of :func:`validation_split`'s generator, so its draws are independent of
+#: the ``train_limit`` subset's (``companion.data.stratified_subset`` draws with ``default_rng(seed)``)
+_VALIDATION_STREAM = 1
+
+
+def validation_split(
+    y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class-stratified validation split of training labels: ``(train_idx, val_idx)``.
+
+    ``k = floor(fraction * n + 0.5)`` of the ``n`` images are held out (``round`` half up). Class
+    ``c`` with ``n_c`` images gives ``floor(fraction * n_c)`` of them; the ``k - sum floor(...)``
+    remaining slots go one each to the classes with the largest remainders ``fraction * n_c -
+    floor(fraction * n_c)`` (ties: lower class first), so each class's held-out count differs from
+    ``fraction * n_c`` by less than one image. Within each class (classes in increasing order) the
+    held-out images are the first of a permutation drawn by
+    ``numpy.random.default_rng([seed, 1])``. Both index arrays are sorted (the split's order is
+    kept), disjoint, and together cover ``range(n)``. ``k = 0`` (``fraction = 0``, or too few
+    images) gives all images for training and an empty validation split.
+
+    Arguments:
+        y: integer labels of the training images.
+        fraction: share held out, ``0 <= fraction < 0.5``
+            (:data:`companion.engine.config.SCHEMA`'s ``validation_fraction``).
+        seed: the run's seed; equal seeds give equal splits whatever the flavour.
+    """
+    if not (math.isfinite(fraction) and 0.0 <= fraction < 0.5):
+        raise ValueError(
+            f"validation_fraction must be >= 0 and < 0.5; got {fraction!r}. Give a fraction "
+            "of the training images below one half, e.g. 0.1, or 0 for no validation split"
+        )
+    y = np.asarray(y)
+    n = len(y)
+    k = int(math.floor(fraction * n + 0.5))
+    if k == 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = fraction * counts
+    quota = np.floor(exact).astype(int)
+    order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quota[i]), i))
+    for i in order[: k - int(quota.sum())]:
+        quota[i] += 1
+    rng = np.random.default_rng([int(seed), _VALIDATION_STREAM])
+    held = [
+        rng.permutation(np.flatnonzero(y == c))[:q]
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    val_idx = np.sort(np.concatenate(held)).astype(np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask).astype(np.int64), val_idx
+
+
 def _load_data(cfg: Mapping[str, Any]):
+    """``(train, validation, test)``: ``(x, y, info)`` triples; validation ``None`` without a split.
+
+    The training images are the ``train_limit`` subset minus the :func:`validation_split`; the
+    validation triple carries the training split's info.
+    """
     common = dict(image_size=cfg["image_size"], seed=cfg["seed"])
     x_tr, y_tr, info_tr = lqs_data.load_with_info(
         cfg["dataset"], "train", limit=cfg["train_limit"], **common
@@ -336,7 +419,12 @@ def _load_data(cfg: Mapping[str, Any]):
     x_te, y_te, info_te = lqs_data.load_with_info(
         cfg["dataset"], "test", limit=cfg["test_limit"], **common
     )
-    return (x_tr, y_tr, info_tr), (x_te, y_te, info_te)
+    tr_idx, val_idx = validation_split(y_tr, cfg["validation_fraction"], cfg["seed"])
+    val = None
+    if len(val_idx):
+        val = (x_tr[val_idx], y_tr[val_idx], info_tr)
+        x_tr, y_tr = x_tr[tr_idx], y_tr[tr_idx]
+    return (x_tr, y_tr, info_tr), val, (x_te, y_te, info_te)
 
 
 def _info_get(info: Any, key: str, default: Any = None) -> Any:
@@ -437,9 +525,10 @@ class _Trained:
     network: keras.Model  # the plain network (memory, history, saved model)
     history: pd.DataFrame
     te_eval: dict[str, float]  # test-set evaluation
+    val_eval: dict[str, float] | None  # validation-split evaluation (None: no split)
     train_seconds: float
     epochs_trained: int
-    eval_start: float  # perf_counter when evaluation began (the test set first)
+    eval_start: float  # perf_counter when evaluation began (validation and test first)
 
 
 def _train(
@@ -451,16 +540,16 @@ def _train(
 ) -> RunResult:
     keras.backend.clear_session()
     _seed_everything(cfg)
-    train, test = _load_data(cfg)
-    (x_tr, y_tr, info_tr), (x_te, y_te, _) = train, test
+    train, val, test = _load_data(cfg)
+    (x_tr, y_tr, info_tr), (_, y_te, _) = train, test
     num_classes = int(
         _info_get(info_tr, "num_classes", int(max(y_tr.max(), y_te.max())) + 1)
     )
 
     if cfg["flavour"] == "ptq":
-        out = _quantize_parent(cfg, parent, x_te, y_te)
+        out = _quantize_parent(cfg, parent, val, test)
     else:
-        out = _fit(cfg, parent, verbose, train, test, num_classes)
+        out = _fit(cfg, parent, verbose, train, val, test, num_classes)
     tr_eval = _evaluate(out.model, x_tr, y_tr, cfg["batch_size"])
     eval_seconds = time.perf_counter() - out.eval_start
 
@@ -472,6 +561,7 @@ def _train(
         tr_eval,
         eval_seconds,
         train,
+        val,
         test,
         num_classes,
     )
@@ -500,10 +590,21 @@ def _model_from_bytes(data: bytes) -> keras.Model:
         return _load_keras(path)
 
 
+def _evaluate_splits(
+    model: keras.Model, val, test, batch_size: int
+) -> tuple[dict[str, float] | None, dict[str, float]]:
+    """``(validation evaluation or None, test evaluation)`` of the final model."""
+    val_eval = _evaluate(model, val[0], val[1], batch_size) if val is not None else None
+    return val_eval, _evaluate(model, test[0], test[1], batch_size)
+
+
 def _quantize_parent(
-    cfg: dict[str, Any], parent: ParentModel | None, x_te, y_te
+    cfg: dict[str, Any], parent: ParentModel | None, val, test
 ) -> _Trained:
-    """ptq: min-max quantize the FP32 parent (no training) and evaluate it on the test set (epoch 0)."""
+    """ptq: min-max quantize the FP32 parent (no training); evaluate it on the validation split
+    (history row 0, epoch 0) and the test set. The parent (same seed, ``train_limit`` and
+    ``validation_fraction``: :func:`companion.engine.config.parent_config`) never trained on
+    this validation split."""
     from lqs import baselines
 
     src = _model_from_bytes(parent.model)
@@ -512,16 +613,18 @@ def _quantize_parent(
         cfg["bits"],
         per_channel=cfg["kernel_granularity"] != "scalar",
         quantize_bias=bool(cfg["quantize_bias"]),
+        quantize_dense=bool(cfg["quantize_dense"]),
     )
     _compile(model, cfg, cfg["pretrain_lr"])
     t0 = time.perf_counter()
-    te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
+    val_eval, te_eval = _evaluate_splits(model, val, test, cfg["batch_size"])
     stats = EpochStats(model)
     stats.on_train_begin()
-    stats.rows[0].update(
-        {"val_loss": te_eval["loss"], "val_accuracy": te_eval["accuracy"]}
-    )
-    return _Trained(model, model, stats.frame(), te_eval, 0.0, 0, t0)
+    if val_eval is not None:
+        stats.rows[0].update(
+            {"val_loss": val_eval["loss"], "val_accuracy": val_eval["accuracy"]}
+        )
+    return _Trained(model, model, stats.frame(), te_eval, val_eval, 0.0, 0, t0)
 
 
 def _fit(
@@ -529,11 +632,13 @@ def _fit(
     parent: ParentModel | None,
     verbose: int,
     train,
+    val,
     test,
     num_classes: int,
 ) -> _Trained:
-    """Build (post_training: copy the parent's weights), train and evaluate on the test set."""
-    (x_tr, y_tr, _), (x_te, y_te, _) = train, test
+    """Build (post_training: copy the parent's weights), train (validating on the validation
+    split each epoch) and evaluate the final model on the validation split and the test set."""
+    x_tr, y_tr, _ = train
     network = _build(cfg, x_tr.shape[1:], num_classes)
     if parent is not None:
         src = _model_from_bytes(parent.model)
@@ -561,15 +666,31 @@ def _fit(
         batch_size=cfg["batch_size"],
         epochs=cfg["epochs"],
         shuffle=True,
-        validation_data=(x_te, y_te),
+        validation_data=(val[0], val[1]) if val is not None else None,
         verbose=verbose,
         callbacks=[stats],
     )
     train_seconds = time.perf_counter() - t0
     history = stats.frame()
     t0 = time.perf_counter()
-    te_eval = _evaluate(model, x_te, y_te, cfg["batch_size"])
-    return _Trained(model, network, history, te_eval, train_seconds, cfg["epochs"], t0)
+    val_eval, te_eval = _evaluate_splits(model, val, test, cfg["batch_size"])
+    return _Trained(
+        model, network, history, te_eval, val_eval, train_seconds, cfg["epochs"], t0
+    )
+
+
+def _best_epoch(history: pd.DataFrame, epochs_trained: int) -> tuple[int, float] | None:
+    """``(epoch, validation accuracy)`` of the first trained epoch with the highest validation
+    accuracy (``val_accuracy`` of the history; a run without training: epoch 0); ``None`` when the
+    history has no validation accuracy (no validation split)."""
+    if "val_accuracy" not in history:
+        return None
+    trained = history[history["epoch"] >= (1 if epochs_trained else 0)]
+    acc = trained["val_accuracy"].to_numpy(dtype=np.float64)
+    if np.isnan(acc).all():
+        return None
+    i = int(np.nanargmax(acc))
+    return int(trained["epoch"].iloc[i]), float(acc[i])
 
 
 def _record(
@@ -580,22 +701,16 @@ def _record(
     tr_eval: dict[str, float],
     eval_seconds: float,
     train,
+    val,
     test,
     num_classes: int,
 ) -> dict[str, Any]:
     """The flat record of one run: configuration, metrics, memory, timings, dataset provenance, versions."""
     (x_tr, y_tr, info_tr), (_, y_te, info_te) = train, test
-    te_eval, history, epochs_trained = out.te_eval, out.history, out.epochs_trained
-    # best test accuracy over the trained epochs (ptq: its single evaluation, epoch 0)
-    trained = history[history["epoch"] >= (1 if epochs_trained else 0)]
-    val_trained = (
-        trained["val_accuracy"]
-        if "val_accuracy" in trained
-        else pd.Series([te_eval["accuracy"]])
-    )
-    best_idx = (
-        int(np.nanargmax(val_trained.to_numpy())) if val_trained.notna().any() else None
-    )
+    te_eval, val_eval = out.te_eval, out.val_eval
+    # the best epoch is chosen on the validation split, never on the test set
+    best = _best_epoch(out.history, out.epochs_trained)
+    epochs_trained = out.epochs_trained
     mem = lqs_memory.model_summary(out.network)
     losses_ok = all(_finite(v) for v in (tr_eval["loss"], te_eval["loss"]))
 
@@ -608,12 +723,10 @@ def _record(
             "train_loss": tr_eval["loss"],
             "test_accuracy": te_eval["accuracy"],
             "test_loss": te_eval["loss"],
-            "best_test_accuracy": float(val_trained.iloc[best_idx])
-            if best_idx is not None
-            else None,
-            "best_epoch": int(trained["epoch"].iloc[best_idx])
-            if best_idx is not None
-            else None,
+            "val_accuracy": val_eval["accuracy"] if val_eval is not None else None,
+            "val_loss": val_eval["loss"] if val_eval is not None else None,
+            "best_val_accuracy": best[1] if best is not None else None,
+            "best_epoch": best[0] if best is not None else None,
             "epochs_trained": epochs_trained,
             "diverged": not losses_ok,
             "penalty_inverse": te_eval.get("penalty_inverse"),
@@ -634,6 +747,7 @@ def _record(
             "dataset_note": _info_get(info_tr, "note"),
             "dataset_upstream_match": _info_get(info_tr, "upstream_match"),
             "n_train": int(len(y_tr)),
+            "n_val": int(len(val[1])) if val is not None else 0,
             "n_test": int(len(y_te)),
             "image_shape": "x".join(str(int(d)) for d in x_tr.shape[1:]),
             "num_classes": num_classes,

@@ -263,7 +263,9 @@ def rules() -> dict[str, Rule]:
             ),
             _config_key("kernel_granularity"),
         ),
-        **dict.fromkeys(("modes", "qat_mode", "nested_mode"), _config_key("mode")),
+        **dict.fromkeys(
+            ("modes", "qat_mode", "nested_mode", "lsq_modes"), _config_key("mode")
+        ),
         **dict.fromkeys(
             ("bits", "ptq_bits", "fixed_bits", "lsq_bits", "weight_bits", "input_bits"),
             _config_key("bits"),
@@ -276,6 +278,7 @@ def rules() -> dict[str, Rule]:
         ),
         "common": _config_mapping("common"),
         "quantized": _config_mapping("quantized"),
+        "threshold_source": _choice(("given", "pareto_threshold")),
         # study-specific choices
         "terms": _choice(TERMS),
         **dict.fromkeys(

@@ -79,7 +79,10 @@ _RUNNER_SET = {
 
 #: notebooks that read another notebook's outputs, and which ones (the Makefile encodes the same
 #: order as order-only prerequisites; ``tests/test_runner.py`` checks that the two agree)
-RUNS_AFTER: dict[str, tuple[str, ...]] = {"baselines": ("loss_terms",)}
+RUNS_AFTER: dict[str, tuple[str, ...]] = {
+    "baselines": ("loss_terms",),
+    "dataset_insights": ("pareto_threshold",),
+}
 
 
 def execution_order(notebooks: list[str] | None = None) -> list[str]:
