@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from companion.chapters import analysis
+from companion.chapters import analysis, paired, stats
 from companion.chapters.style import TERM_COLORS, panel_grid, sequential_colors
 from companion.engine import experiment
 from lqs.losses import TERMS
@@ -30,7 +30,6 @@ __all__ = [
     "TERM_LABEL",
     "TERM_COLOUR",
     "METRICS",
-    "NEAR_BEST",
     "LOG_SPAN",
     "term_of",
     "rate_of",
@@ -94,9 +93,8 @@ _GROUP = [
     "batch_size",
     "train_limit",
     "test_limit",
+    "config_id",
 ]
-#: terms whose compression reaches this share of the best count as tied with it
-NEAR_BEST = 0.98
 #: a penalty axis is logarithmic when its values span more than this factor
 LOG_SPAN = 20
 #: most x ticks on an epoch axis
@@ -213,6 +211,7 @@ class LossTermTables:
     lt: pd.DataFrame
     reference: pd.Series
     selection: pd.Series
+    runs: pd.DataFrame
     setup_order: list[str]
     term_order: list[str]
     gran_order: list[str]
@@ -237,6 +236,7 @@ class LossTermTables:
 
 def summarise(runs: pd.DataFrame) -> LossTermTables:
     """Seed means, FP32 references and display orders of the sweep's runs."""
+    runs = runs.assign(config_id=analysis.config_id(runs))
     agg = analysis.aggregate_seeds(runs, METRICS, by=_GROUP)
     reference = analysis.reference_accuracy(runs, by="setup")
     lt = agg[agg["flavour"] == "loss_terms"].copy()
@@ -262,6 +262,7 @@ def summarise(runs: pd.DataFrame) -> LossTermTables:
         selection=analysis.reference_accuracy(
             runs, by="setup", accuracy=analysis.SELECT_ON
         ),
+        runs=runs,
         setup_order=setup_order,
         term_order=analysis.present_in_order(lt["term"], list(TERM_LABEL)),
         gran_order=gran_order,
@@ -600,6 +601,7 @@ def implications(t: LossTermTables, *, max_drop: float) -> pd.DataFrame:
         "mem_bits_per_param_mean",
         "mem_kib_mean",
         "n_seeds",
+        "config_id",
     ]
     best = analysis.best_compression_table(
         t.lt,
@@ -647,15 +649,38 @@ def _implications_table(best: pd.DataFrame, t: LossTermTables) -> str:
     )
 
 
-def implication_line(
-    best: pd.DataFrame, setup: str, reference: float, *, max_drop: float
-) -> str:
-    """One bullet of the implications: the term that compresses most within the bar.
+def _term_ranking(best: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
+    """Which qualifying term's selected configuration needs the fewest bits, or a tie
+    (:func:`companion.chapters.stats.winner_or_tie` on per-seed total bits)."""
+    parts = [
+        runs[runs["config_id"] == r["config_id"]].assign(term_label=r["term_label"])
+        for r in best.to_dict("records")
+    ]
+    table = pd.concat(parts, ignore_index=True)
+    return stats.winner_or_tie(
+        table,
+        metric="mem_total_bits",
+        method_col="term_label",
+        higher_is_better=False,
+        confidence=paired.CONFIDENCE,
+    ).iloc[0]
 
-    ``best`` holds the :func:`implications` rows of ``setup``. Terms within
-    :data:`NEAR_BEST` of the winner are listed as tied, the rest after "then"; terms
-    without a qualifying rate as "not within reach"; the network without a term closes
-    the line.
+
+def implication_line(
+    best: pd.DataFrame,
+    setup: str,
+    reference: float,
+    runs: pd.DataFrame,
+    *,
+    max_drop: float,
+) -> str:
+    """One bullet of the implications: the term that compresses most within the bar, or a tie.
+
+    ``best`` holds the :func:`implications` rows of ``setup``, ``runs`` the per-seed runs
+    (:attr:`LossTermTables.runs`). A term is named as compressing most only when the paired
+    95 % interval of its per-seed bits against every other qualifying term excludes 0
+    (:func:`_term_ranking`); otherwise the tied terms are listed. Terms without a qualifying
+    rate are "not within reach"; the network without a term closes the line.
     """
     drop = f"{max_drop * 100:g}"
     rated = best[best["term"] != "none"]
@@ -665,27 +690,37 @@ def implication_line(
             f"- **{setup}**: no loss term stays within {drop} point of FP32 "
             f"({reference * 100:.1f} %)."
         )
-    w = b.iloc[0]
-    tied = b[b["compression"] >= NEAR_BEST * w["compression"]]
-    text = (
-        f"- **{setup}**: **{w['term_label']}** compresses most within {drop} "
-        f"point of FP32 ({reference * 100:.1f} %): {w['compression']:.2f}× "
-        f"({float(w['mem_bits_per_param_mean']):.2f} bits/parameter) at "
-        f"{analysis.fmt_pm(w['accuracy'], w['test_accuracy_std'])} % with rate "
-        f"{analysis.fmt_sci(w['rate'])} and {w['kernel_granularity']} scales"
-    )
-    if len(tied) > 1:
-        text += "; within 2 % of that: " + ", ".join(
+
+    def item(r: Mapping[str, Any]) -> str:
+        return (
             f"{r['term_label']} ({r['compression']:.2f}×, rate "
             f"{analysis.fmt_sci(r['rate'])}, {r['kernel_granularity']})"
-            for r in tied.iloc[1:].to_dict("records")
         )
-    rest = b[b["compression"] < NEAR_BEST * w["compression"]]
-    if len(rest):
-        text += "; then " + ", ".join(
-            f"{r['term_label']} ({r['compression']:.2f}×)"
-            for r in rest.to_dict("records")
+
+    rank = _term_ranking(b, runs) if len(b) > 1 else None
+    head = f"- **{setup}**, within {drop} point of FP32 ({reference * 100:.1f} %): "
+    if rank is None or rank["verdict"] not in ("tie", "not shown"):
+        w = b.iloc[0]
+        text = head + (
+            f"{w['term_label']} compresses most, {w['compression']:.2f}× "
+            f"({float(w['mem_bits_per_param_mean']):.2f} bits/parameter) at "
+            f"{analysis.fmt_pm(w['accuracy'], w['test_accuracy_std'])} % with rate "
+            f"{analysis.fmt_sci(w['rate'])} and {w['kernel_granularity']} scales"
         )
+        others = b.iloc[1:]
+        if len(others):
+            text += "; then " + ", ".join(item(r) for r in others.to_dict("records"))
+    else:
+        tied = set(str(rank["tied"]).split(", "))
+        inside = b[b["term_label"].isin(tied)]
+        text = head + (
+            "no term compresses significantly more than the others (paired 95 % "
+            "intervals of the per-seed bits include 0): "
+            + ", ".join(item(r) for r in inside.to_dict("records"))
+        )
+        rest = b[~b["term_label"].isin(tied)]
+        if len(rest):
+            text += "; fewer: " + ", ".join(item(r) for r in rest.to_dict("records"))
     failed = rated[~rated["within"]]
     if len(failed):
         text += "; not within reach: " + ", ".join(failed["term_label"])
@@ -707,7 +742,7 @@ def implications_markdown(
     """The ``implications`` snippet: its table and a line per setup."""
     lines = [
         implication_line(
-            best[best["setup"] == s], s, t.reference.get(s), max_drop=max_drop
+            best[best["setup"] == s], s, t.reference.get(s), t.runs, max_drop=max_drop
         )
         for s in t.setup_order
     ]
@@ -717,7 +752,8 @@ def implications_markdown(
         "network per dataset and loss term (seed "
         "means over seeds "
         f"{', '.join(map(str, seeds))}; profile "
-        f"`{profile}`; empty: no rate qualified).\n\n" + "\n".join(lines) + "\n"
+        f"`{profile}`; empty: no rate qualified; chosen on the validation split, test "
+        "accuracy shown).\n\n" + "\n".join(lines) + "\n"
     )
 
 
