@@ -199,3 +199,29 @@ def test_front_axis_does_not_blow_up_a_few_thousandths_of_a_bit():
     assert hi - lo >= 0.05 * 14.35 - 1e-9  # at least 5 % of the value
     assert fig.axes[0].xaxis.get_major_formatter().get_offset() == ""
     plt.close(fig)
+
+
+def _two_granularities(column_shift: list[float]) -> pd.DataFrame:
+    """Five seeds; from-scratch column rows = scalar rows with bits moved by a shift."""
+    parts = []
+    for seed in range(5):
+        df = _runs().assign(seed=seed)
+        df["mem_total_bits"] = df["mem_bits_per_param"] * 1024
+        df["mem_fp32_bits"] = 32.0 * 1024
+        col = df[(df["flavour"] == "nested") & (df["mode"] == "from_scratch")].copy()
+        col["kernel_granularity"] = "column"
+        col["mem_total_bits"] += column_shift[seed]
+        col["mem_bits_per_param"] = col["mem_total_bits"] / 1024
+        parts += [df, col]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_summary_names_a_granularity_only_when_the_paired_interval_excludes_zero():
+    clear = L.summarise(_two_granularities([-300, -310, -290, -305, -295]))
+    line = L.summary_markdown(clear, max_drop=0.01).splitlines()[0]
+    assert line.endswith(
+        "column beats every other granularity (paired 95 % intervals)."
+    )
+    noisy = L.summarise(_two_granularities([-900, 700, -800, 600, -700]))
+    line = L.summary_markdown(noisy, max_drop=0.01).splitlines()[0]
+    assert "Granularities not told apart: " in line and "beats" not in line

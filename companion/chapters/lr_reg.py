@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from companion.chapters import analysis
+from companion.chapters import analysis, paired, stats
 from companion.chapters.style import PALETTE, panel_grid
 
 #: text written into panels (legends, cell values, tick labels): >= 8 pt in print
@@ -66,6 +66,7 @@ GROUP = [
     "l2",
     "threshold",
     "total_epochs",
+    "config_id",
 ]
 #: heat-map cells: (metric, scale, number format, colour map, what); accuracy in %,
 #: memory in bits
@@ -102,6 +103,7 @@ class LrRegTables:
     nested: pd.DataFrame
     reference: pd.Series
     selection: pd.Series
+    runs: pd.DataFrame
     setup_order: list[str]
     mode_order: list[str]
     gran_order: list[str]
@@ -167,7 +169,9 @@ def lr_reg_configs(
 
 def summarise(runs: pd.DataFrame) -> LrRegTables:
     """Seed means, FP32 references (per setup and total epochs) and display orders."""
-    runs = runs.assign(total_epochs=analysis.total_epochs(runs))
+    runs = runs.assign(
+        total_epochs=analysis.total_epochs(runs), config_id=analysis.config_id(runs)
+    )
     agg = analysis.aggregate_seeds(runs, METRICS, by=GROUP)
     agg["lr_l2"] = [
         f"lr {analysis.fmt_sci(a)}, L2 {analysis.fmt_sci(b)}"
@@ -181,6 +185,7 @@ def summarise(runs: pd.DataFrame) -> LrRegTables:
         selection=analysis.reference_accuracy(
             runs, by=_REF_BY, accuracy=analysis.SELECT_ON
         ),
+        runs=runs,
         setup_order=list(dict.fromkeys(runs["setup"])),
         mode_order=analysis.present_in_order(nested["mode"], analysis.MODE_ORDER),
         gran_order=analysis.present_in_order(
@@ -339,6 +344,7 @@ def granularity_best(t: LrRegTables, *, max_drop: float) -> pd.DataFrame:
         "mem_kib_mean",
         "test_accuracy_std",
         "n_seeds",
+        "config_id",
     ]
     best = analysis.best_compression_table(
         t.nested,
@@ -529,11 +535,44 @@ def _epochs(n: int) -> str:
     return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
 
 
+def _granularity_verdict(t: LrRegTables, rows: pd.DataFrame) -> str:
+    """Whether one granularity's best configuration needs fewer bits than every other's
+    (paired 95 % intervals of per-seed bits, :func:`companion.chapters.stats.winner_or_tie`)."""
+    rows = rows[rows["within"]]
+    if len(rows) < 2:
+        return ""
+    table = pd.concat(
+        [
+            t.runs[t.runs["config_id"] == r["config_id"]].assign(
+                gran=r["kernel_granularity"]
+            )
+            for r in rows.to_dict("records")
+        ],
+        ignore_index=True,
+    )
+    rank = stats.winner_or_tie(
+        table,
+        metric="mem_total_bits",
+        method_col="gran",
+        higher_is_better=False,
+        confidence=paired.CONFIDENCE,
+    ).iloc[0]
+    if rank["verdict"] in ("tie", "not shown"):
+        return (
+            f" Granularities not told apart: {rank['tied'] or rank['best']} (paired "
+            "95 % intervals of the per-seed bits include 0)."
+        )
+    return f" {rank['verdict']} beats every other granularity (paired 95 % intervals)."
+
+
 def summary_markdown(t: LrRegTables, *, max_drop: float) -> str:
     """One bullet per setup and mode: the best compression within ``max_drop``, how.
 
-    Chosen on the validation split against the FP32 network with the same total epochs.
+    Chosen on the validation split against the FP32 network with the same total epochs;
+    the bullet says whether that granularity is told apart from the others
+    (:func:`_granularity_verdict`).
     """
+    per_gran = granularity_best(t, max_drop=max_drop)
     best = analysis.best_compression_table(
         t.nested,
         t.selection,
@@ -554,12 +593,14 @@ def summary_markdown(t: LrRegTables, *, max_drop: float) -> str:
                 f"({r.reference_accuracy * 100:.1f} %)."
             )
             continue
+        rows = per_gran[(per_gran["setup"] == r.setup) & (per_gran["mode"] == r.mode)]
         lines.append(
             head + f"{r.compression:.2f}× smaller than FP32 "
             f"({float(r.mem_bits_per_param_mean):.2f} bits/parameter) "
             f"at {r.accuracy * 100:.1f} % test accuracy (FP32 trained as long, "
-            f"{_epochs(r.total_epochs)} in all: {r.reference_accuracy * 100:.1f} %), with "
-            f"{r.kernel_granularity} scales, lr "
+            f"{_epochs(r.total_epochs)} in all: {r.reference_accuracy * 100:.1f} %), "
+            f"with {r.kernel_granularity} scales, lr "
             f"{analysis.fmt_sci(r.lr)}, L2 {analysis.fmt_sci(r.l2)}."
+            + _granularity_verdict(t, rows)
         )
     return "\n".join(lines) + "\n"
