@@ -29,6 +29,7 @@ __all__ = [
     "baseline_plans",
     "label_runs",
     "loss_term_overlay",
+    "all_runs",
     "seed_means",
     "draw_accuracy_vs_memory",
     "accuracy_vs_memory_caption",

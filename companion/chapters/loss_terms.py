@@ -200,6 +200,7 @@ class LossTermTables:
             chosen on validation).
         selection: the same FP32 configuration's validation accuracy (choices of rate
             and granularity are made on the validation split against it).
+        runs: the per-seed runs with their ``config_id`` (paired comparisons).
         setup_order, term_order, gran_order, mode_order: display orders of the values
             present.
         first_gran: the first granularity of each setup (penalty curves, rate
@@ -677,7 +678,7 @@ def implication_line(
     """One bullet of the implications: the term that compresses most within the bar, or a tie.
 
     ``best`` holds the :func:`implications` rows of ``setup``, ``runs`` the per-seed runs
-    (:attr:`LossTermTables.runs`). A term is named as compressing most only when the paired
+    (``runs`` of :class:`LossTermTables`). A term is named as compressing most only when the paired
     95 % interval of its per-seed bits against every other qualifying term excludes 0
     (:func:`_term_ranking`); otherwise the tied terms are listed. Terms without a qualifying
     rate are "not within reach"; the network without a term closes the line.

@@ -96,6 +96,8 @@ class LrRegTables:
             training) is compared with an FP32 network trained as many epochs in all.
         selection: the same FP32 configuration's validation accuracy (every choice of
             lr, L2 and granularity is made on the validation split against it).
+        runs: the per-seed runs with ``total_epochs`` and ``config_id`` (paired
+            comparisons).
         setup_order, mode_order, gran_order: display orders of the values present.
     """
 
