@@ -221,43 +221,50 @@ def _metrics(case="mlp", n_seeds=3):
 
 
 def test_claims_table_known_answers():
+    """The paired rule on hand numbers: differences model − FP32 per seed."""
     claims = qgen.claims_table(_metrics()).set_index("key")
-    # must hold: the 2-bit loss-gap interval lies entirely below FP32's, its training loss entirely above
-    assert claims.loc["regularizer_loss", "verdict"] == "holds"
-    assert claims.loc["regularizer_loss", "model"] == "fixed_bits_2"
-    assert claims.loc["regularizer_loss", "relation"] == "lower"
+    # 2-bit loss gap: d = [-0.30, -0.30, -0.27], mean -0.29; t-interval by hand
+    d = np.array([0.10, 0.12, 0.11]) - np.array([0.40, 0.42, 0.38])
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t_{2, 0.975}
+    row = claims.loc["regularizer_loss"]
+    assert row["model"] == "fixed_bits_2" and row["n"] == 3
+    assert row["mean"] == pytest.approx(d.mean())
+    assert row["ci_low"] == pytest.approx(d.mean() - half)
+    assert row["verdict"] == "holds"
     assert claims.loc["training_cost", "verdict"] == "holds"
-    # must not hold: 8-bit's loss gap is separated (above) from FP32's, so "like FP32" fails
+    # 8-bit loss gap is 0.21 nats above FP32 on every seed: "like FP32" (±0.05) fails
     assert claims.loc["eight_bit_loss", "verdict"] == "does not hold"
-    assert claims.loc["eight_bit_loss", "relation"] == "higher"
-    # 8-bit accuracy gap overlaps FP32's: "like FP32" holds; the 2-bit accuracy gap overlaps: not shown
+    # 8-bit accuracy gap equals FP32's within ±1 pp on every seed: TOST holds
     assert claims.loc["eight_bit_accuracy", "verdict"] == "holds"
-    assert claims.loc["regularizer_accuracy", "relation"] == "overlap"
-    assert claims.loc["regularizer_accuracy", "verdict"] == "does not hold"
-    # metrics that were not measured
+    # the 2-bit accuracy gap differs by [-8, +1, -2] pp: not shown (no "does not hold")
+    assert claims.loc["regularizer_accuracy", "verdict"] == "not shown"
+    assert "seed noise" in claims.loc["regularizer_accuracy", "reason"]
     assert claims.loc["flat_worst", "verdict"] == "not run"
     numbers = claims.loc["regularizer_loss", "numbers"]
-    assert (
-        "FP32 0.400 ± 0.020" in numbers
-        and "2-bit 0.110 ± 0.010" in numbers
-        and "n = 3/3" in numbers
-    )
-    assert "entirely below FP32's" in claims.loc["regularizer_loss", "criterion"]
+    assert numbers.startswith("2-bit − FP32: -0.290, 95 % CI [") and "n = 3" in numbers
+    assert "significantly below 0" in claims.loc["regularizer_loss", "criterion"]
     assert claims.loc["regularizer_loss", "claim"].startswith(
         "quantization regularizes: 2-bit"
     )
+    # Holm over the three directional claims: the smallest p is multiplied by 3
+    directional = claims[claims["expected"] != "same"].dropna(subset=["p_value"])
+    assert directional["p_holm"].min() == pytest.approx(
+        3 * directional["p_value"].min()
+    )
 
 
-def test_claims_with_one_seed_are_inconclusive_and_opposite_direction_does_not_hold():
+def test_claims_with_one_seed_are_not_shown_and_opposite_direction_does_not_hold():
     one = qgen.claims_table(_metrics(n_seeds=1))
     decided = one[one["verdict"] != "not run"]
-    assert set(decided["verdict"]) == {"inconclusive"}
+    assert set(decided["verdict"]) == {"not shown"}
     flipped = _metrics()
     flipped.loc[flipped["model"] == "fixed_bits_2", "gap_loss"] += (
         1.0  # now far above FP32
     )
     row = qgen.claims_table(flipped).set_index("key").loc["regularizer_loss"]
-    assert row["relation"] == "higher" and row["verdict"] == "does not hold"
+    assert row["mean"] > 0 and row["verdict"] == "does not hold"
+    md = qgen.claims_markdown(qgen.claims_table(_metrics()), {}, profile="smoke")
+    assert "Holm" in md and "TOST" in md and "not shown" in md
 
 
 def test_claims_missing_model_is_not_run():

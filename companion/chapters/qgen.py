@@ -43,7 +43,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import to_rgb
 
-from companion.chapters import corruptions
+from companion.chapters import corruptions, stats
 from companion.chapters.analysis import fmt_pm
 from companion.chapters.style import caption, method_color, panel_grid
 from companion.engine import experiment
@@ -1163,77 +1163,131 @@ def format_mean_std(
     )
 
 
-_VERDICT = {
-    ("lower", "lower"): "holds", ("higher", "higher"): "holds", ("same", "overlap"): "holds",
-    ("same", "lower"): "does not hold", ("same", "higher"): "does not hold",
-    ("lower", "higher"): "does not hold", ("higher", "lower"): "does not hold",
-    ("lower", "overlap"): "does not hold", ("higher", "overlap"): "does not hold",
-}  # fmt: skip
+#: equivalence margins of the "like FP32" claims (TOST), in the metric's units: one
+#: percentage point of accuracy gap (the experiments' one-point bar) and 0.05 nats of loss gap
+EQUIVALENCE_MARGINS: dict[str, float] = {"gap_accuracy": 0.01, "gap_loss": 0.05}
+#: family-wise error rate of the claims of one page (Holm-Bonferroni)
+CLAIMS_ALPHA = 0.05
+_EXPECTED_SIGN = {"lower": -1.0, "higher": 1.0}
 
 
-def _verdict(expected: str, relation: str) -> str:
-    if relation == "n/a":
-        return "inconclusive"
-    return _VERDICT[(expected, relation)]
+def _paired_row(part: pd.DataFrame, model: str, metric: str, reference: str) -> dict:
+    """Paired summary (:func:`companion.chapters.stats.compare_paired`) of model − FP32."""
+    sub = part[part["model"].isin([model, reference])][["model", "seed", metric]]
+    sub = sub[np.isfinite(pd.to_numeric(sub[metric], errors="coerce"))]
+    if sub.empty:
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "p_value": math.nan,
+                "ci_low": math.nan, "ci_high": math.nan, "reason": "no finite values"}  # fmt: skip
+    s = stats.compare_paired(
+        sub, metric=metric, method_col="model", a=model, b=reference
+    ).iloc[0]
+    keys = ("n", "mean", "sd", "p_value", "ci_low", "ci_high", "reason")
+    return {k: s[k] for k in keys}
+
+
+def _decide(rows: list[dict]) -> None:
+    """Verdicts in place: Holm over the page's directional claims and, separately, over its
+    "like FP32" claims (:mod:`companion.chapters.stats`)."""
+    direction = [r for r in rows if r["expected"] in _EXPECTED_SIGN and r["n"] >= 0]
+    if direction:
+        # a "higher" claim becomes a "lower" one on the negated difference: one family
+        table = pd.DataFrame(
+            [
+                {**r, "mean": r["mean"] * -_EXPECTED_SIGN[r["expected"]]}
+                for r in direction
+            ]
+        )
+        decided = stats.directional_verdicts(table, expected="less", alpha=CLAIMS_ALPHA)
+        for r, (_, d) in zip(direction, decided.iterrows(), strict=True):
+            r.update(p_holm=d["p_holm"], verdict=d["verdict"], reason=d["reason"])
+    for metric, margin in EQUIVALENCE_MARGINS.items():
+        same = [r for r in rows if r["expected"] == "same" and r["metric"] == metric]
+        if not same:
+            continue
+        decided = stats.equivalence_verdicts(
+            pd.DataFrame(same), margin=margin, alpha=CLAIMS_ALPHA
+        )
+        for r, (_, d) in zip(same, decided.iterrows(), strict=True):
+            r.update(p_holm=d["p_tost_holm"], verdict=d["verdict"], reason=d["reason"])
+
+
+def _criterion(spec: ClaimSpec, label: str) -> str:
+    what = METRICS.get(spec.metric, (spec.metric, ""))[0]
+    if spec.expected == "same":
+        m = EQUIVALENCE_MARGINS.get(spec.metric, math.nan) * _scale(spec.metric)
+        unit = " pp" if _scale(spec.metric) == 100.0 else ""
+        return (
+            f"holds if TOST shows the paired difference in {what} of {label} − FP32 "
+            f"within ±{m:g}{unit}"
+        )
+    side = "below" if spec.expected == "lower" else "above"
+    return f"holds if the paired difference in {what} of {label} − FP32 is significantly {side} 0"
+
+
+def _numbers(r: dict, label: str) -> str:
+    f = _scale(r["metric"])
+    unit = " pp" if f == 100.0 else ""
+    digits = 1 if f == 100.0 else 3
+    if r["n"] < 2 or not np.isfinite(r["ci_low"]):
+        return f"{label} − FP32: {r['mean'] * f:+.{digits}f}{unit} (n = {r['n']} pairs)"
+    return (
+        f"{label} − FP32: {r['mean'] * f:+.{digits}f}{unit}, 95 % CI "
+        f"[{r['ci_low'] * f:+.{digits}f}, {r['ci_high'] * f:+.{digits}f}] "
+        f"(n = {r['n']} seed pairs)"
+    )
 
 
 def claims_table(
     metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, reference: str = "fp32"
 ) -> pd.DataFrame:
-    """QGen's claims decided by rule, per part (``case``) of the study.
+    """QGen's claims decided by the paired rule of :mod:`companion.chapters.stats`.
 
-    For each claim and part: the values of ``metric`` over seeds of the claim's model and of
-    ``reference`` are compared with :func:`compare`; the verdict is
-
-    * ``"holds"``: the relation is the expected one (``lower``/``higher``: the intervals are
-      separated in the claimed direction; ``same``: they overlap);
-    * ``"does not hold"``: any other relation (for a directional claim: overlapping intervals,
-      i.e. not shown at this scale, or separated the other way: ``relation`` tells which);
-    * ``"inconclusive"``: fewer than two seeds on either side;
-    * ``"not run"``: the model or the metric is missing.
+    For each claim and part (``case``): the per-seed paired differences, quantized model
+    minus ``reference`` (seed ``s`` of both share data subset and initialisation seed), with
+    their mean, 95 % t-interval and paired t-test. A directional claim **holds** when the
+    Holm-adjusted p (over the page's directional claims) is below :data:`CLAIMS_ALPHA` and the
+    mean difference has the claimed sign, **does not hold** when it is significant the other
+    way, and is **not shown** otherwise; a "like FP32" claim holds when TOST within
+    :data:`EQUIVALENCE_MARGINS` (Holm over the page's such claims of that metric) rejects,
+    does not hold when the difference lies wholly outside the margin, else not shown; **not
+    run**: the model or the metric is missing.
 
     Returns
         DataFrame with ``case``, ``key``, ``claim``, ``metric``, ``model``, ``label``,
-        ``expected``, ``mean``, ``std``, ``n``, ``ref_mean``, ``ref_std``, ``ref_n``,
-        ``relation``, ``verdict``, ``criterion``, ``numbers``.
+        ``expected``, ``n`` (seed pairs), ``mean`` (difference), ``sd``, ``ci_low``,
+        ``ci_high``, ``p_value``, ``p_holm``, ``verdict``, ``reason``, ``criterion``,
+        ``numbers``.
     """
     rows = []
     for case, part in metrics.groupby("case", sort=False):
         keys = list(part["model"].unique())
         labels = dict(zip(part["model"], part["label"], strict=True))
-        ref = part[part["model"] == reference]
         for spec in claims:
             model = _resolve_model(spec.model, keys)
             label = labels.get(model, spec.model if model is None else model)
-            row = {"case": case, "key": spec.key, "claim": spec.claim.format(q=label), "metric": spec.metric,
-                   "model": model, "label": label, "expected": spec.expected,
-                   "criterion": spec.criterion(label)}  # fmt: skip
-            if model is None or spec.metric not in part.columns or ref.empty:
-                row.update(
-                    mean=math.nan,
-                    std=math.nan,
-                    n=0,
-                    ref_mean=math.nan,
-                    ref_std=math.nan,
-                    ref_n=0,
-                    relation="n/a",
-                    verdict="not run",
-                    numbers="model or metric not measured",
-                )
-                rows.append(row)
-                continue
-            c = compare(part.loc[part["model"] == model, spec.metric], ref[spec.metric])
-            unit = METRICS.get(spec.metric, ("", ""))[1]
-            unit = f" {unit}" if unit in ("pp", "%") else ""
-            numbers = (f"FP32 {format_mean_std(c['ref_mean'], c['ref_std'], c['ref_n'], spec.metric)}{unit} "
-                       f"vs {label} {format_mean_std(c['mean'], c['std'], c['n'], spec.metric)}{unit} "
-                       f"(n = {c['ref_n']}/{c['n']} seeds)")  # fmt: skip
-            row.update(
-                c, verdict=_verdict(spec.expected, c["relation"]), numbers=numbers
-            )
+            row = {"case": case, "key": spec.key, "claim": spec.claim.format(q=label),
+                   "metric": spec.metric, "model": model, "label": label,
+                   "expected": spec.expected, "criterion": _criterion(spec, label),
+                   "p_holm": math.nan}  # fmt: skip
+            if (
+                model is None
+                or spec.metric not in part.columns
+                or reference not in keys
+            ):
+                row.update(n=-1, mean=math.nan, sd=math.nan, p_value=math.nan,
+                           ci_low=math.nan, ci_high=math.nan, verdict="not run",
+                           reason="model or metric not measured",
+                           numbers="model or metric not measured")  # fmt: skip
+            else:
+                row.update(_paired_row(part, model, spec.metric, reference))
+                row["numbers"] = _numbers(row, label)
             rows.append(row)
-    cols = ["case", "key", "claim", "metric", "model", "label", "expected", "mean", "std", "n", "ref_mean",
-            "ref_std", "ref_n", "relation", "verdict", "criterion", "numbers"]  # fmt: skip
+    _decide([r for r in rows if r.get("verdict") != "not run"])
+    for r in rows:
+        r["n"] = max(int(r["n"]), 0)
+    cols = ["case", "key", "claim", "metric", "model", "label", "expected", "n", "mean", "sd",
+            "ci_low", "ci_high", "p_value", "p_holm", "verdict", "reason", "criterion",
+            "numbers"]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -1286,6 +1340,10 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _fmt_p(p: float) -> str:
+    return "–" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def claims_markdown(
     claims: pd.DataFrame,
     dataset_labels: Mapping[str, str],
@@ -1295,14 +1353,24 @@ def claims_markdown(
 ) -> str:
     """The ``claims.md`` snippet: a Markdown table of every claim with numbers and verdict."""
     lines = [
-        f"QGen's claims tested on this build's models (profile `{profile}`). Each claim compares a quantized "
-        "model with FP32 over training seeds; **holds** means its mean ± std interval relates to FP32's as "
-        'claimed (separated in the claimed direction, or overlapping for "like FP32"), **does not hold** '
-        "means it does not (`relation` says whether the intervals overlap or are separated the other way), "
-        "**inconclusive** means fewer than two seeds. Gaps: loss = test − train (nats), accuracy = train − "
-        "test (percentage points).",
+        f"QGen's claims tested on this build's models (profile `{profile}`). Each claim compares a "
+        "quantized model with FP32 on the per-seed paired differences (seed s of both share data "
+        "subset and initialisation seed): mean difference, 95 % t-interval, paired t-test. "
+        + stats.rule_text("directional", alpha=CLAIMS_ALPHA)
+        + " "
+        + " ".join(
+            stats.rule_text(
+                "equivalence",
+                alpha=CLAIMS_ALPHA,
+                margin=m * _scale(k),
+                unit="pp" if _scale(k) == 100.0 else "nats",
+            )
+            + f" (for the {METRICS.get(k, (k, ''))[0]})"
+            for k, m in EQUIVALENCE_MARGINS.items()
+        )  # fmt: skip
+        + " Gaps: loss = test − train (nats), accuracy = train − test (percentage points).",
         "",
-        "| part | claim | criterion | numbers | relation | verdict |",
+        "| part | claim | criterion | numbers | Holm p | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for _, r in claims.iterrows():
@@ -1310,7 +1378,7 @@ def claims_markdown(
         verdict = f"**{r['verdict']}**"
         lines.append(
             f"| {_md_escape(part)} | {_md_escape(r['claim'])} | {_md_escape(r['criterion'])} | "
-            f"{_md_escape(r['numbers'])} | {r['relation']} | {verdict} |"
+            f"{_md_escape(r['numbers'])} | {_fmt_p(r['p_holm'])} | {verdict} |"
         )
     if claims.empty:
         lines.append("| – | no part of the study ran | – | – | – | not run |")
@@ -1323,7 +1391,7 @@ def claims_markdown(
         "Tally: "
         + ", ".join(
             f"{counts.get(v, 0)} {v}"
-            for v in ("holds", "does not hold", "inconclusive", "not run")
+            for v in ("holds", "does not hold", "not shown", "not run")
         )
         + "."
     )
