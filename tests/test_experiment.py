@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -978,3 +979,11 @@ def test_validation_fraction_zero_trains_on_everything(env, fits):
         assert 0 <= r["test_accuracy"] <= 1
         assert "val_accuracy" not in experiment.load_history(r)
     assert len(fits[0]["x"]) == 96
+
+
+def test_sweep_announces_a_store_inside_the_repository_by_its_relative_path():
+    """The executed notebooks are book pages: no machine-specific path in them."""
+    from companion import paths
+
+    assert experiment._shown_path(paths.ROOT / "results" / "runs") == "results/runs"
+    assert experiment._shown_path(Path("/elsewhere/runs")) == "/elsewhere/runs"

@@ -74,6 +74,7 @@ import tensorflow as tf
 
 import lqs
 from companion import data as lqs_data
+from companion import paths
 from companion.engine.config import (
     CODE_VERSION,
     KEYS,
@@ -464,6 +465,14 @@ def _evaluate(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
         x, y, batch_size=max(int(batch_size), 256), verbose=0, return_dict=True
     )
     return {k: float(v) for k, v in out.items()}
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (no machine path in the book)."""
+    try:
+        return Path(path).resolve().relative_to(paths.ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _finite(x: Any) -> bool:
@@ -950,7 +959,8 @@ def _records(
     cached = sum(1 for h in plan.order if h in plan.stored)
     if announce:
         print(
-            f"{desc}: {len(validated)} runs ({cached} already stored) -> {store.root}",
+            f"{desc}: {len(validated)} runs ({cached} already stored) -> "
+            f"{_shown_path(store.root)}",
             flush=True,
         )
     chosen = _choose_executor(executor, plan) if plan.to_train else None
