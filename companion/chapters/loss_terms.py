@@ -721,7 +721,9 @@ def implication_line(
         )
         rest = b[~b["term_label"].isin(tied)]
         if len(rest):
-            text += "; fewer: " + ", ".join(item(r) for r in rest.to_dict("records"))
+            text += "; significantly less than the first: " + ", ".join(
+                item(r) for r in rest.to_dict("records")
+            )
     failed = rated[~rated["within"]]
     if len(failed):
         text += "; not within reach: " + ", ".join(failed["term_label"])
