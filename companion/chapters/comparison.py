@@ -508,10 +508,14 @@ def best_compression_markdown(
     )
 
 
+#: what the headline says for a setup where no method meets the bar with its uncertainty
+_NOT_RANKED = "not shown: no method's accuracy interval lies wholly within the bar"
+
+
 def _ranking_text(rank: Mapping[str, Any] | None, b: pd.DataFrame) -> str:
     """The ranking verdict of a setup with the compressions it compares."""
     if rank is None or rank["verdict"] == "not shown":
-        return "not shown"
+        return _NOT_RANKED if rank is None else "not shown"
     comp = dict(zip(b["method"].astype(str), b["compression"], strict=True))
     if rank["verdict"] == "tie":
         tied = [m.strip() for m in str(rank["tied"]).split(",")]
@@ -566,14 +570,16 @@ def headline_table(
 
 def headline_claim(ranking: pd.DataFrame, best: pd.DataFrame) -> str:
     """The sentence the book quotes: per setup, who compresses most, or that it is a tie."""
+    rank = {r["setup"]: r for r in ranking.to_dict("records")}
     parts = []
-    for r in ranking.to_dict("records"):
-        b = best[(best["setup"] == r["setup"]) & best["within"]]
+    for setup in dict.fromkeys(best["setup"]):
+        b = best[(best["setup"] == setup) & best["within"]]
+        r = rank.get(setup)
         text = _ranking_text(r, b)
-        if r["verdict"] in ("tie", "not shown"):
-            parts.append(f"{r['setup']}: no single method compresses most ({text}).")
+        if r is None or r["verdict"] in ("tie", "not shown"):
+            parts.append(f"{setup}: no single method compresses most ({text}).")
         else:
-            parts.append(f"{r['setup']}: {text} compresses most.")
+            parts.append(f"{setup}: {text} compresses most.")
     return " ".join(parts)
 
 
@@ -599,7 +605,8 @@ def headline_markdown(
         + headline_claim(ranking, best)
         + f" Each method's configuration is the one with the largest compression "
         f"whose seed-mean validation accuracy is within {max_drop * 100:g} point of "
-        "FP32's; test accuracy shown. "
+        "FP32's; test accuracy shown. Ranked are the methods whose paired 95 % interval "
+        f"of test accuracy minus FP32's lies wholly above −{max_drop * 100:g} point. "
         + stats.rule_text("ranking", alpha=1 - paired.CONFIDENCE)
         + " Compared: total model bits per seed (lower is better). Seeds "
         f"{', '.join(map(str, seeds))}; profile `{profile}`.\n"

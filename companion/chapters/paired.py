@@ -11,8 +11,9 @@ split and initialisation seed, so the checks here work on per-seed *paired* diff
   interval lies above ``-max_drop``, missed ("below") when it lies below, and "within
   noise" otherwise (e.g. a mean 0.2 points inside the bar with an interval of ±1 point).
 * :func:`compression_ranking` -- which method's selected configuration needs the fewest
-  bits, named only when its paired interval against every other qualifying method
-  excludes 0 (:func:`companion.chapters.stats.winner_or_tie`); otherwise a tie.
+  bits among those that meet the bar with their uncertainty ("within"), named only when
+  its paired interval against every other such method excludes 0
+  (:func:`companion.chapters.stats.winner_or_tie`); otherwise a tie.
 * :func:`threshold_ties` -- the λ of the nested quantizer whose seed-mean validation
   accuracy meets the bar and whose bits are not distinguishable from the best λ's: a
   single λ is named only when no other λ ties with it.
@@ -117,16 +118,17 @@ def accuracy_bar(
 def compression_ranking(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """Per setup: the method whose selected configuration needs the fewest bits, or a tie.
 
-    Among the methods whose configuration qualified (``within``), compares the per-seed
-    total bits (``mem_total_bits``, the same parameters for every method) pairwise
-    (:func:`companion.chapters.stats.winner_or_tie`, lower is better). Returns one row per
-    setup: ``verdict`` (a method, ``"tie"`` or ``"not shown"``), ``best``, ``tied``,
-    ``n_min``, ``reason``.
+    Among the methods whose configuration meets the accuracy bar with its uncertainty
+    (``bar == "within"`` of :func:`accuracy_bar`: the whole paired interval above
+    ``-max_drop``), compares the per-seed total bits (``mem_total_bits``, the same
+    parameters for every method) pairwise (:func:`companion.chapters.stats.winner_or_tie`,
+    lower is better). Returns one row per setup: ``verdict`` (a method, ``"tie"`` or
+    ``"not shown"``), ``best``, ``tied``, ``n_min``, ``reason``.
     """
     parts = [
         selected_runs(runs, row).assign(method=str(row["method"]))
         for row in best.to_dict("records")
-        if row["within"]
+        if row["within"] and row["bar"] == "within"
     ]
     if not parts:
         return pd.DataFrame(columns=["setup", "verdict", "best", "tied", "n_min"])
