@@ -119,6 +119,7 @@ def test_threshold_best_finds_the_largest_compression_within_the_bar():
     )  # 1e-12 reaches only 60 % of that compression
     md = T.threshold_best_markdown(best, max_drop=0.01, profile="smoke", seeds=[0, 1])
     assert "| 1e-9" in md and "at least 98 % of that compression" in md
+    assert "validation accuracy" in md and "test accuracy" in md
     assert md.endswith("Profile `smoke`, seeds 0, 1.\n")
     best = T.threshold_best(
         agg, pd.Series({SETUP: 0.91}), pd.Series({SETUP: 0.91}), max_drop=0.2
