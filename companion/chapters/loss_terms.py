@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from companion.chapters import analysis, paired, stats
+from companion.chapters import analysis, paired
 from companion.chapters.style import TERM_COLORS, panel_grid, sequential_colors
 from companion.engine import experiment
 from lqs.losses import TERMS
@@ -657,14 +657,9 @@ def _term_ranking(best: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
         runs[runs["config_id"] == r["config_id"]].assign(term_label=r["term_label"])
         for r in best.to_dict("records")
     ]
-    table = pd.concat(parts, ignore_index=True)
-    return stats.winner_or_tie(
-        table,
-        metric="mem_total_bits",
-        method_col="term_label",
-        higher_is_better=False,
-        confidence=paired.CONFIDENCE,
-    ).iloc[0]
+    return paired.rank_by_bits(pd.concat(parts, ignore_index=True), "term_label").iloc[
+        0
+    ]
 
 
 def implication_line(

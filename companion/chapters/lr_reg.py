@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from companion.chapters import analysis, paired, stats
+from companion.chapters import analysis, paired
 from companion.chapters.style import PALETTE, panel_grid
 
 #: text written into panels (legends, cell values, tick labels): >= 8 pt in print
@@ -552,13 +552,7 @@ def _granularity_verdict(t: LrRegTables, rows: pd.DataFrame) -> str:
         ],
         ignore_index=True,
     )
-    rank = stats.winner_or_tie(
-        table,
-        metric="mem_total_bits",
-        method_col="gran",
-        higher_is_better=False,
-        confidence=paired.CONFIDENCE,
-    ).iloc[0]
+    rank = paired.rank_by_bits(table, "gran").iloc[0]
     if rank["verdict"] in ("tie", "not shown"):
         return (
             f" Granularities not told apart: {rank['tied'] or rank['best']} (paired "

@@ -22,7 +22,7 @@ split and initialisation seed, so the checks here work on per-seed *paired* diff
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,7 @@ __all__ = [
     "selected_runs",
     "reference_runs",
     "accuracy_bar",
+    "rank_by_bits",
     "compression_ranking",
     "threshold_ties",
 ]
@@ -115,6 +116,22 @@ def accuracy_bar(
     return pd.DataFrame(out, columns=[*best.columns, *add])
 
 
+def rank_by_bits(
+    table: pd.DataFrame, label: str, by: Sequence[str] = ()
+) -> pd.DataFrame:
+    """:func:`companion.chapters.stats.winner_or_tie` of per-seed total model bits
+    (``mem_total_bits``, lower is better) between the ``label`` values of ``table``, per
+    ``by`` group, at :data:`CONFIDENCE`."""
+    return stats.winner_or_tie(
+        table,
+        metric="mem_total_bits",
+        method_col=label,
+        higher_is_better=False,
+        by=list(by),
+        confidence=CONFIDENCE,
+    )
+
+
 def compression_ranking(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """Per setup: the method whose selected configuration needs the fewest bits, or a tie.
 
@@ -132,15 +149,7 @@ def compression_ranking(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     ]
     if not parts:
         return pd.DataFrame(columns=["setup", "verdict", "best", "tied", "n_min"])
-    table = pd.concat(parts, ignore_index=True)
-    return stats.winner_or_tie(
-        table,
-        metric="mem_total_bits",
-        method_col="method",
-        higher_is_better=False,
-        by=["setup"],
-        confidence=CONFIDENCE,
-    )
+    return rank_by_bits(pd.concat(parts, ignore_index=True), "method", by=["setup"])
 
 
 def threshold_ties(
@@ -172,11 +181,4 @@ def threshold_ties(
             )
         ]
     )
-    return stats.winner_or_tie(
-        table,
-        metric="mem_total_bits",
-        method_col="lam",
-        higher_is_better=False,
-        by=["setup"],
-        confidence=CONFIDENCE,
-    )
+    return rank_by_bits(table, "lam", by=["setup"])
