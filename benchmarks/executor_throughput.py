@@ -49,16 +49,6 @@ from lqs.fileio import atomic_write_text  # noqa: E402
 BATCH = 32
 #: per architecture: (runs, steps per run, training images)
 DEFAULTS = {"mlp": (8, 2000, 8000), "cnn": (4, 100, 1600)}
-#: values of a record that are timings or checksums, not results
-VOLATILE = {
-    "train_seconds",
-    "eval_seconds",
-    "seconds_per_epoch",
-    "created",
-    "model_sha256",
-    "history_sha256",
-    "record_sha256",
-}
 
 
 def configs(arch: str, runs: int, steps: int, images: int) -> list[dict]:
@@ -119,9 +109,7 @@ def same_numbers(a: RunStore, b: RunStore) -> bool:
         return False
     for h in a.hashes():
         ra, rb = a.load_record(h), b.load_record(h)
-        if {k: v for k, v in ra.items() if k not in VOLATILE} != {
-            k: v for k, v in rb.items() if k not in VOLATILE
-        }:
+        if experiment.stable_values(ra) != experiment.stable_values(rb):
             return False
         ha, hb = a.load_history(h), b.load_history(h)
         if not ha.drop(columns="seconds").equals(hb.drop(columns="seconds")):

@@ -96,6 +96,8 @@ from lqs import models as lqs_models
 
 __all__ = [
     "RECORD_COLUMNS",
+    "VOLATILE_COLUMNS",
+    "stable_values",
     "HISTORY_STATS",
     "STEPS_PER_EXECUTION",
     "run",
@@ -206,6 +208,24 @@ _MEM_KEYS = (
 )
 #: the columns every record has (after the configuration keys, :data:`companion.engine.config.KEYS`)
 RECORD_COLUMNS: tuple[str, ...] = _RESULT_COLUMNS + tuple(f"mem_{k}" for k in _MEM_KEYS)
+#: record values that differ between two trainings of one configuration: wall times, the
+#: creation time and the store's checksums (a saved model file embeds its save time)
+VOLATILE_COLUMNS: frozenset[str] = frozenset(
+    {
+        "train_seconds",
+        "eval_seconds",
+        "seconds_per_epoch",
+        "created",
+        "model_sha256",
+        "history_sha256",
+        "record_sha256",
+    }
+)
+
+
+def stable_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` without :data:`VOLATILE_COLUMNS`: what two identical runs share."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_COLUMNS}
 
 
 # --------------------------------------------------------------------------------------------
