@@ -17,9 +17,12 @@ with the three penalties :math:`\\mathcal{P}_t` (names as in :data:`TERMS`):
 * ``"deviation"`` (3.2.3, deviation between quantized and original values), two forms
   (:data:`DEVIATION_FORMS`):
 
-  - ``"reconstructed"`` (default, the text's intent):
-    :math:`\\operatorname{mean} |W - \\lfloor W/s \\rfloor s|`;
-  - ``"implementation"`` (what the thesis code computed): :math:`\\operatorname{mean} |W - W/s|`.
+  - ``"implementation"`` (default; what the thesis code computed, and so what produced the
+    published results): :math:`\\operatorname{mean} |W - W/s|`;
+  - ``"reconstructed"`` (option; the deviation from the reconstructed value that the text's
+    wording suggests): :math:`\\operatorname{mean} |W - \\lfloor W/s \\rfloor s|`. Its floor
+    rounding biases it: for zero-mean weights it pushes the scales down (finer quantization)
+    instead of coarsening them (gradient below).
 
 Each penalty is first computed per quantized parameter (kernel, and the bias when it is
 quantized) and then averaged over all quantized parameters of the model, weighted by their element
@@ -66,6 +69,7 @@ from lqs.quantizers import group_axes
 __all__ = [
     "TERMS",
     "DEVIATION_FORMS",
+    "DEFAULT_DEVIATION_FORM",
     "quantized_layers",
     "quantized_parameters",
     "parameter_penalties",
@@ -77,14 +81,20 @@ __all__ = [
 
 #: penalty names, in the order they are reported
 TERMS: tuple[str, ...] = ("inverse", "max_bin", "deviation")
-#: forms of the deviation penalty, the text's intent (default) and the thesis implementation's
+#: forms of the deviation penalty, the reconstructed-value form the text's wording suggests (an
+#: option) and the thesis implementation's (the default of every function here, because it
+#: produced the published results); see :data:`DEFAULT_DEVIATION_FORM`
 DEVIATION_FORMS: tuple[str, ...] = ("reconstructed", "implementation")
+#: the default deviation form, the thesis implementation's :math:`|W - W/s|`
+DEFAULT_DEVIATION_FORM: str = "implementation"
 
 
 def _check_deviation_form(deviation_form: str) -> str:
     if deviation_form not in DEVIATION_FORMS:
         raise ValueError(
-            f"unknown deviation_form {deviation_form!r}; allowed: {', '.join(map(repr, DEVIATION_FORMS))}"
+            f"unknown deviation_form {deviation_form!r}; allowed: "
+            f"{', '.join(map(repr, DEVIATION_FORMS))}; leave it out for the default "
+            f"{DEFAULT_DEVIATION_FORM!r} (mean|W - W/s|, the thesis implementation's form)"
         )
     return deviation_form
 
@@ -154,7 +164,7 @@ def quantized_parameters(model_or_layers: Any) -> list[tuple[Any, Any]]:
 
 
 def parameter_penalties(
-    p, scale, deviation_form: str = "reconstructed"
+    p, scale, deviation_form: str = DEFAULT_DEVIATION_FORM
 ) -> dict[str, Any]:
     """The three penalties of one parameter ``p`` with scales ``scale`` (see the module docstring).
 
@@ -168,7 +178,8 @@ def parameter_penalties(
     Arguments:
         p: the float parameter (any rank).
         scale: positive scales, shape ``(1,)`` or the parameter's rank with size-1 axes.
-        deviation_form: ``"reconstructed"`` or ``"implementation"``.
+        deviation_form: ``"implementation"`` (default, :math:`|W - W/s|`) or ``"reconstructed"``
+            (:math:`|W - \\lfloor W/s \\rfloor s|`).
 
     Returns:
         ``{term: scalar tensor}`` for every term of :data:`TERMS`.
@@ -190,7 +201,7 @@ def parameter_penalties(
 
 
 def penalties(
-    model_or_layers: Any, deviation_form: str = "reconstructed"
+    model_or_layers: Any, deviation_form: str = DEFAULT_DEVIATION_FORM
 ) -> dict[str, Any]:
     """The unweighted penalties of a model, averaged over its quantized parameters by element count.
 
@@ -201,7 +212,8 @@ def penalties(
 
     Arguments:
         model_or_layers: a Keras model/layer or an iterable of layers (see :func:`quantized_layers`).
-        deviation_form: ``"reconstructed"`` (default, the text's intent) or ``"implementation"``.
+        deviation_form: ``"implementation"`` (default, the thesis code's form that produced the
+            published results) or ``"reconstructed"`` (the text's wording).
 
     Returns:
         ``{"inverse": ..., "max_bin": ..., "deviation": ...}``, float32 scalar tensors.
@@ -278,7 +290,7 @@ class LossTermsModel(keras.Model):
     Arguments:
         network: the Keras model with quantized layers (normally their ``scale_gradient="ste"``).
         rates: ``{term: rate}``, rates >= 0, missing terms 0 (see :func:`check_rates`).
-        deviation_form: ``"reconstructed"`` (default) or ``"implementation"``.
+        deviation_form: ``"implementation"`` (default) or ``"reconstructed"``.
         **kwargs: ``keras.Model`` keyword arguments (``name``, ...).
     """
 
@@ -286,7 +298,7 @@ class LossTermsModel(keras.Model):
         self,
         network: keras.Model,
         rates: Mapping[str, float] | None = None,
-        deviation_form: str = "reconstructed",
+        deviation_form: str = DEFAULT_DEVIATION_FORM,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -386,7 +398,7 @@ class LossTermsModel(keras.Model):
 def with_loss_terms(
     model: keras.Model,
     rates: Mapping[str, float],
-    deviation_form: str = "reconstructed",
+    deviation_form: str = DEFAULT_DEVIATION_FORM,
 ) -> LossTermsModel:
     """Return a model whose training loss is the task loss plus ``rate * penalty`` per loss term.
 
@@ -402,7 +414,8 @@ def with_loss_terms(
             ``scale_gradient="ste"`` so the scales learn only through the loss terms). A
             :class:`LossTermsModel` is unwrapped first (its rates are replaced).
         rates: ``{term: rate}`` with terms from :data:`TERMS` and rates >= 0; missing terms get 0.
-        deviation_form: ``"reconstructed"`` (default, the text's intent) or ``"implementation"``.
+        deviation_form: ``"implementation"`` (default, the thesis code's form that produced the
+            published results) or ``"reconstructed"`` (the text's wording).
 
     Raises:
         ValueError: unknown term, negative/non-finite rate, unknown ``deviation_form``, or a model

@@ -64,6 +64,8 @@ __all__ = [
     "CNN_FILTERS",
     "CNN_DROPOUT",
     "NESTED_OPTIONS",
+    "WEIGHT_INITS",
+    "THESIS_INIT_STDDEV",
     "allowed_kernel_granularities",
     "build_model",
     "quantized_layer_names",
@@ -90,6 +92,14 @@ NESTED_OPTIONS: tuple[str, ...] = (
     "min_scale",
     "init_bits",
 )
+
+#: weight initialisations: ``"default"`` (the architecture's usual one: Glorot uniform for the
+#: MLP, He uniform/normal for the conv nets, zero biases) or ``"random_normal"`` (the thesis's
+#: "weights and biases are initialized with random normal values": kernels *and* biases drawn
+#: from N(0, THESIS_INIT_STDDEV^2), Keras's ``RandomNormal`` default)
+WEIGHT_INITS: tuple[str, ...] = ("default", "random_normal")
+#: standard deviation of the ``"random_normal"`` initialisation (Keras's ``RandomNormal`` default)
+THESIS_INIT_STDDEV = 0.05
 
 _DENSE_ANALOGUE = {"channel": "row", "filter": "column"}
 _SEED_STRIDE = 10007  # per-model seed spacing; a model has far fewer seeded objects
@@ -118,6 +128,7 @@ class _Factory:
         l2: float,
         seed: int,
         kernel_init: str,
+        weight_init: str,
         quantizer_options: dict[str, Any],
     ):
         self.flavour = flavour
@@ -129,6 +140,7 @@ class _Factory:
         self.l2 = float(l2)
         self.seed = int(seed)
         self.kernel_init = kernel_init
+        self.weight_init = weight_init
         self.options = dict(quantizer_options)
         self._count = 0
         self.baselines = None
@@ -152,11 +164,23 @@ class _Factory:
         self._count += 1
         return self.seed * _SEED_STRIDE + self._count
 
+    def _initializers(self) -> tuple[Any, Any]:
+        """(kernel, bias) initializers of the next layer, each with its own derived seed."""
+        if self.weight_init == "random_normal":
+            return tuple(
+                keras.initializers.RandomNormal(
+                    stddev=THESIS_INIT_STDDEV, seed=self.next_seed()
+                )
+                for _ in range(2)
+            )
+        kernel = getattr(keras.initializers, self.kernel_init)(seed=self.next_seed())
+        return kernel, keras.initializers.Zeros()
+
     def _common(self) -> dict[str, Any]:
-        init = getattr(keras.initializers, self.kernel_init)(seed=self.next_seed())
+        kernel, bias = self._initializers()
         return {
-            "kernel_initializer": init,
-            "bias_initializer": keras.initializers.Zeros(),
+            "kernel_initializer": kernel,
+            "bias_initializer": bias,
             "kernel_regularizer": keras.regularizers.L2(self.l2)
             if self.l2 > 0
             else None,
@@ -312,6 +336,7 @@ def build_model(
     l2: float = 0.0,
     seed: int = 0,
     quantize_dense: bool | None = None,
+    weight_init: str = "default",
     **quantizer_options: Any,
 ) -> keras.Model:
     """Build one thesis network (a functional ``keras.Model`` named ``<arch>_<flavour>``).
@@ -331,6 +356,8 @@ def build_model(
         seed: seeds ``keras.utils.set_random_seed`` and every initializer/dropout layer.
         quantize_dense: quantize the dense layers; ``None`` = the thesis choice (``mlp``: yes,
             ``cnn``/``resnet``: no, only the convolutions). ``False`` is not allowed for ``mlp``.
+        weight_init: :data:`WEIGHT_INITS`: ``"default"`` or ``"random_normal"`` (the
+            thesis's setting: kernels and biases from N(0, 0.05^2)).
         **quantizer_options: extra layer options; nested/loss-term flavours accept
             :data:`NESTED_OPTIONS` (``aggregate``, ``all_above_vote``, ``scale_init``,
             ``min_scale``, ``init_bits``), the baselines what their layers accept.
@@ -341,6 +368,7 @@ def build_model(
     """
     _check("arch", arch, ARCHS)
     _check("flavour", flavour, FLAVOURS)
+    _check("weight_init", weight_init, WEIGHT_INITS)
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(
@@ -375,6 +403,7 @@ def build_model(
         l2=l2,
         seed=seed,
         kernel_init=kernel_init,
+        weight_init=weight_init,
         quantizer_options=quantizer_options,
     )
     inputs = keras.Input(shape=input_shape, name="image")

@@ -247,7 +247,7 @@ def test_keys_that_do_not_act_become_none():
         and lt["rate_max_bin"] == 0.0
         and lt["threshold"] is None
     )
-    assert lt["deviation_form"] == "reconstructed"
+    assert lt["deviation_form"] == "implementation"
     ptq = validate_config({"flavour": "ptq", "lr": 1e-3, "epochs": 7})
     assert (
         ptq["mode"] == "post_training"

@@ -14,10 +14,12 @@ import tensorflow as tf
 
 from lqs.layers import QConv2D, QDense
 from lqs.losses import (
+    DEFAULT_DEVIATION_FORM,
     DEVIATION_FORMS,
     TERMS,
     LossTermsModel,
     check_rates,
+    parameter_penalties,
     penalties,
     quantized_layers,
     with_loss_terms,
@@ -141,7 +143,7 @@ def test_penalties_single_layer_and_model_input():
     layers, variables = _tiny_layers(1)
     # one layer alone: only its own parameters (kernel 12 elements + bias 3) enter the average
     got = penalties(layers[0])
-    want = np_penalties(_np_params(variables[:2]), "reconstructed")
+    want = np_penalties(_np_params(variables[:2]), "implementation")
     for term in TERMS:
         np.testing.assert_allclose(float(got[term]), want[term], rtol=1e-5)
     # a Sequential holding quantized layers is searched recursively (nested model included)
@@ -161,7 +163,7 @@ def test_penalties_single_layer_and_model_input():
 
 @pytest.mark.parametrize(
     "term, form",
-    [(t, "reconstructed") for t in TERMS] + [("deviation", "implementation")],
+    [(t, "implementation") for t in TERMS] + [("deviation", "reconstructed")],
 )  # the deviation form only changes the deviation term
 def test_penalty_gradients_match_analytic(term, form):
     layers, variables = _tiny_layers(2)
@@ -188,8 +190,30 @@ def test_penalties_errors():
     with pytest.raises(ValueError, match="not built"):
         penalties([QDense(2)])
     layers, _ = _tiny_layers()
-    with pytest.raises(ValueError, match="deviation_form 'exact'.*'reconstructed'"):
+    with pytest.raises(
+        ValueError, match="deviation_form 'exact'.*'reconstructed', 'implementation'"
+    ):
         penalties(layers, deviation_form="exact")
+
+
+def test_default_deviation_form_is_the_implementations():
+    """The default is the form that produced the thesis's results: mean|W - W/s| (NumPy)."""
+    layers, variables = _tiny_layers(3)
+    params = _np_params(variables)
+    want = np_penalties(params, "implementation")["deviation"]
+    other = np_penalties(params, "reconstructed")["deviation"]
+    assert abs(want - other) > 1e-3 * abs(want)  # the two forms differ on this data
+    np.testing.assert_allclose(float(penalties(layers)["deviation"]), want, rtol=1e-5)
+    w, s = params[0]
+    np.testing.assert_allclose(
+        float(parameter_penalties(w, s)["deviation"]),
+        np.mean(np.abs(w.astype(np.float64) - w / s.astype(np.float64))),
+        rtol=1e-5,
+    )
+    wrapped = with_loss_terms(_mlp(), {"deviation": 1.0})
+    assert wrapped.deviation_form == "implementation"
+    assert LossTermsModel(_mlp()).deviation_form == "implementation"
+    assert DEFAULT_DEVIATION_FORM == "implementation" in DEVIATION_FORMS
 
 
 # -------------------------------------------------------------------------------------- rates
@@ -317,7 +341,7 @@ def test_total_loss_is_task_loss_plus_weighted_penalties():
 
 def test_loss_terms_model_save_load_roundtrip(tmp_path):
     x, y = _data(32)
-    model = with_loss_terms(_mlp(), {"max_bin": 1e-3}, deviation_form="implementation")
+    model = with_loss_terms(_mlp(), {"max_bin": 1e-3}, deviation_form="reconstructed")
     for layer in quantized_layers(
         model
     ):  # move the scales away from their initial values
@@ -327,7 +351,7 @@ def test_loss_terms_model_save_load_roundtrip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, LossTermsModel)
-    assert loaded.rates == model.rates and loaded.deviation_form == "implementation"
+    assert loaded.rates == model.rates and loaded.deviation_form == "reconstructed"
     np.testing.assert_array_equal(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0)
     )

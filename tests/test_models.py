@@ -10,6 +10,7 @@ from lqs import QConv2D, QDense, baselines
 from lqs.models import (
     ARCHS,
     FLAVOURS,
+    THESIS_INIT_STDDEV,
     allowed_kernel_granularities,
     build_model,
     copy_float_weights,
@@ -414,3 +415,29 @@ def test_copy_float_weights_mismatch():
         copy_float_weights(src, build_model("cnn", "nested", input_shape=(28, 28, 1)))
     with pytest.raises(ValueError, match="kernel shape"):
         copy_float_weights(src, build_model("mlp", "nested", input_shape=(14, 14, 1)))
+
+
+def test_random_normal_init_draws_kernels_and_biases_from_the_thesis_normal():
+    model = build_model(
+        "mlp", "nested", input_shape=(28, 28, 1), weight_init="random_normal", seed=4
+    )
+    default = build_model("mlp", "nested", input_shape=(28, 28, 1), seed=4)
+    for layer in ("dense1", "dense2"):
+        kernel = np.asarray(model.get_layer(layer).kernel)
+        bias = np.asarray(model.get_layer(layer).bias)
+        # N(0, 0.05^2): the sample std of ~100k (resp. 1280) draws is within a few % of 0.05
+        assert abs(kernel.std() - THESIS_INIT_STDDEV) < 0.1 * THESIS_INIT_STDDEV
+        assert abs(kernel.mean()) < 0.01
+        assert np.any(bias != 0) and abs(bias.std() - THESIS_INIT_STDDEV) < 0.02
+        assert not np.any(np.asarray(default.get_layer(layer).bias))
+    again = build_model(
+        "mlp", "nested", input_shape=(28, 28, 1), weight_init="random_normal", seed=4
+    )
+    np.testing.assert_array_equal(
+        np.asarray(again.get_layer("dense1").bias),
+        np.asarray(model.get_layer("dense1").bias),
+    )
+    with pytest.raises(
+        ValueError, match="unknown weight_init 'normal'.*'random_normal'"
+    ):
+        build_model("mlp", "fp32", input_shape=(28, 28, 1), weight_init="normal")

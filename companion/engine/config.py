@@ -35,7 +35,7 @@ import lqs
 from companion.data import DATASETS
 from lqs.baselines import MAX_BITS, MIN_BITS
 from lqs.losses import DEVIATION_FORMS
-from lqs.models import ARCHS
+from lqs.models import ARCHS, WEIGHT_INITS
 from lqs.models import FLAVOURS as TRAINED_FLAVOURS
 from lqs.models import allowed_kernel_granularities as _trained_granularities
 from lqs.quantizers import (
@@ -293,6 +293,14 @@ _FIELDS = [
         "optimizer", "str", "adam", "optimizer (sgd: momentum 0.9)", choices=OPTIMIZERS
     ),
     Field(
+        "weight_init",
+        "str",
+        "default",
+        "initial weights: default (the architecture's usual one, zero biases) or "
+        "random_normal (the thesis: kernels and biases from N(0, 0.05^2))",
+        choices=WEIGHT_INITS,
+    ),
+    Field(
         "batch_size",
         "int",
         32,
@@ -391,8 +399,9 @@ _FIELDS = [
     Field(
         "deviation_form",
         "str",
-        "reconstructed",
-        "deviation term: reconstructed (text) or implementation",
+        "implementation",
+        "deviation term: implementation (|W - W/s|, what produced the thesis's results) "
+        "or reconstructed (|W - floor(W/s) s|, the text's formula)",
         choices=DEVIATION_FORMS,
     ),
     Field(
@@ -705,6 +714,7 @@ _PARENT_KEYS = (
     "arch",
     "l2",
     "optimizer",
+    "weight_init",
     "batch_size",
     "seed",
     "train_limit",

@@ -476,6 +476,7 @@ def _build(cfg: Mapping[str, Any], input_shape, num_classes: int) -> keras.Model
         l2=cfg["l2"],
         seed=cfg["seed"],
         quantize_dense=cfg["quantize_dense"] if cfg["flavour"] != "fp32" else None,
+        weight_init=cfg["weight_init"],
         **options,
     )
 
