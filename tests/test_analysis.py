@@ -243,6 +243,43 @@ def test_mark_front_per_group_and_fronts_sorted():
     assert analysis.mark_front(df.iloc[:0], "kib", "acc", by="g").empty
 
 
+def _front_means(bits: list[float]) -> pd.DataFrame:
+    """Seed means of a front: accuracy falls as memory (bits) falls."""
+    return pd.DataFrame(
+        {
+            "mem_bits_per_param_mean": bits,
+            "mem_bits_per_param_std": 0.0,
+            "test_accuracy_mean": np.linspace(0.8, 0.9, len(bits)),
+            "test_accuracy_std": 0.01,
+        }
+    )
+
+
+def test_front_axis_does_not_blow_up_a_few_thousandths_of_a_bit():
+    """Regression: a CNN panel spanned 14.350-14.362 bits across its whole width."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    bits = list(14.35 + 0.004 * np.arange(4))
+    analysis.plot_front(ax, _front_means(bits), "mem_bits_per_param", "test_accuracy")
+    lo, hi = ax.get_xlim()
+    assert hi - lo >= analysis.MIN_RELATIVE_SPAN * 14.35 - 1e-9  # >= 5 % of the value
+    assert lo < 14.35 and hi > bits[-1]
+    fig.draw_without_rendering()
+    assert ax.xaxis.get_major_formatter().get_offset() == ""  # no "+1.435e1"
+    # autoscaling stays on: data drawn later still widen the axis
+    ax.plot([20.0], [85.0])
+    assert ax.get_xlim()[1] >= 20.0
+    # a wide range is left as it is
+    fig2, ax2 = plt.subplots()
+    analysis.plot_front(
+        ax2, _front_means([2.0, 8.0]), "mem_bits_per_param", "test_accuracy"
+    )
+    assert ax2.get_xlim()[1] - ax2.get_xlim()[0] < 8.0
+    plt.close(fig)
+    plt.close(fig2)
+
+
 # ------------------------------------------------------------------------------------ best compression
 
 

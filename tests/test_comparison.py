@@ -273,6 +273,19 @@ def test_best_table_snippets_and_headline_against_hand_numbers():
     assert md.endswith("profile `smoke`.\n") and "**" not in md  # no bold winner
 
 
+def test_seed_means_reuse_the_config_id_of_all_runs(monkeypatch):
+    runs = _runs()
+    expected = C.seed_means(runs, pd.DataFrame())
+    every = C.all_runs(runs, pd.DataFrame())
+    calls = []
+    real = analysis.config_id
+    monkeypatch.setattr(
+        analysis, "config_id", lambda df, **kw: calls.append(len(df)) or real(df, **kw)
+    )
+    pd.testing.assert_frame_equal(C.seed_means(every), expected)
+    assert calls == []  # the notebook computes config_id once (all_runs)
+
+
 def test_accuracy_vs_memory_figure_panels_axes_and_annotations():
     runs = _runs()
     agg = C.seed_means(runs, pd.DataFrame())

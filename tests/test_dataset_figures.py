@@ -202,16 +202,16 @@ def test_per_class_swings_are_shown_against_an_fp32_seed_baseline(monkeypatch):
 def test_comparison_figures_and_snippets(monkeypatch):
     cmp = _comparison(monkeypatch)
     pairs, labels = {"toy": (FP32, QNT)}, {"toy": "Toy"}
-    fig = DF.draw_per_class(cmp.per_class, pairs, labels)
+    [fig] = DF.draw_per_class(cmp.per_class, pairs, labels)
     assert [t.get_text() for t in fig.axes[0].texts] == ["+0.0", "+0.0", "-100.0"]
     plt.close(fig)
-    fig = DF.draw_confusion_difference(cmp.confusion, pairs, labels)
+    [fig] = DF.draw_confusion_difference(cmp.confusion, pairs, labels)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == NAMES
     cells = [t.get_text() for t in ax.texts]
     assert cells == ["0", "0", "0", "0", "0", "0", "0", "100", "-100"]
     plt.close(fig)
-    fig = DF.draw_most_changed(SPLITS["toy"]["test"][0], cmp.changed, "Toy")
+    [fig] = DF.draw_most_changed(SPLITS["toy"]["test"][0], cmp.changed, "Toy")
     assert sum(ax.get_visible() for ax in fig.axes) == 1
     assert fig.axes[0].get_title().startswith("true: owl\nFP32: owl (0.93)")
     plt.close(fig)

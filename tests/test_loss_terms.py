@@ -239,17 +239,17 @@ def test_figures_have_the_expected_panels_lines_and_units():
     fig = LT.draw_overall(t, max_drop=0.01)
     ax = fig.axes[0]  # one panel per dataset, not pooled across datasets
     assert len(fig.axes) == len(t.setup_order) and ax.get_title() == SETUP
-    assert ax.get_ylabel() == "test accuracy − FP32 (points)"
+    assert ax.get_ylabel() == "test accuracy − FP32\n(points)"
     assert [line.get_ydata()[0] for line in ax.get_lines()[:2]] == [0, -1.0]
+    assert ax.get_legend() is None and fig.legends  # one legend, under the panels
     plt.close(fig)
-    fig = LT.draw_dataset_fronts(t, max_drop=0.01)
-    assert len(fig.axes) == 1 and fig.axes[0].get_title() == f"{SETUP} · scalar scales"
+    [fig] = LT.draw_dataset_fronts(t, max_drop=0.01)  # one part
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == f"{SETUP}\nscalar scales"
     plt.close(fig)
-    fig = LT.draw_rate_response(t)
+    [fig] = LT.draw_rate_response(t)
     top, bottom = fig.axes
-    assert (
-        top.get_xscale() == "log" and bottom.get_ylabel() == "memory (bits / parameter)"
-    )
+    assert top.get_xscale() == "log"
+    assert bottom.get_ylabel() == "memory\n(bits / parameter)"
     # per rated term a mean line; the no-term network and FP32 as horizontal lines
     lines = top.get_lines()
     np.testing.assert_allclose(lines[0].get_ydata(), [89.5, 85.0])
@@ -273,10 +273,10 @@ def test_penalty_curves_read_each_runs_own_term():
     inv = curves[(curves["term"] == "inverse") & (curves["rate"] == 1e-9)]
     assert list(inv["penalty"].fillna(-1)) == [-1, 4.0, 2.0]
     assert set(curves["kernel"]) == {"qdense_1/kernel"}
-    fig = LT.draw_penalty_curves(curves, t)
+    [fig] = LT.draw_penalty_curves(curves, t)
     assert len(fig.axes) == 4  # (penalty, bits) x two terms
     assert fig.axes[0].get_ylabel() == "penalty (unweighted)"
-    assert fig.axes[2].get_ylabel() == "qdense_1/kernel: mean bits"
+    assert fig.axes[1].get_ylabel() == "qdense_1/kernel\nmean bits"
     assert len(fig.axes[0].get_lines()) == 2  # one per rate
     plt.close(fig)
     assert LT.penalty_curves_caption(t).endswith(f"{SETUP}: scalar scales")

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import textwrap
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -726,6 +727,82 @@ def test_clean_outputs_merges_streams_and_drops_noise_and_empty_outputs():
         png,
     ]
     assert nb["cells"][2]["outputs"] == [error]
+
+
+def _legibility_warning(message: str) -> str:
+    """A figure-legibility warning as the kernel's stderr shows it (Python's format)."""
+    from companion.chapters import style
+
+    return warnings.formatwarning(
+        message, style.FigureLegibilityWarning, "/tmp/ipykernel_7/42.py", 3, "fig("
+    )
+
+
+def test_figure_warnings_are_taken_out_of_the_stored_notebook(tmp_path):
+    from companion.chapters import style
+
+    assert runner.LEGIBILITY_WARNING == style.FigureLegibilityWarning.__name__
+    first, second = "figure nb/a: text 'x' is 7.1 pt", "figure nb/b: text 'y' is 5.0 pt"
+    shown = _legibility_warning(first)
+    assert runner.FIGURE_WARNING_RE.match(shown.splitlines()[0])
+    outputs = [
+        {"output_type": "stream", "name": "stderr", "text": shown},
+        {"output_type": "stream", "name": "stdout", "text": "3 runs\n"},
+        {"output_type": "stream", "name": "stderr", "text": ["  kept\n", "warned:\n"]},
+        {
+            "output_type": "stream",
+            "name": "stderr",
+            "text": _legibility_warning(second),
+        },
+    ]
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}))
+    assert runner._clean_file(path) == [first, second]  # for the terminal
+    stored = json.loads(path.read_text())["cells"][0]["outputs"]
+    texts = "".join(o["text"] for o in stored)
+    assert runner.LEGIBILITY_WARNING not in texts and "fig(" not in texts
+    assert texts == "3 runs\n  kept\nwarned:\n"  # everything else stays
+
+
+FIGURE_NOTEBOOK = NOTEBOOK.split("```{code-cell}")[0] + textwrap.dedent(
+    """\
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    profile = "smoke"
+    results_dir = ""
+    ```
+
+    ```{code-cell} ipython3
+    import matplotlib.pyplot as plt
+    from companion.chapters.style import save_figure
+
+    fig, ax = plt.subplots(figsize=(12, 2))
+    ax.set_xlabel("tiny", fontsize=5)
+    save_figure(fig, results_dir, "figs", "tiny", "A tiny label.", show=False)
+    print("saved")
+    ```
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_legibility_warning_reaches_the_terminal_not_the_page(project, capfd):
+    (project / "notebooks" / "figs.md").write_text(FIGURE_NOTEBOOK)
+    for p in paths.PROFILES:
+        (project / "profiles" / p / "figs.yaml").write_text("{}\n")
+    logged: list[str] = []
+    out = runner.execute("figs", "smoke", log=logged.append)
+    assert "FigureLegibilityWarning" in capfd.readouterr().err  # streamed live
+    assert any("figs: FigureLegibilityWarning: figure figs/tiny" in m for m in logged)
+    stored = [
+        line
+        for cell in json.loads(out.read_text())["cells"]
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream"
+        for line in "".join(o["text"]).splitlines()
+    ]
+    assert stored == ["saved"]
 
 
 def test_kernel_arguments_and_environment_silence_libraries(monkeypatch):

@@ -132,6 +132,57 @@ def test_save_figure_records_a_legible_figure(tmp_path, recwarn):
         assert float(img.text[style.FONT_METADATA_KEY]) >= style.MIN_FONT_PT
 
 
+def test_figure_parts_keep_groups_whole_and_split_only_oversized_ones():
+    groups = [["a1", "a2"], ["b1", "b2", "b3"], ["c1"]]
+    assert style.figure_parts(groups, 8) == [["a1", "a2", "b1", "b2", "b3", "c1"]]
+    assert style.figure_parts(groups, 4) == [["a1", "a2"], ["b1", "b2", "b3", "c1"]]
+    assert style.figure_parts(groups, 3) == [["a1", "a2"], ["b1", "b2", "b3"], ["c1"]]
+    # a group larger than a part is chunked, the next group fills the last chunk
+    assert style.figure_parts([list("abcde"), ["f"]], 2) == [
+        ["a", "b"],
+        ["c", "d"],
+        ["e", "f"],
+    ]
+    assert style.figure_parts([], 4) == [[]]
+    with pytest.raises(ValueError, match="max_panels"):
+        style.figure_parts(groups, 0)
+
+
+def test_legend_below_collects_each_label_once_under_the_panels():
+    fig, axes = style.panel_grid(2)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="line")
+        ax.axhline(0.5, label=f"ref {id(ax) % 2}")
+        ax.legend()
+    fig.tight_layout()
+    legend = style.legend_below(fig, ncol=3)
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "line" and labels.count("line") == 1
+    assert all(ax.get_legend() is None for ax in axes)
+    fig.draw_without_rendering()
+    top = legend.get_window_extent().y1
+    assert top <= min(ax.get_tightbbox().y0 for ax in axes) + 1  # under the panels
+    plt.close(fig)
+
+
+def test_save_figure_saves_parts_under_one_book_include(tmp_path, recwarn):
+    parts = [plt.subplots(figsize=(3, 2))[0] for _ in range(2)]
+    written = style.save_figure(parts, tmp_path, "nb", "fronts", "Fronts.", show=False)
+    names = {p.name for p in written}
+    assert {"fronts_1.png", "fronts_2.pdf", "fronts_figure.md"} <= names
+    assert not (tmp_path / "fronts.png").exists()
+    assert (tmp_path / "fronts_2.caption.md").read_text() == "Fronts. Part 2 of 2.\n"
+    snippet = (tmp_path / "fronts_figure.md").read_text()
+    assert snippet.count("```{figure}") == 2
+    assert "/nb/fronts_1.*" in snippet and "/nb/fronts_2.*" in snippet
+    assert not any(plt.fignum_exists(f.number) for f in parts)
+    # a single part is saved under the stem itself
+    style.save_figure(
+        [plt.figure(figsize=(2, 2))], tmp_path, "nb", "one", "c", show=False
+    )
+    assert (tmp_path / "one.png").exists() and not (tmp_path / "one_1.png").exists()
+
+
 def test_display_png_gets_the_caption_as_alt_text(tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(

@@ -146,8 +146,16 @@ def test_sweep_figure_has_two_panels_per_setup_with_units():
     )
     left, right = fig.axes
     assert left.get_ylabel() == "test accuracy (%)"
-    assert right.get_ylabel() == "memory (bits / parameter)"
+    assert right.get_ylabel() == "memory\n(bits / parameter)"
     assert left.get_xscale() == "log" and left.get_xlabel() == "threshold λ"
+    # one legend under the panels: the granularities, FP32 and the bar below it
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == "granularity"
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "scalar",
+        "FP32",
+        "FP32 − 1 pt",
+    ]
     # one mean line (3 λ) per granularity, plus FP32 and FP32 − 1 pt
     ys = [line.get_ydata() for line in left.get_lines()]
     assert len(ys) == 3

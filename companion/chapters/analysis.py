@@ -26,8 +26,8 @@ run) into figures and generated Markdown with the helpers here.
 * :func:`matching_runs`, :func:`read_run_tables` -- another notebook's runs, only where
   data and training budget match (the loss-term overlay of ``baselines``).
 * :func:`plot_band`, :func:`plot_front`, :func:`reference_lines` -- seed means with
-  their spread, Pareto fronts and the FP32 reference in the shared style of
-  :mod:`companion.chapters.style`.
+  their spread, Pareto fronts (on an x axis never blown up by :func:`honest_xlim`) and
+  the FP32 reference in the shared style of :mod:`companion.chapters.style`.
 * :func:`resolve_datasets` -- which requested datasets are present; writes the
   ``<notebook>_missing.md`` snippet that the book shows (never substitutes a dataset).
 
@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import ScalarFormatter
 
 from companion import paths
 from companion.chapters.style import PALETTE, method_color, set_theme
@@ -94,6 +95,8 @@ __all__ = [
     "read_run_tables",
     "plot_band",
     "plot_front",
+    "MIN_RELATIVE_SPAN",
+    "honest_xlim",
     "reference_lines",
     "missing_data_markdown",
     "resolve_datasets",
@@ -977,7 +980,8 @@ def plot_front(
     """All seed-mean points with ± std error bars (faint) and each ``hue`` group's Pareto front.
 
     The front (memory ``x`` minimised, ``y`` maximised, on seed means) is drawn as a step line,
-    its points as diamonds with a black edge. Returns the front rows.
+    its points as diamonds with a black edge; the x axis spans at least
+    :data:`MIN_RELATIVE_SPAN` of its centre (:func:`honest_xlim`). Returns the front rows.
     """
     palette = list(palette or PALETTE)
     fronts_ = []
@@ -1020,7 +1024,34 @@ def plot_front(
             label=("Pareto front" if front_label and i == 0 else None),
         )
         fronts_.append(g[mask])
+    honest_xlim(ax)
     return pd.concat(fronts_) if fronts_ else agg.iloc[:0]
+
+
+#: the x axis of a front spans at least this share of its centre value, so that memory
+#: differences of a few thousandths of a bit are not drawn across the whole panel
+MIN_RELATIVE_SPAN = 0.05
+
+
+def honest_xlim(ax) -> None:
+    """Widen a tiny x range to :data:`MIN_RELATIVE_SPAN` of its centre; no tick offset.
+
+    The data limits are widened and autoscaling stays on, so data drawn later still
+    widen the axis; the ticks of a linear axis are written in full (no ``+1.435e1``
+    offset).
+
+    Arguments:
+        ax: the axes of a front (:func:`plot_front` calls this after drawing).
+    """
+    lo, hi = ax.dataLim.intervalx
+    centre, span = (lo + hi) / 2, hi - lo
+    if np.isfinite(centre) and centre > 0 and span < MIN_RELATIVE_SPAN * centre:
+        half = MIN_RELATIVE_SPAN * centre / 2
+        y = ax.dataLim.y0
+        ax.update_datalim([(centre - half, y), (centre + half, y)], updatey=False)
+        ax.autoscale_view(scaley=False)
+    if isinstance(ax.xaxis.get_major_formatter(), ScalarFormatter):
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
 
 
 def reference_lines(

@@ -224,11 +224,20 @@ def all_runs(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
     return everything.assign(config_id=analysis.config_id(everything))
 
 
-def seed_means(runs: pd.DataFrame, loss_runs: pd.DataFrame) -> pd.DataFrame:
-    """Seed means of every configuration of both tables, by setup, method and config."""
-    everything = all_runs(runs, loss_runs)
-    by = ["setup", "method", "config_id"] + analysis.config_columns(everything)
-    return analysis.aggregate_seeds(everything, METRICS, by=by)
+def seed_means(
+    runs: pd.DataFrame, loss_runs: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Seed means of every configuration of both tables, by setup, method and config.
+
+    Arguments:
+        runs: the runs, or :func:`all_runs`'s table of every run (its ``config_id`` is
+            used as it is) when ``loss_runs`` is None.
+        loss_runs: the overlaid loss-term runs (:func:`loss_term_overlay`).
+    """
+    if loss_runs is not None or "config_id" not in runs:
+        runs = all_runs(runs, pd.DataFrame() if loss_runs is None else loss_runs)
+    by = ["setup", "method", "config_id"] + analysis.config_columns(runs)
+    return analysis.aggregate_seeds(runs, METRICS, by=by)
 
 
 def _draw_front(ax: plt.Axes, g: pd.DataFrame, method: str, colour: Any) -> None:

@@ -8,6 +8,7 @@ the figures and writes the sentences the book quotes (:func:`hurt_summary_markdo
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import seaborn as sns
 
 from companion import data
 from companion.chapters import analysis, insights
-from companion.chapters.style import PALETTE, method_color, panel_grid
+from companion.chapters.style import PALETTE, figure_parts, method_color, panel_grid
 from companion.engine import experiment
 
 __all__ = [
@@ -61,6 +62,12 @@ RELOAD_TOLERANCE = 2e-3
 _PREDICT_BATCH = 512
 #: most images per row of the "most changed" grid
 _MAX_COLUMNS = 4
+#: most images of one part of the "most changed" grid (three rows fit the page)
+_IMAGES_PER_PART = 3 * _MAX_COLUMNS
+#: longest line (characters) under an image of that grid
+_TITLE_CHARS = 20
+#: most datasets (one full-width panel each) of one part of the comparison figures
+_DATASETS_PER_PART = 2
 #: line colour of each channel in the intensity histogram
 _CHANNEL_COLOUR = {"grey": "black", "R": "tab:red", "G": "tab:green", "B": "tab:blue"}
 #: colours of the training and test splits (no method's colour: these are data)
@@ -504,15 +511,36 @@ def _annotate_changes(ax: plt.Axes, t: pd.DataFrame) -> None:
         )
 
 
+def _dataset_parts(pairs: Mapping[str, Any]) -> list[list[str]]:
+    """The datasets of ``pairs`` in figure parts of :data:`_DATASETS_PER_PART`."""
+    return figure_parts([[d] for d in pairs], _DATASETS_PER_PART)
+
+
 def draw_per_class(
     per_class: pd.DataFrame,
     pairs: Mapping[str, tuple[dict, dict]],
     labels: Mapping[str, str],
+) -> list[plt.Figure]:
+    """Test accuracy per class of both networks (bars, %) and the changes.
+
+    One panel per dataset; returns the figure's parts (two datasets each), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    return [
+        _per_class_part(per_class, pairs, labels, part)
+        for part in _dataset_parts(pairs)
+    ]
+
+
+def _per_class_part(
+    per_class: pd.DataFrame,
+    pairs: Mapping[str, tuple[dict, dict]],
+    labels: Mapping[str, str],
+    datasets: Sequence[str],
 ) -> plt.Figure:
-    """Test accuracy per class of both networks (bars, %) and the changes."""
-    fig, axes = panel_grid(len(pairs), max_cols=1, panel=(6.6, 3.8))
+    fig, axes = panel_grid(len(datasets), max_cols=1, panel=(6.6, 3.8))
     networks = {"accuracy_reference": "FP32", "accuracy_quantized": "quantized"}
-    for ax, d in zip(axes, pairs, strict=True):
+    for ax, d in zip(axes, datasets, strict=True):
         t = per_class[per_class["dataset"] == d]
         long = t.melt(
             id_vars=["class"],
@@ -550,10 +578,26 @@ def draw_confusion_difference(
     confusion: pd.DataFrame,
     pairs: Mapping[str, tuple[dict, dict]],
     labels: Mapping[str, str],
+) -> list[plt.Figure]:
+    """Quantized minus FP32 confusion matrix (points of the true class), per dataset.
+
+    Returns the figure's parts (two datasets each), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    return [
+        _confusion_part(confusion, pairs, labels, part)
+        for part in _dataset_parts(pairs)
+    ]
+
+
+def _confusion_part(
+    confusion: pd.DataFrame,
+    pairs: Mapping[str, tuple[dict, dict]],
+    labels: Mapping[str, str],
+    datasets: Sequence[str],
 ) -> plt.Figure:
-    """Quantized minus FP32 confusion matrix (points of the true class), per dataset."""
-    fig, axes = panel_grid(len(pairs), max_cols=1, panel=(6.6, 6.0))
-    for ax, d in zip(axes, pairs, strict=True):
+    fig, axes = panel_grid(len(datasets), max_cols=1, panel=(6.0, 4.4))
+    for ax, d in zip(axes, datasets, strict=True):
         c = confusion[confusion["dataset"] == d]
         m = (
             c.pivot(index="true_label", columns="predicted_label", values="change")
@@ -589,25 +633,56 @@ def draw_confusion_difference(
     return fig
 
 
-def draw_most_changed(x: np.ndarray, changed: pd.DataFrame, label: str) -> plt.Figure:
-    """The most changed test images (``insights.most_changed``), both predictions."""
-    cols = min(_MAX_COLUMNS, len(changed))
-    rows = int(np.ceil(len(changed) / cols))
+def _wrapped(text: str) -> str:
+    """``text`` broken into lines that fit one image column of the grid."""
+    return "\n".join(textwrap.wrap(text, _TITLE_CHARS, break_on_hyphens=False))
+
+
+def _changed_title(r: Mapping[str, Any]) -> str:
+    return "\n".join(
+        _wrapped(line)
+        for line in (
+            f"true: {r['class']}",
+            f"FP32: {r['pred_class_reference']} ({r['p_pred_reference']:.2f})",
+            f"quant.: {r['pred_class_quantized']} ({r['p_pred_quantized']:.2f})",
+        )
+    )
+
+
+def draw_most_changed(
+    x: np.ndarray, changed: pd.DataFrame, label: str
+) -> list[plt.Figure]:
+    """The most changed test images (``insights.most_changed``), both predictions.
+
+    Returns the figure's parts (:data:`_IMAGES_PER_PART` images each), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    records = changed.to_dict("records")
+    return [
+        _most_changed_part(x, records[i : i + _IMAGES_PER_PART], label)
+        for i in range(0, max(len(records), 1), _IMAGES_PER_PART)
+    ]
+
+
+def _most_changed_part(
+    x: np.ndarray, records: Sequence[Mapping[str, Any]], label: str
+) -> plt.Figure:
+    cols = max(min(_MAX_COLUMNS, len(records)), 1)
+    rows = max(int(np.ceil(len(records) / cols)), 1)
+    titles = [_changed_title(r) for r in records]
+    lines = max((t.count("\n") + 1 for t in titles), default=3)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(1.65 * cols, 2.5 * rows + 0.4), squeeze=False
+        rows,
+        cols,
+        figsize=(1.65 * cols, (1.65 + 0.17 * lines) * rows + 0.4),
+        squeeze=False,
     )
     for ax in axes.ravel():
         ax.set_visible(False)
-    for ax, r in zip(axes.ravel(), changed.to_dict("records"), strict=False):
+    for ax, r, title in zip(axes.ravel(), records, titles, strict=False):
         ax.set_visible(True)
         _show_image(ax, x[r["index"]])
-        ax.set_title(
-            f"true: {r['class']}\nFP32: {r['pred_class_reference']} "
-            f"({r['p_pred_reference']:.2f})\nquant.: "
-            f"{r['pred_class_quantized']} ({r['p_pred_quantized']:.2f})",
-            fontsize=_TEXT_SIZE,
-            fontweight="normal",
-        )
+        ax.set_title(title, fontsize=_TEXT_SIZE, fontweight="normal")
     fig.suptitle(
         f"{label}: largest drops of p(true class),\nFP32 → "
         "quantized (probabilities in brackets)",

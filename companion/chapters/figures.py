@@ -51,8 +51,14 @@ import tensorflow as tf
 from matplotlib import colors as mcolors
 from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.ticker import LogLocator
 
-from companion.chapters.style import MAX_FIGURE_WIDTH_IN, PALETTE, sequential_colors
+from companion.chapters.style import (
+    MAX_FIGURE_WIDTH_IN,
+    PALETTE,
+    legend_below,
+    sequential_colors,
+)
 from lqs.layers import QConv2D, QDense
 from lqs.quantizers import (
     EPS,
@@ -126,6 +132,8 @@ DIVERGING = "RdBu_r"
 #: font size in points of numbers written into cells and of diagram labels; at least
 #: 8 pt in print for figures up to ``style.MAX_FIGURE_WIDTH_IN`` wide
 ANNOTATION_SIZE = 9
+#: most major ticks of a log axis spanning many decades (ratio histogram)
+_LOG_TICKS = 5
 #: spread of the blob centres of Fig. 2.1's toy problem (unit-variance points around
 #: them: the blobs overlap a little)
 BLOB_SPREAD = 2.0
@@ -1890,11 +1898,11 @@ def draw_ratio_histogram(
     lambdas: Sequence[float],
     *,
     bins: int = 60,
-    figsize: tuple[float, float] = (6.6, 4.9),
+    figsize: tuple[float, float] = (6.8, 3.0),
 ) -> plt.Figure:
     """Left: histogram of :math:`r` (log-spaced bins) with the thresholds marked; right: vote shares vs λ.
 
-    The legend of the left panel gives, per marked λ, the share of elements voting 0 (text's rule).
+    The legend under both panels gives, per marked λ, the share of elements voting 0 (text's rule).
     Elements with ``r == 0`` (``G == 0``; they never vote 0) cannot sit on a log axis and are counted
     in the title. The right panel sweeps λ over the ratio range: element share with
     :math:`r \\ge \\lambda` and share of groups hitting the all-above rule.
@@ -1903,17 +1911,12 @@ def draw_ratio_histogram(
     positive = r[r > 0]
     n_zero = int(np.sum(r == 0))
     fig, axes = plt.subplots(
-        1,
-        2,
-        figsize=figsize,
-        gridspec_kw={"width_ratios": [1.2, 1]},
-        layout="constrained",
+        1, 2, figsize=figsize, gridspec_kw={"width_ratios": [1.2, 1]}
     )
     lo = min(float(positive.min()), min(lambdas)) / 2
     hi = max(float(positive.max()), max(lambdas)) * 2
     edges = np.logspace(np.log10(lo), np.log10(hi), bins + 1)
-    counts, _, _ = axes[0].hist(positive, bins=edges, color=PALETTE[0], alpha=0.8)
-    axes[0].set_ylim(0, 1.1 * max(float(counts.max()), 1.0) * (1 + 0.11 * len(lambdas)))
+    axes[0].hist(positive, bins=edges, color=PALETTE[0], alpha=0.8)
     axes[0].set_xscale("log")
     stats = vote_stats(lr_.ratio, lr_.group, lambdas)
     marks = sequential_colors(len(stats))
@@ -1934,12 +1937,6 @@ def draw_ratio_histogram(
     axes[0].set_title(
         f"{lr_.layer} kernel {lr_.p_q.shape}{zero_note.replace('; ', chr(10))}",
         fontsize=ANNOTATION_SIZE + 1,
-    )
-    axes[0].legend(
-        fontsize=ANNOTATION_SIZE,
-        loc="upper left",
-        bbox_to_anchor=(-0.15, -0.2),
-        frameon=False,
     )
     sweep = np.logspace(np.log10(lo), np.log10(hi), 200)
     sweep_stats = vote_stats(lr_.ratio, lr_.group, sweep)
@@ -1966,14 +1963,11 @@ def draw_ratio_histogram(
         "vote shares as \u03bb varies\n(dotted: trained \u03bb)",
         fontsize=ANNOTATION_SIZE + 1,
     )
-    axes[1].legend(
-        fontsize=ANNOTATION_SIZE,
-        loc="upper left",
-        bbox_to_anchor=(-0.15, -0.2),
-        frameon=False,
-    )
     for ax in axes:
         ax.tick_params(labelsize=ANNOTATION_SIZE)
+        ax.xaxis.set_major_locator(LogLocator(numticks=_LOG_TICKS))
+    fig.tight_layout()
+    legend_below(fig, ncol=1, fontsize=ANNOTATION_SIZE)
     return fig
 
 

@@ -19,12 +19,28 @@ import numpy as np
 import pandas as pd
 
 from companion.chapters import analysis, paired
-from companion.chapters.style import TERM_COLORS, panel_grid, sequential_colors
+from companion.chapters.style import (
+    MAX_PANELS,
+    TERM_COLORS,
+    figure_parts,
+    legend_below,
+    panel_grid,
+    sequential_colors,
+)
 from companion.engine import experiment
 from lqs.losses import TERMS
 
 #: text written into panels (legends, titles, tick labels): >= 8 pt in print
 _TEXT_SIZE = 9
+#: width (in) of a panel of the two-column figures: at most 6.8 in wide in all, their
+#: 9 pt text prints at 8.5 pt or more
+_PANEL_WIDTH = 3.4
+#: most panels of one part of the dataset-fronts figure (three rows and the legend)
+_FRONT_PANELS = 6
+#: most (upper, lower) axes pairs of one part of the rate-response and penalty figures
+_PAIR_PANELS = MAX_PANELS // 2
+#: memory axis of the front panels
+_MEMORY_LABEL = "memory (bits / parameter,\nscales included)"
 
 __all__ = [
     "TERM_LABEL",
@@ -39,6 +55,7 @@ __all__ = [
     "summarise",
     "varied_text",
     "panel_title",
+    "panel_parts",
     "draw_overall",
     "overall_caption",
     "draw_dataset_fronts",
@@ -293,9 +310,20 @@ def varied_text(t: LossTermTables, *, include_no_term: bool) -> str:
 
 
 def panel_title(t: LossTermTables, setup: str, gran: str, mode: str) -> str:
-    """``"<setup> · <granularity> scales"`` (+ the mode when several modes ran)."""
+    """Two lines: ``<setup>``, ``<granularity> scales`` (+ `` · <mode>`` when several ran)."""
     more = f" · {mode.replace('_', ' ')}" if len(t.mode_order) > 1 else ""
-    return f"{setup} · {gran} scales" + more
+    return f"{setup}\n{gran} scales" + more
+
+
+def panel_parts(t: LossTermTables, max_panels: int) -> list[list[tuple[str, str, str]]]:
+    """:attr:`LossTermTables.panels` in figure parts of at most ``max_panels`` panels.
+
+    The panels of a setup share a part unless they alone are more
+    (:func:`companion.chapters.style.figure_parts`).
+    """
+    return figure_parts(
+        [[p for p in t.panels if p[0] == s] for s in t.setup_order], max_panels
+    )
 
 
 def _palette(order: Sequence[str]) -> list:
@@ -304,7 +332,7 @@ def _palette(order: Sequence[str]) -> list:
 
 def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
     """Accuracy change vs FP32 against memory: one panel per setup, each term's front."""
-    fig, axes = panel_grid(len(t.setup_order), panel=(3.6, 3.0), extra=(0.0, 0.7))
+    fig, axes = panel_grid(len(t.setup_order), panel=(_PANEL_WIDTH, 3.0))
     for ax, setup in zip(axes, t.setup_order, strict=True):
         ax.axhline(0, color="black", ls="--", lw=1, label="FP32")
         ax.axhline(
@@ -324,22 +352,11 @@ def draw_overall(t: LossTermTables, *, max_drop: float) -> plt.Figure:
             palette=_palette(t.term_order),
             label=TERM_LABEL.get,
         )
-        ax.set_xlabel("memory (bits / parameter, scales included)")
-        ax.set_ylabel("test accuracy − FP32 (points)")
+        ax.set_xlabel(_MEMORY_LABEL)
+        ax.set_ylabel("test accuracy − FP32\n(points)")
         ax.set_title(setup, fontsize=_TEXT_SIZE + 1)
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        fontsize=_TEXT_SIZE,
-        loc="lower center",
-        ncol=3,
-        title="loss term",
-        title_fontsize=_TEXT_SIZE,
-    )
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.tight_layout()
+    legend_below(fig, fontsize=_TEXT_SIZE)
     return fig
 
 
@@ -354,10 +371,23 @@ def overall_caption(*, max_drop: float) -> str:
     )
 
 
-def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
-    """Accuracy against memory per setup, granularity (and mode), fronts per term."""
-    fig, axes = panel_grid(len(t.panels), panel=(3.6, 3.8))
-    for ax, (setup, gran, mode) in zip(axes, t.panels, strict=True):
+def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> list[plt.Figure]:
+    """Accuracy against memory per setup, granularity (and mode), fronts per term.
+
+    Returns the figure's parts (:func:`panel_parts`, at most three rows of two panels
+    each), for :func:`companion.chapters.style.save_figure`.
+    """
+    return [
+        _dataset_fronts_part(t, panels, max_drop)
+        for panels in panel_parts(t, _FRONT_PANELS)
+    ]
+
+
+def _dataset_fronts_part(
+    t: LossTermTables, panels: Sequence[tuple[str, str, str]], max_drop: float
+) -> plt.Figure:
+    fig, axes = panel_grid(len(panels), panel=(_PANEL_WIDTH, 2.9))
+    for ax, (setup, gran, mode) in zip(axes, panels, strict=True):
         a = t.panel(setup, gran, mode)
         order = analysis.present_in_order(a["term"], t.term_order)
         analysis.reference_lines(ax, t.reference.get(setup), max_drop=max_drop)
@@ -372,21 +402,10 @@ def draw_dataset_fronts(t: LossTermTables, *, max_drop: float) -> plt.Figure:
             label=TERM_LABEL.get,
         )
         ax.set_title(panel_title(t, setup, gran, mode), fontsize=_TEXT_SIZE + 1)
-        ax.set_xlabel("memory (bits / parameter,\nscales included)")
+        ax.set_xlabel(_MEMORY_LABEL)
         ax.set_ylabel("test accuracy (%)")
-    handles, names = axes[0].get_legend_handles_labels()
-    ncol = 2
-    fig.legend(
-        handles,
-        names,
-        loc="lower center",
-        ncol=ncol,
-        fontsize=_TEXT_SIZE,
-        bbox_to_anchor=(0.5, 0.0),
-    )
-    rows = -(-len(names) // ncol)
-    height = fig.get_figheight()
-    fig.tight_layout(rect=(0, min(0.5, (0.1 + 0.2 * rows) / height), 1, 1))
+    fig.tight_layout()
+    legend_below(fig, fontsize=_TEXT_SIZE)
     return fig
 
 
@@ -408,7 +427,7 @@ RATE_RESPONSE_CAPTION = (
 #: (metric, scale, y label) of the two rows of the rate-response figure
 _RESPONSE_ROWS = [
     ("test_accuracy", 100.0, "test accuracy (%)"),
-    ("mem_bits_per_param", 1.0, "memory (bits / parameter)"),
+    ("mem_bits_per_param", 1.0, "memory\n(bits / parameter)"),
 ]
 
 
@@ -447,31 +466,50 @@ def _response_panel(
     ax.set_xscale("log")
 
 
-def draw_rate_response(t: LossTermTables) -> plt.Figure:
-    """Accuracy (top row) and memory (bottom row) against the rate, per panel."""
-    n = len(t.panels)
-    fig, axes = plt.subplots(
-        2, n, figsize=(min(3.6 * n, 7.2), 6.6), squeeze=False, sharex=True
+def _pair_axes(
+    n: int, height: float
+) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes]]]:
+    """``n`` (upper, lower) pairs of axes sharing x, two pairs a row, ``height`` each.
+
+    Each pair is a subfigure, so the upper axes sit right on the lower ones; the layout
+    is constrained (no ``tight_layout``).
+    """
+    cols = min(max(n, 1), 2)
+    rows = -(-max(n, 1) // cols)
+    fig = plt.figure(
+        figsize=(_PANEL_WIDTH * cols, 2 * height * rows), layout="constrained"
     )
-    for j, (setup, gran, mode) in enumerate(t.panels):
+    cells = fig.subfigures(rows, cols, squeeze=False).ravel()
+    pairs = []
+    for cell in cells[:n]:
+        top, bottom = cell.subplots(2, 1, sharex=True)
+        pairs.append((top, bottom))
+    return fig, pairs
+
+
+def draw_rate_response(t: LossTermTables) -> list[plt.Figure]:
+    """Accuracy (upper) and memory (lower axes) against the rate, per panel.
+
+    Returns the figure's parts (:func:`panel_parts`, at most four panels each), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    return [_rate_response_part(t, panels) for panels in panel_parts(t, _PAIR_PANELS)]
+
+
+def _rate_response_part(
+    t: LossTermTables, panels: Sequence[tuple[str, str, str]]
+) -> plt.Figure:
+    fig, pairs = _pair_axes(len(panels), height=1.9)
+    for (top, bottom), (setup, gran, mode) in zip(pairs, panels, strict=True):
         a = t.panel(setup, gran, mode)
-        for i, (metric, scale, ylabel) in enumerate(_RESPONSE_ROWS):
-            _response_panel(axes[i, j], t, a, setup, metric, scale)
-            axes[i, j].set_ylabel(ylabel)
-        axes[0, j].set_title(panel_title(t, setup, gran, mode), fontsize=_TEXT_SIZE + 1)
-        axes[1, j].set_xlabel("rate ρ of the loss term\n(log scale)")
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    ncol = 2
-    fig.legend(
-        handles,
-        names,
-        loc="lower center",
-        ncol=ncol,
-        fontsize=_TEXT_SIZE,
-        bbox_to_anchor=(0.5, 0.0),
-    )
-    rows = -(-len(names) // ncol)
-    fig.tight_layout(rect=(0, min(0.4, (0.1 + 0.2 * rows) / fig.get_figheight()), 1, 1))
+        for ax, (metric, scale, ylabel) in zip((top, bottom), _RESPONSE_ROWS):
+            _response_panel(ax, t, a, setup, metric, scale)
+            ax.set_ylabel(ylabel, fontsize=_TEXT_SIZE + 1)
+        top.set_title(panel_title(t, setup, gran, mode), fontsize=_TEXT_SIZE + 1)
+        bottom.set_xlabel(
+            "rate ρ of the loss term (log scale)", fontsize=_TEXT_SIZE + 1
+        )
+    legend_below(fig, fontsize=_TEXT_SIZE)
     return fig
 
 
@@ -524,41 +562,44 @@ def _curve_axes(
     top.set_title(title, fontsize=_TEXT_SIZE + 1)
     top.set_ylabel("penalty (unweighted)", fontsize=_TEXT_SIZE)
     kernel = c["kernel"].iloc[0] if len(c) else "kernel"
-    bottom.set_ylabel(f"{kernel}: mean bits", fontsize=_TEXT_SIZE)
+    bottom.set_ylabel(f"{kernel}\nmean bits", fontsize=_TEXT_SIZE)
     bottom.set_xlabel("epoch", fontsize=_TEXT_SIZE)
     for ax in (top, bottom):
         ax.set_xlim(-0.25, last + 0.25)
-        ax.set_xticks(range(0, last + 1, max(1, last // _MAX_EPOCH_TICKS)))
+        ax.set_xticks(range(0, last + 1, max(1, -(-last // _MAX_EPOCH_TICKS))))
         ax.tick_params(labelsize=_TEXT_SIZE)
         ax.yaxis.get_offset_text().set_fontsize(_TEXT_SIZE)
-    top.legend(fontsize=_TEXT_SIZE, title="rate ρ", title_fontsize=_TEXT_SIZE)
 
 
-def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
-    """Penalty (top) and kernel bits (bottom) per epoch, seed means, a line per rate."""
+def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> list[plt.Figure]:
+    """Penalty (upper) and kernel bits (lower axes) per epoch, seed means, a line per rate.
+
+    One panel per setup and term; returns the figure's parts (at most four panels,
+    the terms of a setup together), for :func:`companion.chapters.style.save_figure`.
+    """
     means = curves.groupby(
         ["setup", "term", "rate", "epoch", "kernel"], as_index=False
     )[["penalty", "kernel_bits"]].mean()
     rates = sorted(curves["rate"].unique())
     colour = dict(zip(rates, sequential_colors(len(rates)), strict=True))
     terms = analysis.present_in_order(curves["term"], t.term_order)
-    # each (setup, term) is a penalty panel above a bits panel; two such pairs a row
-    pairs = [(setup, term) for setup in t.setup_order for term in terms]
-    cols = min(len(pairs), 2)
-    n_rows = 2 * -(-len(pairs) // cols)
-    fig, axes = plt.subplots(
-        n_rows, cols, figsize=(3.5 * cols, 2.0 * n_rows), squeeze=False
-    )
-    for k in range(len(pairs), (n_rows // 2) * cols):  # unused cells of the last row
-        axes[2 * (k // cols), k % cols].set_visible(False)
-        axes[2 * (k // cols) + 1, k % cols].set_visible(False)
+    groups = [[(setup, term) for term in terms] for setup in t.setup_order]
     last = int(curves["epoch"].max())
-    for k, (setup, term) in enumerate(pairs):
+    return [
+        _penalty_part(means, panels, colour, last)
+        for panels in figure_parts(groups, _PAIR_PANELS)
+    ]
+
+
+def _penalty_part(
+    means: pd.DataFrame,
+    panels: Sequence[tuple[str, str]],
+    colour: Mapping[float, Any],
+    last: int,
+) -> plt.Figure:
+    fig, pairs = _pair_axes(len(panels), height=2.0)
+    for (top, bottom), (setup, term) in zip(pairs, panels, strict=True):
         c = means[(means["setup"] == setup) & (means["term"] == term)]
-        top, bottom = (
-            axes[2 * (k // cols), k % cols],
-            axes[2 * (k // cols) + 1, k % cols],
-        )
         for rate, g in c.groupby("rate"):
             pen = g.dropna(subset=["penalty"])
             kw = dict(
@@ -567,7 +608,7 @@ def draw_penalty_curves(curves: pd.DataFrame, t: LossTermTables) -> plt.Figure:
             top.plot(pen["epoch"], pen["penalty"], **kw)
             bottom.plot(g["epoch"], g["kernel_bits"], **kw)
         _curve_axes(top, bottom, c, f"{setup}\n{TERM_LABEL[term]}", last)
-    fig.tight_layout()
+    legend_below(fig, ncol=min(len(colour), 4), fontsize=_TEXT_SIZE, title="rate ρ")
     return fig
 
 

@@ -14,14 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from companion.chapters import analysis, paired
-from companion.chapters.style import PALETTE, panel_grid
+from companion.chapters.style import PALETTE, figure_parts, legend_below, panel_grid
 
 #: text written into panels (legends, cell values, tick labels): >= 8 pt in print
 _TEXT_SIZE = 9
+#: width (in) of a panel of the two-column figures: at most 6.8 in wide in all, their
+#: 9 pt text prints at 8.5 pt or more
+_PANEL_WIDTH = 3.4
+#: most panels of one part of a front figure (three rows and the legend)
+_FRONT_PANELS = 6
+#: most rows (setup and mode) of one part of the lr × L2 grid
+_GRID_ROWS = 4
 
 __all__ = [
     "METRICS",
@@ -79,6 +87,9 @@ GRID_FORMATS = {
 _EMPTY_BITS_LIMIT = 8
 _HEADROOM = 1.3
 _BAR_GROUP_WIDTH = 0.8  # seaborn's default width of one group of bars
+#: weights of the red, green and blue channels in a colour's luminance (Rec. 709):
+#: cell values are written white on darker cells, black on lighter ones
+_LUMINANCE = (0.2126, 0.7152, 0.0722)
 #: the FP32 reference of a run: same setup, same total epochs (pretraining included)
 _REF_BY = ["setup", "total_epochs"]
 
@@ -196,19 +207,9 @@ def summarise(runs: pd.DataFrame) -> LrRegTables:
     )
 
 
-#: the x axis of a front spans at least this share of its centre value, so that memory
-#: differences of a few thousandths of a bit are not drawn across the whole panel
-_MIN_RELATIVE_SPAN = 0.05
-
-
-def _honest_xlim(ax: plt.Axes) -> None:
-    """Widen a tiny x range to :data:`_MIN_RELATIVE_SPAN` of its centre; no tick offset."""
-    lo, hi = ax.get_xlim()
-    centre, span = (lo + hi) / 2, hi - lo
-    if centre > 0 and span < _MIN_RELATIVE_SPAN * centre:
-        half = _MIN_RELATIVE_SPAN * centre / 2
-        ax.set_xlim(centre - half, centre + half)
-    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+def _gran_colours(t: LrRegTables, grans: Sequence[str]) -> list[Any]:
+    """One colour per granularity, the same in every panel and part of a figure."""
+    return [PALETTE[t.gran_order.index(g) % len(PALETTE)] for g in grans]
 
 
 def _front_panel(
@@ -221,36 +222,62 @@ def _front_panel(
     max_drop: float,
 ) -> None:
     a = t.nested[(t.nested["setup"] == setup) & (t.nested["mode"] == mode)]
-    if a.empty:
-        ax.set_visible(False)
-        return
     hue_order = analysis.present_in_order(a["kernel_granularity"], t.gran_order)
     analysis.plot_front(
-        ax, a, x, "test_accuracy", hue="kernel_granularity", hue_order=hue_order
+        ax,
+        a,
+        x,
+        "test_accuracy",
+        hue="kernel_granularity",
+        hue_order=hue_order,
+        palette=_gran_colours(t, hue_order),
     )
     analysis.reference_lines(ax, t.fp32(setup, a), max_drop=max_drop)
-    _honest_xlim(ax)
     fp32 = t.agg[(t.agg["setup"] == setup) & (t.agg["flavour"] == "fp32")]
     fp32_kib = fp32["mem_kib_mean"].max()
     ax.set_title(
-        f"{setup} · {mode.replace('_', ' ')}\n(FP32 network: "
-        f"{fp32_kib:.0f} KiB, 32 bits/param)",
-        fontsize=_TEXT_SIZE + 1,
+        f"{setup}\n{mode.replace('_', ' ')} (FP32 network: {fp32_kib:.0f} KiB)",
+        fontsize=_TEXT_SIZE,
     )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=_TEXT_SIZE, title="granularity", title_fontsize=_TEXT_SIZE)
 
 
-def draw_fronts(t: LrRegTables, x: str, xlabel: str, *, max_drop: float) -> plt.Figure:
-    """Accuracy against memory ``x``, a front per granularity; setup × mode panels."""
-    panels = [(setup, mode) for setup in t.setup_order for mode in t.mode_order]
-    fig, axes = panel_grid(
-        len(panels), max_cols=min(len(t.mode_order), 2), panel=(5.0, 3.9)
-    )
+def _front_groups(t: LrRegTables) -> list[list[tuple[str, str]]]:
+    """Per setup, its ``(setup, mode)`` panels that have runs."""
+    n = t.nested
+    return [
+        [(s, m) for m in t.mode_order if ((n["setup"] == s) & (n["mode"] == m)).any()]
+        for s in t.setup_order
+    ]
+
+
+def draw_fronts(
+    t: LrRegTables, x: str, xlabel: str, *, max_drop: float
+) -> list[plt.Figure]:
+    """Accuracy against memory ``x``, a front per granularity; setup × mode panels.
+
+    Returns the figure's parts (at most six panels, the modes of a setup together), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    return [
+        _fronts_part(t, panels, x, xlabel, max_drop)
+        for panels in figure_parts(_front_groups(t), _FRONT_PANELS)
+    ]
+
+
+def _fronts_part(
+    t: LrRegTables,
+    panels: Sequence[tuple[str, str]],
+    x: str,
+    xlabel: str,
+    max_drop: float,
+) -> plt.Figure:
+    fig, axes = panel_grid(len(panels), panel=(_PANEL_WIDTH, 2.9))
     for ax, (setup, mode) in zip(axes, panels, strict=True):
         _front_panel(ax, t, setup, mode, x, xlabel, max_drop)
     fig.tight_layout()
+    legend_below(fig, ncol=3, fontsize=_TEXT_SIZE)
     return fig
 
 
@@ -282,55 +309,75 @@ def heat_setups(t: LrRegTables) -> dict[str, str]:
 
 
 def _heat_panel(ax: plt.Axes, a: pd.DataFrame, metric: str, title: str) -> None:
+    """Seed means of ``metric`` over L2 (rows) × lr (columns), each cell annotated.
+
+    Drawn with ``imshow`` (``seaborn.heatmap`` draws the whole figure once per panel
+    to decide on rotating its tick labels).
+    """
     scale, fmt, cmap, what = GRID_FORMATS[metric]
     table = a.assign(v=a[f"{metric}_mean"] * scale).pivot_table(
         index="l2", columns="lr", values="v"
     )
-    sns.heatmap(
-        table,
-        annot=True,
-        fmt=fmt,
-        cmap=cmap,
-        cbar=False,
-        ax=ax,
-        annot_kws={"fontsize": _TEXT_SIZE},
-    )
-    ax.set_xticklabels(
-        [analysis.fmt_sci(v) for v in table.columns], fontsize=_TEXT_SIZE
-    )
-    ax.set_yticklabels(
-        [analysis.fmt_sci(v) for v in table.index], fontsize=_TEXT_SIZE, rotation=0
-    )
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("L2 coefficient")
-    ax.set_title(f"{title}\n{what}", fontsize=_TEXT_SIZE)
+    values = table.to_numpy(float)
+    image = ax.imshow(values, cmap=cmap, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            rgb = image.cmap(image.norm(v))[:3]
+            ax.text(
+                j,
+                i,
+                format(v, fmt),
+                ha="center",
+                va="center",
+                fontsize=_TEXT_SIZE,
+                color="white" if np.dot(rgb, _LUMINANCE) < 0.5 else "black",
+            )
+    ax.set_xticks(range(values.shape[1]), [analysis.fmt_sci(v) for v in table.columns])
+    ax.set_yticks(range(values.shape[0]), [analysis.fmt_sci(v) for v in table.index])
+    ax.tick_params(labelsize=_TEXT_SIZE, length=0)
+    ax.grid(False)
+    ax.set_xlabel("learning rate", fontsize=_TEXT_SIZE + 1)
+    ax.set_ylabel("L2 coefficient", fontsize=_TEXT_SIZE + 1)
+    ax.set_title(f"{title}: {what}", fontsize=_TEXT_SIZE)
 
 
-def draw_lr_l2_grid(t: LrRegTables) -> plt.Figure:
-    """Seed-mean accuracy and bits per parameter over lr × L2 per mode."""
-    shown = heat_setups(t)
-    # one row per setup and mode, one column per metric: at most two columns wide
-    rows = [
-        (setup, gran, mode) for setup, gran in shown.items() for mode in t.mode_order
+def _grid_rows(t: LrRegTables, setup: str, gran: str, mode: str) -> pd.DataFrame:
+    n = t.nested
+    return n[
+        (n["setup"] == setup) & (n["mode"] == mode) & (n["kernel_granularity"] == gran)
     ]
+
+
+def draw_lr_l2_grid(t: LrRegTables) -> list[plt.Figure]:
+    """Seed-mean accuracy and bits per parameter over lr × L2 per setup and mode.
+
+    A row per setup of :func:`heat_setups` and mode, a column per metric; returns the
+    figure's parts (at most four rows, the modes of a setup together), for
+    :func:`companion.chapters.style.save_figure`.
+    """
+    groups = [
+        [
+            (setup, gran, mode)
+            for mode in t.mode_order
+            if len(_grid_rows(t, setup, gran, mode))
+        ]
+        for setup, gran in heat_setups(t).items()
+    ]
+    return [_grid_part(t, rows) for rows in figure_parts(groups, _GRID_ROWS)]
+
+
+def _grid_part(t: LrRegTables, rows: Sequence[tuple[str, str, str]]) -> plt.Figure:
     fig, axes = plt.subplots(
         len(rows),
         len(GRID_FORMATS),
-        figsize=(3.4 * len(GRID_FORMATS), 3.1 * len(rows)),
+        figsize=(_PANEL_WIDTH * len(GRID_FORMATS), 2.3 * len(rows)),
         squeeze=False,
     )
     for row, (setup, gran, mode) in zip(axes, rows, strict=True):
+        a = _grid_rows(t, setup, gran, mode)
+        title = f"{setup} · {gran}\n{mode.replace('_', ' ')}"
         for ax, metric in zip(row, GRID_FORMATS, strict=True):
-            n = t.nested
-            a = n[
-                (n["setup"] == setup)
-                & (n["mode"] == mode)
-                & (n["kernel_granularity"] == gran)
-            ]
-            if a.empty:
-                ax.set_visible(False)
-                continue
-            _heat_panel(ax, a, metric, f"{setup} · {gran}\n{mode.replace('_', ' ')}")
+            _heat_panel(ax, a, metric, title)
     fig.tight_layout()
     return fig
 
@@ -393,7 +440,7 @@ def draw_granularity(
 ) -> plt.Figure:
     """Bits per quantized parameter of :func:`granularity_best` as bars."""
     n = len(t.setup_order)
-    fig, axes = panel_grid(n, panel=(3.5, 3.8))
+    fig, axes = panel_grid(n, panel=(_PANEL_WIDTH, 3.8))
     modes = [m.replace("_", " ") for m in t.mode_order]
     for ax, setup in zip(axes, t.setup_order, strict=True):
         g = best[best["setup"] == setup].copy()
@@ -414,7 +461,7 @@ def draw_granularity(
         _mark_none(ax, g, order, hues)
         top = g["bits"].max()
         ax.set_ylim(0, _EMPTY_BITS_LIMIT if pd.isna(top) else top * _HEADROOM)
-        ax.set_title(setup, fontsize=10)
+        ax.set_title(setup, fontsize=_TEXT_SIZE + 1)
         ax.set_xlabel("scale granularity")
         ax.set_ylabel(
             f"bits / quantized parameter\nwithin {max_drop * 100:g} pt of FP32"

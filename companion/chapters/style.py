@@ -13,7 +13,11 @@ column), so a wider figure shrinks, and its text with it. :func:`save_figure` me
 every text artist at that printed size (:func:`smallest_text`) and warns
 (:class:`FigureLegibilityWarning`) -- or raises with ``strict`` -- when the smallest is
 below :data:`MIN_FONT_PT`; the measured size is stored in the PNG (key
-:data:`FONT_METADATA_KEY`) so the tests check every figure a notebook wrote.
+:data:`FONT_METADATA_KEY`) so the tests check every figure a notebook wrote. A figure
+keeps its panels at a legible size by wrapping them into rows (:func:`panel_grid`),
+putting its legend under them (:func:`legend_below`) and, past :data:`MAX_PANELS`,
+being drawn in parts (:func:`figure_parts`) that :func:`save_figure` saves under one
+book include.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.legend import Legend
 from matplotlib.text import Text
 
 from companion.engine.book import figure_markdown
@@ -43,6 +48,7 @@ __all__ = [
     "PRINT_HEIGHT_IN",
     "MAX_FIGURE_WIDTH_IN",
     "MIN_FONT_PT",
+    "MAX_PANELS",
     "FONT_METADATA_KEY",
     "METHOD_COLORS",
     "TERM_COLORS",
@@ -51,6 +57,8 @@ __all__ = [
     "method_color",
     "sequential_colors",
     "panel_grid",
+    "legend_below",
+    "figure_parts",
     "printed_scale",
     "smallest_text",
     "caption",
@@ -106,6 +114,10 @@ PRINT_HEIGHT_IN = 9.0
 MAX_FIGURE_WIDTH_IN = 7.2
 #: smallest legible text (pt) at the printed size of a figure
 MIN_FONT_PT = 8.0
+#: the most panels one figure holds, two columns of four rows filling the printed text
+#: block with legible text; a figure with more is drawn in parts (:func:`figure_parts`,
+#: :func:`save_figure`)
+MAX_PANELS = 8
 #: PNG text key holding the smallest printed font size (pt) :func:`save_figure` measured
 FONT_METADATA_KEY = "lqs:smallest-font-pt"
 
@@ -203,6 +215,85 @@ def panel_grid(
     return fig, flat[:n]
 
 
+def legend_below(
+    fig: plt.Figure,
+    handles: Sequence[Any] | None = None,
+    labels: Sequence[str] | None = None,
+    *,
+    ncol: int = 2,
+    fontsize: float = 9,
+    **kwargs: Any,
+) -> Legend:
+    """A figure legend centred under the panels, outside them; call after the layout.
+
+    The saved image (the tight box, :func:`save_figure`) grows to hold it, so it never
+    covers data and never squeezes the panels. Without ``handles`` it lists the
+    entries of every axis of ``fig``, each label once, and removes the axes' own
+    legends.
+
+    Arguments:
+        fig: the figure, already laid out (``fig.tight_layout()``).
+        handles, labels: the legend entries (default: those of the axes).
+        ncol: columns of entries.
+        fontsize: size of the entries and the title (pt).
+        kwargs: passed to ``fig.legend`` (``title``, ...).
+    """
+    if handles is None:
+        entries: dict[str, Any] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                entries.setdefault(label, handle)
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+        handles, labels = list(entries.values()), list(entries)
+    return fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=ncol,
+        fontsize=fontsize,
+        title_fontsize=fontsize,
+        frameon=False,
+        **kwargs,
+    )
+
+
+_T = TypeVar("_T")
+
+
+def figure_parts(
+    groups: Iterable[Sequence[_T]], max_panels: int = MAX_PANELS
+) -> list[list[_T]]:
+    """Panels packed into figures of at most ``max_panels`` panels, groups kept whole.
+
+    Consecutive groups (e.g. the panels of one setup) share a figure while they fit; a
+    group is split only when it alone has more than ``max_panels`` panels. Draw each
+    part as one figure and save the list with :func:`save_figure`.
+
+    Arguments:
+        groups: the panels of the figure, group by group, in display order.
+        max_panels: most panels of one part (one panel for a figure with two axes per
+            panel counts half: pass ``MAX_PANELS // 2``).
+
+    Returns:
+        The panels of each part; one part when everything fits.
+    """
+    if max_panels < 1:
+        raise ValueError(f"max_panels must be at least 1, got {max_panels}")
+    parts: list[list[_T]] = []
+    for group in groups:
+        chunks = [
+            list(group[i : i + max_panels]) for i in range(0, len(group), max_panels)
+        ]
+        for chunk in chunks:
+            if parts and len(parts[-1]) + len(chunk) <= max_panels:
+                parts[-1].extend(chunk)
+            else:
+                parts.append(chunk)
+    return parts or [[]]
+
+
 def caption(
     text: str,
     *,
@@ -222,7 +313,7 @@ def caption(
 
 
 def save_figure(
-    fig: plt.Figure,
+    fig: plt.Figure | Sequence[plt.Figure],
     results_dir: str | os.PathLike[str],
     notebook: str,
     stem: str,
@@ -248,8 +339,13 @@ def save_figure(
     ``ValueError`` with ``strict`` (default: the environment variable
     ``LQS_STRICT_FIGURES=1``).
 
+    A figure drawn in parts (a list of figures, :func:`figure_parts`) is saved as
+    ``<stem>_1`` ... ``<stem>_<n>``, each caption ending with "Part k of n.", and
+    ``<stem>_figure.md`` includes them all: the page that includes it shows every part
+    (a list of one figure is saved as ``stem``).
+
     Arguments:
-        fig: the matplotlib figure.
+        fig: the matplotlib figure, or the parts of one.
         results_dir: the notebook's results folder.
         notebook: the notebook's name (the snippet's image path and label use it).
         stem: file stem, stable across runs (the book refers to it).
@@ -260,12 +356,18 @@ def save_figure(
         strict: raise instead of warning when text is too small to read in print.
 
     Returns:
-        The written paths (PNG, PDF, caption, snippet).
+        The written paths (PNG, PDF, caption, snippet; of every part).
     """
     if not stem or "/" in stem or "." in stem:
         raise ValueError(
             f"figure stem must be a plain file stem without '/' or '.', got {stem!r}"
         )
+    kwargs = dict(width=width, show=show, strict=strict)
+    if not isinstance(fig, plt.Figure):
+        parts = list(fig)
+        if len(parts) != 1:
+            return _save_parts(parts, results_dir, notebook, stem, caption_text, kwargs)
+        fig = parts[0]
     out = Path(results_dir)
     size, text = smallest_text(fig, width=width)
     if size < MIN_FONT_PT:
@@ -308,23 +410,52 @@ def save_figure(
     return written
 
 
-def _text_artists(fig: plt.Figure) -> list[Text]:
-    """Every visible, non-empty text of ``fig`` that ends up in the saved image."""
-    renderer = fig.canvas.get_renderer()
-    fig.draw_without_rendering()
-    # the saved area (save_figure saves the tight box): every artist's extent
-    box = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
-    found = []
-    for t in fig.findobj(Text):
-        if not t.get_visible() or not t.get_text().strip():
-            continue
-        if t.axes is not None and not t.axes.get_visible():
-            continue
-        ext = t.get_window_extent(renderer)
-        if ext.width <= 0 or not ext.overlaps(box):
-            continue  # not drawn (a tick beyond the view limits) or outside the image
-        found.append(t)
-    return found
+def _save_parts(
+    parts: list[plt.Figure],
+    results_dir: str | os.PathLike[str],
+    notebook: str,
+    stem: str,
+    caption_text: str,
+    kwargs: dict[str, Any],
+) -> list[Path]:
+    """Save ``parts`` as ``<stem>_<k>`` and a ``<stem>_figure.md`` including them all."""
+    if not parts:
+        raise ValueError(f"figure {notebook}/{stem}: no parts to save")
+    written, stems = [], [f"{stem}_{k}" for k in range(1, len(parts) + 1)]
+    for k, (fig, part) in enumerate(zip(parts, stems, strict=True), start=1):
+        text = f"{caption_text.rstrip()} Part {k} of {len(parts)}."
+        written += save_figure(fig, results_dir, notebook, part, text, **kwargs)
+    out = Path(results_dir)
+    snippet = "\n".join((out / f"{part}_figure.md").read_text() for part in stems)
+    written.append(atomic_write_text(out / f"{stem}_figure.md", snippet))
+    return written
+
+
+def _is_drawn(t: Text, renderer: Any, box: Any) -> bool:
+    """Whether a text ends up in the saved image (``box``: its area, in pixels)."""
+    if not t.get_visible() or not t.get_text().strip():
+        return False
+    if t.axes is not None and not t.axes.get_visible():
+        return False
+    ext = t.get_window_extent(renderer)
+    # not drawn (a tick beyond the view limits) or outside the image
+    return ext.width > 0 and ext.overlaps(box)
+
+
+def _scale_of(box: Any, width: str | None) -> float:
+    """Printed scale of the image saved from the tight ``box`` (inches) plus its pad."""
+    pad = 2 * plt.rcParams["savefig.pad_inches"]
+    saved_w, saved_h = box.width + pad, box.height + pad
+    if width and width.strip().endswith("%"):
+        scale = float(width.strip()[:-1]) / 100 * PRINT_WIDTH_IN / saved_w
+    else:
+        scale = min(1.0, PRINT_WIDTH_IN / saved_w)
+    return min(scale, PRINT_HEIGHT_IN / saved_h)
+
+
+def _saved_box(fig: plt.Figure) -> Any:
+    """The saved area of ``fig`` in inches (the tight box, :func:`save_figure`)."""
+    return fig.get_tightbbox(fig.canvas.get_renderer())
 
 
 def printed_scale(fig: plt.Figure, width: str | None = None) -> float:
@@ -336,15 +467,7 @@ def printed_scale(fig: plt.Figure, width: str | None = None) -> float:
     its own size up to :data:`PRINT_WIDTH_IN`; a figure taller than
     :data:`PRINT_HEIGHT_IN` at that size is scaled down to it (Sphinx's LaTeX does both).
     """
-    renderer = fig.canvas.get_renderer()
-    pad = plt.rcParams["savefig.pad_inches"]
-    box = fig.get_tightbbox(renderer)
-    saved_w, saved_h = box.width + 2 * pad, box.height + 2 * pad
-    if width and width.strip().endswith("%"):
-        scale = float(width.strip()[:-1]) / 100 * PRINT_WIDTH_IN / saved_w
-    else:
-        scale = min(1.0, PRINT_WIDTH_IN / saved_w)
-    return min(scale, PRINT_HEIGHT_IN / saved_h)
+    return _scale_of(_saved_box(fig), width)
 
 
 def smallest_text(fig: plt.Figure, width: str | None = None) -> tuple[float, str]:
@@ -352,14 +475,18 @@ def smallest_text(fig: plt.Figure, width: str | None = None) -> tuple[float, str
 
     Every text artist counts (titles, labels, tick labels, legends, annotations, colour
     bars); its font size is scaled by :func:`printed_scale`. A figure without text gives
-    ``(inf, "")``.
+    ``(inf, "")``. Texts are tried from the smallest font up, so only the few smallest
+    are measured.
     """
-    texts = _text_artists(fig)
-    if not texts:
-        return float("inf"), ""
-    scale = printed_scale(fig, width)
-    smallest = min(texts, key=lambda t: t.get_fontsize())
-    return float(smallest.get_fontsize() * scale), smallest.get_text()
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    box = _saved_box(fig)
+    scale = _scale_of(box, width)
+    pixels = box.transformed(fig.dpi_scale_trans)
+    for t in sorted(fig.findobj(Text), key=lambda t: t.get_fontsize()):
+        if _is_drawn(t, renderer, pixels):
+            return float(t.get_fontsize() * scale), t.get_text()
+    return float("inf"), ""
 
 
 def _with_newline(text: str) -> str:

@@ -17,10 +17,16 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from companion.chapters import analysis
-from companion.chapters.style import sequential_colors
+from companion.chapters.style import PALETTE, legend_below, sequential_colors
 
 #: legend text: >= 8 pt in print
 _TEXT_SIZE = 9
+#: width (in) of the figures (legends outside the panels included) and the height of
+#: one row of panels: 9 pt text prints at 8.5 pt or more and four setups fit a page
+_ROW_WIDTH = 6.8
+_ROW_HEIGHT = 2.2
+#: height (in) of one legend entry at 9 pt
+_LEGEND_ENTRY_HEIGHT = 0.19
 
 __all__ = [
     "METRICS",
@@ -126,7 +132,28 @@ def _log_threshold_axes(row: Sequence[plt.Axes], setup: str) -> None:
     for ax in row:
         ax.set_xscale("log")
         ax.set_xlabel("threshold λ")
-        ax.set_title(setup, fontsize=10)
+        ax.set_title(setup, fontsize=_TEXT_SIZE + 1)
+
+
+def _row_axes(
+    n: int, legend_entries: Sequence[int] | None = None
+) -> tuple[plt.Figure, Any]:
+    """``n`` rows of two panels, short enough for four setups on one printed page.
+
+    A row with a legend of ``legend_entries`` entries beside it is as tall as the
+    legend.
+    """
+    heights = [
+        max(_ROW_HEIGHT, _LEGEND_ENTRY_HEIGHT * (k + 3))
+        for k in (legend_entries or [0] * n)
+    ]
+    return plt.subplots(
+        n,
+        2,
+        figsize=(_ROW_WIDTH, sum(heights)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
 
 
 def draw_threshold_sweep(
@@ -136,24 +163,30 @@ def draw_threshold_sweep(
     *,
     max_drop: float,
 ) -> plt.Figure:
-    """Accuracy (with the FP32 reference) and memory against λ: a row per setup."""
-    fig, axes = plt.subplots(
-        len(setup_order), 2, figsize=(7.0, 3.3 * len(setup_order)), squeeze=False
+    """Accuracy (with the FP32 reference) and memory against λ: a row per setup.
+
+    One colour per granularity in every row; the legend is under the panels.
+    """
+    fig, axes = _row_axes(len(setup_order))
+    grans = analysis.present_in_order(
+        agg["kernel_granularity"], analysis.GRANULARITY_ORDER
     )
     for row, setup in zip(axes, setup_order, strict=True):
         a = agg[agg["setup"] == setup]
-        analysis.plot_band(
-            row[0], a, "threshold", "test_accuracy", hue="kernel_granularity", scale=100
+        order = analysis.present_in_order(a["kernel_granularity"], grans)
+        kw = dict(
+            hue="kernel_granularity",
+            hue_order=order,
+            palette=[PALETTE[grans.index(g) % len(PALETTE)] for g in order],
         )
+        analysis.plot_band(row[0], a, "threshold", "test_accuracy", scale=100, **kw)
         analysis.reference_lines(row[0], reference.get(setup), max_drop=max_drop)
-        analysis.plot_band(
-            row[1], a, "threshold", "mem_bits_per_param", hue="kernel_granularity"
-        )
+        analysis.plot_band(row[1], a, "threshold", "mem_bits_per_param", **kw)
         row[0].set_ylabel("test accuracy (%)")
-        row[1].set_ylabel("memory (bits / parameter)")
+        row[1].set_ylabel("memory\n(bits / parameter)")
         _log_threshold_axes(row, setup)
-        row[0].legend(title="granularity", fontsize=_TEXT_SIZE)
     fig.tight_layout()
+    legend_below(fig, ncol=4, fontsize=_TEXT_SIZE, title="granularity")
     return fig
 
 
@@ -179,10 +212,14 @@ def kernel_value_means(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt.Figure:
-    """Distinct values and ``max|P_q|`` of each kernel against λ (log-log)."""
-    fig, axes = plt.subplots(
-        len(setup_order), 2, figsize=(7.0, 3.3 * len(setup_order)), squeeze=False
-    )
+    """Distinct values and ``max|P_q|`` of each kernel against λ (log-log).
+
+    A row per setup, its kernels' legend to the right of the row.
+    """
+    entries = [
+        kagg.loc[kagg["setup"] == s, "layer_granularity"].nunique() for s in setup_order
+    ]
+    fig, axes = _row_axes(len(setup_order), entries)
     for row, setup in zip(axes, setup_order, strict=True):
         a = kagg[kagg["setup"] == setup]
         analysis.plot_band(
@@ -194,7 +231,13 @@ def draw_threshold_values(kagg: pd.DataFrame, setup_order: Sequence[str]) -> plt
         _log_threshold_axes(row, setup)
         for ax in row:
             ax.set_yscale("log")
-        row[0].legend(title="kernel · granularity", fontsize=_TEXT_SIZE)
+        row[1].legend(
+            title="kernel · granularity",
+            fontsize=_TEXT_SIZE,
+            title_fontsize=_TEXT_SIZE,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
     fig.tight_layout()
     return fig
 
@@ -223,7 +266,7 @@ def draw_threshold_dynamics(
     kh: pd.DataFrame, acc: pd.DataFrame, title: str
 ) -> plt.Figure:
     """Mean kernel scale (log), mean bits per element and validation accuracy per epoch."""
-    fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.2), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(_ROW_WIDTH, 8.2), sharex=True)
     lambdas = sorted(kh["threshold"].unique())
     ramp = sequential_colors(len(lambdas))
     for i, lam in enumerate(lambdas):
@@ -259,7 +302,7 @@ def draw_threshold_dynamics(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=_TEXT_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[2].legend(fontsize=_TEXT_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(title, fontsize=10, fontweight="bold")
+    fig.suptitle(title, fontsize=_TEXT_SIZE + 1, fontweight="bold")
     fig.tight_layout()
     return fig
 

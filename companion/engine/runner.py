@@ -64,6 +64,9 @@ __all__ = [
     "KERNEL_ARGUMENTS",
     "NOISE_LINE_RE",
     "PROGRESS_RE",
+    "LEGIBILITY_WARNING",
+    "FIGURE_WARNING_RE",
+    "figure_warnings",
     "clean_text",
     "clean_outputs",
     "wrap_parameters",
@@ -529,6 +532,51 @@ NOISE_LINE_RE = re.compile(
 PROGRESS_RE = re.compile(r"^(?P<desc>.*?):?\s+\d{1,3}%\|.*\|\s*[\d.]+[kMG]?/[\d.?]+")
 
 
+#: the category of the warning that ``companion.chapters.style.save_figure`` gives when a
+#: figure's text is too small in print; a message for the person running the build, not
+#: for the reader, so the runner prints it to the terminal (:func:`execute`) and keeps it
+#: out of the stored notebook (:func:`clean_text`)
+LEGIBILITY_WARNING = "FigureLegibilityWarning"
+#: the first line of such a warning as Python shows it (file, line, category and message
+#: joined by colons); the indented line after it is the source line that warned
+FIGURE_WARNING_RE = re.compile(rf"^\S.*?:\d+: {LEGIBILITY_WARNING}: (?P<message>.*)$")
+
+
+def _split_figure_warnings(lines: list[str]) -> tuple[list[str], list[str]]:
+    """``(lines without figure-legibility warnings, the warnings' messages)``."""
+    kept: list[str] = []
+    messages: list[str] = []
+    warned = False
+    for line in lines:
+        if warned and line[:1].isspace():  # the source line shown under a warning
+            warned = False
+            continue
+        match = FIGURE_WARNING_RE.match(line)
+        warned = match is not None
+        if match:
+            messages.append(match["message"])
+        else:
+            kept.append(line)
+    return kept, messages
+
+
+def figure_warnings(nb: dict[str, Any]) -> list[str]:
+    """Messages of the figure-legibility warnings in ``nb``'s stream outputs, in order.
+
+    Arguments:
+        nb: an executed notebook (a JSON dict or an ``nbformat`` notebook).
+    """
+    return [
+        message
+        for cell in nb.get("cells", [])
+        for out in cell.get("outputs", []) or []
+        if out.get("output_type") == "stream"
+        for message in _split_figure_warnings(
+            _resolve_carriage_returns(_joined(out.get("text", "")))
+        )[1]
+    ]
+
+
 def _resolve_carriage_returns(text: str) -> list[str]:
     """Lines of ``text`` as a terminal shows them (a carriage return restarts its line)."""
     lines = []
@@ -542,14 +590,14 @@ def clean_text(text: str) -> str:
     """A stream's text as a reader wants it: no log lines, each progress bar's last frame only.
 
     Carriage-return-separated tqdm updates collapse to what a terminal finally shows; lines matching
-    :data:`NOISE_LINE_RE` are dropped; of several lines of the same progress bar (same label,
+    :data:`NOISE_LINE_RE` and figure-legibility warnings (:data:`FIGURE_WARNING_RE`, with their
+    source line; :func:`execute` prints them) are dropped; of several lines of the same progress bar (same label,
     :data:`PROGRESS_RE`) only the last is kept, where it stood -- a bar that starts again
     (its count goes back, or its total changes) is another bar; runs of blank lines shrink
     to one and leading/trailing blank lines go. Returns ``""`` when nothing is left.
     """
-    lines = [
-        ln for ln in _resolve_carriage_returns(text) if not NOISE_LINE_RE.match(ln)
-    ]
+    lines, _ = _split_figure_warnings(_resolve_carriage_returns(text))
+    lines = [ln for ln in lines if not NOISE_LINE_RE.match(ln)]
     final = _final_frames(lines)
     kept: list[str] = []
     for i, line in enumerate(lines):
@@ -729,14 +777,20 @@ def _set_image_alt(cell: dict[str, Any]) -> None:
     mystnb.setdefault("image", {}).setdefault("alt", " / ".join(alts))
 
 
-def _clean_file(path: Path) -> None:
-    """Rewrite the executed notebook at ``path`` with :func:`clean_outputs` (atomically)."""
+def _clean_file(path: Path) -> list[str]:
+    """Rewrite the executed notebook at ``path`` with :func:`clean_outputs` (atomically).
+
+    Returns the messages of the figure-legibility warnings the cleaning removed
+    (:func:`figure_warnings`).
+    """
     nb = json.loads(path.read_text(encoding="utf-8"))
+    warned = figure_warnings(nb)
     text = (
         json.dumps(clean_outputs(nb), indent=1, sort_keys=True, ensure_ascii=False)
         + "\n"
     )
     atomic_write_text(path, text)
+    return warned
 
 
 @contextlib.contextmanager
@@ -781,7 +835,8 @@ def execute(
     their ETA, "N runs (k already stored) -> folder" lines -- are streamed to this process's
     stdout/stderr while it runs, so a long ``make reproduce`` shows where it is. The stored
     notebook keeps what a reader needs (:func:`clean_outputs`): each bar's final line, no
-    library log lines, no empty outputs.
+    library log lines, no empty outputs, no figure-legibility warnings -- those are logged
+    (``log``) once the run is done, with or without ``echo``.
     """
     params = resolve_parameters(notebook, profile, overrides)
     results_dir, executed = output_locations(notebook, profile, overrides)
@@ -801,7 +856,10 @@ def execute(
     start = time.time()
     with tempfile.TemporaryDirectory(prefix=f"lqs-{notebook}-") as tmp:
         output = _papermill(notebook, params, Path(tmp), failed, echo, log)
-        _clean_file(output)
+        for message in _clean_file(output):
+            log(
+                f"[companion.engine.runner] {notebook}: {LEGIBILITY_WARNING}: {message}"
+            )
         atomic_write(executed, lambda p: shutil.copyfile(output, p))
     failed.unlink(missing_ok=True)
     log(f"[companion.engine.runner] {notebook} done in {time.time() - start:.0f} s")
