@@ -27,6 +27,22 @@ Measures
 - :func:`bin_widths` — QGen's "width of the quantization bin" (the scale) per quantized layer,
   duck-typed on the ``integer_parameters()`` protocol (:mod:`lqs.protocol`).
 
+Which weights are perturbed
+---------------------------
+Every measure moves the float weights of the model it is given. For a quantized model that
+is a choice with consequences, because its layers re-quantize whatever weights they hold:
+
+- the model itself: the latent float weights move and every forward pass quantizes them
+  again. A min-max (fixed-bit) layer recomputes its scale from the perturbed maximum, so one
+  nudged weight can rescale a whole layer: the measure then describes the quantizer.
+- :func:`frozen_scales`: the same, but min-max layers keep the scales of the unperturbed
+  weights (``W_rec = clip(round(W / s₀), -Q, Q) s₀``); layers with learned scales (nested,
+  LSQ) keep theirs anyway, since scales are never perturbed.
+- :func:`dequantized_model`: a float copy of the model whose quantized layers are plain
+  ``Dense``/``Conv2D`` layers holding the dequantized weights ``P_q s``; it computes the same
+  function, and its loss around those weights is the continuous loss landscape at the point
+  the quantized network implements (true gradients, no straight-through estimate).
+
 References
 ----------
 - M. AskariHemmat et al., "QGen: On the Ability to Generalize in Quantization Aware Training",
@@ -64,11 +80,14 @@ __all__ = [
     "generalization_gap",
     "adaptive_sharpness",
     "pac_bayes_flatness",
+    "bisection_steps",
     "random_direction",
     "loss_landscape_1d",
     "loss_landscape_2d",
     "bin_widths",
     "BIN_WIDTH_COLUMNS",
+    "dequantized_model",
+    "frozen_scales",
 ]
 
 #: ``loss_fn(y_true, y_pred)`` -> per-sample losses (shape ``(batch, ...)``) or a batch mean (scalar)
@@ -532,8 +551,11 @@ def adaptive_sharpness(
 
     Returns:
         dict with ``value`` (the sharpness), ``rho``, ``mode``, ``n_samples``, ``base_loss``
-        (``L(w)``), ``n_parameters`` (``d``), and ``stderr`` + ``noise`` (average) or
-        ``n_steps`` + ``step_size`` (worst).
+        (``L(w)``), ``n_parameters`` (``d``), ``n_zero`` (weights equal to 0, never moved),
+        ``adaptive_norm`` (the size of the perturbation in the units of the ball,
+        ``‖δ ⊘ |w|‖₂`` over the moved weights: ``ρ`` for the sphere and the worst case, the
+        mean over the draws of ``ρ ‖u‖ ≈ ρ √(d - n_zero)`` for Gaussian noise), and
+        ``stderr`` + ``noise`` (average) or ``n_steps`` + ``step_size`` (worst).
 
     References:
         - J. Kwon et al., "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
@@ -564,21 +586,31 @@ def adaptive_sharpness(
             "base_loss": base_loss,
             "n_parameters": int(sum(b.size for b in base)),
         }
+        moving = [(c > 0).astype(np.float32) for c in magnitude]
+        result["n_zero"] = int(sum(m.size - int(m.sum()) for m in moving))
         if mode == "average":
-            increases = []
+            increases, norms = [], []
             for k in range(n_samples):
                 u = _normal_like(np.random.default_rng([seed, k]), base)
                 factor = rho / _global_norm(u) if noise == "sphere" else rho
                 delta = [factor * c * ui for c, ui in zip(magnitude, u)]
                 _assign(variables, base, delta)
                 increases.append(evaluator()[0] - base_loss)
+                norms.append(
+                    factor * _global_norm([m * ui for m, ui in zip(moving, u)])
+                )
             increases_arr = np.asarray(increases)
             stderr = (
                 float(increases_arr.std(ddof=1) / math.sqrt(n_samples))
                 if n_samples > 1
                 else math.nan
             )
-            result.update(value=float(increases_arr.mean()), stderr=stderr, noise=noise)
+            result.update(
+                value=float(increases_arr.mean()),
+                stderr=stderr,
+                noise=noise,
+                adaptive_norm=float(np.mean(norms)),
+            )
         else:
             alpha = float(rho if step_size is None else step_size)
             best = base_loss
@@ -601,7 +633,10 @@ def adaptive_sharpness(
                 _assign(variables, base, [c * e for c, e in zip(magnitude, eta)])
                 best = max(best, evaluator()[0])
             result.update(
-                value=float(best - base_loss), n_steps=int(n_steps), step_size=alpha
+                value=float(best - base_loss),
+                n_steps=int(n_steps),
+                step_size=alpha,
+                adaptive_norm=float(rho),
             )
     return result
 
@@ -612,12 +647,17 @@ def _bisect_sigma(
     sigma_max: float,
     tolerance: float,
     iters: int,
+    rtol: float = 0.0,
 ) -> tuple[float, float, float, str]:
     """Largest ``sigma`` in ``[sigma_min, sigma_max]`` with ``deviation(sigma) <= tolerance``.
 
-    Bisection on a log scale (``mid = sqrt(lo * hi)``), ``iters`` steps, assuming the deviation
-    grows with ``sigma``. Returns ``(sigma, sigma_upper, deviation at sigma, status)`` with status
-    ``"ok"``, ``"sigma_max_within_tolerance"`` or ``"sigma_min_exceeds_tolerance"``.
+    Bisection on a log scale (``mid = sqrt(lo * hi)``), assuming the deviation grows with
+    ``sigma``; it stops once the bracket is resolved, ``hi / lo <= 1 + rtol``, or after
+    ``iters`` steps. Each step halves ``log(hi / lo)``, so reaching ``rtol`` from the whole
+    interval takes ``ceil(log2(log(sigma_max / sigma_min) / log(1 + rtol)))`` steps.
+    Returns ``(sigma, sigma_upper, deviation at sigma, status)`` with status ``"ok"``,
+    ``"unresolved"`` (``iters`` ran out before ``rtol``), ``"sigma_max_within_tolerance"`` or
+    ``"sigma_min_exceeds_tolerance"``.
     """
     lo, hi = float(sigma_min), float(sigma_max)
     dev_hi = deviation(hi)
@@ -627,13 +667,27 @@ def _bisect_sigma(
     if dev_lo > tolerance:
         return lo, lo, dev_lo, "sigma_min_exceeds_tolerance"
     for _ in range(iters):
+        if hi / lo <= 1.0 + rtol:
+            break
         mid = math.sqrt(lo * hi)
         dev_mid = deviation(mid)
         if dev_mid <= tolerance:
             lo, dev_lo = mid, dev_mid
         else:
             hi = mid
-    return lo, hi, dev_lo, "ok"
+    status = "ok" if rtol <= 0 or hi / lo <= 1.0 + rtol else "unresolved"
+    return lo, hi, dev_lo, status
+
+
+def bisection_steps(sigma_min: float, sigma_max: float, rtol: float) -> int:
+    """Bisection steps on ``log σ`` that resolve ``[sigma_min, sigma_max]`` to ``1 + rtol``.
+
+    ``ceil(log2(log(sigma_max / sigma_min) / log(1 + rtol)))``; e.g. ``[1e-3, 4]`` to 2 %
+    takes 9 steps (7 steps leave brackets ``1.126`` wide).
+    """
+    _check_positive("rtol", rtol)
+    ratio = math.log(sigma_max / sigma_min) / math.log1p(rtol)
+    return max(0, math.ceil(math.log2(ratio))) if ratio > 1 else 0
 
 
 def pac_bayes_flatness(
@@ -643,10 +697,11 @@ def pac_bayes_flatness(
     tolerance: float = 0.1,
     sigma_max: float = 1.0,
     n_samples: int = 10,
-    iters: int = 15,
+    iters: int = 40,
     relative: bool = True,
     seed: int = 0,
     *,
+    rtol: float = 0.02,
     sigma_min: float = 1e-6,
     criterion: str = "loss",
     eps: float = 0.0,
@@ -666,9 +721,11 @@ def pac_bayes_flatness(
     ``D(σ) = acc(w) - E_e[acc(w + δ)]`` (``criterion="accuracy"``, Jiang et al.'s choice),
     estimated with ``n_samples`` draws that are *the same for every σ* (common random numbers,
     so that the estimate grows smoothly with σ). The result is the largest ``σ`` in
-    ``[sigma_min, sigma_max]`` with ``D(σ) ≤ tolerance``, found by ``iters`` bisection steps on
-    ``log σ`` (the midpoint is the geometric mean); ``sigma`` is the lower end of the final
-    bracket (verified within tolerance) and ``sigma_upper`` its upper end. The measure of Jiang
+    ``[sigma_min, sigma_max]`` with ``D(σ) ≤ tolerance``, found by bisection on ``log σ`` (the
+    midpoint is the geometric mean) until the bracket is resolved to ``sigma_upper / sigma ≤
+    1 + rtol`` (at most ``iters`` steps); ``sigma`` is the lower end of the final bracket
+    (verified within tolerance) and ``sigma_upper`` its upper end, so the true threshold of
+    the estimated ``D`` lies within ``rtol`` above ``sigma``. The measure of Jiang
     et al. is ``flatness = 1/σ²``: despite the name, *larger means sharper* (a smaller noise
     level already moves the loss by ``tolerance``).
 
@@ -681,7 +738,10 @@ def pac_bayes_flatness(
         tolerance: allowed deviation (loss units, or accuracy as a fraction for ``criterion="accuracy"``).
         sigma_max, sigma_min: the search interval for ``σ``.
         n_samples: Monte-Carlo draws per σ.
-        iters: bisection steps.
+        iters: the most bisection steps (:func:`bisection_steps` gives the number ``rtol``
+            needs; status ``"unresolved"`` when they run out first).
+        rtol: relative resolution of ``σ``: bisect until ``sigma_upper ≤ (1 + rtol) sigma``
+            (``0``: exactly ``iters`` steps).
         relative: magnitude-aware (``True``) or absolute (``False``) noise.
         seed: seed of the draws (draw ``k`` uses ``default_rng([seed, k])`` for every σ).
         criterion: ``"loss"`` (default) or ``"accuracy"``.
@@ -690,11 +750,12 @@ def pac_bayes_flatness(
         weights_filter: which trainable weights to perturb (default: kernels and biases).
 
     Returns:
-        dict with ``sigma``, ``sigma_upper``, ``flatness`` (``1/σ²``), ``deviation`` (``D`` at
-        ``sigma``), ``tolerance``, ``base_loss``, ``base_accuracy``, ``relative``, ``criterion``,
-        ``n_samples``, ``iters`` and ``status``: ``"ok"``, ``"sigma_max_within_tolerance"``
-        (``sigma = sigma_max``, a lower bound) or ``"sigma_min_exceeds_tolerance"``
-        (``sigma = sigma_min``, an upper bound).
+        dict with ``sigma``, ``sigma_upper``, ``resolution`` (``sigma_upper / sigma - 1``),
+        ``flatness`` (``1/σ²``), ``deviation`` (``D`` at ``sigma``), ``tolerance``,
+        ``base_loss``, ``base_accuracy``, ``relative``, ``criterion``, ``n_samples``,
+        ``iters``, ``rtol`` and ``status``: ``"ok"``, ``"unresolved"`` (``iters`` ran out
+        before ``rtol``), ``"sigma_max_within_tolerance"`` (``sigma = sigma_max``, a lower
+        bound) or ``"sigma_min_exceeds_tolerance"`` (``sigma = sigma_min``, an upper bound).
 
     References:
         - Y. Jiang et al., "Fantastic Generalization Measures and Where to Find Them", ICLR 2020,
@@ -714,6 +775,11 @@ def pac_bayes_flatness(
         )
     _check_positive_int("n_samples", n_samples)
     _check_positive_int("iters", iters)
+    if not np.isfinite(rtol) or rtol < 0:
+        raise ValueError(
+            f"rtol must be a finite number >= 0, got {rtol!r}; e.g. rtol=0.02 resolves "
+            "sigma to 2 %"
+        )
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     _ensure_built(model, np.asarray(x))
@@ -740,11 +806,12 @@ def pac_bayes_flatness(
             return float(np.mean(values))
 
         sigma, upper, dev, status = _bisect_sigma(
-            deviation, sigma_min, sigma_max, tolerance, iters
+            deviation, sigma_min, sigma_max, tolerance, iters, rtol
         )
     return {
         "sigma": sigma,
         "sigma_upper": upper,
+        "resolution": upper / sigma - 1.0,
         "flatness": 1.0 / sigma**2,
         "deviation": dev,
         "tolerance": float(tolerance),
@@ -754,6 +821,7 @@ def pac_bayes_flatness(
         "criterion": criterion,
         "n_samples": int(n_samples),
         "iters": int(iters),
+        "rtol": float(rtol),
         "status": status,
     }
 
@@ -1036,3 +1104,158 @@ def bin_widths(model: keras.Model) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# which weights a measure perturbs: dequantized copy, frozen min-max scales
+# ---------------------------------------------------------------------------------------------
+def _float_base(layer: Any) -> type:
+    for base in (keras.layers.Conv2D, keras.layers.Dense):
+        if isinstance(layer, base):
+            return base
+    raise ValueError(
+        f"quantized layer {layer.name!r} ({type(layer).__name__}) is neither a Dense nor a "
+        "Conv2D subclass; dequantized_model supports Dense and Conv2D quantized layers only; "
+        "fix: measure the model itself, or within frozen_scales(model)"
+    )
+
+
+def _dequantized_weights(layer: Any) -> dict[str, np.ndarray]:
+    """``{"kernel": P_q s, "bias": ...}`` of a quantized layer (float parameters as they are)."""
+    out = {
+        t.name: np.asarray(t.values, np.float32) * np.asarray(t.scale, np.float32)
+        for t in layer.integer_parameters()
+    }
+    for name, value in layer.float_parameters().items():
+        out.setdefault(name, np.asarray(value, np.float32))
+    return out
+
+
+def _clone_layer(layer: Any) -> Any:
+    if is_quantized_layer(layer):
+        base = _float_base(layer)
+        return base.from_config(base.get_config(layer))
+    return layer.__class__.from_config(layer.get_config())
+
+
+def dequantized_model(model: keras.Model) -> keras.Model:
+    """A float copy of ``model`` whose quantized layers hold their dequantized weights.
+
+    Every quantized layer (the :mod:`lqs.protocol`: ``integer_parameters()``) that subclasses
+    ``keras.layers.Dense`` or ``keras.layers.Conv2D`` becomes that plain Keras layer, with the
+    base layer's configuration and the weights
+
+        kernel = P_q ⊙ s,   bias = P_q ⊙ s (quantized bias) or the float bias,
+
+    i.e. exactly the values the quantized layer uses in its forward pass, so the copy computes
+    the same function (weight quantization only). Every other layer is cloned with its weights
+    (BatchNorm statistics included). Perturbation measures on the copy describe the continuous
+    loss landscape at the quantized network's weights: scales are gone, nothing is re-rounded
+    and gradients are exact. Weights that quantized to 0 stay 0 under magnitude-aware noise.
+
+    Arguments:
+        model: a built Sequential or functional Keras 3 model (nested models are cloned
+            recursively).
+
+    Returns:
+        A new, uncompiled ``keras.Model`` with the same layer names; ``model`` is unchanged.
+        A model without quantized layers gives a plain clone.
+
+    Raises:
+        ValueError: a quantized layer that is not a Dense/Conv2D subclass, or a model that
+            Keras cannot clone (subclassed models).
+    """
+    try:
+        twin = keras.models.clone_model(
+            model, clone_function=_clone_layer, recursive=True
+        )
+    except Exception as exc:  # subclassed models and custom layers without from_config
+        raise ValueError(
+            f"cannot clone model {model.name!r} ({type(model).__name__}): {exc}; "
+            "dequantized_model supports Sequential and functional models; fix: build the "
+            "model functionally, or measure it within frozen_scales(model)"
+        ) from exc
+    targets = {layer.name: layer for layer in _all_layers(twin)}
+    inner = {  # quantizer sub-layers of quantized layers: replaced with their owner
+        id(sub)
+        for layer in _all_layers(model)
+        if is_quantized_layer(layer)
+        for sub in _all_layers(layer)
+    }
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.Model) or not layer.weights or id(layer) in inner:
+            continue
+        target = targets[layer.name]
+        if is_quantized_layer(layer):
+            for name, value in _dequantized_weights(layer).items():
+                getattr(target, name).assign(value)
+        else:
+            target.set_weights(layer.get_weights())
+    return twin
+
+
+def _minmax_layers(model: keras.Model) -> list[Any]:
+    """The layers whose scales are recomputed from their weights (fixed-bit min-max)."""
+    from lqs.baselines import FixedBitsConv2D, FixedBitsDense
+
+    return [
+        layer
+        for layer in _all_layers(model)
+        if isinstance(layer, (FixedBitsDense, FixedBitsConv2D))
+    ]
+
+
+def _frozen_minmax(scales: dict[str, np.ndarray], bits: int) -> Callable[..., Any]:
+    """``quantize(p, which)``: ``clip(round(p / s₀), -Q, Q) s₀`` with fixed ``s₀``, STE gradient."""
+    q = float(2 ** (int(bits) - 1) - 1)
+
+    def quantize(p: Any, which: str) -> Any:
+        p = tf.convert_to_tensor(p)
+        s = tf.constant(scales[which], dtype=p.dtype)
+
+        @tf.custom_gradient
+        def fake_quant(x: Any) -> Any:
+            def grad(upstream: Any) -> Any:
+                return upstream
+
+            return tf.clip_by_value(tf.round(x / s), -q, q) * s, grad
+
+        return fake_quant(p)
+
+    return quantize
+
+
+@contextlib.contextmanager
+def frozen_scales(model: keras.Model) -> Iterator[list[str]]:
+    """Within the block, min-max layers quantize with the scales of their current weights.
+
+    A fixed-bit layer (:class:`lqs.baselines.FixedBitsDense`/``FixedBitsConv2D``) normally
+    recomputes its symmetric min-max scale from its weights at every call,
+    ``s = max_g |W| / Q`` with ``Q = 2^(b-1) - 1``. Inside ``frozen_scales`` the scale is the one
+    of the weights at entry, ``s₀``, and a perturbed weight ``W`` is quantized on that fixed grid:
+
+        W_rec = clip(round(W / s₀), -Q, Q) · s₀
+
+    (straight-through gradient), the rule of a quantizer that keeps its scale, as LSQ and the
+    nested quantizer do with their learned scales (which no measure of this module perturbs).
+    At the entry weights the forward pass is unchanged. On exit the layers quantize as before.
+
+    Arguments:
+        model: a built Keras 3 model; layers other than fixed-bit ones are left alone.
+
+    Yields:
+        The names of the layers whose scales are frozen (empty for FP32, nested or LSQ
+        models).
+    """
+    layers = _minmax_layers(model)
+    _FUNCTION_CACHE.pop(model, None)  # traced graphs bake the quantizer in: drop them
+    try:
+        for layer in layers:
+            scales = {t.name: np.asarray(t.scale) for t in layer.integer_parameters()}
+            layer._quantize = _frozen_minmax(scales, layer.bits)
+        yield [layer.name for layer in layers]
+    finally:
+        for layer in layers:
+            if "_quantize" in vars(layer):
+                del layer._quantize
+        _FUNCTION_CACHE.pop(model, None)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from companion.chapters import qgen
+from companion.chapters import corruptions as C
+from companion.chapters import qgen, style
 from companion.engine.config import config_hash
 
 
@@ -308,13 +309,24 @@ def test_model_metrics_pivots_measures():
     ]
     sharp = pd.DataFrame(
         [
-            {"case": "mlp", "config_hash": h, "mode": mode, "value": v}
+            {
+                "case": "mlp",
+                "config_hash": h,
+                "mode": mode,
+                "weights": w,
+                "value": v + f,
+            }
             for h in gap["config_hash"]
             for mode, v in (("average", 0.1), ("worst", 0.5))
+            for w, f in (("dequantized", 0.0), ("frozen", 1.0))
         ]
     )
     flat = pd.DataFrame(
-        {"case": "mlp", "config_hash": gap["config_hash"], "sigma": 0.3}
+        [
+            {"case": "mlp", "config_hash": h, "weights": w, "sigma": v}
+            for h in gap["config_hash"]
+            for w, v in (("dequantized", 0.3), ("frozen", 0.05))
+        ]
     )
     rob = pd.DataFrame(
         [
@@ -324,12 +336,13 @@ def test_model_metrics_pivots_measures():
                 "corruption": c,
                 "severity": s,
                 "accuracy": a,
+                "loss": loss,
             }
             for h in gap["config_hash"]
-            for c, s, a in (
-                ("clean", 0, 0.9),
-                ("contrast", 1, 0.8),
-                ("contrast", 2, 0.6),
+            for c, s, a, loss in (
+                ("clean", 0, 0.9, 0.4),
+                ("rotate", 2, 0.8, 0.7),
+                ("stripe", 1, 0.6, 1.3),
             )
         ]
     )
@@ -341,9 +354,15 @@ def test_model_metrics_pivots_measures():
         and r["sharpness_worst"] == 0.5
         and r["pac_bayes_sigma"] == 0.3
     )
+    assert r["sharpness_average_frozen"] == 1.1 and r["pac_bayes_sigma_frozen"] == 0.05
     assert r["clean_accuracy"] == pytest.approx(0.9)
     assert r["corrupted_accuracy"] == pytest.approx(0.7)
-    assert r["robust_drop"] == pytest.approx(0.2)
+    # by hand: loss gaps 0.7 - L_train and 1.3 - L_train; error ratios 2 and 4
+    assert r["corrupted_loss_gap"] == pytest.approx(1.0 - r["train_loss"])
+    assert r["corrupted_error_ratio"] == pytest.approx(3.0)
+    rows = qgen.robustness_rows(gap, rob)
+    first = rows[rows["config_hash"] == r["config_hash"]]
+    np.testing.assert_allclose(first["loss_gap"], [0.4, 0.7, 1.3] - r["train_loss"])
 
 
 def test_markdown_snippets():
@@ -362,11 +381,15 @@ def test_markdown_snippets():
     )
     assert "not run: cifar10 missing" in md and "Tally:" in md
     gap = qgen.gap_markdown(m, {"mlp": "MNIST (10k subset)"}, profile="cpu")
-    assert "FP32: loss gap 0.400 ± 0.020, accuracy gap 10.0 ± 1.0 pp (n = 3)" in gap
-    assert (
-        "8-bit: loss gap 0.610 ± 0.010" in gap
-        and "2-bit: loss gap 0.110 ± 0.010" in gap
+    rows = [line for line in gap.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | train loss | test loss | loss gap |")
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| FP32", "| 8-bit", "| 2-bit"]
+    # every gap next to its test loss and accuracy: FP32 test loss = gap + train loss
+    assert rows[1] == (
+        "| FP32 | 0.011 ± 0.001 | 0.411 ± 0.021 | 0.400 ± 0.020 | 100.0 ± 0.0 | "
+        "90.0 ± 1.0 | 10.0 ± 1.0 | 3 |"
     )
+    assert "| 2-bit | 0.210 ± 0.010 | 0.320 ± 0.020 | 0.110 ± 0.010 |" in gap
     assert "No part" in qgen.gap_markdown(pd.DataFrame(), {}, profile="smoke")
     assert qgen.format_mean_std(0.5, np.nan, 1, "gap_loss") == "0.500"
     assert qgen.format_mean_std(0.081, 0.004, 3, "gap_accuracy") == "8.1 ± 0.4"
@@ -439,9 +462,9 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
         sharpness_samples=2,
         worst_steps=2,
         flatness_samples=1,
-        flatness_iters=2,
+        flatness_rtol=0.5,
         robustness_samples=12,
-        severities=(1, 5),
+        corruptions=("shot_noise", "rotate", "stripe"),
         batch_size=16,
     )
     loads = []
@@ -461,9 +484,17 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
     assert (
         tables["gap"].loc[0, "n_train"] == 40 and tables["gap"].loc[0, "n_test"] == 20
     )
-    assert sorted(tables["sharpness"]["mode"]) == ["average", "worst"]
+    sharp = tables["sharpness"]
+    assert sorted(zip(sharp["weights"], sharp["mode"])) == [
+        ("dequantized", "average"), ("dequantized", "worst"),
+        ("frozen", "average"), ("frozen", "worst"),
+    ]  # fmt: skip
+    assert tables["flatness"]["weights"].tolist() == ["dequantized", "frozen"]
+    assert (tables["flatness"]["resolution"] <= 0.5 + 1e-12).all()
     assert tables["bin_widths"]["layer"].tolist() == ["dense1"]
-    assert len(tables["robustness"]) == 1 + 5 * 2
+    assert tables["robustness"]["corruption"].tolist() == [
+        "clean", "shot_noise", "rotate", "stripe"
+    ]  # fmt: skip
     again = qgen.measure_runs(
         runs, settings, cache_dir=tmp_path, progress=False, load_model=load
     )
@@ -495,75 +526,95 @@ def test_measure_runs_and_landscapes_on_a_tiny_model(tmp_path, monkeypatch):
         "sharpness_average",
         "sharpness_worst",
         "pac_bayes_sigma",
-        "robust_drop",
+        "pac_bayes_sigma_frozen",
+        "corrupted_loss_gap",
+        "corrupted_error_ratio",
     } <= set(metrics.columns)
 
 
-def test_figures_draw_from_tidy_tables():
+CPU_MODELS = (
+    [("fp32", "FP32", None)]
+    + [(f"fixed_bits_{b}", f"{b}-bit", b) for b in (8, 6, 4, 3, 2)]
+    + [("lsq_4", "LSQ 4-bit", 4), ("nested", "nested", None)]
+)
+
+
+def _cpu_tables():
+    """Synthetic tables shaped like the cpu profile's: MLP with 8 models x 5 seeds, CNN with
+    8 models x 3 seeds, 10 corruptions, 21-point lines and 11x11 planes of 3 models."""
+    rng = np.random.default_rng(0)
+    layers = {"mlp": ["dense1", "dense2"], "cnn": [f"conv{i}{c}" for i in (1, 2, 3)
+                                                   for c in "ab"]}  # fmt: skip
+    ids, bw, rob, one, two = [], [], [], [], []
+    grid = np.linspace(-1, 1, 11)
+    for case, seeds, label in (
+        ("mlp", 5, "MNIST (10k subset)"),
+        ("cnn", 3, "Fashion-MNIST"),
+    ):
+        for model, name, _bits in CPU_MODELS:
+            for seed in range(seeds):
+                row = {"case": case, "dataset_label": label, "model": model, "label": name,
+                       "seed": seed, "config_hash": f"{case}{model}{seed}"}  # fmt: skip
+                ids.append({**row, **{m: rng.random() for m in (
+                    "gap_loss", "gap_accuracy", "train_loss", "test_loss",
+                    "train_accuracy", "test_accuracy", "sharpness_average",
+                    "sharpness_worst", "sharpness_average_frozen",
+                    "sharpness_worst_frozen")},
+                    "pac_bayes_sigma": 0.1 + rng.random(),
+                    "pac_bayes_sigma_frozen": 0.05 + rng.random()})  # fmt: skip
+                if model != "fp32":
+                    bw += [{**row, "layer": ly, "layer_index": i, "parameter": "kernel",
+                            "scale_mean": 10 ** rng.uniform(-3, -1)}
+                           for i, ly in enumerate(layers[case])]  # fmt: skip
+                for c in ("clean",) + C.MNIST_C:
+                    rob.append({**row, "corruption": c, "loss_gap": rng.random(),
+                                "error_ratio": 1 + rng.random()})  # fmt: skip
+                if seed == 0 and model in ("fp32", "fixed_bits_4", "fixed_bits_2"):
+                    one += [{**row, "alpha": a, "loss": 0.1 + a * a, "accuracy": 0.9}
+                            for a in np.linspace(-1, 1, 21)]  # fmt: skip
+                    two += [{**row, "alpha": a, "beta": b, "loss": 0.1 + a * a + b * b,
+                             "accuracy": 0.9} for a in grid for b in grid]  # fmt: skip
+    return (pd.DataFrame(ids), pd.DataFrame(bw), pd.DataFrame(rob), pd.DataFrame(one),
+            pd.DataFrame(two))  # fmt: skip
+
+
+def test_figures_are_legible_in_print_with_cpu_shaped_tables():
+    """Every figure of the chapter, built from cpu-shaped tables (two parts, 8 models):
+    smallest text >= style.MIN_FONT_PT at its printed size."""
     import matplotlib.pyplot as plt
 
-    m = _metrics()
-    m["sharpness_average"] = 0.1
-    m["sharpness_worst"] = 0.3
-    m["pac_bayes_sigma"] = 0.2
-    figs = [qgen.plot_gap(m), qgen.plot_sharpness(m, 0.1, 0.5, "accuracy drop ≤ 0.1")]
-    bw = pd.DataFrame(
-        [
-            {
-                "case": "mlp",
-                "dataset_label": "d",
-                "model": k,
-                "label": k,
-                "seed": s,
-                "layer": layer,
-                "layer_index": i,
-                "parameter": "kernel",
-                "scale_mean": 0.01 * (i + 1) * b,
-            }
-            for k, b in (("fixed_bits_8", 1), ("fixed_bits_2", 30))
-            for s in (0, 1)
-            for i, layer in enumerate(["dense1", "dense2"])
-        ]
-    )
-    figs.append(qgen.plot_bin_widths(bw))
-    grid = [(a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)]
-    two = pd.DataFrame(
-        [
-            {
-                "case": "mlp",
-                "dataset_label": "d",
-                "model": k,
-                "label": k,
-                "alpha": a,
-                "beta": b,
-                "loss": 0.1 + f * (a * a + b * b),
-                "accuracy": 0.9,
-            }
-            for k, f in (("fp32", 1.0), ("fixed_bits_2", 0.3))
-            for a, b in grid
-        ]
-    )
-    figs.append(qgen.plot_landscape_2d(two))
-    figs.append(qgen.plot_landscape_1d(two[two["beta"] == 0.0]))
-    rob = pd.DataFrame(
-        [
-            {
-                "case": "mlp",
-                "dataset_label": "d",
-                "model": k,
-                "label": k,
-                "seed": s,
-                "corruption": c,
-                "severity": sev,
-                "accuracy": 0.9 - 0.05 * sev,
-            }
-            for k in ("fp32", "fixed_bits_2")
-            for s in (0, 1)
-            for c, sev in [("clean", 0)]
-            + [(c, v) for c in ("contrast", "jpeg") for v in (1, 2)]
-        ]
-    )
-    figs.append(qgen.plot_robustness(rob))
+    metrics, bw, rob, one, two = _cpu_tables()
+    figs = {
+        "gap_vs_bits": qgen.plot_gap(metrics),
+        "sharpness": qgen.plot_sharpness(metrics, 0.1, 0.5, "accuracy drop ≤ 0.1",
+                                         {"mlp": 31.9, "cnn": 52.0}),
+        "bin_widths": qgen.plot_bin_widths(bw),
+        "landscape_1d": qgen.plot_landscape_1d(one),
+        "landscape_2d": qgen.plot_landscape_2d(two),
+        "robustness": qgen.plot_robustness(rob),
+    }  # fmt: skip
+    sizes = {}
+    for stem, fig in figs.items():
+        assert fig.axes
+        sizes[stem] = style.smallest_text(fig)
+        plt.close(fig)
+    small = {k: v for k, v in sizes.items() if v[0] < style.MIN_FONT_PT}
+    assert not small, small
+
+
+def test_figures_draw_from_small_tables():
+    """One part, two models, one seed: the figures still draw (no spread, no crash)."""
+    import matplotlib.pyplot as plt
+
+    metrics, bw, rob, one, two = _cpu_tables()
+    keep = lambda df: df[(df["case"] == "mlp") & df["model"].isin(  # noqa: E731
+        ["fp32", "fixed_bits_2"]) & (df["seed"] == 0)]  # fmt: skip
+    figs = [qgen.plot_gap(keep(metrics)), qgen.plot_bin_widths(keep(bw)),
+            qgen.plot_robustness(keep(rob)), qgen.plot_landscape_1d(keep(one)),
+            qgen.plot_landscape_2d(keep(two)),
+            qgen.plot_sharpness(keep(metrics)[["case", "dataset_label", "model", "label",
+                                               "seed", "pac_bayes_sigma"]],
+                                0.1, 0.5, "accuracy drop ≤ 0.1")]  # fmt: skip
     for fig in figs:
         assert fig.axes
         plt.close(fig)
@@ -640,10 +691,18 @@ def test_setup_markdown_states_data_training_and_measures():
         "training on CPU); FP32 reaches 90.0 % training and 80.0 % test accuracy "
         "(mean over seeds)."
     )
+    measured = "\n".join(lines[3:])
     assert lines[3].startswith(
-        "- Measures: sharpness and PAC-Bayes flatness on 64 training"
+        "- Sharpness and PAC-Bayes flatness on 64 training images per model, at the "
+        "dequantized weights (a float copy"
     )
-    assert "with 5 (1-D) and 3×3 (2-D) points." in lines[3]
+    assert "and on the quantized model with its scales frozen" in lines[3]
+    # each radius in its own units
+    assert "δ = ρ|w|⊙u with ρ = 0.1, i.e. each weight moves by 0.1 times" in measured
+    assert "the adaptive ℓ2 ball ‖δ⊘|w|‖ ≤ 0.5 over all d weights together" in measured
+    assert "bisected on log σ in [0.001, 4] to 2 %" in measured
+    assert "shot noise (level 5), impulse noise (level 4)" in measured
+    assert "with 5 (1-D) and 3×3 (2-D) points." in measured
     empty = qgen.setup_markdown(
         {}, {}, profile="smoke", lr=1e-3, measures=measures, landscape=landscape
     )
@@ -651,7 +710,7 @@ def test_setup_markdown_states_data_training_and_measures():
 
 
 def test_figure_captions_name_settings_and_seeds():
-    measures = qgen.MeasureSettings(rho_average=0.1, rho_worst=0.5, severities=(1, 3))
+    measures = qgen.MeasureSettings(rho_average=0.1, rho_worst=0.5)
     landscape = {
         "samples": 64,
         "extent": 1.0,
@@ -673,10 +732,20 @@ def test_figure_captions_name_settings_and_seeds():
         "Dataset: MLP: MNIST; profile: smoke; seeds: 0, 1; varied: "
         "quantization (FP32, fixed bits 8, 2, LSQ 4-bit, nested)."
     )
-    assert "ρ = 0.1" in qgen.figure_caption("sharpness", context)
-    assert "severities 1, 3 (0 = clean)" in qgen.figure_caption("robustness", context)
+    sharp = qgen.figure_caption("sharpness", context)
+    assert "Gaussian noise of 0.1 times each weight's magnitude" in sharp
+    assert "the adaptive ℓ2 ball of radius 0.5" in sharp and "resolved to 2 %" in sharp
+    assert "hollow markers with frozen scales" in sharp
+    robust = qgen.figure_caption("robustness", context)
+    assert (
+        "loss gap on corrupted test data" in robust
+        and "relative to the clean" in robust
+    )
     plane = qgen.figure_caption("landscape_2d", context, "FP32, 2-bit")
-    assert "for FP32, 2-bit (training seed 2, 3×3 grid on [−1, 1]²" in plane
+    assert (
+        "for FP32, 2-bit at their dequantized weights (training seed 2, 3×3 grid"
+        in plane
+    )
     assert "seeds: 2; varied: quantization." in plane
     assert qgen.flatness_label(measures) == "accuracy drop ≤ 0.1"
     with pytest.raises(ValueError, match="no caption"):
@@ -718,3 +787,118 @@ def test_train_study_sweeps_each_part_that_runs(monkeypatch):
         "fixed_bits_2",
         "lsq_4",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# which model a claim compares: trends, matched training loss, fit gate
+# --------------------------------------------------------------------------------------
+def _trend_metrics(slopes=(0.02, 0.03, 0.025), train_gap=(0.0, 0.0, 0.3)):
+    """FP32 and 8/4/2 bits; gap_loss = 0.1 + slope_s * bits per seed (exactly linear)."""
+    rows = []
+    for seed, slope in enumerate(slopes):
+        for model, bits, extra in (("fp32", None, 0.0), ("fixed_bits_8", 8, train_gap[0]),
+                                   ("fixed_bits_4", 4, train_gap[1]),
+                                   ("fixed_bits_2", 2, train_gap[2])):  # fmt: skip
+            rows.append({
+                "case": "mlp", "model": model, "label": qgen.model_label(
+                    "fp32" if bits is None else "fixed_bits", bits),
+                "seed": seed, "config_hash": f"{model}{seed}",
+                "gap_loss": 0.1 + slope * (bits or 10), "gap_accuracy": 0.05,
+                "train_loss": 0.01 + extra + 0.001 * seed, "train_accuracy": 1.0,
+                "sharpness_average": 0.2 - 0.01 * (bits or 10),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_trend_slopes_match_a_hand_fit():
+    m = _trend_metrics()
+    slopes = qgen.trend_slopes(m, "gap_loss")
+    np.testing.assert_allclose(slopes["slope"], [0.02, 0.03, 0.025])
+    assert slopes["n_bits"].tolist() == [3, 3, 3]
+    noisy = m.copy()
+    noisy.loc[
+        (noisy["model"] == "fixed_bits_4") & (noisy["seed"] == 0), "gap_loss"
+    ] += 0.3
+    k = np.array([8.0, 4.0, 2.0])
+    v = 0.1 + 0.02 * k + np.array([0.0, 0.3, 0.0])
+    by_hand = np.sum((k - k.mean()) * (v - v.mean())) / np.sum((k - k.mean()) ** 2)
+    assert qgen.trend_slopes(noisy, "gap_loss")["slope"].iloc[0] == pytest.approx(
+        by_hand
+    )
+    claims = qgen.claims_table(m).set_index("key")
+    row = claims.loc["trend_loss"]
+    assert row["model"] == "trend" and row["verdict"] == "holds" and row["n"] == 3
+    assert row["mean"] == pytest.approx(0.025)
+    assert row["label"] == "fixed bits 8-bit → 4-bit → 2-bit"
+    assert row["numbers"].startswith("slope: +0.0250 per bit, 95 % CI [")
+    assert "slope of the loss gap" in row["criterion"]
+
+
+def test_flatness_claims_compare_the_fewest_bits_at_fp32s_training_loss():
+    m = _trend_metrics()  # 2-bit trains 0.3 nats higher: 4-bit is the matched model
+    assert qgen.matched_model(m) == "fixed_bits_4"
+    claims = qgen.claims_table(m).set_index("key")
+    assert claims.loc["flat_average", "model"] == "fixed_bits_4"
+    assert "within ±0.05 nats of FP32's" in claims.loc["flat_average", "criterion"]
+    assert claims.loc["regularizer_loss", "model"] == "fixed_bits_2"
+    none = _trend_metrics(train_gap=(0.3, 0.3, 0.3))
+    assert qgen.matched_model(none) is None
+    row = qgen.claims_table(none).set_index("key").loc["flat_average"]
+    assert (
+        row["verdict"] == "not run" and "matches FP32's training loss" in row["reason"]
+    )
+
+
+def test_parts_not_trained_to_a_minimum_get_no_verdicts():
+    m = _trend_metrics()
+    m.loc[m["model"] == "fp32", "train_accuracy"] = 0.73
+    claims = qgen.claims_table(m, min_train_accuracy=0.98)
+    assert set(claims["verdict"]) == {"not run"}
+    assert claims["reason"].iloc[0].startswith("FP32 reaches 73.0 % training accuracy")
+    assert set(qgen.claims_table(m, min_train_accuracy=0.7)["verdict"]) != {"not run"}
+    with pytest.raises(ValueError, match=r"'min_train_accuracy' = 98.*0\.\.1.*fix"):
+        qgen.claims_table(m, min_train_accuracy=98)
+
+
+def test_measure_settings_reject_bad_values():
+    with pytest.raises(ValueError, match=r"'weights' = \['exact'\].*dequantized.*fix"):
+        qgen.MeasureSettings(weights=("exact",))
+    with pytest.raises(ValueError, match=r"'flatness_rtol' = 0.*fix"):
+        qgen.MeasureSettings(flatness_rtol=0)
+    with pytest.raises(
+        ValueError, match=r"'flatness_sigma_min' = 5.*sigma_min < sigma_max"
+    ):
+        qgen.MeasureSettings(flatness_sigma_min=5.0)
+    with pytest.raises(ValueError, match="unknown corruption 'fog'"):
+        qgen.MeasureSettings(corruptions=("fog",))
+
+
+def test_run_data_excludes_the_validation_split(monkeypatch):
+    """The gap's training set is the run's training images, not its validation split."""
+    from companion.engine.experiment import validation_split
+
+    y = np.arange(100) % 10
+    x = np.arange(100, dtype=np.float32)[:, None]
+    cache = qgen._DataCache()
+    monkeypatch.setattr(cache, "get", lambda *a: (x, y))
+    run = {"dataset": "d", "seed": 3, "validation_fraction": 0.1, "train_limit": 100}
+    (x_tr, y_tr), (x_te, _) = cache.run_data(run)
+    kept, held = validation_split(y, 0.1, 3)
+    assert len(x_tr) == 90 and len(x_te) == 100
+    np.testing.assert_array_equal(x_tr[:, 0], kept.astype(np.float32))
+    assert not set(held) & set(x_tr[:, 0].astype(int))
+
+
+def test_radii_markdown_states_each_radius_in_its_units():
+    sharp = pd.DataFrame(
+        [{"case": "mlp", "dataset_label": "MNIST", "mode": mode, "weights": w,
+          "adaptive_norm": 31.9 if mode == "average" else 0.5, "n_parameters": 1000,
+          "n_zero": z} for mode in ("average", "worst")
+         for w, z in (("dequantized", 400), ("frozen", 0))]
+    )  # fmt: skip
+    md = qgen.radii_markdown(sharp, qgen.MeasureSettings())
+    assert "- MLP on MNIST: d = 1,000 perturbed weights" in md
+    assert "40 % dequantized, 0 % frozen" in md
+    assert "average case ρ = 0.1 per weight, adaptive norm 31.9 (≈ ρ√d)" in md
+    assert "worst case ball radius 0.5" in md
+    assert qgen.average_radii(sharp) == {"mlp": pytest.approx(31.9)}

@@ -62,14 +62,18 @@ def test_cpu_pareto_threshold_by_hand(cpu_rows: list[dict[str, Any]]) -> None:
 
 
 def test_cpu_setup_override(cpu_rows: list[dict[str, Any]]) -> None:
-    mlp, _, cnn = _rows(cpu_rows, "pareto_lr_reg")
-    # notebook-wide: 8000 images, 2 epochs, lr {1e-3, 3e-3}, 2 seeds, post-training parents of 2 epochs
+    mlp, cnn = _rows(cpu_rows, "pareto_lr_reg")
+    # notebook-wide: 8000 images, 2 epochs, lr {1e-3, 3e-3}, 5 seeds, post-training parents of 2 epochs
     assert (mlp["n_train"], mlp["steps"], mlp["learning_rates"]) == (
         7200,
         450,
         (1e-3, 3e-3),
     )
-    assert (mlp["seeds"], mlp["pretrain_epochs"]) == (2, 2)
+    assert (mlp["dataset"], mlp["seeds"], mlp["pretrain_epochs"]) == (
+        "fashion_mnist",
+        5,
+        2,
+    )
     # the CNN setup's own train_limit 3000, 4 epochs, one lr, one seed, from scratch only
     assert (cnn["dataset"], cnn["network"]) == ("fashion_mnist", "cnn")
     assert cnn["n_train"] == 3000 - 300
@@ -85,8 +89,8 @@ def test_cpu_setup_override(cpu_rows: list[dict[str, Any]]) -> None:
 def test_cpu_generalization_cases(cpu_rows: list[dict[str, Any]]) -> None:
     mlp, cnn = _rows(cpu_rows, "generalization")
     assert (mlp["dataset"], mlp["n_train"], mlp["steps"]) == ("mnist", 900, 20 * 29)
-    assert (cnn["dataset"], cnn["n_train"]) == ("fashion_mnist", 540)
-    assert (cnn["batch_size"], cnn["steps"]) == (16, 10 * 34)  # ceil(540 / 16) = 34
+    assert (cnn["dataset"], cnn["n_train"]) == ("fashion_mnist", 270)
+    assert (cnn["batch_size"], cnn["steps"]) == (16, 50 * 17)  # ceil(270 / 16) = 17
 
 
 def test_full_split_counts_the_official_split() -> None:
@@ -111,9 +115,9 @@ def test_markdown_rows_and_note(cpu_rows: list[dict[str, Any]]) -> None:
     setups = [line for line in lines if line.startswith("| `")]
     thesis = [line for line in lines if line.startswith("| **thesis** |")]
     assert (
-        len(setups) == len(cpu_rows) == 11
-    )  # 2 + 3 + 2 + 2 setups, 2 generalization cases
-    assert [s.split(" | ")[0] for s in setups].count("| `pareto_lr_reg`") == 3
+        len(setups) == len(cpu_rows) == 10
+    )  # 2 + 2 + 2 + 2 setups, 2 generalization cases
+    assert [s.split(" | ")[0] for s in setups].count("| `pareto_lr_reg`") == 2
     assert len(thesis) == 2  # the MLP and the CNN; no ResNet trains under cpu
     assert "**37,500**" in thesis[0] and "**39,100**" in thesis[1]
     assert "| 7,200 of 8,000 | 2 | 32 | 450 | 1e-3 | 5 | 1/83 |" in text

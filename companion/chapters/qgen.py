@@ -12,9 +12,13 @@ more robust to distorted inputs. This module holds everything the notebook needs
   as "not run: ... missing", never replaced by another one;
 * measuring a list of trained runs into tidy tables (:func:`measure_runs`, :func:`landscapes`),
   every result cached on disk per run and measure settings (:func:`cached_frame`);
+* which weights the perturbation measures move (:data:`WEIGHTS_MODES`: the dequantized
+  float copy, or the quantized model with frozen scales), both recorded in column ``weights``;
 * aggregation and QGen's claims decided by explicit rules (:func:`model_metrics`,
-  :func:`summarize`, :func:`compare`, :func:`claims_table`, :func:`claims_detail`) and the
-  Markdown snippets the book includes (:func:`claims_markdown`, :func:`gap_markdown`);
+  :func:`summarize`, :func:`compare`, :func:`claims_table` with :func:`trend_slopes` over the
+  bit widths and :func:`matched_model` at FP32's training loss, :func:`claims_detail`) and the
+  Markdown snippets the book includes (:func:`claims_markdown`, :func:`gap_markdown`,
+  :func:`radii_markdown`);
 * the chapter's figures, drawn from those tables (``plot_*``).
 
 Identification columns of every tidy table: :data:`ID_COLUMNS` (one row per model x seed x
@@ -45,18 +49,23 @@ from matplotlib.colors import to_rgb
 
 from companion.chapters import corruptions, stats
 from companion.chapters.analysis import fmt_pm
-from companion.chapters.style import caption, method_color, panel_grid
+from companion.chapters.style import caption, method_color
 from companion.engine import experiment
 from lqs import generalization
 from lqs.fileio import atomic_write
 
 __all__ = [
     "MEASURE_VERSION",
+    "WEIGHTS_MODES",
     "EXTRA_MODELS",
     "ID_COLUMNS",
     "METRICS",
     "CLAIMS",
     "ClaimSpec",
+    "TRAIN_LOSS_MARGIN",
+    "MIN_TRAIN_ACCURACY",
+    "matched_model",
+    "trend_slopes",
     "MeasureSettings",
     "model_specs",
     "model_key",
@@ -71,16 +80,19 @@ __all__ = [
     "measure_runs",
     "landscapes",
     "model_metrics",
+    "robustness_rows",
     "summarize",
     "compare",
     "claims_table",
     "claims_detail",
     "claims_markdown",
     "gap_markdown",
+    "GAP_COLUMNS",
     "case_settings",
     "data_status_markdown",
     "not_run_notes",
     "setup_markdown",
+    "radii_markdown",
     "CaptionContext",
     "flatness_label",
     "figure_caption",
@@ -92,10 +104,11 @@ __all__ = [
     "plot_landscape_1d",
     "plot_landscape_2d",
     "plot_robustness",
+    "average_radii",
 ]
 
 #: bump when a change of the measuring code alters cached numbers (invalidates the measure cache)
-MEASURE_VERSION = "1"
+MEASURE_VERSION = "2"
 #: models trained besides FP32 and the fixed-bit QAT models
 EXTRA_MODELS: tuple[str, ...] = ("lsq", "nested")
 #: columns that identify one trained model in every tidy table
@@ -110,12 +123,31 @@ METRICS: dict[str, tuple[str, str]] = {
     "test_loss": ("test loss", "nats"),
     "train_accuracy": ("training accuracy", "%"),
     "test_accuracy": ("test accuracy", "%"),
-    "sharpness_average": ("average-case adaptive sharpness", "nats"),
-    "sharpness_worst": ("worst-case adaptive sharpness", "nats"),
-    "pac_bayes_sigma": ("PAC-Bayes noise level sigma", ""),
+    "sharpness_average": (
+        "average-case adaptive sharpness at the dequantized weights",
+        "nats",
+    ),
+    "sharpness_worst": (
+        "worst-case adaptive sharpness at the dequantized weights",
+        "nats",
+    ),
+    "pac_bayes_sigma": ("PAC-Bayes noise level sigma* at the dequantized weights", ""),
+    "sharpness_average_frozen": (
+        "average-case adaptive sharpness with frozen scales",
+        "nats",
+    ),
+    "sharpness_worst_frozen": (
+        "worst-case adaptive sharpness with frozen scales",
+        "nats",
+    ),
+    "pac_bayes_sigma_frozen": ("PAC-Bayes noise level sigma* with frozen scales", ""),
     "clean_accuracy": ("clean accuracy (robustness subset)", "%"),
     "corrupted_accuracy": ("mean accuracy under corruptions", "%"),
-    "robust_drop": ("accuracy drop under corruptions (clean - corrupted)", "pp"),
+    "corrupted_loss_gap": (
+        "loss gap on corrupted test data (corrupted test - train loss)",
+        "nats",
+    ),
+    "corrupted_error_ratio": ("error under corruptions relative to clean error", ""),
 }
 _PERCENT = {
     "train_accuracy",
@@ -123,8 +155,10 @@ _PERCENT = {
     "gap_accuracy",
     "clean_accuracy",
     "corrupted_accuracy",
-    "robust_drop",
 }
+#: which weights the perturbation measures move (:mod:`lqs.generalization`): the float copy
+#: holding the dequantized weights, or the quantized model with its scales frozen
+WEIGHTS_MODES: tuple[str, ...] = ("dequantized", "frozen")
 _CASE_TITLE = {"mlp": "MLP", "cnn": "CNN", "resnet": "ResNet"}
 
 
@@ -355,7 +389,8 @@ def train_study(
 
     ``parts`` is :func:`check_parts`' table; ``settings`` the training settings per part
     (``dataset``, ``seeds``, ``train_limit``, ``test_limit``, ``epochs``,
-    ``batch_size``).
+    ``batch_size``, and optionally ``bits`` / ``extra_models`` overriding the study's
+    for that part).
     Returns ``{case: runs}`` annotated by :func:`annotate_runs`, in the order of
     ``parts``.
     """
@@ -365,9 +400,9 @@ def train_study(
         configs = study_configs(
             case,
             s["dataset"],
-            bits=bits,
+            bits=s.get("bits") or bits,
             seeds=s["seeds"],
-            extra_models=extra_models,
+            extra_models=s.get("extra_models", extra_models),
             lsq_bits=lsq_bits,
             train_limit=s["train_limit"],
             test_limit=s["test_limit"],
@@ -404,17 +439,28 @@ class MeasureSettings:
     Arguments:
         measure_samples: training examples (class-stratified subset of each run's own training
             set) on which sharpness and PAC-Bayes flatness are measured.
-        rho_average: radius of the average-case adaptive sharpness (Gaussian noise
-            ``delta = rho |w| * u``, Andriushchenko et al., 2023).
-        rho_worst: radius of the worst-case adaptive sharpness (adaptive l2 ball).
+        rho_average: relative noise level of the average-case adaptive sharpness: Gaussian
+            noise ``delta = rho |w| * u``, ``u ~ N(0, I)`` (Andriushchenko et al., 2023), so
+            each weight moves by ``rho`` times its magnitude on average and the adaptive norm
+            ``||delta / |w|||`` is about ``rho sqrt(d)``.
+        rho_worst: radius of the worst-case adaptive sharpness: the adaptive l2 ball
+            ``||delta / |w||| <= rho_worst`` (all ``d`` weights together).
         sharpness_samples: random draws of the average-case sharpness.
         worst_restarts, worst_steps: restarts and gradient-ascent steps of the worst case.
         flatness_criterion, flatness_tolerance: PAC-Bayes deviation (``"accuracy"``: drop of the
             training accuracy, Jiang et al., 2020) and its allowed size.
-        flatness_samples, flatness_iters: Monte-Carlo draws per sigma and bisection steps.
-        flatness_sigma_max, flatness_eps: upper end of the sigma search and the additive epsilon.
+        flatness_samples: Monte-Carlo draws per sigma.
+        flatness_rtol: relative resolution of sigma* (bisection until the bracket is
+            ``1 + rtol`` wide).
+        flatness_sigma_min, flatness_sigma_max, flatness_eps: the sigma search interval and
+            the additive epsilon.
+        weights: which weights sharpness and flatness perturb, any of :data:`WEIGHTS_MODES`
+            (``"dequantized"``: :func:`lqs.generalization.dequantized_model`, ``"frozen"``:
+            the model within :func:`lqs.generalization.frozen_scales`).
         robustness_samples: test examples for the corruption benchmark.
-        corruptions, severities: of :mod:`companion.chapters.corruptions`.
+        corruptions: of :mod:`companion.chapters.corruptions`; severities: ``None`` (each
+            corruption at :func:`~companion.chapters.corruptions.default_severities`) or
+            levels for every corruption.
         batch_size: evaluation batch size.
         seed: seed of every measurement subset and random draw (the same for every model).
     """
@@ -428,20 +474,37 @@ class MeasureSettings:
     flatness_criterion: str = "accuracy"
     flatness_tolerance: float = 0.1
     flatness_samples: int = 4
-    flatness_iters: int = 8
+    flatness_rtol: float = 0.02
+    flatness_sigma_min: float = 1e-3
     flatness_sigma_max: float = 4.0
     flatness_eps: float = 1e-3
+    weights: tuple[str, ...] = WEIGHTS_MODES
     robustness_samples: int = 500
-    corruptions: tuple[str, ...] = (
-        "gaussian_noise",
-        "gaussian_blur",
-        "contrast",
-        "jpeg",
-        "brightness",
-    )
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruptions: tuple[str, ...] = corruptions.MNIST_C
+    severities: tuple[int, ...] | None = None
     batch_size: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [w for w in self.weights if w not in WEIGHTS_MODES]
+        if bad or not self.weights:
+            raise ValueError(
+                f"parameter 'weights' = {list(self.weights)!r}; allowed: a non-empty "
+                f"list of {list(WEIGHTS_MODES)}; fix: e.g. weights=['dequantized']"
+            )
+        if not 0 < self.flatness_rtol < 1:
+            raise ValueError(
+                f"parameter 'flatness_rtol' = {self.flatness_rtol!r}; allowed: 0 < rtol "
+                "< 1 (relative resolution of sigma*); fix: e.g. flatness_rtol=0.02"
+            )
+        if not 0 < self.flatness_sigma_min < self.flatness_sigma_max:
+            raise ValueError(
+                f"parameters 'flatness_sigma_min' = {self.flatness_sigma_min!r} and "
+                f"'flatness_sigma_max' = {self.flatness_sigma_max!r}; allowed: 0 < "
+                "sigma_min < sigma_max; fix: e.g. 1e-3 and 4.0"
+            )
+        for name in self.corruptions:
+            corruptions.default_severities(name)  # ValueError names the allowed ones
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -504,6 +567,7 @@ _STRING_COLUMNS = {
         "noise",
         "criterion",
         "status",
+        "weights",
     )
 }
 
@@ -543,11 +607,18 @@ class _DataCache:
     def run_data(
         self, run: Mapping[str, Any]
     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """Exactly the training subset and test set the run used (same limits and seed)."""
+        """Exactly the training images and test set the run used (same limits and seed).
+
+        The training images are the ``train_limit`` subset minus the run's validation
+        split (:func:`companion.engine.experiment.validation_split`), as in training.
+        """
         args = (run["dataset"], run.get("image_size"), int(run["seed"]))
-        train = self.get(args[0], "train", run.get("train_limit"), args[1], args[2])
+        x, y = self.get(args[0], "train", run.get("train_limit"), args[1], args[2])
+        fraction = run.get("validation_fraction")
+        fraction = 0.0 if fraction is None or pd.isna(fraction) else float(fraction)
+        kept, _ = experiment.validation_split(y, fraction, int(run["seed"]))
         test = self.get(args[0], "test", run.get("test_limit"), args[1], args[2])
-        return train, test
+        return (x[kept], y[kept]), test
 
 
 def _subset(
@@ -580,6 +651,44 @@ def _gap_table(
     )
 
 
+def _weights_views(model: Any, modes: Sequence[str]) -> Iterable[tuple[str, Any]]:
+    """``(mode, model to perturb)`` for each of ``modes`` (:data:`WEIGHTS_MODES`).
+
+    ``"dequantized"``: :func:`lqs.generalization.dequantized_model` (the model itself when
+    nothing is quantized); ``"frozen"``: the model within
+    :func:`lqs.generalization.frozen_scales` while the caller measures it.
+    """
+    quantized = bool(generalization.bin_widths(model))
+    for mode in modes:
+        if mode == "dequantized":
+            yield mode, generalization.dequantized_model(model) if quantized else model
+        else:
+            with generalization.frozen_scales(model):
+                yield mode, model
+
+
+def _sharpness_rows(
+    model: Any, x_m: np.ndarray, y_m: np.ndarray, s: MeasureSettings
+) -> list[dict[str, Any]]:
+    """Average-case (Gaussian) and worst-case adaptive sharpness of one weights view."""
+    common = dict(seed=s.seed, batch_size=s.batch_size)
+    avg = generalization.adaptive_sharpness(
+        model, x_m, y_m, rho=s.rho_average, n_samples=s.sharpness_samples,
+        mode="average", noise="gaussian", **common,
+    )  # fmt: skip
+    worst = generalization.adaptive_sharpness(
+        model, x_m, y_m, rho=s.rho_worst, n_samples=s.worst_restarts, mode="worst",
+        n_steps=s.worst_steps, **common,
+    )  # fmt: skip
+    keys = ("mode", "rho", "value", "adaptive_norm", "n_samples", "base_loss")
+    return [
+        {**{k: r[k] for k in keys}, "stderr": r.get("stderr", math.nan),
+         "noise": r.get("noise", "ball"), "n_steps": r.get("n_steps", 0),
+         "n_parameters": r["n_parameters"], "n_zero": r["n_zero"]}
+        for r in (avg, worst)
+    ]  # fmt: skip
+
+
 def _sharpness_table(
     model: Any,
     ids: Mapping[str, Any],
@@ -587,37 +696,13 @@ def _sharpness_table(
     y_m: np.ndarray,
     s: MeasureSettings,
 ) -> pd.DataFrame:
-    """Two rows: average-case (Gaussian) and worst-case adaptive sharpness."""
-    bs = s.batch_size
-    avg = generalization.adaptive_sharpness(
-        model,
-        x_m,
-        y_m,
-        rho=s.rho_average,
-        n_samples=s.sharpness_samples,
-        mode="average",
-        noise="gaussian",
-        seed=s.seed,
-        batch_size=bs,
-    )
-    worst = generalization.adaptive_sharpness(
-        model,
-        x_m,
-        y_m,
-        rho=s.rho_worst,
-        n_samples=s.worst_restarts,
-        mode="worst",
-        n_steps=s.worst_steps,
-        seed=s.seed,
-        batch_size=bs,
-    )
-    rows = []
-    for r in (avg, worst):
-        rows.append({**ids, "mode": r["mode"], "rho": r["rho"], "value": r["value"],
-                     "stderr": r.get("stderr", math.nan), "noise": r.get("noise", "ball"),
-                     "n_samples": r["n_samples"], "n_steps": r.get("n_steps", 0),
-                     "base_loss": r["base_loss"], "n_parameters": r["n_parameters"],
-                     "n_examples": len(y_m)})  # fmt: skip
+    """Two rows (average, worst) per weights mode of ``s.weights``."""
+    rows, done = [], {}
+    for weights, view in _weights_views(model, s.weights):
+        if id(view) not in done:  # FP32: both modes are the model itself
+            done[id(view)] = _sharpness_rows(view, x_m, y_m, s)
+        for r in done[id(view)]:
+            rows.append({**ids, "weights": weights, **r, "n_examples": len(y_m)})
     return pd.DataFrame(rows)
 
 
@@ -628,22 +713,22 @@ def _flatness_table(
     y_m: np.ndarray,
     s: MeasureSettings,
 ) -> pd.DataFrame:
-    """One row: the magnitude-aware PAC-Bayes noise level of the model."""
-    r = generalization.pac_bayes_flatness(
-        model,
-        x_m,
-        y_m,
-        tolerance=s.flatness_tolerance,
-        sigma_max=s.flatness_sigma_max,
-        n_samples=s.flatness_samples,
-        iters=s.flatness_iters,
-        relative=True,
-        seed=s.seed,
-        criterion=s.flatness_criterion,
-        eps=s.flatness_eps,
-        batch_size=s.batch_size,
-    )
-    return pd.DataFrame([{**ids, **r, "n_examples": len(y_m)}])
+    """One row per weights mode: the magnitude-aware PAC-Bayes noise level sigma*."""
+    rows, done = [], {}
+    for weights, view in _weights_views(model, s.weights):
+        if id(view) in done:  # FP32: both modes are the model itself
+            rows.append({**done[id(view)], "weights": weights})
+            continue
+        r = generalization.pac_bayes_flatness(
+            view, x_m, y_m, tolerance=s.flatness_tolerance,
+            sigma_min=s.flatness_sigma_min, sigma_max=s.flatness_sigma_max,
+            rtol=s.flatness_rtol, n_samples=s.flatness_samples, relative=True,
+            seed=s.seed, criterion=s.flatness_criterion, eps=s.flatness_eps,
+            batch_size=s.batch_size,
+        )  # fmt: skip
+        done[id(view)] = {**ids, "weights": weights, **r, "n_examples": len(y_m)}
+        rows.append(done[id(view)])
+    return pd.DataFrame(rows)
 
 
 def _with_ids(table: pd.DataFrame, ids: Mapping[str, Any]) -> pd.DataFrame:
@@ -697,6 +782,7 @@ _MEASURE_KEYS: dict[str, tuple[str, ...]] = {
         "sharpness_samples",
         "worst_restarts",
         "worst_steps",
+        "weights",
         "seed",
         "batch_size",
     ),
@@ -705,9 +791,11 @@ _MEASURE_KEYS: dict[str, tuple[str, ...]] = {
         "flatness_criterion",
         "flatness_tolerance",
         "flatness_samples",
-        "flatness_iters",
+        "flatness_rtol",
+        "flatness_sigma_min",
         "flatness_sigma_max",
         "flatness_eps",
+        "weights",
         "seed",
         "batch_size",
     ),
@@ -773,8 +861,11 @@ def measure_runs(
 
     * ``gap``: :func:`lqs.generalization.generalization_gap` on the full training subset and test set;
     * ``sharpness``: :func:`lqs.generalization.adaptive_sharpness`, average case (Gaussian noise,
-      ``rho_average``) and worst case (``rho_worst``), on ``measure_samples`` training examples;
-    * ``flatness``: :func:`lqs.generalization.pac_bayes_flatness` (magnitude-aware) on the same examples;
+      ``rho_average``) and worst case (``rho_worst``), on ``measure_samples`` training
+      examples, once per weights mode of ``settings.weights`` (column ``weights``:
+      ``"dequantized"`` or ``"frozen"``);
+    * ``flatness``: :func:`lqs.generalization.pac_bayes_flatness` (magnitude-aware) on the
+      same examples, per weights mode;
     * ``bin_widths``: :func:`lqs.generalization.bin_widths` (empty for FP32);
     * ``robustness``: :func:`companion.chapters.corruptions.robustness_table` on ``robustness_samples`` test examples.
 
@@ -846,7 +937,10 @@ def landscapes(
     Every model is evaluated on the same grid ``alpha, beta in linspace(-extent, extent, n)``
     along filter-normalized random directions drawn with ``direction_seed`` (the same draw for
     every model of an architecture, normalized to that model's own filters), on ``samples``
-    examples of its training subset (the training loss, as in Li et al.).
+    examples of its training subset (the training loss, as in Li et al.). Quantized models
+    are measured at their dequantized weights
+    (:func:`lqs.generalization.dequantized_model`): the continuous loss surface around the
+    point the quantized network implements.
 
     Returns
         ``(one_d, two_d)``: tidy frames with :data:`ID_COLUMNS` + ``alpha`` (+ ``beta``),
@@ -872,12 +966,16 @@ def landscapes(
         x_l, y_l = _subset(x_tr, y_tr, samples, direction_seed)
         key = {"config_hash": run["config_hash"], "extent": float(extent), "points_1d": int(points_1d),
                "points_2d": int(points_2d), "samples": int(samples), "direction_seed": int(direction_seed),
-               "batch_size": int(batch_size)}  # fmt: skip
+               "batch_size": int(batch_size), "weights": "dequantized"}  # fmt: skip
         holder: dict[str, Any] = {}
 
         def model() -> Any:
             if "model" not in holder:
-                holder["model"] = load_model(run)
+                loaded = load_model(run)
+                quantized = bool(generalization.bin_widths(loaded))
+                holder["model"] = (
+                    generalization.dequantized_model(loaded) if quantized else loaded
+                )
             return holder["model"]
 
         def line() -> pd.DataFrame:
@@ -921,6 +1019,71 @@ def landscapes(
 # ---------------------------------------------------------------------------------------------
 # aggregation and claims
 # ---------------------------------------------------------------------------------------------
+def _weights_column(table: pd.DataFrame) -> pd.Series:
+    """The ``weights`` mode of each row (tables without the column: ``dequantized``)."""
+    if "weights" in table:
+        return table["weights"].fillna("dequantized")
+    return pd.Series("dequantized", index=table.index)
+
+
+def _suffix(weights: str) -> str:
+    return "" if weights == "dequantized" else f"_{weights}"
+
+
+def _perturbation_metrics(
+    key: list[str], sharpness: pd.DataFrame | None, flatness: pd.DataFrame | None
+) -> list[pd.DataFrame]:
+    """Wide per-model tables of sharpness (per mode) and sigma*, one column per weights mode."""
+    wide = []
+    if sharpness is not None and len(sharpness):
+        sh = sharpness.assign(
+            metric="sharpness_"
+            + sharpness["mode"]
+            + _weights_column(sharpness).map(_suffix)
+        )
+        w = sh.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
+        wide.append(w.reset_index())
+    if flatness is not None and len(flatness):
+        fl = flatness.assign(
+            metric="pac_bayes_sigma" + _weights_column(flatness).map(_suffix)
+        )
+        w = fl.pivot_table(index=key, columns="metric", values="sigma", aggfunc="first")
+        wide.append(w.reset_index())
+    return wide
+
+
+def robustness_rows(gap: pd.DataFrame, robustness: pd.DataFrame) -> pd.DataFrame:
+    """The robustness table with each model's loss gap and error ratio per corruption.
+
+    :func:`companion.chapters.corruptions.robustness_metrics` per model (``case``,
+    ``config_hash``), with the training loss of the model's ``gap`` row: ``loss_gap =
+    L_corrupted - L_train`` and ``error_ratio = error_corrupted / error_clean``.
+    """
+    key = [c for c in ("case", "config_hash") if c in robustness.columns]
+    train = gap.set_index(key)["train_loss"]
+    parts = [
+        corruptions.robustness_metrics(rows, float(train.loc[k]))
+        for k, rows in robustness.groupby(key, sort=False)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else robustness.copy()
+
+
+def _robustness_metrics(
+    key: list[str], gap: pd.DataFrame, robustness: pd.DataFrame
+) -> pd.DataFrame:
+    rows = robustness_rows(gap, robustness)
+    clean = rows[rows["corruption"] == "clean"].groupby(key)
+    corrupted = rows[rows["corruption"] != "clean"].groupby(key)
+    return pd.DataFrame(
+        {
+            "clean_accuracy": clean["accuracy"].mean(),
+            "corrupted_accuracy": corrupted["accuracy"].mean(),
+            "corrupted_loss_gap": corrupted["loss_gap"].mean(),
+            "corrupted_error_ratio": corrupted["error_ratio"].mean(),
+        }
+    ).reset_index()
+
+
 def model_metrics(
     gap: pd.DataFrame,
     sharpness: pd.DataFrame | None = None,
@@ -929,45 +1092,24 @@ def model_metrics(
 ) -> pd.DataFrame:
     """One row per trained model (x seed) with every scalar metric of :data:`METRICS`.
 
-    ``sharpness_average`` / ``sharpness_worst`` are the ``value`` of the rows with that mode
-    (one radius per mode); ``pac_bayes_sigma`` is the ``sigma`` of the flatness table;
-    ``clean_accuracy`` is the robustness table's clean row, ``corrupted_accuracy`` the mean over
-    every corruption and severity and ``robust_drop = clean_accuracy - corrupted_accuracy``.
-    Missing tables leave their columns out.
+    ``sharpness_average`` / ``sharpness_worst`` are the ``value`` of the sharpness rows with
+    that mode and ``pac_bayes_sigma`` the ``sigma`` of the flatness table, at the
+    dequantized weights; the same measures with frozen scales get the suffix ``_frozen``
+    (rows without a ``weights`` column count as dequantized). From the robustness table
+    (:func:`robustness_rows`): ``clean_accuracy``, ``corrupted_accuracy`` (mean over the
+    corruptions and their levels), ``corrupted_loss_gap`` (mean of ``L_c - L_train``) and
+    ``corrupted_error_ratio`` (mean of ``error_c / error_clean``). Missing tables leave their
+    columns out.
     """
     ids = [c for c in ID_COLUMNS if c in gap.columns]
     keep = ids + [c for c in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "gap_loss",
                               "gap_accuracy") if c in gap.columns]  # fmt: skip
     out = gap[keep].copy()
     key = [c for c in ("case", "config_hash") if c in ids] or ids
-    if sharpness is not None and len(sharpness):
-        wide = sharpness.pivot_table(
-            index=key, columns="mode", values="value", aggfunc="first"
-        )
-        wide.columns = [f"sharpness_{c}" for c in wide.columns]
-        out = out.merge(wide.reset_index(), on=key, how="left")
-    if flatness is not None and len(flatness):
-        out = out.merge(
-            flatness[key + ["sigma"]].rename(columns={"sigma": "pac_bayes_sigma"}),
-            on=key,
-            how="left",
-        )
-    if robustness is not None and len(robustness):
-        clean = (
-            robustness[robustness["corruption"] == "clean"]
-            .groupby(key)["accuracy"]
-            .mean()
-        )
-        corrupted = (
-            robustness[robustness["corruption"] != "clean"]
-            .groupby(key)["accuracy"]
-            .mean()
-        )
-        rob = pd.DataFrame(
-            {"clean_accuracy": clean, "corrupted_accuracy": corrupted}
-        ).reset_index()
-        rob["robust_drop"] = rob["clean_accuracy"] - rob["corrupted_accuracy"]
-        out = out.merge(rob, on=key, how="left")
+    for wide in _perturbation_metrics(key, sharpness, flatness):
+        out = out.merge(wide, on=key, how="left")
+    if robustness is not None and len(robustness) and "loss" in robustness:
+        out = out.merge(_robustness_metrics(key, gap, robustness), on=key, how="left")
     return out
 
 
@@ -1039,10 +1181,12 @@ class ClaimSpec:
         key: short identifier.
         claim: the claim in words; ``{q}`` is replaced by the quantized model's label.
         metric: a column of :func:`model_metrics`.
-        model: model key, or ``"lowest"`` (the fixed-bit model with the fewest bits) or
-            ``"highest"`` (the most bits).
-        expected: ``"lower"``/``"higher"`` (the quantized model's interval entirely below/above
-            FP32's) or ``"same"`` (the intervals overlap).
+        model: model key, ``"lowest"`` (the fixed-bit model with the fewest bits),
+            ``"highest"`` (the most bits), ``"matched"`` (the fewest bits whose training loss
+            matches FP32's, :func:`matched_model`) or ``"trend"`` (the slope of the metric
+            over the fixed bit widths, :func:`trend_slopes`, against 0).
+        expected: ``"lower"``/``"higher"`` (the paired difference, or the slope, below/above
+            0) or ``"same"`` (equivalent within :data:`EQUIVALENCE_MARGINS`).
     """
 
     key: str
@@ -1051,97 +1195,104 @@ class ClaimSpec:
     model: str
     expected: str
 
-    def criterion(self, label: str) -> str:
-        what = METRICS.get(self.metric, (self.metric, ""))[0]
-        if self.expected == "same":
-            return f"holds if the mean ± std intervals of the {what} of {label} and FP32 overlap"
-        side = "below" if self.expected == "lower" else "above"
-        return f"holds if the mean ± std interval of the {what} of {label} lies entirely {side} FP32's"
-
 
 #: QGen's claims as tested here (each per part of the study)
 CLAIMS: tuple[ClaimSpec, ...] = (
-    ClaimSpec(
-        "regularizer_loss",
-        "quantization regularizes: {q} has a smaller loss gap than FP32",
-        "gap_loss",
-        "lowest",
-        "lower",
-    ),
-    ClaimSpec(
-        "regularizer_accuracy",
-        "quantization regularizes: {q} has a smaller accuracy gap than FP32",
-        "gap_accuracy",
-        "lowest",
-        "lower",
-    ),
-    ClaimSpec(
-        "eight_bit_loss",
-        "8-bit generalizes like FP32 (loss gap)",
-        "gap_loss",
-        "fixed_bits_8",
-        "same",
-    ),
-    ClaimSpec(
-        "eight_bit_accuracy",
-        "8-bit generalizes like FP32 (accuracy gap)",
-        "gap_accuracy",
-        "fixed_bits_8",
-        "same",
-    ),
-    ClaimSpec(
-        "training_cost",
-        "fewer bits cost training loss: {q} has a higher training loss than FP32",
-        "train_loss",
-        "lowest",
-        "higher",
-    ),
-    ClaimSpec(
-        "flat_average",
-        "quantization finds flatter minima: {q} has a lower average-case adaptive sharpness",
-        "sharpness_average",
-        "lowest",
-        "lower",
-    ),
-    ClaimSpec(
-        "flat_worst",
-        "quantization finds flatter minima: {q} has a lower worst-case adaptive sharpness",
-        "sharpness_worst",
-        "lowest",
-        "lower",
-    ),
-    ClaimSpec(
-        "flat_pac_bayes",
-        "quantization finds flatter minima: {q} tolerates more weight noise (PAC-Bayes sigma)",
-        "pac_bayes_sigma",
-        "lowest",
-        "higher",
-    ),
-    ClaimSpec(
-        "robust_8",
-        "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
-        "robust_drop",
-        "fixed_bits_8",
-        "lower",
-    ),
-    ClaimSpec(
-        "robust_low",
-        "QAT is more robust to distorted data: {q} loses less accuracy under corruptions",
-        "robust_drop",
-        "lowest",
-        "lower",
-    ),
-)
+    ClaimSpec("regularizer_loss", "quantization regularizes: {q} has a smaller loss gap "
+              "than FP32", "gap_loss", "lowest", "lower"),
+    ClaimSpec("regularizer_accuracy", "quantization regularizes: {q} has a smaller "
+              "accuracy gap than FP32", "gap_accuracy", "lowest", "lower"),
+    ClaimSpec("trend_loss", "fewer bits, smaller loss gap: the loss gap grows with the "
+              "bit width", "gap_loss", "trend", "higher"),
+    ClaimSpec("trend_accuracy", "fewer bits, smaller accuracy gap: the accuracy gap "
+              "grows with the bit width", "gap_accuracy", "trend", "higher"),
+    ClaimSpec("eight_bit_loss", "8-bit generalizes like FP32 (loss gap)", "gap_loss",
+              "fixed_bits_8", "same"),
+    ClaimSpec("eight_bit_accuracy", "8-bit generalizes like FP32 (accuracy gap)",
+              "gap_accuracy", "fixed_bits_8", "same"),
+    ClaimSpec("training_cost", "fewer bits cost training loss: {q} has a higher "
+              "training loss than FP32", "train_loss", "lowest", "higher"),
+    ClaimSpec("trend_training_cost", "fewer bits cost training loss: the training loss "
+              "falls as the bit width grows", "train_loss", "trend", "lower"),
+    ClaimSpec("flat_average", "quantization finds flatter minima: {q} has a lower "
+              "average-case adaptive sharpness", "sharpness_average", "matched", "lower"),
+    ClaimSpec("flat_worst", "quantization finds flatter minima: {q} has a lower "
+              "worst-case adaptive sharpness", "sharpness_worst", "matched", "lower"),
+    ClaimSpec("flat_pac_bayes", "quantization finds flatter minima: {q} tolerates more "
+              "weight noise (PAC-Bayes sigma*)", "pac_bayes_sigma", "matched", "higher"),
+    ClaimSpec("robust_8", "QAT is more robust to distorted data: {q} has a smaller loss "
+              "gap on corrupted test data", "corrupted_loss_gap", "fixed_bits_8", "lower"),
+    ClaimSpec("robust_low", "QAT is more robust to distorted data: {q} has a smaller "
+              "loss gap on corrupted test data", "corrupted_loss_gap", "lowest", "lower"),
+)  # fmt: skip
+#: largest absolute mean paired difference of training loss (nats) at which a quantized model
+#: counts as trained to FP32's loss (the flatness claims compare such models only)
+TRAIN_LOSS_MARGIN = 0.05
+#: FP32's mean training accuracy below which a part is not at a minimum: no verdicts
+MIN_TRAIN_ACCURACY = 0.98
 
 
-def _resolve_model(spec_model: str, keys: Sequence[str]) -> str | None:
-    fixed = sorted(
+def _fixed_bits(keys: Iterable[str]) -> list[tuple[int, str]]:
+    return sorted(
         (int(k.rsplit("_", 1)[1]), k) for k in keys if k.startswith("fixed_bits_")
     )
+
+
+def matched_model(
+    part: pd.DataFrame, margin: float = TRAIN_LOSS_MARGIN, reference: str = "fp32"
+) -> str | None:
+    """The fixed-bit model with the fewest bits whose training loss matches ``reference``'s.
+
+    Matched: the mean over seeds of the paired difference of ``train_loss`` (model −
+    reference, seed by seed) lies within ``±margin`` nats. Sharpness depends on the loss
+    level, so the flatness claims compare models at matched training loss.
+
+    Returns:
+        The model key, or ``None`` when no fixed-bit model is matched.
+    """
+    ref = part[part["model"] == reference].set_index("seed")["train_loss"]
+    for _, key in _fixed_bits(part["model"].unique()):
+        mine = part[part["model"] == key].set_index("seed")["train_loss"]
+        diff = (mine - ref).dropna()
+        if len(diff) and abs(float(diff.mean())) <= margin:
+            return key
+    return None
+
+
+def trend_slopes(part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per seed, the least-squares slope of ``metric`` over the fixed bit widths.
+
+    ``b_s = Σ_k (k - k̄)(v_{k,s} - v̄_s) / Σ_k (k - k̄)²`` over the fixed-bit models ``k``
+    (bits) of seed ``s`` (at least two bit widths), in the metric's units per bit.
+
+    Returns:
+        DataFrame with ``seed``, ``slope``, ``n_bits``.
+    """
+    fixed = part[part["model"].str.startswith("fixed_bits_")]
+    rows = []
+    for seed, sub in fixed.groupby("seed"):
+        sub = sub[np.isfinite(pd.to_numeric(sub[metric], errors="coerce"))]
+        k = sub["model"].str.rsplit("_", n=1).str[1].astype(float).to_numpy()
+        if len(np.unique(k)) < 2:
+            continue
+        v = sub[metric].to_numpy(np.float64)
+        slope = np.sum((k - k.mean()) * (v - v.mean())) / np.sum((k - k.mean()) ** 2)
+        rows.append({"seed": seed, "slope": float(slope), "n_bits": len(k)})
+    return pd.DataFrame(rows, columns=["seed", "slope", "n_bits"])
+
+
+def _resolve_model(
+    spec_model: str, keys: Sequence[str], part: pd.DataFrame | None = None
+) -> str | None:
+    fixed = _fixed_bits(keys)
     if spec_model == "lowest":
         return fixed[0][1] if fixed else None
     if spec_model == "highest":
         return fixed[-1][1] if fixed else None
+    if spec_model == "matched":
+        return None if part is None else matched_model(part)
+    if spec_model == "trend":
+        return "trend" if len(fixed) >= 2 else None
     return spec_model if spec_model in keys else None
 
 
@@ -1172,9 +1323,20 @@ _EXPECTED_SIGN = {"lower": -1.0, "higher": 1.0}
 
 
 def _paired_row(part: pd.DataFrame, model: str, metric: str, reference: str) -> dict:
-    """Paired summary (:func:`companion.chapters.stats.compare_paired`) of model − FP32."""
-    sub = part[part["model"].isin([model, reference])][["model", "seed", metric]]
-    sub = sub[np.isfinite(pd.to_numeric(sub[metric], errors="coerce"))]
+    """Paired summary (:func:`companion.chapters.stats.compare_paired`) of model − FP32.
+
+    For ``model="trend"`` the per-seed slopes of :func:`trend_slopes` against 0.
+    """
+    if model == "trend":
+        slopes = trend_slopes(part, metric)
+        sub = pd.concat(
+            [slopes.assign(model="trend", value=slopes["slope"]),
+             slopes.assign(model="zero", value=0.0)]
+        ).rename(columns={"value": metric})[["model", "seed", metric]]  # fmt: skip
+        model, reference = "trend", "zero"
+    else:
+        sub = part[part["model"].isin([model, reference])][["model", "seed", metric]]
+        sub = sub[np.isfinite(pd.to_numeric(sub[metric], errors="coerce"))]
     if sub.empty:
         return {"n": 0, "mean": math.nan, "sd": math.nan, "p_value": math.nan,
                 "ci_low": math.nan, "ci_high": math.nan, "reason": "no finite values"}  # fmt: skip
@@ -1221,63 +1383,124 @@ def _criterion(spec: ClaimSpec, label: str) -> str:
             f"within ±{m:g}{unit}"
         )
     side = "below" if spec.expected == "lower" else "above"
-    return f"holds if the paired difference in {what} of {label} − FP32 is significantly {side} 0"
+    if spec.model == "trend":
+        return (
+            f"holds if the per-seed slope of the {what} over the fixed bit widths is "
+            f"significantly {side} 0"
+        )
+    matched = (
+        f" ({label}: the fewest bits whose training loss is within "
+        f"±{TRAIN_LOSS_MARGIN:g} nats of FP32's)"
+        if spec.model == "matched"
+        else ""
+    )
+    return (
+        f"holds if the paired difference in {what} of {label} − FP32 is "
+        f"significantly {side} 0{matched}"
+    )
 
 
 def _numbers(r: dict, label: str) -> str:
     f = _scale(r["metric"])
     unit = " pp" if f == 100.0 else ""
     digits = 1 if f == 100.0 else 3
+    what = f"{label} − FP32"
+    if r["model"] == "trend":
+        what, unit, digits = "slope", unit + " per bit", digits + 1
     if r["n"] < 2 or not np.isfinite(r["ci_low"]):
-        return f"{label} − FP32: {r['mean'] * f:+.{digits}f}{unit} (n = {r['n']} pairs)"
+        return f"{what}: {r['mean'] * f:+.{digits}f}{unit} (n = {r['n']} pairs)"
     return (
-        f"{label} − FP32: {r['mean'] * f:+.{digits}f}{unit}, 95 % CI "
+        f"{what}: {r['mean'] * f:+.{digits}f}{unit}, 95 % CI "
         f"[{r['ci_low'] * f:+.{digits}f}, {r['ci_high'] * f:+.{digits}f}] "
         f"(n = {r['n']} seed pairs)"
     )
 
 
+def _not_run(row: dict, reason: str) -> None:
+    row.update(n=-1, mean=math.nan, sd=math.nan, p_value=math.nan, ci_low=math.nan,
+               ci_high=math.nan, verdict="not run", reason=reason, numbers=reason)  # fmt: skip
+
+
+def _fit_note(part: pd.DataFrame, reference: str, min_train_accuracy: float) -> str:
+    """Why a part gets no verdicts ("" when FP32 reached ``min_train_accuracy``)."""
+    if "train_accuracy" not in part:
+        return ""
+    acc = part.loc[part["model"] == reference, "train_accuracy"].mean()
+    if not np.isfinite(acc) or acc >= min_train_accuracy:
+        return ""
+    return (
+        f"FP32 reaches {100 * acc:.1f} % training accuracy (< "
+        f"{100 * min_train_accuracy:g} %): not trained to a minimum, no verdicts"
+    )
+
+
+def _claim_label(spec: ClaimSpec, model: str | None, labels: Mapping[str, str]) -> str:
+    if spec.model == "trend":
+        fixed = [labels.get(k, k) for _, k in reversed(_fixed_bits(labels))]
+        return f"fixed bits {' → '.join(fixed)}" if fixed else "fixed bits"
+    if model is None:
+        return {"matched": "a model at FP32's training loss"}.get(
+            spec.model, spec.model
+        )
+    return labels.get(model, model)
+
+
 def claims_table(
-    metrics: pd.DataFrame, claims: Sequence[ClaimSpec] = CLAIMS, reference: str = "fp32"
+    metrics: pd.DataFrame,
+    claims: Sequence[ClaimSpec] = CLAIMS,
+    reference: str = "fp32",
+    *,
+    min_train_accuracy: float = MIN_TRAIN_ACCURACY,
 ) -> pd.DataFrame:
     """QGen's claims decided by the paired rule of :mod:`companion.chapters.stats`.
 
     For each claim and part (``case``): the per-seed paired differences, quantized model
     minus ``reference`` (seed ``s`` of both share data subset and initialisation seed), with
-    their mean, 95 % t-interval and paired t-test. A directional claim **holds** when the
-    Holm-adjusted p (over the page's directional claims) is below :data:`CLAIMS_ALPHA` and the
-    mean difference has the claimed sign, **does not hold** when it is significant the other
-    way, and is **not shown** otherwise; a "like FP32" claim holds when TOST within
-    :data:`EQUIVALENCE_MARGINS` (Holm over the page's such claims of that metric) rejects,
-    does not hold when the difference lies wholly outside the margin, else not shown; **not
-    run**: the model or the metric is missing.
+    their mean, 95 % t-interval and paired t-test; a trend claim tests the per-seed slopes
+    over the fixed bit widths (:func:`trend_slopes`) against 0; the flatness claims compare
+    :func:`matched_model`. A directional claim **holds** when the Holm-adjusted p (over the
+    page's directional claims) is below :data:`CLAIMS_ALPHA` and the mean has the claimed
+    sign, **does not hold** when it is significant the other way, and is **not shown**
+    otherwise; a "like FP32" claim holds when TOST within :data:`EQUIVALENCE_MARGINS` (Holm
+    over the page's such claims of that metric) rejects, does not hold when the difference
+    lies wholly outside the margin, else not shown; **not run**: the model or the metric is
+    missing, no model matches FP32's training loss, or FP32's mean training accuracy is
+    below ``min_train_accuracy`` (the part is not at a minimum: no verdicts at all).
 
     Returns
         DataFrame with ``case``, ``key``, ``claim``, ``metric``, ``model``, ``label``,
-        ``expected``, ``n`` (seed pairs), ``mean`` (difference), ``sd``, ``ci_low``,
-        ``ci_high``, ``p_value``, ``p_holm``, ``verdict``, ``reason``, ``criterion``,
-        ``numbers``.
+        ``expected``, ``n`` (seed pairs), ``mean`` (difference or slope), ``sd``,
+        ``ci_low``, ``ci_high``, ``p_value``, ``p_holm``, ``verdict``, ``reason``,
+        ``criterion``, ``numbers``.
     """
+    if not 0 <= min_train_accuracy <= 1:
+        raise ValueError(
+            f"parameter 'min_train_accuracy' = {min_train_accuracy!r}; allowed: 0..1 "
+            "(a fraction); fix: e.g. 0.98"
+        )
     rows = []
     for case, part in metrics.groupby("case", sort=False):
         keys = list(part["model"].unique())
         labels = dict(zip(part["model"], part["label"], strict=True))
+        unfit = _fit_note(part, reference, min_train_accuracy)
         for spec in claims:
-            model = _resolve_model(spec.model, keys)
-            label = labels.get(model, spec.model if model is None else model)
+            model = _resolve_model(spec.model, keys, part)
+            label = _claim_label(spec, model, labels)
             row = {"case": case, "key": spec.key, "claim": spec.claim.format(q=label),
                    "metric": spec.metric, "model": model, "label": label,
                    "expected": spec.expected, "criterion": _criterion(spec, label),
                    "p_holm": math.nan}  # fmt: skip
-            if (
+            if unfit:
+                _not_run(row, unfit)
+            elif model is None and spec.model == "matched":
+                _not_run(row, "no fixed-bit model matches FP32's training loss within "
+                         f"±{TRAIN_LOSS_MARGIN:g} nats")  # fmt: skip
+            elif (
                 model is None
                 or spec.metric not in part.columns
                 or reference not in keys
             ):
-                row.update(n=-1, mean=math.nan, sd=math.nan, p_value=math.nan,
-                           ci_low=math.nan, ci_high=math.nan, verdict="not run",
-                           reason="model or metric not measured",
-                           numbers="model or metric not measured")  # fmt: skip
+                _not_run(row, "model or metric not measured")
             else:
                 row.update(_paired_row(part, model, spec.metric, reference))
                 row["numbers"] = _numbers(row, label)
@@ -1398,6 +1621,24 @@ def claims_markdown(
     return "\n".join(lines) + "\n"
 
 
+#: the columns of the gap summary: every gap next to the test loss and accuracy it comes with
+GAP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("train_loss", "train loss"), ("test_loss", "test loss"),
+    ("gap_loss", "loss gap"), ("train_accuracy", "train acc. (%)"),
+    ("test_accuracy", "test acc. (%)"), ("gap_accuracy", "acc. gap (pp)"),
+)  # fmt: skip
+
+
+def _gap_row(sub: pd.DataFrame) -> str:
+    cells = []
+    for metric, _ in GAP_COLUMNS:
+        values = sub[metric].dropna()
+        n = len(values)
+        cells.append(format_mean_std(values.mean(), values.std(ddof=1), n, metric))
+    n = int(sub["gap_loss"].notna().sum())
+    return f"| {_md_escape(sub['label'].iloc[0])} | " + " | ".join(cells) + f" | {n} |"
+
+
 def gap_markdown(
     metrics: pd.DataFrame,
     dataset_labels: Mapping[str, str],
@@ -1405,36 +1646,27 @@ def gap_markdown(
     profile: str,
     models: Sequence[str] | None = None,
 ) -> str:
-    """The ``gap_summary.md`` snippet: measured gaps of FP32, 8-bit and the lowest bit width per part."""
+    """The ``gap_summary.md`` snippet: every model's gaps with its losses and accuracies.
+
+    One Markdown table per part, one row per model (FP32, every fixed bit width from many
+    to few, the extras; ``models`` restricts them), mean ± std over seeds of
+    :data:`GAP_COLUMNS`: a smaller gap reads next to the test loss and accuracy it comes
+    with.
+    """
     if metrics.empty:
         return f"No part of the generalization study ran under profile `{profile}` (see the data status).\n"
     lines = [
-        f"Measured generalization gaps (mean ± std over seeds, profile `{profile}`; loss gap = test − "
-        "train loss in nats, accuracy gap = train − test accuracy in percentage points):",
-        "",
+        f"Measured losses, accuracies and generalization gaps (mean ± std over seeds, "
+        f"profile `{profile}`; losses in nats, loss gap = test − train loss, accuracy gap "
+        "= train − test accuracy in percentage points):",
     ]
+    header = "| model | " + " | ".join(t for _, t in GAP_COLUMNS) + " | seeds |"
     for case, part in metrics.groupby("case", sort=False):
-        keys = list(part["model"].unique())
-        chosen = models or ["fp32", "fixed_bits_8", _resolve_model("lowest", keys)]
-        items = []
-        for m in dict.fromkeys(k for k in chosen if k in keys):
-            sub = part[part["model"] == m]
-            n = int(sub["gap_loss"].notna().sum())
-            gl = format_mean_std(
-                sub["gap_loss"].mean(), sub["gap_loss"].std(ddof=1), n, "gap_loss"
-            )
-            ga = format_mean_std(
-                sub["gap_accuracy"].mean(),
-                sub["gap_accuracy"].std(ddof=1),
-                n,
-                "gap_accuracy",
-            )
-            items.append(
-                f"{sub['label'].iloc[0]}: loss gap {gl}, accuracy gap {ga} pp (n = {n})"
-            )
-        lines.append(
-            f"- {case_title(case, dataset_labels.get(case))}: " + "; ".join(items) + "."
-        )
+        keys = model_order(part["model"])
+        chosen = [k for k in keys if models is None or k in models]
+        lines += ["", f"**{case_title(case, dataset_labels.get(case))}**", "", header,
+                  "|---" * (len(GAP_COLUMNS) + 2) + "|"]  # fmt: skip
+        lines += [_gap_row(part[part["model"] == k]) for k in chosen]
     return "\n".join(lines) + "\n"
 
 
@@ -1493,23 +1725,77 @@ def _case_line(case: str, df: pd.DataFrame, s: Mapping[str, Any], lr: float) -> 
     )
 
 
+def _weights_text(m: MeasureSettings) -> str:
+    texts = {
+        "dequantized": "at the dequantized weights (a float copy of each model whose "
+        "quantized layers hold P_q·s: the continuous loss around the point the quantized "
+        "network implements)",
+        "frozen": "on the quantized model with its scales frozen (perturbed float weights "
+        "re-rounded onto the unperturbed grid)",
+    }
+    return " and ".join(texts[w] for w in m.weights)
+
+
+def _corruption_text(m: MeasureSettings) -> str:
+    levels = [
+        f"{name.replace('_', ' ')} (level "
+        f"{', '.join(map(str, m.severities or corruptions.default_severities(name)))})"
+        for name in m.corruptions
+    ]
+    return ", ".join(levels)
+
+
 def _measures_line(m: MeasureSettings, landscape: Mapping[str, Any]) -> str:
-    """The sizes and radii of every measure, and the landscape grids."""
+    """What every measure perturbs and on what, with each radius in its own units."""
     n_1d, n_2d, extent = (
         landscape["points_1d"],
         landscape["points_2d"],
         landscape["extent"],
     )
     return (
-        f"- Measures: sharpness and PAC-Bayes flatness on {m.measure_samples} "
-        f"training images per model (ρ_avg = {m.rho_average:g} with "
-        f"{m.sharpness_samples} draws, ρ_worst = {m.rho_worst:g} with "
-        f"{m.worst_restarts} restart(s) × {m.worst_steps} ascent steps, PAC-Bayes "
-        f"{m.flatness_criterion} tolerance {m.flatness_tolerance:g}); robustness "
-        f"on {m.robustness_samples} test images; landscapes on "
-        f"{landscape['samples']} training images, α, β ∈ [−{extent:g}, "
-        f"{extent:g}] with {n_1d} (1-D) and {n_2d}×{n_2d} (2-D) points."
+        f"- Sharpness and PAC-Bayes flatness on {m.measure_samples} training images per "
+        f"model, {_weights_text(m)}. Average case: {m.sharpness_samples} draws of "
+        f"Gaussian noise δ = ρ|w|⊙u with ρ = {m.rho_average:g}, i.e. each weight moves by "
+        f"{m.rho_average:g} times its magnitude (adaptive norm ‖δ⊘|w|‖ ≈ ρ√d, measured "
+        "per part below); worst case: the adaptive ℓ2 ball ‖δ⊘|w|‖ ≤ "
+        f"{m.rho_worst:g} over all d weights together ({m.worst_restarts} restart(s) × "
+        f"{m.worst_steps} ascent steps). PAC-Bayes σ*: the largest relative Gaussian "
+        f"noise with {flatness_label(m)} ({m.flatness_samples} draws), bisected on log σ "
+        f"in [{m.flatness_sigma_min:g}, {m.flatness_sigma_max:g}] to "
+        f"{100 * m.flatness_rtol:g} %.\n"
+        f"- Robustness on {m.robustness_samples} test images, locally generated "
+        f"corruptions: {_corruption_text(m)}.\n"
+        f"- Loss landscapes at the dequantized weights on {landscape['samples']} "
+        f"training images, α, β ∈ [−{extent:g}, {extent:g}] with {n_1d} (1-D) and "
+        f"{n_2d}×{n_2d} (2-D) points."
     )
+
+
+def radii_markdown(sharpness: pd.DataFrame, m: MeasureSettings) -> str:
+    """The ``radii.md`` snippet: the sharpness radii of each part in their real units.
+
+    Per part: the number ``d`` of perturbed weights, how many are 0 (never moved by
+    magnitude-aware noise; mean over models and seeds, per weights mode), the measured
+    adaptive norm of the average-case noise and the worst case's ball radius.
+    """
+    if sharpness.empty:
+        return "No sharpness was measured in this build.\n"
+    lines = ["Sharpness radii of this build, in the adaptive norm ‖δ⊘|w|‖₂:", ""]
+    avg = sharpness[sharpness["mode"] == "average"]
+    for case, part in avg.groupby("case", sort=False):
+        zeros = (
+            part.groupby(_weights_column(part))["n_zero"].mean()
+            / part["n_parameters"].mean()
+        )
+        zero_text = ", ".join(f"{100 * v:.0f} % {k}" for k, v in zeros.items())
+        lines.append(
+            f"- {case_title(case, part['dataset_label'].iloc[0])}: d = "
+            f"{int(part['n_parameters'].iloc[0]):,} perturbed weights (mean share equal "
+            f"to 0, not moved: {zero_text}); average case ρ = {m.rho_average:g} per "
+            f"weight, adaptive norm {part['adaptive_norm'].mean():.3g} (≈ ρ√d); worst "
+            f"case ball radius {m.rho_worst:g}."
+        )  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def setup_markdown(
@@ -1574,10 +1860,11 @@ def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
     fixed = ", ".join(map(str, sorted(c.bits, reverse=True)))
     return {
         "gap_vs_bits": (
-            "Generalization gap per model: loss gap (test − train loss), accuracy "
-            "gap (train − test accuracy, percentage points) and the training and "
-            "test loss themselves; large markers are the mean ± std over seeds, "
-            "small dots the individual seeds",
+            "Generalization gaps with the losses and accuracies they come from, per model "
+            "(FP32, fixed bits from many to few, then LSQ and nested): loss gap (test − "
+            "train loss), accuracy gap (train − test accuracy, percentage points), training "
+            "and test loss, training and test accuracy; large markers and lines are the "
+            "mean ± std over seeds, small dots the individual seeds",
             f"quantization (FP32, fixed bits {fixed}, LSQ {c.lsq_bits}-bit, nested)",
         ),
         "bin_widths": (
@@ -1587,26 +1874,29 @@ def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
             quantization,
         ),
         "sharpness": (
-            "Adaptive sharpness (average case, Gaussian noise, ρ = "
-            f"{m.rho_average:g}, {m.sharpness_samples} draws; worst "
-            f"case, adaptive ℓ2 ball ρ = {m.rho_worst:g}, "
-            f"{m.worst_restarts} restart(s) × {m.worst_steps} steps) "
-            f"and PAC-Bayes noise level σ* ({flatness_label(m)}, "
-            f"{m.flatness_samples} draws) on {m.measure_samples} "
-            "training images per model; mean ± std over seeds and "
-            "individual seeds; σ* on a logarithmic axis",
+            "Adaptive sharpness and PAC-Bayes noise level σ* on "
+            f"{m.measure_samples} training images per model; filled markers at the "
+            "dequantized weights (float copy holding P_q·s), hollow markers with frozen "
+            "scales (perturbed float weights re-rounded onto the unperturbed grid). "
+            f"Average case: Gaussian noise of {m.rho_average:g} times each weight's "
+            f"magnitude, {m.sharpness_samples} draws (its adaptive norm ‖δ⊘|w|‖ in the "
+            f"column titles); worst case: the adaptive ℓ2 ball of radius {m.rho_worst:g}, "
+            f"{m.worst_restarts} restart(s) × {m.worst_steps} steps; σ*: "
+            f"{flatness_label(m)}, {m.flatness_samples} draws, resolved to "
+            f"{100 * m.flatness_rtol:g} %, logarithmic axis; mean ± std over seeds and "
+            "individual seeds",
             quantization,
         ),
         "landscape_1d": (
             "Training loss (log scale) and accuracy along one "
-            f"filter-normalized random direction for {shown} "
-            f"(training seed {land['seed']}, {land['samples']} "
+            f"filter-normalized random direction for {shown} at their dequantized "
+            f"weights (training seed {land['seed']}, {land['samples']} "
             "training images, α on the same grid for every model)",
             "quantization",
         ),
         "landscape_2d": (
             "Training loss on the plane of two filter-normalized "
-            f"random directions for {shown} (training seed "
+            f"random directions for {shown} at their dequantized weights (training seed "
             f"{land['seed']}, {n}×{n} grid on [−{e:g}, {e:g}]², "
             f"{land['samples']} training images); one shared "
             "logarithmic colour scale per architecture, the star "
@@ -1614,11 +1904,11 @@ def _caption_texts(c: CaptionContext, shown: str) -> dict[str, tuple[str, str]]:
             "quantization",
         ),
         "robustness": (
-            "Accuracy under locally generated corruptions (CIFAR-10-C parameters of "
-            "Hendrycks & Dietterich) at severities "
-            f"{', '.join(map(str, m.severities))} (0 = clean), {m.robustness_samples} "
-            "test images; mean ± std over seeds",
-            "quantization, corruption and severity",
+            "Robustness per corruption (locally generated, MNIST-C style): loss gap on "
+            "corrupted test data (corrupted test loss − training loss) and test error "
+            "under the corruption relative to the clean test error (1 = unaffected), "
+            f"{m.robustness_samples} test images; mean ± std over seeds",
+            "quantization and corruption",
         ),
     }
 
@@ -1669,81 +1959,96 @@ def _tick_labels(df: pd.DataFrame, order: Sequence[str]) -> list[str]:
     return [labels.get(k, k) for k in order]
 
 
+#: printed width of the chapter's figures: the text column, so nothing shrinks in print
+_WIDTH = 6.5
+
+
+def _legend_below(fig: Any, ax: Any, ncol: int = 4) -> None:
+    """One legend for the figure, below the panels (constrained layout keeps it inside)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center",
+                   ncol=min(ncol, len(labels)), frameon=False)  # fmt: skip
+
+
 def _errorbar_panel(
     ax: Any,
     part: pd.DataFrame,
     metric: str,
     colors: Mapping[str, Any],
     scale: float = 1.0,
+    *,
+    offset: float = 0.0,
+    hollow: bool = False,
+    ticks: bool = True,
 ) -> None:
+    """Mean ± std over seeds (large marker) and every seed (dots) per model, in model order."""
     order = model_order(part["model"])
     for i, key in enumerate(order):
         values = part.loc[part["model"] == key, metric].dropna().to_numpy() * scale
         if not values.size:
             continue
-        jitter = (
-            np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
-        )
-        ax.scatter(
-            i + jitter, values, s=14, color=colors[key], alpha=0.45, lw=0, zorder=2
-        )
+        jitter = np.linspace(-0.1, 0.1, values.size) if values.size > 1 else np.zeros(1)
+        ax.scatter(i + offset + jitter, values, s=10, color=colors[key], alpha=0.45,
+                   lw=0, zorder=2)  # fmt: skip
         std = values.std(ddof=1) if values.size > 1 else 0.0
-        ax.errorbar(
-            i,
-            values.mean(),
-            yerr=std,
-            fmt="o",
-            ms=7,
-            color=colors[key],
-            mec="black",
-            mew=0.6,
-            capsize=4,
-            lw=1.5,
-            zorder=3,
-        )
+        ax.errorbar(i + offset, values.mean(), yerr=std, fmt="o", ms=6,
+                    color=colors[key], mfc="white" if hollow else colors[key],
+                    mec=colors[key] if hollow else "black", mew=1.0 if hollow else 0.6,
+                    capsize=3, lw=1.3, zorder=3)  # fmt: skip
     ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
+    ax.set_xticklabels(_tick_labels(part, order) if ticks else [], rotation=40,
+                       ha="right")  # fmt: skip
+    ax.set_xlim(-0.6, len(order) - 0.4)
+
+
+def _pair_lines(ax: Any, part: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                scale: float = 1.0) -> None:  # fmt: skip
+    """Mean ± std over seeds of two metrics (train solid, test dashed) per model."""
+    order = model_order(part["model"])
+    for (name, text), ls, shade in zip(
+        pairs, ("-", "--"), ("0.2", "0.55"), strict=True
+    ):
+        agg = part.groupby("model")[name].agg(["mean", "std"]).reindex(order) * scale
+        ax.errorbar(range(len(order)), agg["mean"], yerr=agg["std"].fillna(0.0),
+                    marker="o" if ls == "-" else "s", ms=4, ls=ls, color=shade,
+                    capsize=2, label=text)  # fmt: skip
+    ax.set_xticks(range(len(order)))
     ax.set_xlim(-0.6, len(order) - 0.4)
 
 
 def plot_gap(metrics: pd.DataFrame):
-    """Gap vs model (loss gap, accuracy gap, train/test loss): mean ± std over seeds + each seed."""
+    """Every gap with the losses and accuracies it comes from, per model (FP32, 8 → 2 bits, ...).
+
+    One column per part; rows: loss gap, accuracy gap (mean ± std over seeds and every
+    seed), training and test loss, training and test accuracy. The printed width is the
+    text column whatever the number of parts and models.
+    """
     import matplotlib.pyplot as plt
 
-    cases = _cases(metrics)
-    titles = _titles(metrics)
+    cases, titles = _cases(metrics), _titles(metrics)
     colors = model_colors(metrics["model"])
     fig, axes = plt.subplots(
-        3, len(cases), figsize=(4.6 * len(cases) + 0.6, 10.5), squeeze=False
+        4, len(cases), figsize=(_WIDTH, 8.4), squeeze=False, layout="constrained"
     )
     for j, case in enumerate(cases):
         part = metrics[metrics["case"] == case]
-        _errorbar_panel(axes[0, j], part, "gap_loss", colors)
-        axes[0, j].set_ylabel("loss gap, test − train (nats)")
-        axes[0, j].set_title(titles[case])
-        _errorbar_panel(axes[1, j], part, "gap_accuracy", colors, scale=100.0)
-        axes[1, j].set_ylabel("accuracy gap, train − test (pp)")
+        col = axes[:, j]
+        _errorbar_panel(col[0], part, "gap_loss", colors, ticks=False)
+        _errorbar_panel(col[1], part, "gap_accuracy", colors, 100.0, ticks=False)
+        _pair_lines(col[2], part, (("train_loss", "train"), ("test_loss", "test")))
+        _pair_lines(col[3], part, (("train_accuracy", "train"),
+                                   ("test_accuracy", "test")), 100.0)  # fmt: skip
+        col[2].set_xticklabels([])
         order = model_order(part["model"])
-        ax = axes[2, j]
-        for name, marker, ls in (("train_loss", "o", "-"), ("test_loss", "s", "--")):
-            stats = part.groupby("model")[name].agg(["mean", "std"]).reindex(order)
-            ax.errorbar(
-                range(len(order)),
-                stats["mean"],
-                yerr=stats["std"].fillna(0.0),
-                marker=marker,
-                ls=ls,
-                color="0.25" if name == "train_loss" else "0.55",
-                capsize=3,
-                label=name.replace("_", " "),
-            )
-        ax.set_xticks(range(len(order)))
-        ax.set_xticklabels(_tick_labels(part, order), rotation=35, ha="right")
-        ax.set_ylabel("loss (nats)")
-        ax.legend(loc="best", fontsize="small")
-        for a in axes[:, j]:
-            a.axhline(0.0, color="0.6", lw=0.8, zorder=1)
-    fig.tight_layout()
+        col[3].set_xticklabels(_tick_labels(part, order), rotation=40, ha="right")
+        col[0].set_title(titles[case], fontsize="medium")
+        for ax in col[:2]:
+            ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    for ax, text in zip(axes[:, 0], ("loss gap (nats)", "accuracy gap (pp)",
+                                     "loss (nats)", "accuracy (%)"), strict=True):  # fmt: skip
+        ax.set_ylabel(text)
+    _legend_below(fig, axes[2, 0], ncol=2)
     return fig
 
 
@@ -1752,88 +2057,90 @@ def plot_bin_widths(bin_widths: pd.DataFrame, parameter: str = "kernel"):
     import matplotlib.pyplot as plt
 
     df = bin_widths[bin_widths["parameter"] == parameter]
-    cases = _cases(df)
-    titles = _titles(df)
+    cases, titles = _cases(df), _titles(df)
     colors = model_colors(df["model"]) if len(df) else {}
-    fig, axes = plt.subplots(
-        1,
-        max(len(cases), 1),
-        figsize=(5.2 * max(len(cases), 1) + 0.6, 4.4),
-        squeeze=False,
-    )
+    fig, axes = plt.subplots(1, max(len(cases), 1), figsize=(_WIDTH, 3.8),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for j, case in enumerate(cases):
         ax = axes[0, j]
         part = df[df["case"] == case]
         layers = list(dict.fromkeys(part.sort_values("layer_index")["layer"]))
         for key in model_order(part["model"]):
             sub = part[part["model"] == key]
-            stats = (
+            agg = (
                 sub.groupby("layer")["scale_mean"].agg(["mean", "std"]).reindex(layers)
             )
-            ax.errorbar(
-                range(len(layers)),
-                stats["mean"],
-                yerr=stats["std"].fillna(0.0),
-                marker="o",
-                capsize=3,
-                color=colors[key],
-                label=sub["label"].iloc[0],
-            )
+            ax.errorbar(range(len(layers)), agg["mean"], yerr=agg["std"].fillna(0.0),
+                        marker="o", ms=4, capsize=2, color=colors[key],
+                        label=sub["label"].iloc[0])  # fmt: skip
         ax.set_yscale("log")
         ax.set_xticks(range(len(layers)))
-        ax.set_xticklabels(layers, rotation=35, ha="right")
+        ax.set_xticklabels(layers, rotation=40, ha="right")
         ax.set_xlabel("quantized layer")
-        ax.set_ylabel(f"bin width s of the {parameter} (log scale)")
-        ax.set_title(titles[case])
-    handles, labels = axes[0, 0].get_legend_handles_labels() if cases else ([], [])
-    if handles:
-        fig.legend(
-            handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
-        )
-    fig.tight_layout()
+        ax.set_title(titles[case], fontsize="medium")
+    axes[0, 0].set_ylabel(f"bin width s of the {parameter}")
+    if cases:
+        _legend_below(fig, axes[0, int(np.argmax([df[df.case == c].model.nunique()
+                                                   for c in cases]))])  # fmt: skip
     return fig
 
 
+def average_radii(sharpness: pd.DataFrame) -> dict[str, float]:
+    """Per part: the mean adaptive norm ``‖δ ⊘ |w|‖`` of the average-case perturbations.
+
+    The average case draws Gaussian noise of relative size ``ρ`` per weight, whose norm in the
+    adaptive geometry is about ``ρ √d``; this is that norm as measured (column
+    ``adaptive_norm`` of the sharpness table), to be read next to the worst case's ball.
+    """
+    if sharpness.empty or "adaptive_norm" not in sharpness:
+        return {}
+    avg = sharpness[sharpness["mode"] == "average"]
+    return {c: float(v) for c, v in avg.groupby("case", sort=False)["adaptive_norm"].mean().items()}  # fmt: skip
+
+
 def plot_sharpness(
-    metrics: pd.DataFrame, rho_average: float, rho_worst: float, flatness_label: str
+    metrics: pd.DataFrame,
+    rho_average: float,
+    rho_worst: float,
+    flatness_label: str,
+    radii: Mapping[str, float] | None = None,
 ):
-    """Average/worst adaptive sharpness (linear axes) and PAC-Bayes sigma (log axis) per model: mean ± std over seeds."""
+    """Adaptive sharpness (average, worst case) and PAC-Bayes σ* per model, mean ± std over seeds.
+
+    Filled markers: at the dequantized weights; hollow markers (right of them): the quantized
+    model with frozen scales, where measured (``*_frozen`` columns). The rows name each
+    radius in its own units: the average case's relative noise ``ρ`` per weight (and its
+    adaptive norm, ``radii``), the worst case's adaptive ball radius.
+    """
     import matplotlib.pyplot as plt
 
-    cases = _cases(metrics)
-    titles = _titles(metrics)
+    cases, titles = _cases(metrics), _titles(metrics)
     colors = model_colors(metrics["model"])
+    radii = radii or {}
     panels = [
-        (
-            "sharpness_average",
-            f"average adaptive sharpness\nρ = {rho_average:g} (nats)",
-            False,
-        ),
-        (
-            "sharpness_worst",
-            f"worst-case adaptive sharpness\nρ = {rho_worst:g} (nats)",
-            False,
-        ),
-        ("pac_bayes_sigma", f"PAC-Bayes σ ({flatness_label})\nlarger = flatter", True),
+        ("sharpness_average", f"average case (nats)\nnoise ρ = {rho_average:g}·|w|"),
+        ("sharpness_worst", f"worst case (nats)\nball ‖δ⊘|w|‖ ≤ {rho_worst:g}"),
+        ("pac_bayes_sigma", f"PAC-Bayes σ*\n({flatness_label})"),
     ]
-    # one column per case, one row per measure: at most two cases side by side
-    fig, axes = plt.subplots(
-        len(panels),
-        len(cases),
-        figsize=(min(3.6 * len(cases) + 0.6, 7.2), 2.9 * len(panels)),
-        squeeze=False,
-    )
+    fig, axes = plt.subplots(len(panels), len(cases), figsize=(_WIDTH, 7.6),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for j, case in enumerate(cases):
         part = metrics[metrics["case"] == case]
-        for i, (metric, ylabel, logy) in enumerate(panels):
-            ax = axes[i, j]
+        for i, (metric, ylabel) in enumerate(panels):
+            ax, last = axes[i, j], i == len(panels) - 1
+            frozen = f"{metric}_frozen" in part
             if metric in part:
-                _errorbar_panel(ax, part, metric, colors)
-            ax.set_ylabel(ylabel if j == 0 else "", fontsize="small")
-            if logy:
+                _errorbar_panel(ax, part, metric, colors, offset=-0.15 * frozen,
+                                ticks=last)  # fmt: skip
+            if frozen:
+                _errorbar_panel(ax, part, f"{metric}_frozen", colors, offset=0.15,
+                                hollow=True, ticks=last)  # fmt: skip
+            ax.set_ylabel(ylabel if j == 0 else "")
+            if metric == "pac_bayes_sigma":
                 ax.set_yscale("log")
-            ax.set_title(titles[case] if i == 0 else "")
-    fig.tight_layout()
+        norm = radii.get(case)
+        note = f"\n(average-case ‖δ⊘|w|‖ ≈ {norm:.3g})" if norm else ""
+        axes[0, j].set_title(titles[case] + note, fontsize="medium")
     return fig
 
 
@@ -1841,160 +2148,116 @@ def plot_landscape_1d(one_d: pd.DataFrame):
     """Training loss (log) and accuracy along one filter-normalized direction, same alpha grid for all models."""
     import matplotlib.pyplot as plt
 
-    cases = _cases(one_d)
-    titles = _titles(one_d)
+    cases, titles = _cases(one_d), _titles(one_d)
     colors = model_colors(one_d["model"])
-    fig, axes = plt.subplots(
-        2, len(cases), figsize=(5.2 * len(cases) + 0.6, 7.0), squeeze=False, sharex=True
-    )
+    fig, axes = plt.subplots(2, len(cases), figsize=(_WIDTH, 5.8), squeeze=False,
+                             sharex=True, layout="constrained")  # fmt: skip
     for j, case in enumerate(cases):
         part = one_d[one_d["case"] == case]
         for key in model_order(part["model"]):
             sub = part[part["model"] == key].sort_values("alpha")
-            axes[0, j].plot(
-                sub["alpha"],
-                sub["loss"],
-                marker=".",
-                color=colors[key],
-                label=sub["label"].iloc[0],
-            )
-            axes[1, j].plot(
-                sub["alpha"], 100 * sub["accuracy"], marker=".", color=colors[key]
-            )
+            axes[0, j].plot(sub["alpha"], sub["loss"], marker=".", color=colors[key],
+                            label=sub["label"].iloc[0])  # fmt: skip
+            axes[1, j].plot(sub["alpha"], 100 * sub["accuracy"], marker=".",
+                            color=colors[key])  # fmt: skip
         axes[0, j].set_yscale("log")
-        axes[0, j].set_ylabel("training loss (nats, log scale)")
-        axes[0, j].set_title(titles[case])
-        axes[0, j].legend(fontsize="small")
-        axes[1, j].set_ylabel("training accuracy (%)")
-        axes[1, j].set_xlabel("α (step along the direction d₁)")
-    fig.tight_layout()
+        axes[0, j].set_title(titles[case], fontsize="medium")
+        axes[1, j].set_xlabel("α (along d₁)")
+    axes[0, 0].set_ylabel("training loss (nats)")
+    axes[1, 0].set_ylabel("training accuracy (%)")
+    _legend_below(fig, axes[0, 0])
     return fig
 
 
+def _contour(ax: Any, sub: pd.DataFrame, levels: np.ndarray, norm: Any) -> Any:
+    grid = sub.pivot_table(index="beta", columns="alpha", values="loss")
+    a, b = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
+    z = np.clip(grid.to_numpy(), levels[0], levels[-1])
+    mappable = ax.contourf(a, b, z, levels=levels, norm=norm, cmap="viridis")
+    lines = ax.contour(a, b, z, levels=levels[1::3], norm=norm, colors="white",
+                       linewidths=0.7)  # fmt: skip
+    ax.clabel(lines, fontsize=9, fmt="%.2g")
+    ax.plot(0, 0, marker="*", color="red", ms=9)
+    ax.set_aspect("equal")
+    return mappable
+
+
 def plot_landscape_2d(two_d: pd.DataFrame, n_levels: int = 14):
-    """Contour plots of the training loss on the (alpha, beta) plane: shared log colour scale per part."""
+    """Contour plots of the training loss on the (alpha, beta) plane: one row per part, one
+    column per model, a shared log colour scale per part."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FixedLocator, FormatStrFormatter
 
     cases = _cases(two_d)
-    titles = _titles(two_d)
-    most = max(two_d.groupby("case")["model"].nunique().max(), 1) if len(two_d) else 1
-    ncols = min(most, 2)  # two models a row: the figure stays within the text width
-    per_case = -(-most // ncols)
-    fig, grid_axes = plt.subplots(
-        len(cases) * per_case,
-        ncols,
-        figsize=(2.8 * ncols + 1.0, 2.8 * per_case * len(cases)),
-        squeeze=False,
-        layout="constrained",
+    ncols = (
+        max(int(two_d.groupby("case")["model"].nunique().max()), 1) if len(two_d) else 1
     )
+    panel = min(2.3, (_WIDTH - 1.0) / ncols)
+    fig, grid_axes = plt.subplots(len(cases), ncols, squeeze=False, layout="constrained",
+                                  figsize=(_WIDTH, (panel + 0.7) * len(cases)))  # fmt: skip
     for i, case in enumerate(cases):
-        axes_of_case = grid_axes[i * per_case : (i + 1) * per_case].ravel()
         part = two_d[two_d["case"] == case]
         vmin = max(float(part["loss"].min()), 1e-6)
         vmax = max(float(part["loss"].max()), vmin * 1.01)
-        levels = np.geomspace(vmin, vmax, n_levels)
-        norm = LogNorm(vmin=vmin, vmax=vmax)
+        levels, norm = np.geomspace(vmin, vmax, n_levels), LogNorm(vmin=vmin, vmax=vmax)
         order = model_order(part["model"])
-        mappable = None
-        for j in range(len(axes_of_case)):
-            ax = axes_of_case[j]
+        for j, ax in enumerate(grid_axes[i]):
             if j >= len(order):
                 ax.set_visible(False)
                 continue
             sub = part[part["model"] == order[j]]
-            grid = sub.pivot_table(index="beta", columns="alpha", values="loss")
-            a, b = np.meshgrid(grid.columns.to_numpy(), grid.index.to_numpy())
-            z = np.clip(grid.to_numpy(), vmin, vmax)
-            mappable = ax.contourf(a, b, z, levels=levels, norm=norm, cmap="viridis")
-            lines = ax.contour(
-                a, b, z, levels=levels[1::3], norm=norm, colors="white", linewidths=0.7
-            )
-            ax.clabel(lines, fontsize=9, fmt="%.3g")
-            ax.plot(0, 0, marker="*", color="red", ms=10)
-            ax.set_title(f"{titles[case]}: {sub['label'].iloc[0]}", fontsize="small")
-            ax.set_xlabel("α (along d₁)")
-            ax.set_ylabel("β (along d₂)" if j % ncols == 0 else "")
-            ax.set_aspect("equal")
-        if mappable is not None:
-            cbar = fig.colorbar(
-                mappable, ax=list(axes_of_case[: len(order)]), shrink=0.9
-            )
-            cbar.set_label("training loss (nats, log scale)")
-            cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::2]))
-            cbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-            cbar.ax.yaxis.set_minor_locator(FixedLocator([]))
+            mappable = _contour(ax, sub, levels, norm)
+            ax.set_title(f"{_CASE_TITLE.get(case, case)}: {sub['label'].iloc[0]}",
+                         fontsize="small")  # fmt: skip
+            ax.set_xlabel("α (d₁)")
+            ax.set_ylabel("β (d₂)" if j == 0 else "")
+        cbar = fig.colorbar(mappable, ax=list(grid_axes[i, : len(order)]), shrink=0.9)
+        cbar.set_label(f"{_CASE_TITLE.get(case, case)} training loss", fontsize="small")
+        cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::3]))
+        cbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+        cbar.ax.yaxis.set_minor_locator(FixedLocator([]))
+        cbar.ax.tick_params(labelsize="small")
     return fig
 
 
 def plot_robustness(robustness: pd.DataFrame):
-    """Accuracy vs severity per corruption (severity 0 = clean), one line per model, mean ± std over seeds.
+    """Per corruption and model: loss gap on corrupted test data and error relative to clean.
 
-    One panel per (corruption, case): the cases side by side (one column each, or two
-    columns of corruptions for a single case), the legend below.
+    ``robustness`` is :func:`robustness_rows`' table (columns ``loss_gap``,
+    ``error_ratio``). One column per part, two rows (loss gap in nats; error ratio); the
+    corruptions along the x axis (the clean test set first), one marker per model: mean ±
+    std over seeds (and over the levels of a corruption evaluated at several).
     """
-    cases = _cases(robustness)
-    titles = _titles(robustness)
-    corruptions = [c for c in dict.fromkeys(robustness["corruption"]) if c != "clean"]
+    import matplotlib.pyplot as plt
+
+    cases, titles = _cases(robustness), _titles(robustness)
     colors = model_colors(robustness["model"])
-    clean = robustness[robustness["corruption"] == "clean"]
-    panels = [(case, name) for name in corruptions for case in cases]
-    fig, axes = panel_grid(
-        len(panels),
-        max_cols=len(cases) if len(cases) > 1 else 2,  # = ncols below
-        panel=(3.3, 2.0 if len(cases) > 1 else 2.4),
-        extra=(0.0, 0.6),
-        sharey=True,
-    )
-    ncols = len(cases) if len(cases) > 1 else 2
-    for k, (ax, (case, name)) in enumerate(zip(axes, panels, strict=True)):
+    names = list(dict.fromkeys(robustness["corruption"]))
+    fig, axes = plt.subplots(2, len(cases), figsize=(_WIDTH, 6.6), squeeze=False,
+                             sharex=True, layout="constrained")  # fmt: skip
+    for j, case in enumerate(cases):
         part = robustness[robustness["case"] == case]
         keys = model_order(part["model"])
-        offsets = np.linspace(-0.25, 0.25, len(keys)) if len(keys) > 1 else np.zeros(1)
+        offsets = np.linspace(-0.3, 0.3, len(keys)) if len(keys) > 1 else np.zeros(1)
         for key, dx in zip(keys, offsets, strict=True):
-            rows = pd.concat(
-                [
-                    clean[(clean["case"] == case) & (clean["model"] == key)],
-                    part[(part["corruption"] == name) & (part["model"] == key)],
-                ]
-            )
-            stats = rows.groupby("severity")["accuracy"].agg(["mean", "std"])
-            bars = ax.errorbar(
-                stats.index + dx,
-                100 * stats["mean"],
-                yerr=100 * stats["std"].fillna(0.0),
-                marker="o",
-                ms=3.5,
-                lw=1.4,
-                elinewidth=0.8,
-                capsize=0,
-                color=colors[key],
-                label=rows["label"].iloc[0] if len(rows) else key,
-            )
-            for line in bars[2]:
-                line.set_alpha(0.45)
-        where = f"{titles[case]}: " if len(cases) > 1 else ""
-        ax.set_title(where + name.replace("_", " "), fontsize="medium")
-        ax.set_xticks(range(0, 6))
-        bottom = k + ncols >= len(panels)  # nothing below it in its column
-        ax.set_xlabel("severity (0 = clean)" if bottom else "")
-        ax.tick_params(axis="x", labelbottom=bottom)
-        ax.set_ylabel("accuracy (%)" if k % ncols == 0 else "")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="lower center",
-            ncol=min(len(labels), 3),
-            fontsize="small",
-            frameon=False,
-        )
-    rows = -(-len(labels) // 3) if handles else 0
-    if len(cases) == 1:
-        fig.suptitle(titles[cases[0]], fontsize="medium", fontweight="bold")
-    fig.tight_layout(
-        rect=(0, min(0.3, (0.15 + 0.22 * rows) / fig.get_figheight()), 1, 1)
-    )
+            rows = part[part["model"] == key]
+            for ax, metric in zip(axes[:, j], ("loss_gap", "error_ratio"), strict=True):
+                agg = (
+                    rows.groupby("corruption")[metric]
+                    .agg(["mean", "std"])
+                    .reindex(names)
+                )
+                ax.errorbar(np.arange(len(names)) + dx, agg["mean"],
+                            yerr=agg["std"].fillna(0.0), fmt="o", ms=3, elinewidth=0.8,
+                            color=colors[key], label=rows["label"].iloc[0])  # fmt: skip
+        axes[0, j].set_title(titles[case], fontsize="medium")
+        axes[1, j].axhline(1.0, color="0.6", lw=0.8, zorder=1)
+        axes[1, j].set_xticks(range(len(names)))
+        axes[1, j].set_xticklabels([n.replace("_", " ") for n in names], rotation=60,
+                                   ha="right")  # fmt: skip
+    axes[0, 0].set_ylabel("loss gap on corrupted\ntest data (nats)")
+    axes[1, 0].set_ylabel("error / clean error")
+    _legend_below(fig, axes[0, int(np.argmax([robustness[robustness.case == c].model.nunique()
+                                               for c in cases]))])  # fmt: skip
     return fig
