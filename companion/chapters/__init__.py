@@ -17,6 +17,11 @@
 * :mod:`companion.chapters.insights` (statistics) and
   :mod:`companion.chapters.dataset_figures` (figures, snippets) -- the
   ``dataset_insights`` notebook;
+* :mod:`companion.chapters.thesis` (the thesis's settings and configurations),
+  :mod:`companion.chapters.claims` (its claims and their verdicts),
+  :mod:`companion.chapters.scale_growth` (how fast the nested scales grow) and
+  :mod:`companion.chapters.deviation_forms` (the two forms of the deviation term) -- the
+  ``thesis_claims`` notebook;
 * :mod:`companion.chapters.corruptions` and :mod:`companion.chapters.qgen` -- the
   generalization study.
 """

@@ -182,8 +182,9 @@ def rules() -> dict[str, Rule]:
     """
     from companion import paths
     from companion.chapters.analysis import SETUP_OPTIONS
-    from companion.chapters.corruptions import SEVERITIES
-    from companion.chapters.qgen import EXTRA_MODELS
+    from companion.chapters.corruptions import CORRUPTIONS, SEVERITIES
+    from companion.chapters.qgen import EXTRA_MODELS, WEIGHTS_MODES
+    from companion.chapters.thesis import LOSS_TERMS as THESIS_TERMS
     from companion.data import DATASETS
     from lqs.generalization import FLATNESS_CRITERIA
     from lqs.losses import TERMS
@@ -196,7 +197,12 @@ def rules() -> dict[str, Rule]:
         ),
         # flags
         **dict.fromkeys(
-            ("strict_data", "include_no_term", "loss_terms_overlay"),
+            (
+                "strict_data",
+                "include_no_term",
+                "loss_terms_overlay",
+                "cnn_with_extra_models",
+            ),
             _rule(lambda v: isinstance(v, bool), "true or false"),
         ),
         # run-configuration keys, alone or as sweep lists (each element)
@@ -247,10 +253,11 @@ def rules() -> dict[str, Rule]:
                 "vote_lambdas_wide",
                 "ratio_lambdas",
                 "worked_threshold",
+                "sgd_thresholds",
             ),
             _config_key("threshold"),
         ),
-        "rates": _config_key("rate_inverse"),
+        **dict.fromkeys(("rates", "scalar_inverse_rates"), _config_key("rate_inverse")),
         "deviation_forms": _config_key("deviation_form"),
         **dict.fromkeys(
             (
@@ -267,7 +274,15 @@ def rules() -> dict[str, Rule]:
             ("modes", "qat_mode", "nested_mode", "lsq_modes"), _config_key("mode")
         ),
         **dict.fromkeys(
-            ("bits", "ptq_bits", "fixed_bits", "lsq_bits", "weight_bits", "input_bits"),
+            (
+                "bits",
+                "ptq_bits",
+                "fixed_bits",
+                "lsq_bits",
+                "weight_bits",
+                "input_bits",
+                "cnn_bits",
+            ),
             _config_key("bits"),
         ),
         **dict.fromkeys(("mlp_dataset", "cnn_dataset"), _config_key("dataset")),
@@ -282,6 +297,13 @@ def rules() -> dict[str, Rule]:
         # study-specific choices
         "terms": _choice(TERMS),
         **dict.fromkeys(
+            ("thesis_terms", "post_training_terms"), _choice(tuple(THESIS_TERMS))
+        ),
+        "steps": _count(1),
+        "full_size": _config_mapping(
+            "full_size", options=("thresholds",), need=("dataset",)
+        ),
+        **dict.fromkeys(
             ("ptq_granularities", "qat_granularities"),
             _rule(_baseline_granularity, "'per_tensor', 'per_channel'"),
         ),
@@ -294,6 +316,12 @@ def rules() -> dict[str, Rule]:
             _landscape_model, "model keys: fp32, nested, fixed_bits_<bits>, lsq_<bits>"
         ),
         "flatness_criterion": _choice(FLATNESS_CRITERIA),
+        "weights": _choice(WEIGHTS_MODES),
+        "corruptions": _choice(CORRUPTIONS),
+        "min_train_accuracy": _rule(
+            lambda v: _is_number(v) and 0 <= v <= 1,
+            "a number in [0, 1] (a fraction of accuracy)",
+        ),
         # fractions and positive reals
         "max_drop": _rule(
             lambda v: _is_number(v) and 0 <= v <= 1,
@@ -302,6 +330,8 @@ def rules() -> dict[str, Rule]:
         **dict.fromkeys(
             (
                 "flatness_tolerance",
+                "flatness_rtol",
+                "flatness_sigma_min",
                 "rho_average",
                 "rho_worst",
                 "flatness_sigma_max",
