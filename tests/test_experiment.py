@@ -354,6 +354,7 @@ _SENSITIVITY = {
     "pretrain_lr": ({"mode": "post_training"}, 1e-3),
     "l2": ({}, 1e-4),
     "optimizer": ({}, "sgd"),
+    "weight_init": ({}, "random_normal"),
     "batch_size": ({}, 64),
     "epochs": ({}, 3),
     "pretrain_epochs": ({"mode": "post_training"}, 5),
@@ -365,7 +366,7 @@ _SENSITIVITY = {
     "rate_inverse": ({"flavour": "loss_terms"}, 1e-6),
     "rate_max_bin": ({"flavour": "loss_terms"}, 1e-6),
     "rate_deviation": ({"flavour": "loss_terms"}, 1e-6),
-    "deviation_form": ({"flavour": "loss_terms"}, "implementation"),
+    "deviation_form": ({"flavour": "loss_terms"}, "reconstructed"),
     "deterministic": ({}, False),
 }
 

@@ -200,7 +200,7 @@ CLAIMS: tuple[Claim, ...] = (
 RULES: dict[str, str] = {
     "N1": "reproduced when the trade-off point is 1e-10 for all three granularities, "
     "partly for one or two, not reproduced for none",
-    "N2": "reproduced when the bits (⌈log2 distinct⌉) equal 5 and the test accuracy is "
+    "N2": "reproduced when the bits, ceil(log2 distinct), equal 5 and the test accuracy is "
     "within 0.5 points of FP32, partly when one of the two holds",
     "N3": "share of epochs with the λ = 1e-10 validation loss below both FP32's and "
     "λ = 0's, per granularity: reproduced when ≥ 95 % for all, partly when ≥ 50 % on "

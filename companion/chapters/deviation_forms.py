@@ -69,7 +69,7 @@ __all__ = [
 #: legend and label text of each form
 FORM_LABEL: dict[str, str] = {
     "implementation": "implementation |W − W/s|",
-    "reconstructed": "reconstructed |W − ⌊W/s⌋·s|",
+    "reconstructed": "reconstructed |W − floor(W/s)·s|",
 }
 #: one colour per form, those of the loss-term chapter (:data:`style.TERM_COLORS`)
 FORM_COLOUR: dict[str, str] = {
