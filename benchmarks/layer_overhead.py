@@ -18,6 +18,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/layer_overhead.py --quick    # few reps, for a smoke check
     .venv/bin/python benchmarks/layer_overhead.py --profile  # also: where the lqs time goes (MLP)
     .venv/bin/python benchmarks/layer_overhead.py --threads 1   # one thread, as every training run
+    .venv/bin/python benchmarks/layer_overhead.py --case mlp:32 # only the MLP at batch 32
     /tmp/qk-venv/bin/python benchmarks/layer_overhead.py --qkeras   # QKeras timings (separate venv)
 
 Outputs under ``companion.paths.results_root() / "benchmarks"``: ``layer_overhead.csv`` and
@@ -139,6 +140,11 @@ def make_train_step(model: keras.Model, jit_compile: bool = False) -> Callable:
     return step
 
 
+def graph_ops(step: Callable, args: tuple) -> int:
+    """Operations in the traced graph of a training step (before Grappler's rewrites)."""
+    return len(step.get_concrete_function(*args).graph.get_operations())
+
+
 def batch_for(name: str, batch: int, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *INPUT_SHAPES[name]), dtype=np.float32)
@@ -246,9 +252,11 @@ def run_cases(
         keras.utils.set_random_seed(0)
         steps = {f: make_train_step(build_model(name, f)) for f in flavours}
         cpu: dict[str, list[float]] = {}
-        times = time_interleaved(steps, batch_for(name, batch), warmup, reps, cpu=cpu)
+        args = batch_for(name, batch)
+        times = time_interleaved(steps, args, warmup, reps, cpu=cpu)
         row = {"model": name, "batch": batch, "warmup": warmup, "reps": reps}
         for f in flavours:
+            row[f"{f}_ops"] = graph_ops(steps[f], args)
             row[f"{f}_ms"] = statistics.median(times[f])
             row[f"{f}_iqr_ms"] = _iqr(times[f])
             row[f"{f}_min_ms"] = min(times[f])
@@ -273,6 +281,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         "ratio",
         "ratio_min",
         "ratio_cpu",
+        "ops",
     ]
     heads = [
         "model",
@@ -283,6 +292,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         "lqs / plain",
         "(of minima)",
         "(of CPU time)",
+        "graph ops plain / lqs",
     ]
     if "qkeras_ms" in df:
         cols += ["qkeras_ms", "qkeras_ratio", "qkeras_ratio_cpu"]
@@ -291,8 +301,10 @@ def markdown_table(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         cells = []
         for c in cols:
-            v = r[c]
-            if c in ("model",):
+            v = r.get(c)
+            if c == "ops":
+                cells.append(f"{int(r['plain_ops'])} / {int(r['lqs_ops'])}")
+            elif c in ("model",):
                 cells.append(str(v))
             elif c in ("batch", "reps"):
                 cells.append(str(int(v)))
@@ -304,10 +316,26 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main_run(quick: bool) -> pd.DataFrame:
+def select_plan(quick: bool, cases: list[str] | None = None) -> dict:
+    """The (model, batch) plan, optionally restricted to ``cases`` given as ``"mlp:32"``."""
+    plan = QUICK_PLAN if quick else PLAN
+    if not cases:
+        return plan
+    wanted = set()
+    for case in cases:
+        name, _, batch = case.partition(":")
+        key = (name, int(batch)) if batch.isdigit() else None
+        if key not in plan:
+            allowed = ", ".join(f"{m}:{b}" for m, b in plan)
+            raise ValueError(f"unknown case {case!r}; allowed: {allowed}")
+        wanted.add(key)
+    return {k: v for k, v in plan.items() if k in wanted}
+
+
+def main_run(quick: bool, cases: list[str] | None = None) -> pd.DataFrame:
     env = environment()
     print("environment:", env)
-    df = run_cases(("plain", "lqs"), QUICK_PLAN if quick else PLAN)
+    df = run_cases(("plain", "lqs"), select_plan(quick, cases))
     df["ratio"] = df["lqs_ms"] / df["plain_ms"]
     df["ratio_min"] = df["lqs_min_ms"] / df["plain_min_ms"]
     df["ratio_cpu"] = df["lqs_cpu_ms"] / df["plain_cpu_ms"]
@@ -388,28 +416,24 @@ def qkeras_run(quick: bool) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 
 
-def proposed_nested_quantize(
+def literal_nested_quantize(
     p, scale, threshold: float, *, aggregate: str = "mean", all_above_vote: bool = True
 ):
-    """Same forward and bit-identical gradients as ``lqs.quantizers.nested_quantize``, fewer full-size ops.
+    """The nested quantizer with its backward written out literally (DESIGN.md), no shortcuts.
 
-    Proposed to the core (measured with ``--profile``); differences in the backward pass:
-
-    * ``where(P_rec == 0, eps, |P_rec|)`` -> ``maximum(|P_rec|, eps)``: equal because a nonzero
-      ``P_rec`` has ``|P_rec| >= s >= min_scale = 100 eps > eps``;
-    * ``where(r < lam, -tanh(lam - r), 0)`` -> ``-tanh(relu(lam - r))`` (``tanh(0) = 0``);
-    * the all-above-threshold rule is applied to the reduced group vote (``reduce_min(r) < lam``
-      per group, then one ``where`` of scale size) instead of an element-wise ``where`` with
-      ``ones_like``: a group whose elements all vote ``-tanh(lam)`` has that mean (``n`` times it
-      for ``aggregate="sum"``).
+    Same forward and bit for bit the same gradients as ``lqs.quantizers.nested_quantize``
+    (``tests/test_quantizers.py`` checks the library against the same form):
+    ``where(P_rec == 0, eps, |P_rec|)``, the ``tanh`` of every vote, "no ratio below the
+    threshold" as a full-size ``reduce_any``. ``--profile`` times it against the library to
+    show what the library's shortcuts save.
     """
     from lqs.quantizers import EPS, group_axes
 
     p = tf.convert_to_tensor(p)
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
     axes = group_axes(p.shape, scale.shape)
-    scale_shape_ = tuple(scale.shape)
-    group_n = float(np.prod([p.shape[a] for a in axes])) if aggregate == "sum" else 1.0
+    count = 1.0 if aggregate == "mean" else float(np.prod([p.shape[a] for a in axes]))
+    reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
 
     @tf.custom_gradient
     def _quantize(p_in, s_in):
@@ -417,19 +441,17 @@ def proposed_nested_quantize(
         p_rec = p_q * s_in
 
         def grad(upstream):
-            dtype = upstream.dtype
-            lam = tf.constant(threshold, dtype)
-            ratio = tf.abs(upstream) / tf.maximum(
-                tf.abs(p_rec), tf.constant(EPS, dtype)
-            )
-            vote = -tf.tanh(tf.nn.relu(lam - ratio))
-            reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
-            group_vote = reduce(vote, axis=axes, keepdims=True)
+            lam = tf.constant(threshold, upstream.dtype)
+            denom = tf.where(p_rec == 0, tf.constant(EPS, p_rec.dtype), tf.abs(p_rec))
+            ratio = tf.abs(upstream) / denom
+            below = ratio < lam
+            vote = tf.where(below, tf.tanh(lam - ratio), tf.zeros_like(ratio))
+            group = -reduce(vote, axis=axes, keepdims=True)
             if all_above_vote:
-                any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam
-                group_vote = tf.where(any_below, group_vote, -tf.tanh(lam) * group_n)
+                none = tf.logical_not(tf.reduce_any(below, axis=axes, keepdims=True))
+                group = tf.where(none, -tf.tanh(lam) * count, group)
             m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
-            return upstream, tf.reshape(m * group_vote, scale_shape_)
+            return upstream, tf.reshape(m * group, scale.shape)
 
         return p_rec, grad
 
@@ -437,11 +459,14 @@ def proposed_nested_quantize(
 
 
 def profile_run(quick: bool) -> pd.DataFrame:
-    """Decompose the MLP overhead: quantizer alone, STE-only, proposed fused gradient, jit_compile."""
+    """Decompose the MLP overhead: quantizers alone, literal-equation backward, STE, jit_compile.
+
+    Medians of wall and process CPU time per call (CPU time: the stable one on a shared machine).
+    """
     import lqs.quantizers as lq
     from lqs.layers import QDense
 
-    reps = 5 if quick else 40
+    reps = 5 if quick else 100
     rows = []
     current = lq.nested_quantize
 
@@ -454,11 +479,11 @@ def profile_run(quick: bool) -> pd.DataFrame:
         @tf.function
         def fn():
             with tf.GradientTape() as tape:
-                if kind == "nested (current)":
+                if kind == "nested (lqs)":
                     outs = [current(p, s, 1e-9) for p, s in zip(params, scales)]
-                elif kind == "nested (proposed)":
+                elif kind == "nested (literal equations)":
                     outs = [
-                        proposed_nested_quantize(p, s, 1e-9)
+                        literal_nested_quantize(p, s, 1e-9)
                         for p, s in zip(params, scales)
                     ]
                 elif kind == "ste":
@@ -471,18 +496,22 @@ def profile_run(quick: bool) -> pd.DataFrame:
 
         return fn
 
-    kinds = ("identity", "ste", "nested (current)", "nested (proposed)")
-    qt = time_interleaved({k: quantizer_fn(k) for k in kinds}, (), warmup=5, reps=reps)
+    kinds = ("identity", "ste", "nested (literal equations)", "nested (lqs)")
+    cpu: dict[str, list[float]] = {}
+    qt = time_interleaved(
+        {k: quantizer_fn(k) for k in kinds}, (), warmup=5, reps=reps, cpu=cpu
+    )
     for k, v in qt.items():
         rows.append(
             {
                 "what": f"quantizers alone, 4 MLP tensors fwd+bwd: {k}",
                 "batch": 0,
                 "ms": statistics.median(v),
+                "cpu_ms": statistics.median(cpu[k]),
             }
         )
 
-    # 2. whole MLP step: plain vs lqs variants (the proposed gradient is patched in for its model only)
+    # 2. whole MLP step: plain vs lqs variants (the literal backward is patched in for its model only)
     def mlp_lqs(**kw):
         return keras.Sequential(
             [
@@ -511,38 +540,48 @@ def profile_run(quick: bool) -> pd.DataFrame:
         keras.utils.set_random_seed(0)
         steps = {
             "plain": make_train_step(build_model("mlp", "plain")),
-            "lqs (current)": make_train_step(mlp_lqs()),
-            "lqs, proposed gradient": traced_with(proposed_nested_quantize, mlp_lqs()),
+            "lqs": make_train_step(mlp_lqs()),
+            "lqs, literal-equation backward": traced_with(
+                literal_nested_quantize, mlp_lqs()
+            ),
             "lqs, scale_gradient=ste": make_train_step(mlp_lqs(scale_gradient="ste")),
             "plain, jit_compile": make_train_step(
                 build_model("mlp", "plain"), jit_compile=True
             ),
-            "lqs (current), jit_compile": make_train_step(mlp_lqs(), jit_compile=True),
+            "lqs, jit_compile": make_train_step(mlp_lqs(), jit_compile=True),
         }
-        t = time_interleaved(steps, batch_for("mlp", batch), warmup=5, reps=reps)
+        cpu = {}
+        t = time_interleaved(
+            steps, batch_for("mlp", batch), warmup=5, reps=reps, cpu=cpu
+        )
         for k, v in t.items():
             rows.append(
                 {
                     "what": f"MLP train step: {k}",
                     "batch": batch,
                     "ms": statistics.median(v),
+                    "cpu_ms": statistics.median(cpu[k]),
                 }
             )
     df = pd.DataFrame(rows)
-    base = {
-        b: df.loc[df["what"] == "MLP train step: plain"].set_index("batch")["ms"].get(b)
-        for b in (32, 256)
-    }
-    df["vs_plain"] = [
-        r.ms / base[r.batch] if r.batch in base and base[r.batch] else float("nan")
-        for r in df.itertuples()
-    ]
+    plain = df.loc[df["what"] == "MLP train step: plain"].set_index("batch")
+    for col in ("ms", "cpu_ms"):
+        base = df["batch"].map(plain[col])
+        df[f"{col}_vs_plain"] = df[col] / base  # NaN for the quantizer-only rows
     d = out_dir()
     df.to_csv(d / "layer_overhead_profile.csv", index=False)
+
+    def ratio(v: float) -> str:
+        return "-" if np.isnan(v) else f"{v:.2f}"
+
     text = "\n".join(
-        ["| what | batch | ms | / plain |", "|---|---|---|---|"]
+        [
+            "| what | batch | ms | / plain | CPU ms | / plain (CPU) |",
+            "|---|---|---|---|---|---|",
+        ]
         + [
-            f"| {r.what} | {r.batch or '-'} | {r.ms:.3f} | {'-' if np.isnan(r.vs_plain) else f'{r.vs_plain:.2f}'} |"
+            f"| {r.what} | {r.batch or '-'} | {r.ms:.3f} | {ratio(r.ms_vs_plain)} "
+            f"| {r.cpu_ms:.3f} | {ratio(r.cpu_ms_vs_plain)} |"
             for r in df.itertuples()
         ]
     )
@@ -567,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         help="2 warm-ups and 3 reps per case (smoke check)",
     )
     parser.add_argument(
+        "--case",
+        action="append",
+        metavar="MODEL:BATCH",
+        help="time only this case (repeatable), e.g. --case mlp:32; default: all four",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -580,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.qkeras:
         qkeras_run(args.quick)
         return 0
-    main_run(args.quick)
+    main_run(args.quick, args.case)
     if args.profile:
         profile_run(args.quick)
     return 0

@@ -58,8 +58,8 @@ __all__ = [
 
 #: float32 machine epsilon, the stand-in for ``|P_rec|`` where it is exactly zero
 EPS: float = float(np.finfo(np.float32).eps)
-#: parameters with at least this many elements take the one-pass denominator of the backward
-_LARGE = 4096
+#: float32 thresholds in this range skip the ``tanh`` of the votes (``tanh(v) == v`` there)
+_SKIP_TANH_THRESHOLDS = (2.0**-100, 2.0**-12)
 #: initial value and lower bound of every learned scale (thesis implementation, ``100 * eps``)
 MIN_SCALE: float = 100.0 * EPS
 
@@ -206,6 +206,11 @@ def nested_quantize(
     through for ``p``; for ``scale``, :math:`m \\cdot \\operatorname{mean}_{group}(g)` with
     :math:`g = -\\tanh(\\lambda - r)` where :math:`r = |G|/|P_{rec}| < \\lambda`.
 
+    The backward pass gives these equations bit for bit with few full-size passes and no
+    control flow (see :func:`_ratio` and :func:`_group_vote`; scales of at least :math:`2^{-126}`):
+    in float32 it skips the ``tanh`` when :math:`2^{-100} \\le \\lambda \\le 2^{-12}` and reads
+    the all-above groups off the vote sum.
+
     Arguments:
         p: the parameter (any rank, floating dtype; float16/bfloat16 compute works).
         scale: positive scales, shape ``(1,)`` or the parameter's rank with size-1 axes.
@@ -226,56 +231,120 @@ def nested_quantize(
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
     axes = group_axes(p.shape, scale.shape)
     scale_shape_ = tuple(scale.shape)
-    n = p.shape.num_elements()
-    large = n is not None and n >= _LARGE
+    group_size = int(np.prod([p.shape[a] for a in axes], dtype=np.int64))
+    spec = _VoteSpec(threshold, aggregate, all_above_vote, group_size, p.dtype)
 
     @tf.custom_gradient
     def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
-        p_q = tf.floor(p_in / s_in)
+        p_q = tf.math.floordiv(p_in, s_in)  # floor(p / s) in one pass
         p_rec = p_q * s_in
 
         def grad(upstream: tf.Tensor):
-            dtype = upstream.dtype
-            lam = tf.constant(threshold, dtype)
-            eps = tf.constant(EPS, dtype)
-            abs_rec = tf.abs(p_rec)
-            if large:
-                # the same denominator in one pass instead of two: a nonzero P_rec has
-                # |P_rec| >= s (|P_q| >= 1), so where every scale is >= eps, max(|P_rec|, eps)
-                # is eps exactly where P_rec == 0 and |P_rec| elsewhere
-                denom = tf.cond(
-                    tf.reduce_min(s_in) >= eps,
-                    lambda: tf.maximum(abs_rec, eps),
-                    lambda: tf.where(p_rec == 0, eps, abs_rec),
-                )
-            else:  # a few elements: one op fewer beats one pass fewer
-                denom = tf.where(p_rec == 0, eps, abs_rec)
-            ratio = tf.abs(upstream) / denom
-            # -tanh(lam - r) below the threshold, 0 (as -tanh(0)) at or above it; the sign is
-            # applied to the group's mean (exactly the mean of the negated votes)
-            vote = tf.tanh(tf.nn.relu(lam - ratio))
-            reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
-            group_vote = -reduce(vote, axis=axes, keepdims=True)
-            if all_above_vote:
-                # a group none of whose ratios is below lam votes -tanh(lam) with every element
-                any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam
-                group_size = (
-                    1.0
-                    if aggregate == "mean"
-                    else float(np.prod([p_in.shape[a] for a in axes]))
-                )
-                group_vote = tf.where(
-                    any_below,
-                    group_vote,
-                    -tf.tanh(lam) * tf.constant(group_size, dtype),
-                )
-            m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
-            d_scale = tf.reshape(m * group_vote, scale_shape_)
+            abs_q = tf.abs(p_q)
+            group_vote = _group_vote(_ratio(upstream, p_rec, abs_q), axes, spec)
+            m = tf.reduce_max(abs_q, axis=axes, keepdims=True)
+            d_scale = m * group_vote
+            if tuple(d_scale.shape) != scale_shape_:
+                d_scale = tf.reshape(d_scale, scale_shape_)
             return upstream, d_scale
 
         return p_rec, grad
 
     return _quantize(p, scale)
+
+
+def _ratio(upstream: tf.Tensor, p_rec: tf.Tensor, abs_q: tf.Tensor) -> tf.Tensor:
+    """:math:`r = |G| / |P_{rec}|`, float32 eps in place of :math:`|P_{rec}|` where :math:`P_{rec} = 0`.
+
+    The denominator is :math:`\\max(|P_{rec}|, \\epsilon - |P_q|)`: where :math:`P_q = 0` it is
+    :math:`\\max(0, \\epsilon) = \\epsilon`; elsewhere :math:`|P_q| \\ge 1` makes the second term
+    negative, so it is :math:`|P_{rec}|`. That is the definition bit for bit wherever
+    :math:`P_{rec} = 0` exactly when :math:`P_q = 0`: for every scale of at least the smallest
+    normal number (:math:`2^{-126}` in float32; a nonzero :math:`P_q` then gives
+    :math:`|P_{rec}| \\ge s`). Smaller scales flush to zero in TensorFlow's CPU kernels and make
+    the forward pass NaN anyway. Cheap element-wise passes, no ``where`` and no ``tf.cond``
+    (a ``tf.cond`` switches the whole training step to TensorFlow's slower control-flow executor).
+    """
+    eps = tf.constant(EPS, p_rec.dtype)
+    return tf.abs(upstream) / tf.maximum(tf.abs(p_rec), eps - abs_q)
+
+
+@dataclass(frozen=True)
+class _VoteSpec:
+    """How :func:`_group_vote` reduces the votes of one quantizer (fixed at trace time).
+
+    Attributes:
+        threshold: :math:`\\lambda`.
+        aggregate: ``"mean"`` or ``"sum"``.
+        all_above_vote: apply the all-above-threshold rule.
+        group_size: elements per scale group.
+        dtype: compute dtype of the parameter.
+    """
+
+    threshold: float
+    aggregate: str
+    all_above_vote: bool
+    group_size: int
+    dtype: tf.DType
+
+    @property
+    def skips_tanh(self) -> bool:
+        """True where :math:`\\tanh(v) = v` for every vote :math:`v = \\mathrm{relu}(\\lambda - r)`.
+
+        In float32 with :math:`2^{-100} \\le \\lambda \\le 2^{-12}`, a vote is 0 or a normal
+        number in :math:`[2^{-25}\\lambda, \\lambda]` (see :attr:`sum_detects_below`), and
+        :math:`\\tanh(v)` rounds to :math:`v` for :math:`v \\le 2^{-12}` (:math:`v - \\tanh v < v^3/3`,
+        below half an ulp of :math:`v`); TensorFlow's CPU kernel returns :math:`v` itself there
+        (checked for every normal float32 in that range, and by ``tests/test_quantizers.py``).
+        """
+        low, high = _SKIP_TANH_THRESHOLDS
+        return self.dtype == tf.float32 and low <= self.threshold <= high
+
+    @property
+    def votes_per_group(self) -> float:
+        """Factor of the all-above vote: 1 for ``"mean"``, the group size for ``"sum"``."""
+        return 1.0 if self.aggregate == "mean" else float(self.group_size)
+
+    @property
+    def sum_detects_below(self) -> bool:
+        """True where "some :math:`r < \\lambda` in the group" is exactly "vote sum > 0".
+
+        In float32 with :math:`\\lambda \\ge n \\cdot 2^{-100}` (:math:`n` = group size), an
+        :math:`r < \\lambda` gives :math:`\\lambda - r \\ge 2^{-25}\\lambda`, a normal number, so
+        its vote is positive; a sum of non-negative terms is at least its largest term, and the
+        mean (sum / :math:`n`) stays above the smallest normal number (no flush to zero).
+        Without such a vote every term is 0 and so is the sum. This saves the full-size
+        ``reduce_min`` of the ratios.
+        """
+        return (
+            self.dtype == tf.float32 and self.threshold >= self.group_size * 2.0**-100
+        )
+
+
+def _group_vote(ratio: tf.Tensor, axes: Sequence[int], spec: _VoteSpec) -> tf.Tensor:
+    """Per scale group: :math:`-\\operatorname{agg}(\\tanh(\\mathrm{relu}(\\lambda - r)))`, all-above rule.
+
+    :math:`\\tanh(\\mathrm{relu}(\\lambda - r))` is the vote :math:`\\tanh(\\lambda - r)` below
+    the threshold and :math:`\\tanh(0) = 0` at or above it; the sign is applied to the reduced
+    value (exactly the reduction of the negated votes: IEEE rounding is symmetric). A group in
+    which no :math:`r` is below :math:`\\lambda` votes the constant :math:`-\\tanh(\\lambda)`
+    (times the group size for ``aggregate="sum"``) when ``all_above_vote`` is set.
+    """
+    dtype = ratio.dtype
+    lam = tf.constant(spec.threshold, dtype)
+    vote = tf.nn.relu(lam - ratio)
+    if not spec.skips_tanh:
+        vote = tf.tanh(vote)
+    reduce = tf.reduce_mean if spec.aggregate == "mean" else tf.reduce_sum
+    total = reduce(vote, axis=axes, keepdims=True)
+    if not spec.all_above_vote:
+        return -total
+    if spec.sum_detects_below:
+        any_below = total > 0
+    else:
+        any_below = tf.reduce_min(ratio, axis=axes, keepdims=True) < lam
+    all_above = -tf.tanh(lam) * tf.constant(spec.votes_per_group, dtype)
+    return tf.where(any_below, -total, all_above)
 
 
 def ste_quantize(p: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
@@ -290,7 +359,7 @@ def ste_quantize(p: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
 
     @tf.custom_gradient
     def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
-        p_rec = tf.floor(p_in / s_in) * s_in
+        p_rec = tf.math.floordiv(p_in, s_in) * s_in  # floor(p / s) in one pass
 
         def grad(upstream: tf.Tensor):
             return upstream, tf.zeros_like(s_in)

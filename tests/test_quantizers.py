@@ -1,4 +1,5 @@
-"""The nested quantizer against an independent NumPy reference (loops over scale groups)."""
+"""The nested quantizer against an independent NumPy reference (loops over scale groups),
+and bit for bit against its equations written out element by element in TensorFlow."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import lqs.quantizers as lq
+from lqs import QDense
 from lqs.quantizers import (
     EPS,
     MIN_SCALE,
@@ -294,3 +297,288 @@ def test_all_granularities_cover_each_element_once():
             )
             count[sl] += 1
         assert np.all(count == 1), (kind, g)
+
+
+# ------------------------------------------------ bit-exact against the equations
+
+
+def design_scale_gradient(p, s, G, lam, *, aggregate="mean", all_above=True):
+    """DESIGN.md's backward written out element by element in TensorFlow (no shortcuts).
+
+    ``where(P_rec == 0, eps, |P_rec|)``, ``r < lam``, ``-tanh(lam - r)`` (the sign applied
+    to the reduced group value), "no element below" as ``not reduce_any``, ``m =
+    max|P_q|``. It uses TensorFlow's own reduction kernels, so the library's optimized
+    backward (no ``tanh`` for tiny thresholds, the all-above test read off the vote sum,
+    the denominator ``max(|P_rec|, eps - |P_q|)``, ``floordiv``) must match it bit for bit.
+    """
+    p = tf.convert_to_tensor(p)
+    s = tf.cast(tf.convert_to_tensor(s), p.dtype)
+    G = tf.cast(tf.convert_to_tensor(G), p.dtype)
+    axes = [
+        a
+        for a in range(p.shape.rank)
+        if s.shape.rank != p.shape.rank or s.shape[a] == 1
+    ]
+    s_b = tf.reshape(
+        s, s.shape if s.shape.rank == p.shape.rank else (1,) * p.shape.rank
+    )
+    p_q = tf.floor(p / s_b)
+    p_rec = p_q * s_b
+    lam = tf.constant(lam, p.dtype)
+    denom = tf.where(p_rec == 0, tf.constant(EPS, p.dtype), tf.abs(p_rec))
+    r = tf.abs(G) / denom
+    below = r < lam
+    vote = tf.where(below, tf.tanh(lam - r), tf.zeros_like(r))
+    reduce = tf.reduce_mean if aggregate == "mean" else tf.reduce_sum
+    group = -reduce(vote, axis=axes, keepdims=True)
+    if all_above:
+        count = (
+            1.0 if aggregate == "mean" else float(np.prod([p.shape[a] for a in axes]))
+        )
+        none_below = tf.logical_not(tf.reduce_any(below, axis=axes, keepdims=True))
+        group = tf.where(none_below, -tf.tanh(lam) * tf.constant(count, p.dtype), group)
+    m = tf.reduce_max(tf.abs(p_q), axis=axes, keepdims=True)
+    return p_rec, tf.reshape(m * group, s.shape)
+
+
+def design_quantize(p, scale, threshold, *, aggregate="mean", all_above_vote=True):
+    """:func:`nested_quantize` with :func:`design_scale_gradient` as its scale gradient."""
+    p = tf.convert_to_tensor(p)
+    scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
+
+    @tf.custom_gradient
+    def _quantize(p_in, s_in):
+        def grad(upstream):
+            _, ds = design_scale_gradient(
+                p_in,
+                s_in,
+                upstream,
+                threshold,
+                aggregate=aggregate,
+                all_above=all_above_vote,
+            )
+            return upstream, ds
+
+        return tf.floor(p_in / s_in) * s_in, grad
+
+    return _quantize(p, scale)
+
+
+def graph_scale_grad(p, s, G, lam):
+    """dL/ds of :func:`nested_quantize` inside a ``tf.function`` (as in training)."""
+    s_v = tf.Variable(s)
+
+    @tf.function
+    def scale_grad():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(nested_quantize(tf.constant(p), s_v, lam) * G)
+        return tape.gradient(loss, s_v)
+
+    return scale_grad().numpy()
+
+
+def assert_bits_equal(actual, expected, what=""):
+    """Equal bit patterns (so -0.0 != 0.0 and NaN == NaN of the same payload)."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.dtype == e.dtype and a.shape == e.shape, (
+        what,
+        a.dtype,
+        e.dtype,
+        a.shape,
+        e.shape,
+    )
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    bad = np.flatnonzero(a.view(uint) != e.view(uint))
+    assert bad.size == 0, (
+        f"{what}: {bad.size} of {a.size} differ, e.g. {a.flat[bad[:3]]} vs {e.flat[bad[:3]]}"
+    )
+
+
+def edge_case(p_shape, s_shape, scales, seed):
+    """Parameters with zeros, negatives, exact multiples and ties at .5 of the scale;
+    upstream gradients with zeros and values far below every threshold."""
+    rng = np.random.default_rng(seed)
+    s = rng.choice(np.asarray(scales, np.float32), s_shape).astype(np.float32)
+    s_b = np.broadcast_to(
+        s.reshape(s_shape if len(s_shape) == len(p_shape) else (1,) * len(p_shape)),
+        p_shape,
+    )
+    k = rng.integers(-40, 40, p_shape).astype(np.float32)
+    p = rng.normal(0, 0.05, p_shape).astype(np.float32)
+    p.flat[1::7] = ((k + 0.5) * s_b).flat[1::7]  # ties at .5
+    p.flat[2::7] = (k * s_b).flat[2::7]  # exact multiples
+    p.flat[3::7] = 0.0
+    p.flat[4::7] = -0.0
+    p.flat[5::7] = (-0.5 * s_b).flat[5::7]  # floor to -1
+    G = rng.normal(0, 1e-3, p_shape).astype(np.float32)
+    G.flat[::5] = 0.0
+    G.flat[1::9] *= 1e-9
+    return p, s, G
+
+
+#: scale sets: at the floor, mixed, below float32 eps (allowed for the functional core)
+EDGE_SCALES = {
+    "floor": [MIN_SCALE],
+    "mixed": [MIN_SCALE, 1e-3, 0.02, 0.3],
+    "below_eps": [1e-9, EPS / 2, EPS, 2e-6],
+}
+EDGE_SHAPES = {
+    "mlp_kernel-scalar": ((784, 128), (1,)),
+    "mlp_kernel-row": ((784, 128), (784, 1)),
+    "mlp_kernel-column": ((784, 128), (1, 128)),
+    "dense-column": ((128, 10), (1, 10)),
+    "conv-channel": ((3, 3, 16, 8), (1, 1, 16, 1)),
+    "conv-filter": ((3, 3, 16, 8), (1, 1, 1, 8)),
+    "bias-scalar": ((10,), (1,)),
+    "bias-row": ((128,), (128,)),
+}
+#: 0, the sweep range, the largest threshold without tanh and the next float32 above it
+EDGE_THRESHOLDS = [
+    0.0,
+    1e-14,
+    1e-9,
+    1e-6,
+    2.0**-12,
+    float(np.nextafter(np.float32(2.0**-12), np.float32(1))),
+    1e-3,
+    10.0,
+]
+
+
+@pytest.mark.parametrize("key", list(EDGE_SHAPES))
+@pytest.mark.parametrize("scales", list(EDGE_SCALES))
+def test_backward_is_bit_identical_to_the_equations(key, scales):
+    p_shape, s_shape = EDGE_SHAPES[key]
+    p, s, G = edge_case(
+        p_shape, s_shape, EDGE_SCALES[scales], zlib.crc32(f"{key}{scales}".encode())
+    )
+    for lam in EDGE_THRESHOLDS:
+        for aggregate, all_above in [("mean", True), ("mean", False), ("sum", True)]:
+            kw = dict(aggregate=aggregate, all_above=all_above)
+            rec, ds = design_scale_gradient(p, s, G, lam, **kw)
+            what = f"lam={lam} {aggregate} all_above={all_above}"
+            out, gp, gs = grads(
+                p, s, G, lam, aggregate=aggregate, all_above_vote=all_above
+            )
+            assert_bits_equal(out, rec.numpy(), f"forward {what}")
+            assert_bits_equal(gp, G, f"dL/dP {what}")
+            assert_bits_equal(gs, ds.numpy(), f"dL/ds {what}")
+        if lam in (1e-9, 1e-3):  # graph mode (what training runs) as well as eager
+            _, ds = design_scale_gradient(p, s, G, lam)
+            gs = graph_scale_grad(p, s, G, lam)
+            assert_bits_equal(gs, ds.numpy(), f"dL/ds graph lam={lam}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_other_dtypes_keep_the_full_backward(dtype):
+    p, s, G = edge_case((128, 10), (1, 10), EDGE_SCALES["mixed"], seed=17)
+    for lam in (1e-9, 1e-3):
+        p_t = tf.cast(tf.constant(p), dtype)
+        G_t = tf.cast(tf.constant(G), dtype)
+        s_v = tf.Variable(s)
+        with tf.GradientTape() as tape:
+            tape.watch(p_t)
+            loss = tf.reduce_sum(
+                tf.cast(nested_quantize(p_t, s_v, lam) * G_t, tf.float32)
+            )
+        gs = tape.gradient(loss, s_v)
+        _, ds = design_scale_gradient(p_t, tf.constant(s), G_t, lam)
+        assert_bits_equal(
+            gs.numpy(), tf.cast(ds, tf.float32).numpy(), f"{dtype} lam={lam}"
+        )
+
+
+def test_vote_sum_replaces_reduce_min_only_where_it_sees_every_vote():
+    # one group of n elements, P_rec = 3 everywhere, ratios 1/3 except one
+    n = 1024
+    p = np.full((n,), 3.0, np.float32)
+    s = np.array([1.0], np.float32)
+    G = np.full((n,), 1.0, np.float32)
+    # at the bound lam = n * 2**-100 one ratio just below lam still gives a positive sum
+    lam = float(np.float32(n * 2.0**-100))
+    G[17] = np.nextafter(np.float32(3 * lam), np.float32(0))
+    _, ds = design_scale_gradient(p, s, G, lam)
+    gs = grads(p, s, G, lam)[2]
+    assert gs[0] != np.float32(-np.tanh(np.float32(lam)) * 3)  # not the all-above vote
+    assert_bits_equal(gs, ds.numpy(), "one vote at the bound")
+    # below the bound a vote can vanish from the mean: lam = 2**-120, one zero gradient
+    # (r = 0, vote lam), mean lam / n flushes to zero; the group still has a vote below
+    # lam, so its gradient is m * -0.0, not the all-above constant
+    G[17] = 0.0
+    lam = 2.0**-120
+    _, ds = design_scale_gradient(p, s, G, lam)
+    gs = grads(p, s, G, lam)[2]
+    assert_bits_equal(gs, ds.numpy(), "a vote that underflows in the mean")
+    assert gs[0] == 0.0
+
+
+def test_tanh_is_the_identity_where_the_backward_skips_it():
+    # for float32 thresholds in [2**-100, 2**-12] the backward drops the tanh: every vote
+    # is 0 or a normal float32 in [2**-125, 2**-12], where tf.tanh(v) must be v; every
+    # float32 of the top binade and a sample of the others (the whole range was checked
+    # once, every float32 from 0 to 2**-12)
+    top = int(np.float32(2.0**-12).view(np.uint32))
+    low = int(np.float32(2.0**-13).view(np.uint32))
+    smallest = int(np.float32(2.0**-125).view(np.uint32))
+    rng = np.random.default_rng(0)
+    bits = np.concatenate(
+        [
+            np.arange(low, top + 1, dtype=np.uint32),
+            rng.integers(smallest, top, 500_000, dtype=np.uint32),
+            np.zeros(1, np.uint32),
+        ]
+    )
+    v = bits.view(np.float32)
+    np.testing.assert_array_equal(tf.tanh(tf.constant(v)).numpy(), v)
+    np.testing.assert_array_equal(tf.tanh(tf.nn.relu(tf.constant(v))).numpy(), v)
+    assert lq._SKIP_TANH_THRESHOLDS == (2.0**-100, 2.0**-12)
+
+
+@pytest.mark.parametrize(
+    "granularity,threshold", [("scalar", 1e-9), ("row", 1e-9), ("column", 1e-3)]
+)
+def test_training_steps_are_bit_identical_to_the_equations(
+    monkeypatch, granularity, threshold
+):
+    # a few Adam steps of the thesis MLP (both layers quantized, bias scalar) with the
+    # library's backward and with the literal equations: every weight equal, bit for bit
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 28, 28), dtype=np.float32)
+    x[..., :3] = 0.0  # always-zero pixels: zero upstream gradients, votes below lam
+    y = rng.integers(0, 10, (4, 32)).astype(np.int32)
+
+    def train():
+        keras.utils.set_random_seed(42)
+        kw = dict(kernel_granularity=granularity, threshold=threshold)
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28)),
+                keras.layers.Flatten(),
+                QDense(128, activation="relu", **kw),
+                QDense(10, activation="softmax", **kw),
+            ]
+        )
+        opt = keras.optimizers.Adam(1e-3)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            g = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(g, model.trainable_variables))
+            return g
+
+        grads_seen = [step(xb, yb) for xb, yb in zip(x, y)]
+        return [w.numpy() for w in model.weights], [
+            [g.numpy() for g in gs] for gs in grads_seen
+        ]
+
+    weights, grads_seen = train()
+    monkeypatch.setattr(lq, "nested_quantize", design_quantize)
+    ref_weights, ref_grads = train()
+    for i, (a, b) in enumerate(zip(grads_seen, ref_grads)):
+        for j, (ga, gb) in enumerate(zip(a, b)):
+            assert_bits_equal(ga, gb, f"step {i} gradient {j}")
+    for j, (w, w_ref) in enumerate(zip(weights, ref_weights)):
+        assert_bits_equal(w, w_ref, f"weight {j}")
