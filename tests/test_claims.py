@@ -280,6 +280,17 @@ def test_rules_do_not_reproduce_when_the_statement_fails():
     )
     s.loc[pick & (s["mode"] == "from_scratch"), ["bits", "test_accuracy"]] = [7, 0.92]
     assert C.n2(s)[1] == "not reproduced"
+    # without post-training runs N5 is not run; when none qualifies, not reproduced
+    scratch_only = s[s["mode"] == "from_scratch"]
+    assert C.n5(scratch_only)[1] == C.NOT_RUN_PROFILE
+    low = s.copy()
+    low.loc[
+        (low["mode"] == "post_training") & (low["kind"] == "difference"), "val_accuracy"
+    ] = 0.5
+    assert C.l4(low) == (
+        "no post-training value within 0.5 points of FP32",
+        "not reproduced",
+    )
     # no Difference rate ever raises the validation loss
     s.loc[s["kind"] == "difference", "val_loss"] = 0.2
     assert C.l3(s) == ("no rise up to γ = 1e-6", "not reproduced")

@@ -550,48 +550,40 @@ def n4(s: pd.DataFrame) -> tuple[str, str]:
     return text, graded(hold, 2)
 
 
-def n5(s: pd.DataFrame) -> tuple[str, str]:
-    """N5: row-wise post-training vs from scratch: trade-off point and accuracy there."""
-    scratch, col = _point(s, "nested", "row")
-    post, _ = _point(s, "nested", "row", "post_training")
+def _post_vs_scratch(s: pd.DataFrame, kind: str) -> tuple[str, str]:
+    """Row-wise ``kind`` post-training vs from scratch: trade-off point and accuracy there.
+
+    Two parts: the same trade-off point, and post-training's test accuracy at its point
+    within :data:`ACCURACY_MARGIN` of the from-scratch run at the same value.
+    """
+    if _sweep(s, kind, "row", "post_training")[0].empty:
+        return f"no row-wise post-training {kind} runs", NOT_RUN_PROFILE
+    scratch, col = _point(s, kind, "row")
+    post, _ = _point(s, kind, "row", "post_training")
     if post is None or scratch is None:
-        return "no post-training (or no qualifying) row-wise runs", NOT_RUN_PROFILE
-    same = scratch["threshold"] == post["threshold"]
-    sweep, _ = _sweep(s, "nested", "row")
-    twin = _at(sweep, col, post["threshold"])
+        side = "post-training" if post is None else "from scratch"
+        return f"no {side} value within 0.5 points of FP32", "not reproduced"
+    twin = _at(_sweep(s, kind, "row")[0], col, post[col])
     close = (
         twin is not None
         and abs(post["test_accuracy"] - twin["test_accuracy"]) <= ACCURACY_MARGIN
     )
     text = (
-        f"trade-off point: post-training {fmt_sci(post['threshold'])}, from scratch "
-        f"{fmt_sci(scratch['threshold'])}; test {_pct(post['test_accuracy'])} vs "
+        f"{kind}, row: trade-off point post-training {fmt_sci(post[col])}, from "
+        f"scratch {fmt_sci(scratch[col])}; test {_pct(post['test_accuracy'])} vs "
         f"{_pct(twin['test_accuracy']) if twin is not None else 'n/a'}"
     )
-    return text, graded(int(same) + int(close), 2)
+    return text, graded(int(scratch[col] == post[col]) + int(close), 2)
+
+
+def n5(s: pd.DataFrame) -> tuple[str, str]:
+    """N5: the nested layer post-training vs from scratch (:func:`_post_vs_scratch`)."""
+    return _post_vs_scratch(s, "nested")
 
 
 def l4(s: pd.DataFrame) -> tuple[str, str]:
-    """L4: row-wise Difference post-training vs from scratch (the rule of N5)."""
-    scratch, col = _point(s, "difference", "row")
-    post, _ = _point(s, "difference", "row", "post_training")
-    if _sweep(s, "difference", "row", "post_training")[0].empty:
-        return "no post-training loss-term runs", NOT_RUN_PROFILE
-    if post is None or scratch is None:
-        side = "post-training" if post is None else "from scratch"
-        return f"no {side} rate within 0.5 points of FP32", "not reproduced"
-    sweep, _ = _sweep(s, "difference", "row")
-    twin = _at(sweep, col, post["rate"])
-    close = (
-        twin is not None
-        and abs(post["test_accuracy"] - twin["test_accuracy"]) <= ACCURACY_MARGIN
-    )
-    text = (
-        f"Difference, row: trade-off point post-training {fmt_sci(post['rate'])}, from "
-        f"scratch {fmt_sci(scratch['rate'])}; test {_pct(post['test_accuracy'])} vs "
-        f"{_pct(twin['test_accuracy']) if twin is not None else 'n/a'}"
-    )
-    return text, graded(int(scratch["rate"] == post["rate"]) + int(close), 2)
+    """L4: the Difference term post-training vs from scratch (the rule of N5)."""
+    return _post_vs_scratch(s, "difference")
 
 
 def ratio_verdict(measured: float, thesis: float) -> str:
