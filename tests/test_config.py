@@ -92,6 +92,98 @@ def test_hash_of_known_configs_is_pinned(cfg, expected):
     assert config_hash(cfg) == expected
 
 
+def _refusals(key: str, value) -> list[str]:
+    """The messages with which :func:`validate_config` and :func:`check_key` refuse ``value``."""
+    messages = []
+    for check in (lambda: validate_config({key: value}), lambda: check_key(key, value)):
+        with pytest.raises(ValueError) as err:
+            check()
+        messages.append(str(err.value))
+    return messages
+
+
+# ------------------------------------------------------------------------------------------------
+# lr_steps: added after thousands of runs were stored, so its default changes no hash
+
+#: the thesis's Imagenette ResNet setting (lr x0.5 at epoch 40, x0.2 at 60)
+IMAGENETTE_STEPS = {"dataset": "imagenette", "lr_steps": [[40, 0.5], [60, 0.2]]}
+
+
+@pytest.mark.parametrize("cfg,expected", PINNED)
+@pytest.mark.parametrize("empty", [[], (), None])
+def test_lr_steps_default_leaves_every_pinned_hash_unchanged(cfg, expected, empty):
+    assert validate_config({**cfg, "lr_steps": empty})["lr_steps"] is None
+    assert config_hash({**cfg, "lr_steps": empty}) == expected
+    # steps act everywhere (ptq: in its FP32 parent), so they always change the hash
+    assert config_hash({**cfg, "lr_steps": [[1, 0.5]]}) != expected
+
+
+def test_lr_steps_hash_is_pinned_and_canonical():
+    assert config_hash(IMAGENETTE_STEPS) == "6887daa40a605a41"
+    # tuples, and epochs written as integral floats (a YAML or pandas round trip), are the same
+    same = {"dataset": "imagenette", "lr_steps": ((40.0, 0.5), (60, 0.2))}
+    assert validate_config(same)["lr_steps"] == [[40, 0.5], [60, 0.2]]
+    assert config_hash(same) == "6887daa40a605a41"
+    assert config_hash({**IMAGENETTE_STEPS, "lr_steps": [[40, 0.5]]}) != config_hash(
+        IMAGENETTE_STEPS
+    )
+
+
+def test_post_training_parent_inherits_lr_steps():
+    child = {"dataset": "imagenette", "mode": "post_training", "pretrain_epochs": 100}
+    plain = config.parent_config(child)
+    assert plain["lr_steps"] is None
+    assert config_hash(config.parent_config({**child, "lr_steps": []})) == config_hash(
+        plain
+    )
+    parent = config.parent_config({**child, **IMAGENETTE_STEPS})
+    assert parent["lr_steps"] == [[40, 0.5], [60, 0.2]] and parent["epochs"] == 100
+    assert config_hash(parent) != config_hash(plain)
+
+
+def test_lr_at_applies_the_factors_cumulatively():
+    steps = IMAGENETTE_STEPS["lr_steps"]
+    rates = [config.lr_at(1e-4, steps, e) for e in (0, 39, 40, 59, 60, 99)]
+    assert rates == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5, 1e-5, 1e-5], rel=1e-12)
+    assert config.lr_at(1e-3, None, 50) == 1e-3
+
+
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        ([[0, 0.5]], "out of range"),
+        ([[60, 0.5], [40, 0.2]], "out of range"),
+        ([[40, 0.5], [40, 0.2]], "out of range"),
+        ([[40, 0.0]], "out of range"),
+        ([[40, -0.5]], "out of range"),
+        ([[40, math.nan]], "out of range"),
+        ([40, 0.5], "wrong type"),
+        ([[40]], "wrong type"),
+        ([[40, 0.5, 1]], "wrong type"),
+        ([[40.5, 0.5]], "wrong type"),
+        ([[True, 0.5]], "wrong type"),
+        ([[40, "0.5"]], "wrong type"),
+        ("[[40, 0.5]]", "wrong type"),
+        ({"40": 0.5}, "wrong type"),
+    ],
+)
+def test_bad_lr_steps_are_refused_with_the_fix(value, words):
+    for msg in _refusals("lr_steps", value):
+        said = {
+            "out of range": f"has the value {value!r} out of range",
+            "wrong type": f"has the wrong type: {value!r}",
+        }[words]
+        assert f"config key 'lr_steps' {said}" in msg
+        assert "allowed: a list of [epoch, factor] pairs" in msg
+        assert "[[40, 0.5], [60, 0.2]]" in msg  # an example of what to write
+
+
+def test_lr_steps_is_documented():
+    row = next(line for line in config.describe().splitlines() if "`lr_steps`" in line)
+    assert "cumulatively" in row and "[[40, 0.5], [60, 0.2]]" in row
+    assert "lr_steps" in config._PARENT_KEYS
+
+
 # ------------------------------------------------------------------------------------------------
 # None (YAML null) for a key that is not optional
 
@@ -181,13 +273,7 @@ def test_validation_fraction_default_and_accepted_values():
     "value", [-0.1, -1e-12, 0.5, 0.75, 1.0, 10.0, math.nan, math.inf]
 )
 def test_validation_fraction_out_of_range_is_refused(value):
-    for check in (
-        lambda: validate_config({"validation_fraction": value}),
-        lambda: check_key("validation_fraction", value),
-    ):
-        with pytest.raises(ValueError) as err:
-            check()
-        msg = str(err.value)
+    for msg in _refusals("validation_fraction", value):
         assert (
             f"config key 'validation_fraction' has the value {value!r} out of range"
             in msg
@@ -219,7 +305,8 @@ def test_validation_fraction_is_documented():
 
 def _wrong_type(kind: str, optional: bool) -> st.SearchStrategy:
     junk = [
-        st.lists(st.integers(), max_size=2),
+        # an empty list is a valid lr_steps (no steps)
+        st.lists(st.integers(), min_size=int(kind == "steps"), max_size=2),
         st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
         st.binary(max_size=3),
         st.just(object()),
@@ -259,6 +346,11 @@ def _out_of_range(field: config.Field) -> st.SearchStrategy:
                 lambda v: not field.check(v)
             ),
         )
+    if field.kind == "steps":
+        epochs = st.integers(min_value=-5, max_value=5)
+        factors = st.floats(allow_infinity=True, allow_nan=True)
+        pairs = st.lists(st.tuples(epochs, factors).map(list), min_size=1, max_size=3)
+        return pairs.filter(lambda v: not field.check(v))
     return st.nothing()
 
 

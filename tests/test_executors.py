@@ -335,6 +335,16 @@ def test_ray_failures_retries_and_rerun(ray_instance, results, data_dir, monkeyp
     assert calls == [hashes[1]]  # one missing run: trained in this process
 
 
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def test_ray_workers_run_at_the_drivers_priority(ray_instance):
+    """Ray's default would add 15 to a worker's niceness; the executor keeps the driver's."""
+    task = ray_instance.remote(_niceness)
+    assert ray_instance.get([task.remote() for _ in range(2)]) == [os.nice(0)] * 2
+
+
 @pytest.mark.slow
 def test_ray_interrupt_keeps_finished_runs(ray_instance, results, monkeypatch):
     """Ctrl-C while runs are in flight: the workers stop, the finished runs are stored."""

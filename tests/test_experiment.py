@@ -316,9 +316,12 @@ def test_hash_format_and_stability():
     assert (
         config_hash({"epochs": 3, "lr": 0.001, "arch": "mlp", "seed": 0}) == h
     )  # explicit defaults
-    # independent reference: sha256 of the sorted, compact JSON of config + versions (no Python hash())
+    # independent reference: sha256 of the sorted, compact JSON of config + versions (no Python
+    # hash()); lr_steps, added later, is left out while it holds its default (None)
+    cfg = validate_config({"epochs": 3, "lr": 1e-3})
+    assert cfg.pop("lr_steps") is None
     payload = {
-        "config": validate_config({"epochs": 3, "lr": 1e-3}),
+        "config": cfg,
         "lqs": lqs.__version__,
         "code": lqs_config.CODE_VERSION,
     }
@@ -352,6 +355,7 @@ _SENSITIVITY = {
     "bits": ({"flavour": "lsq"}, 8),
     "lr": ({}, 1e-3),
     "pretrain_lr": ({"mode": "post_training"}, 1e-3),
+    "lr_steps": ({}, [[1, 0.5]]),
     "l2": ({}, 1e-4),
     "optimizer": ({}, "sgd"),
     "weight_init": ({}, "random_normal"),
@@ -611,6 +615,44 @@ def test_deterministic_reruns(env, flavour):
             np.array_equal(x, y)
             for x, y in zip(wa, _weights(c["config_hash"]), strict=True)
         )
+
+
+def test_lr_steps_change_the_rate_at_epoch_boundaries(env):
+    plain = experiment.run(TINY)
+    assert "learning_rate" not in experiment.load_history(plain)
+    # empty steps are the default: the same hash, the stored run is returned
+    assert experiment.run({**TINY, "lr_steps": []}) == plain and len(env.calls) == 1
+    # a factor-1 step runs the scheduler and changes no number
+    same = experiment.run({**TINY, "lr_steps": [[1, 1.0]]})
+    assert same["config_hash"] != plain["config_hash"] and same["lr_steps"] == [
+        [1, 1.0]
+    ]
+    for key in ("train_loss", "test_loss", "val_loss", "test_accuracy"):
+        assert same[key] == plain[key], key
+    for x, y in zip(
+        _weights(same["config_hash"]), _weights(plain["config_hash"]), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    # halved after the first epoch (Keras's epoch index 1), logged per epoch
+    halved = experiment.run({**TINY, "lr_steps": [[1, 0.5]]})
+    rates = experiment.load_history(halved)["learning_rate"].to_numpy()[1:]
+    np.testing.assert_allclose(rates, [1e-2, 5e-3], rtol=1e-6)
+    assert halved["train_loss"] != plain["train_loss"]
+
+
+def test_post_training_parent_trains_with_the_lr_steps(env):
+    cfg = {
+        **TINY,
+        "mode": "post_training",
+        "pretrain_epochs": 2,
+        "lr_steps": [[1, 0.5]],
+    }
+    child = experiment.run(cfg)
+    parent = env.store.load_record(child["parent_hash"])
+    assert parent["flavour"] == "fp32" and parent["lr_steps"] == [[1, 0.5]]
+    for rec in (parent, child):  # the child restarts at lr with the same steps
+        rates = experiment.load_history(rec)["learning_rate"].to_numpy()[1:]
+        np.testing.assert_allclose(rates, [1e-2, 5e-3], rtol=1e-6)
 
 
 def test_post_training_reuses_one_fp32_parent(env):

@@ -1,13 +1,19 @@
 """Helpers of the ``thesis_claims`` notebook: the thesis's own training settings.
 
-The published thesis (A. Chinbat, 2025, chapter 4) trains the MNIST MLP with Adam at
-:math:`10^{-4}`, batch 32, 20 epochs of 60,000 images (37,500 steps), seed 42, weights and
-biases initialised random-normal (:data:`THESIS_SETTINGS`, :data:`THESIS_STEPS`). This
-module builds those configurations (:func:`thesis_configs`: nested λ x granularity from
-scratch, post-training, the three loss terms, the FP32 reference, a full-size Fashion-MNIST
-repeat and SGD runs for the scale-growth study); :mod:`companion.chapters.claims` turns
-their results into the claims page. Training goes through
-:func:`companion.engine.experiment.sweep` in the notebook.
+The published thesis (A. Chinbat, 2025, chapter 4, table "Network settings") trains every
+network with Adam at :math:`10^{-4}`, seed 42, weights and biases initialised random-normal:
+the MNIST MLP with batch 32 for 20 epochs of 60,000 images (37,500 steps,
+:data:`THESIS_SETTINGS`, :data:`THESIS_STEPS`), the CIFAR-10 CNN with batch 128 for 100
+epochs, the Imagenette ResNet with batch 64 for 100 epochs, its learning rate multiplied by
+0.5 at epoch 40 and by 0.2 at epoch 60 (cumulative: 1e-5 from epoch 60; config key
+``lr_steps``, :func:`companion.engine.config.lr_at`) (:func:`thesis_settings`, from
+:data:`companion.engine.regimes.THESIS`). This module builds those configurations
+(:func:`thesis_configs`: nested λ x granularity from scratch, post-training, the three loss
+terms, the FP32 reference, a full-size Fashion-MNIST repeat and SGD runs for the
+scale-growth study; :func:`conv_sweep_configs`: the same parts for the CNN and the ResNet at
+their published epochs, over the four kernel granularities of the thesis, with channel scales
+for the loss terms); :mod:`companion.chapters.claims` turns their results into the claims
+page. Training goes through :func:`companion.engine.experiment.sweep` in the notebook.
 
 A step count, not an epoch count, carries over between training sets of different sizes:
 :func:`epochs_for_steps` gives the number of epochs whose steps come closest to
@@ -28,12 +34,20 @@ from companion.chapters import analysis, style
 from companion.engine import regimes
 
 __all__ = [
+    "THESIS_ARCHS",
+    "CONV_DATASETS",
+    "THESIS_GRANULARITIES",
+    "CONV_TERM_GRANULARITY",
+    "CONV_SWEEP_OPTIONS",
     "THESIS_SETTINGS",
     "THESIS_STEPS",
     "LOSS_TERMS",
+    "thesis_settings",
     "steps_per_epoch",
     "epochs_for_steps",
     "thesis_configs",
+    "conv_configs",
+    "conv_sweep_configs",
     "dataset_train_size",
     "thesis_base",
     "setting_words",
@@ -41,14 +55,67 @@ __all__ = [
     "draw_fronts",
 ]
 
-#: the thesis's MNIST training settings (table "Network settings" and section 4.1)
-THESIS_SETTINGS: dict[str, Any] = {
-    "optimizer": "adam",
-    "lr": regimes.THESIS["mlp"].lr,
-    "batch_size": regimes.THESIS["mlp"].batch_size,
-    "weight_init": "random_normal",
-    "seed": 42,
+#: the thesis's network of each dataset of its chapter 4
+THESIS_ARCHS: dict[str, str] = {
+    "mnist": "mlp",
+    "cifar10": "cnn",
+    "imagenette": "resnet",
 }
+#: the datasets of the convolutional networks (run when their files are present and the
+#: profile asks for them: ``conv_sweeps`` of the notebook)
+CONV_DATASETS: tuple[str, ...] = ("cifar10", "imagenette")
+#: the kernel granularities the thesis compares per network (its tables "Scale factor
+#: granularity"; the ResNet: "four scenarios ... the same approach" as the CNN)
+THESIS_GRANULARITIES: dict[str, tuple[str, ...]] = {
+    "mlp": ("row", "column", "scalar"),
+    "cnn": ("channel", "row", "column", "scalar"),
+    "resnet": ("channel", "row", "column", "scalar"),
+}
+#: the loss terms' kernel granularity on the CNN and the ResNet (the thesis's choice for
+#: CIFAR-10, section 4.3.2, and the granularity of its compression rows for both)
+CONV_TERM_GRANULARITY = "channel"
+#: the options of a ``conv_sweeps`` mapping besides configuration keys (which override the
+#: published settings, e.g. ``epochs`` or ``image_size``)
+CONV_SWEEP_OPTIONS: tuple[str, ...] = (
+    "thresholds",
+    "rates",
+    "thesis_terms",
+    "granularities",
+    "term_granularities",
+    "post_training_terms",
+    "seeds",
+)
+
+
+def thesis_settings(arch: str) -> dict[str, Any]:
+    """The published optimisation settings of one thesis network (table "Network settings").
+
+    Adam, the network's learning rate and batch size, random-normal weights and biases, seed
+    42, and -- for the ResNet only -- ``lr_steps`` (the Imagenette decay: ×0.5 at epoch 40,
+    ×0.2 at epoch 60, the factors cumulative as in the thesis's implementation, so the rate is
+    1e-5 from epoch 60 on; :func:`companion.engine.config.lr_at`). Networks without steps get
+    no ``lr_steps`` key, so their configurations hash as before the key existed.
+    """
+    if arch not in regimes.THESIS:
+        raise ValueError(
+            f"unknown thesis network {arch!r}; allowed: "
+            f"{', '.join(map(repr, regimes.THESIS))}"
+        )
+    t = regimes.THESIS[arch]
+    out: dict[str, Any] = {
+        "optimizer": "adam",
+        "lr": t.lr,
+        "batch_size": t.batch_size,
+        "weight_init": "random_normal",
+        "seed": 42,
+    }
+    if t.lr_steps:
+        out["lr_steps"] = [[e, f] for e, f in t.lr_steps]
+    return out
+
+
+#: the thesis's MNIST training settings (table "Network settings" and section 4.1)
+THESIS_SETTINGS: dict[str, Any] = thesis_settings("mlp")
 #: training steps of the thesis's MNIST runs: 20 epochs x 60,000 images / batch 32 = 37,500
 THESIS_STEPS = regimes.steps_per_run(
     regimes.TRAIN_SPLIT_SIZES["mnist"],
@@ -129,38 +196,43 @@ def thesis_configs(
     sgd_thresholds: Sequence[float] = (),
     post_training_terms: Sequence[str] = (),
     seeds: Sequence[int] = (42,),
+    term_granularities: Sequence[str] = ("row",),
 ) -> dict[str, list[dict[str, Any]]]:
     """The configurations of the thesis-setting runs of one dataset, by part.
 
     Parts: ``fp32`` (the reference, also the post-training parent), ``nested`` (λ x
     granularity from scratch), ``post_training`` (λ x ``post_training_granularities``,
     starting from the FP32 reference trained as long), ``loss_terms`` (each term of
-    :data:`LOSS_TERMS` x ``rates`` with row scales, plus scalar scales with the inverse
-    term at ``scalar_inverse_rates``; the ``post_training_terms`` at ``rates`` also from the
-    FP32 network) and ``sgd`` (row-wise nested at ``sgd_thresholds`` trained with SGD
-    instead of Adam).
+    :data:`LOSS_TERMS` x ``rates`` x ``term_granularities`` (row scales by default), plus
+    scalar scales with the inverse term at ``scalar_inverse_rates``; the
+    ``post_training_terms`` at ``rates`` also from the FP32 network) and ``sgd`` (row-wise
+    nested at ``sgd_thresholds`` trained with SGD instead of Adam).
 
     Arguments:
         base: the shared configuration (dataset, arch, limits, epochs and
             :data:`THESIS_SETTINGS`).
         thresholds, granularities: the nested grid.
         post_training_granularities: granularities also run from the FP32 network.
-        terms, rates: the loss-term grid (row scales).
+        terms, rates: the loss-term grid.
         scalar_inverse_rates: rates of the scalar-scale inverse-term runs.
         sgd_thresholds: thresholds of the SGD runs (none: no SGD part).
-        post_training_terms: loss terms also run post-training (row scales, ``rates``).
+        post_training_terms: loss terms also run post-training (``term_granularities``,
+            ``rates``).
         seeds: seeds of every part.
+        term_granularities: kernel granularities of the loss-term grid.
     """
     analysis.check_granularities(granularities, "granularities")
     analysis.check_granularities(
         post_training_granularities, "post_training_granularities"
     )
+    analysis.check_granularities(term_granularities, "term_granularities")
     nested = {**base, "flavour": "nested", "mode": "from_scratch"}
     seed_axis = {"seed": list(seeds)}
     post = {**nested, **_post_keys(base)}
     terms_row = [
-        {**base, **_term_config(t, r), "kernel_granularity": "row"}
+        {**base, **_term_config(t, r), "kernel_granularity": g}
         for t in terms
+        for g in term_granularities
         for r in rates
     ]
     scalar_inverse = [
@@ -168,8 +240,9 @@ def thesis_configs(
         for r in scalar_inverse_rates
     ]
     terms_post = [
-        {**base, **_term_config(t, r), "kernel_granularity": "row", **_post_keys(base)}
+        {**base, **_term_config(t, r), "kernel_granularity": g, **_post_keys(base)}
         for t in post_training_terms
+        for g in term_granularities
         for r in rates
     ]
     sgd = {**nested, "optimizer": "sgd", "kernel_granularity": "row"}
@@ -199,6 +272,84 @@ def thesis_configs(
         "sgd": analysis.grid(sgd, {"threshold": list(sgd_thresholds), **seed_axis})
         if sgd_thresholds
         else [],
+    }
+
+
+def conv_configs(
+    dataset: str, sweeps: Mapping[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """The thesis-setting runs of the CNN (CIFAR-10) or the ResNet (Imagenette), by part.
+
+    The network's published settings (:func:`thesis_settings`, its published epochs; the
+    FP32 parent of the post-training runs trains as long, with the same learning-rate steps),
+    the full training and test splits, a tenth of the training images held out for
+    validation, and the parts of :func:`thesis_configs`: FP32, the nested λ grid over the
+    thesis's four kernel granularities (:data:`THESIS_GRANULARITIES`) from scratch and
+    post-training, and the loss terms with :data:`CONV_TERM_GRANULARITY` scales. No SGD or
+    scalar-inverse runs.
+
+    Arguments:
+        dataset: ``"cifar10"`` or ``"imagenette"`` (:data:`CONV_DATASETS`).
+        sweeps: ``thresholds`` and ``rates`` (required), optional ``thesis_terms`` (default:
+            all of :data:`LOSS_TERMS`), ``granularities``, ``term_granularities``,
+            ``post_training_terms`` (default: none) and ``seeds`` (default: 42), and any
+            run-configuration keys, which override the published settings (e.g. ``epochs``).
+    """
+    from companion.engine.config import SCHEMA
+
+    if dataset not in CONV_DATASETS:
+        raise ValueError(
+            f"unknown convolutional dataset {dataset!r}; allowed: "
+            f"{', '.join(map(repr, CONV_DATASETS))}"
+        )
+    unknown = sorted(set(sweeps) - set(CONV_SWEEP_OPTIONS) - set(SCHEMA))
+    missing = [k for k in ("thresholds", "rates") if k not in sweeps]
+    if unknown or missing:
+        raise ValueError(
+            f"conv_sweeps {dict(sweeps)!r}: unknown key(s) {unknown}, missing {missing}; "
+            f"allowed: {', '.join(CONV_SWEEP_OPTIONS)} and configuration keys, with "
+            "thresholds and rates, e.g. {thresholds: [0.0, 1.0e-11], rates: [1.0e-10]}"
+        )
+    arch = THESIS_ARCHS[dataset]
+    base = {
+        "dataset": dataset,
+        "arch": arch,
+        "train_limit": None,
+        "test_limit": None,
+        "validation_fraction": 0.1,
+        "epochs": regimes.THESIS[arch].epochs,
+        **thesis_settings(arch),
+        **{k: v for k, v in sweeps.items() if k in SCHEMA},
+    }
+    granularities = list(sweeps.get("granularities", THESIS_GRANULARITIES[arch]))
+    return thesis_configs(
+        base,
+        thresholds=sweeps["thresholds"],
+        granularities=granularities,
+        post_training_granularities=granularities,
+        terms=sweeps.get("thesis_terms", list(LOSS_TERMS)),
+        rates=sweeps["rates"],
+        scalar_inverse_rates=[],
+        post_training_terms=sweeps.get("post_training_terms", []),
+        seeds=sweeps.get("seeds", [THESIS_SETTINGS["seed"]]),
+        term_granularities=sweeps.get("term_granularities", [CONV_TERM_GRANULARITY]),
+    )
+
+
+def conv_sweep_configs(
+    sweeps: Mapping[str, Any] | None, present: Mapping[str, bool]
+) -> dict[str, list[dict[str, Any]]]:
+    """Dataset -> every configuration of :func:`conv_configs`, for each present dataset.
+
+    ``sweeps`` ``None`` (the ``smoke`` and ``cpu`` profiles) or a dataset whose files are
+    absent (``present``) gives nothing: its claims stay "not run".
+    """
+    if not sweeps:
+        return {}
+    return {
+        d: [c for part in conv_configs(d, sweeps).values() for c in part]
+        for d in CONV_DATASETS
+        if present.get(d, False)
     }
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "config_hash",
     "canonical_json",
     "parent_config",
+    "lr_at",
     "applies",
     "describe",
 ]
@@ -146,10 +147,20 @@ class Field:
             choices = self.choices() if callable(self.choices) else self.choices
             text = ", ".join(map(repr, choices))
         else:
-            text = f"{'a boolean' if self.kind == 'bool' else 'an integer' if self.kind == 'int' else 'a number' if self.kind == 'float' else 'a string'}"
+            text = _KIND_WORDS[self.kind]
             if self.rule:
                 text += f" {self.rule}"
         return text + (" or None" if self.optional else "")
+
+
+#: what each :attr:`Field.kind` accepts, in words
+_KIND_WORDS = {
+    "bool": "a boolean",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "steps": "a list of [epoch, factor] pairs",
+}
 
 
 def _finite_ge(lo: float) -> Callable[[Any], bool]:
@@ -166,6 +177,17 @@ def _bits(v: int) -> bool:
 
 def _fraction_below_half(v: float) -> bool:
     return math.isfinite(v) and 0.0 <= v < 0.5
+
+
+def _lr_steps_ok(steps: list[list[Any]]) -> bool:
+    """Epochs >= 1 and strictly increasing, factors finite and > 0."""
+    epochs = [e for e, _ in steps]
+    increasing = all(a < b for a, b in zip(epochs, epochs[1:], strict=False))
+    return (
+        epochs[0] >= 1
+        and increasing
+        and all(math.isfinite(f) and f > 0 for _, f in steps)
+    )
 
 
 _FIELDS = [
@@ -271,6 +293,22 @@ _FIELDS = [
         "learning rate (thesis: 1e-4)",
         check=_finite_gt(0.0),
         rule="> 0",
+    ),
+    Field(
+        "lr_steps",
+        "steps",
+        None,
+        "learning-rate steps [[E, f], ...]: from epoch E on (after E epochs, Keras's 0-based "
+        "epoch index E) the rate is multiplied by f, cumulatively (lr_at); the thesis's "
+        "Imagenette [[40, 0.5], [60, 0.2]] trains at 1e-4, from epoch 40 at 5e-5, from 60 at "
+        "1e-5; the FP32 parent of a post_training/ptq run trains with the same steps; a step "
+        "at or after the last epoch has no effect; None or []: a constant rate",
+        optional=True,
+        check=_lr_steps_ok,
+        rule="with epochs (integers >= 1) strictly increasing and factors > 0",
+        fix="write e.g. [[40, 0.5], [60, 0.2]] (epoch, factor) with epochs in increasing "
+        "order and positive factors (a change at epoch 0 is a different lr: set lr), "
+        "or leave the key out for a constant learning rate",
     ),
     Field(
         "pretrain_lr",
@@ -462,7 +500,42 @@ def _coerce(field: Field, value: Any) -> Any:
         if isinstance(value, str):
             return value
         raise _type_error(field, value)
+    if kind == "steps":
+        return _coerce_steps(field, value)
     raise AssertionError(kind)  # pragma: no cover
+
+
+def _coerce_steps(field: Field, value: Any) -> list[list[Any]] | None:
+    """``[[epoch, factor], ...]`` as plain ``[int, float]`` pairs; an empty list is ``None``.
+
+    Lists or tuples of pairs are accepted (an epoch given as an integral float, e.g. ``40.0``
+    from a YAML or pandas round trip, becomes an ``int``); anything else raises the key's
+    type error with an example.
+    """
+
+    def bad() -> ValueError:
+        err = _type_error(field, value)
+        return ValueError(
+            f"{err} -- each step is a pair [epoch, factor], e.g. [[40, 0.5], [60, 0.2]]"
+        )
+
+    if not isinstance(value, (list, tuple)):
+        raise bad()
+    steps = []
+    for pair in value:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise bad()
+        epoch, factor = pair
+        if isinstance(epoch, (bool, np.bool_)) or isinstance(factor, (bool, np.bool_)):
+            raise bad()
+        if isinstance(epoch, (float, np.floating)) and float(epoch).is_integer():
+            epoch = int(epoch)
+        if not isinstance(epoch, (int, np.integer)) or not isinstance(
+            factor, (int, float, np.integer, np.floating)
+        ):
+            raise bad()
+        steps.append([int(epoch), float(factor)])
+    return steps or None
 
 
 def _check_value(field: Field, value: Any) -> None:
@@ -690,6 +763,29 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
             )
 
 
+def lr_at(lr: float, lr_steps: list[list[Any]] | None, epoch: int) -> float:
+    """The learning rate of (0-based) epoch ``epoch`` under ``lr_steps``.
+
+    :math:`\\eta_e = \\eta \\prod_{(E, f) \\in \\text{steps},\\, E \\le e} f`: each step multiplies the
+    rate in force, so the factors are cumulative, as in the thesis's implementation (its Keras
+    scheduler returns ``lr * 0.5`` at epoch 40 and ``lr * 0.2`` at epoch 60, ``lr`` being the
+    current rate): the thesis's Imagenette ``[[40, 0.5], [60, 0.2]]`` trains epochs 0-39 at
+    1e-4, 40-59 at 5e-5 and 60-99 at 1e-5. (The thesis's text, "decays by 0.5 at epoch 40 and
+    by 0.2 at epoch 60", leaves it open; the implementation decides.) Epochs count as Keras
+    counts them, from 0, so ``E`` is the number of epochs trained before the change.
+
+    Arguments:
+        lr: the rate at the start (``lr`` of the configuration).
+        lr_steps: validated ``[[E, f], ...]`` (:data:`SCHEMA`), or ``None`` for a constant rate.
+        epoch: 0-based epoch index.
+    """
+    rate = float(lr)
+    for step_epoch, factor in lr_steps or ():
+        if step_epoch <= epoch:
+            rate *= factor
+    return rate
+
+
 # --------------------------------------------------------------------------------------------
 # hash and derived configurations
 
@@ -699,11 +795,26 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
+#: keys added to :data:`SCHEMA` after results were stored: left out of the hashed payload while
+#: they hold their default (``None``), so every configuration that existed before keeps its hash
+#: (and its stored runs); a non-default value is hashed like any other key
+_HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("lr_steps",)
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION)."""
+    """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION).
+
+    Keys of :data:`_HASHED_UNLESS_DEFAULT` (``lr_steps``) are left out of the payload while they
+    hold their default, so adding them changed no existing hash.
+    """
     cfg = validate_config(config)
+    hashed = {
+        k: v
+        for k, v in cfg.items()
+        if not (k in _HASHED_UNLESS_DEFAULT and v == SCHEMA[k].default)
+    }
     payload = canonical_json(
-        {"config": cfg, "lqs": lqs.__version__, "code": CODE_VERSION}
+        {"config": hashed, "lqs": lqs.__version__, "code": CODE_VERSION}
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
@@ -714,6 +825,7 @@ _PARENT_KEYS = (
     "arch",
     "l2",
     "optimizer",
+    "lr_steps",
     "weight_init",
     "batch_size",
     "seed",
@@ -730,7 +842,10 @@ def parent_config(config: dict[str, Any]) -> dict[str, Any]:
 
     Keeps the data, network, optimiser and seed keys -- ``seed``, ``train_limit`` and
     ``validation_fraction`` among them, so the parent trains on exactly the child's training images
-    and never on its validation split; ``epochs = pretrain_epochs``,
+    and never on its validation split; ``lr_steps`` too, so the parent trains with the child's
+    learning-rate steps (the thesis's Imagenette post-training starts from the FP32 network
+    trained with its decay, and the child restarts at ``lr`` with the same steps);
+    ``epochs = pretrain_epochs``,
     ``lr = pretrain_lr or lr``; every quantization key back to its default, so all post-training
     runs of a sweep (thresholds, rates, bits, granularities ...) share one cached parent.
     """

@@ -85,11 +85,15 @@ THREADS = 1
 MAX_RETRIES = 2
 #: Ray settings: no usage statistics; no task events (they feed the dashboard, which is off);
 #: no stack trace printed on SIGTERM (Jupyter terminates a kernel that takes more than 2.5 s to
-#: exit, and shutting Ray down takes 1-2 s of that: the notebook is complete by then)
+#: exit, and shutting Ray down takes 1-2 s of that: the notebook is complete by then); workers at
+#: the driver's priority (Ray's default raises their niceness by 15, so on a shared machine a
+#: sweep yielded to every other job, which the serial executor does not: `nice make ...` still
+#: lowers both). A value already in the environment wins.
 _RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_task_events_report_interval_ms": "0",
     "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",
+    "RAY_worker_niceness": "0",
 }
 #: seconds between two looks for Ctrl-C while waiting for Ray tasks
 _SIGNAL_POLL = 0.5

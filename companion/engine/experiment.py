@@ -31,7 +31,8 @@ What one run does (flavours and modes: :mod:`companion.engine.config`):
    post-training runs of a sweep share it), loads its saved model and copies its weights
    (:func:`lqs.models.copy_float_weights`). ``loss_terms`` wraps the network with
    :func:`lqs.losses.with_loss_terms`.
-4. Training: Adam (or SGD with momentum 0.9) with ``lr``, sparse categorical cross-entropy,
+4. Training: Adam (or SGD with momentum 0.9) with ``lr`` (changed at epoch boundaries by
+   ``lr_steps``, :func:`companion.engine.config.lr_at`), sparse categorical cross-entropy,
    accuracy, :data:`STEPS_PER_EXECUTION` batches per call;
    ``fit(batch_size, epochs, shuffle=True, validation_data=validation split)`` (none without a
    split). The Keras ``loss`` includes L2 and loss-term penalties. A callback records, per epoch
@@ -79,6 +80,7 @@ from companion.engine.config import (
     CODE_VERSION,
     KEYS,
     config_hash,
+    lr_at,
     parent_config,
     validate_config,
 )
@@ -698,7 +700,7 @@ def _fit(
         shuffle=True,
         validation_data=(val[0], val[1]) if val is not None else None,
         verbose=verbose,
-        callbacks=[stats],
+        callbacks=[*_lr_schedule(cfg), stats],
     )
     train_seconds = time.perf_counter() - t0
     history = stats.frame()
@@ -707,6 +709,21 @@ def _fit(
     return _Trained(
         model, network, history, te_eval, val_eval, train_seconds, cfg["epochs"], t0
     )
+
+
+def _lr_schedule(cfg: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
+    """The learning-rate steps of ``cfg`` as a Keras callback (none without ``lr_steps``).
+
+    It sets the rate of every epoch to :func:`companion.engine.config.lr_at` at the epoch's
+    start, and logs it (history column ``learning_rate``); it comes before
+    :class:`EpochStats`, which reads the logs. Without steps no callback runs, so such a run
+    trains exactly as before the key existed.
+    """
+    steps = cfg["lr_steps"]
+    if not steps:
+        return []
+    base = float(cfg["lr"])
+    return [keras.callbacks.LearningRateScheduler(lambda e, _lr: lr_at(base, steps, e))]
 
 
 def _best_epoch(history: pd.DataFrame, epochs_trained: int) -> tuple[int, float] | None:

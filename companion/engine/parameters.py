@@ -184,6 +184,7 @@ def rules() -> dict[str, Rule]:
     from companion.chapters.analysis import SETUP_OPTIONS
     from companion.chapters.corruptions import CORRUPTIONS, SEVERITIES
     from companion.chapters.qgen import EXTRA_MODELS, WEIGHTS_MODES
+    from companion.chapters.thesis import CONV_SWEEP_OPTIONS
     from companion.chapters.thesis import LOSS_TERMS as THESIS_TERMS
     from companion.data import DATASETS
     from lqs.generalization import FLATNESS_CRITERIA
@@ -264,6 +265,7 @@ def rules() -> dict[str, Rule]:
                 "granularities",
                 "nested_granularities",
                 "post_training_granularities",
+                "term_granularities",
                 "granularity",
                 "conv_kernel_granularity",
                 "weight_granularity",
@@ -302,6 +304,9 @@ def rules() -> dict[str, Rule]:
         "steps": _count(1),
         "full_size": _config_mapping(
             "full_size", options=("thresholds",), need=("dataset",)
+        ),
+        "conv_sweeps": _config_mapping(
+            "conv_sweeps", options=CONV_SWEEP_OPTIONS, need=("thresholds", "rates")
         ),
         **dict.fromkeys(
             ("ptq_granularities", "qat_granularities"),
