@@ -44,9 +44,25 @@ def test_epochs_for_steps_rounds_to_the_nearest_epoch():
         TH.epochs_for_steps(0, 8000, 0.1, 32)
 
 
+def test_validation_cadence_follows_the_thesis_steps_between_validations():
+    assert TH.THESIS_VALIDATION_STEPS == 1875  # 60,000 / 32
+    assert TH.validation_cadence(225) == 8  # MNIST 10k subset: every 1,800 steps
+    assert TH.validation_cadence(1688) == 1  # complete training set: every epoch
+    assert TH.validation_cadence(1) == 1875
+    with pytest.raises(ValueError, match="steps_per_epoch_=0"):
+        TH.validation_cadence(0)
+
+
 def _thesis_base() -> dict:
+    # validation_every as thesis_base sets it on the MNIST subset: the FP32 reference must
+    # still be the post-training runs' parent
     return dict(
-        dataset="mnist", arch="mlp", epochs=3, train_limit=400, **TH.THESIS_SETTINGS
+        dataset="mnist",
+        arch="mlp",
+        epochs=3,
+        train_limit=400,
+        validation_every=8,
+        **TH.THESIS_SETTINGS,
     )
 
 
@@ -378,7 +394,13 @@ def test_n3_counts_epochs_below_both_references():
         loss[1:4] = 0.6  # 3 of 10 epochs above: 70 % below
         histories[h] = pd.DataFrame({"val_loss": loss})
     text, verdict = C.n3(s, histories)
-    assert "row 70 % of epochs" in text and verdict == "partly"
+    assert "row 70 % of validated epochs" in text and verdict == "partly"
+    # validated every 2nd epoch (validation_every = 2): only epochs 2, 4, ..., 10 count,
+    # and of those only epoch 2 is above -> 80 % below
+    for history in histories.values():
+        history.loc[history.index % 2 == 1, "val_loss"] = np.nan
+    text, verdict = C.n3(s, histories)
+    assert "row 80 % of validated epochs" in text and verdict == "partly"
     for h in s.loc[(s["kind"] == "nested") & (s["threshold"] == 1e-10), "hash"]:
         histories[h] = pd.DataFrame({"val_loss": np.full(epochs + 1, 0.4)})
     assert C.n3(s, histories)[1] == "reproduced"

@@ -178,6 +178,19 @@ def test_bad_lr_steps_are_refused_with_the_fix(value, words):
         assert "[[40, 0.5], [60, 0.2]]" in msg  # an example of what to write
 
 
+@pytest.mark.parametrize("cfg,expected", PINNED)
+def test_validation_every_default_leaves_every_pinned_hash_unchanged(cfg, expected):
+    assert config_hash({**cfg, "validation_every": 1}) == expected
+    assert config_hash({**cfg, "validation_every": 8}) != expected
+
+
+def test_validation_every_is_checked_and_inherited_by_the_parent():
+    with pytest.raises(ValueError, match="validation_every"):
+        validate_config({"validation_every": 0})
+    child = {"mode": "post_training", "validation_every": 8}
+    assert config.parent_config(child)["validation_every"] == 8
+
+
 def test_lr_steps_is_documented():
     row = next(line for line in config.describe().splitlines() if "`lr_steps`" in line)
     assert "cumulatively" in row and "[[40, 0.5], [60, 0.2]]" in row

@@ -317,9 +317,10 @@ def test_hash_format_and_stability():
         config_hash({"epochs": 3, "lr": 0.001, "arch": "mlp", "seed": 0}) == h
     )  # explicit defaults
     # independent reference: sha256 of the sorted, compact JSON of config + versions (no Python
-    # hash()); lr_steps, added later, is left out while it holds its default (None)
+    # hash()); lr_steps and validation_every, added later, are left out while they hold their
+    # defaults (None, 1)
     cfg = validate_config({"epochs": 3, "lr": 1e-3})
-    assert cfg.pop("lr_steps") is None
+    assert cfg.pop("lr_steps") is None and cfg.pop("validation_every") == 1
     payload = {
         "config": cfg,
         "lqs": lqs.__version__,
@@ -365,6 +366,7 @@ _SENSITIVITY = {
     "seed": ({}, 1),
     "train_limit": ({}, 1000),
     "validation_fraction": ({}, 0.2),
+    "validation_every": ({}, 8),
     "test_limit": ({}, 1000),
     "image_size": ({}, 32),
     "rate_inverse": ({"flavour": "loss_terms"}, 1e-6),
@@ -638,6 +640,23 @@ def test_lr_steps_change_the_rate_at_epoch_boundaries(env):
     rates = experiment.load_history(halved)["learning_rate"].to_numpy()[1:]
     np.testing.assert_allclose(rates, [1e-2, 5e-3], rtol=1e-6)
     assert halved["train_loss"] != plain["train_loss"]
+
+
+def test_validation_every_skips_validations_and_changes_no_trained_number(env):
+    every = experiment.run({**TINY, "epochs": 3})
+    sparse = experiment.run({**TINY, "epochs": 3, "validation_every": 2})
+    assert sparse["config_hash"] != every["config_hash"] and len(env.calls) == 2
+    for key in ("train_loss", "test_loss", "val_loss", "val_accuracy", "test_accuracy"):
+        assert sparse[key] == every[key], key
+    for x, y in zip(
+        _weights(sparse["config_hash"]), _weights(every["config_hash"]), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    full = experiment.load_history(every)["val_loss"].to_numpy()
+    some = experiment.load_history(sparse)["val_loss"].to_numpy()
+    # validated after epoch 2 only (Keras validation_freq); the other rows are empty
+    assert np.isnan(some[[1, 3]]).all() and some[2] == full[2]
+    assert sparse["best_epoch"] == 2
 
 
 def test_post_training_parent_trains_with_the_lr_steps(env):

@@ -41,6 +41,7 @@ __all__ = [
     "CONV_SWEEP_OPTIONS",
     "THESIS_SETTINGS",
     "THESIS_STEPS",
+    "THESIS_VALIDATION_STEPS",
     "LOSS_TERMS",
     "thesis_settings",
     "steps_per_epoch",
@@ -49,6 +50,7 @@ __all__ = [
     "conv_configs",
     "conv_sweep_configs",
     "dataset_train_size",
+    "validation_cadence",
     "thesis_base",
     "setting_words",
     "front_table",
@@ -121,6 +123,11 @@ THESIS_STEPS = regimes.steps_per_run(
     regimes.TRAIN_SPLIT_SIZES["mnist"],
     regimes.THESIS["mlp"].epochs,
     regimes.THESIS["mlp"].batch_size,
+)
+#: optimizer steps between two validations in the thesis's MNIST runs: one epoch of 60,000
+#: images at batch 32 (its curves are per epoch); :func:`thesis_base` validates as often
+THESIS_VALIDATION_STEPS = regimes.steps_per_run(
+    regimes.TRAIN_SPLIT_SIZES["mnist"], 1, regimes.THESIS["mlp"].batch_size
 )
 #: the thesis's loss-term names -> the configuration's rate key (and deviation form)
 LOSS_TERMS: dict[str, dict[str, Any]] = {
@@ -361,6 +368,20 @@ def dataset_train_size(dataset: str, train_limit: int | None) -> int:
     return len(y)
 
 
+def validation_cadence(steps_per_epoch_: int) -> int:
+    """``validation_every`` that validates about every :data:`THESIS_VALIDATION_STEPS` steps.
+
+    :math:`\\max(1, \\operatorname{round}(1875 / \\text{steps per epoch}))`: 8 for the 225-step
+    epochs of the MNIST 10k subset (every 1,800 steps), 1 for a complete training set.
+    """
+    if steps_per_epoch_ < 1:
+        raise ValueError(
+            f"steps_per_epoch_={steps_per_epoch_!r} must be >= 1; pass the optimizer steps "
+            "of one epoch (steps_per_epoch)"
+        )
+    return max(1, round(THESIS_VALIDATION_STEPS / steps_per_epoch_))
+
+
 def thesis_base(
     dataset: str,
     *,
@@ -371,17 +392,26 @@ def thesis_base(
 ) -> dict[str, Any]:
     """The MLP configuration at :data:`THESIS_SETTINGS` trained for about ``steps`` steps.
 
-    The epochs are :func:`epochs_for_steps` on the dataset's training images.
+    The epochs are :func:`epochs_for_steps` on the dataset's training images. Validation runs
+    about as often in steps as in the thesis (every :data:`THESIS_VALIDATION_STEPS` = 1,875
+    steps, one of its epochs): every ``max(1, round(1875 / steps per epoch))`` epochs, e.g.
+    every 8th epoch of 225 steps on the MNIST 10k subset, every epoch of a complete training
+    set (:func:`validation_cadence`, at most the epoch count, so a short run validates at
+    least after its last epoch; the final validation metrics are the same either way).
     """
     n_train = dataset_train_size(dataset, train_limit)
     batch = THESIS_SETTINGS["batch_size"]
+    per_epoch = steps_per_epoch(n_train, validation_fraction, batch)
+    epochs = epochs_for_steps(steps, n_train, validation_fraction, batch)
     return {
         "dataset": dataset,
         "arch": "mlp",
         "train_limit": train_limit,
         "test_limit": test_limit,
         "validation_fraction": validation_fraction,
-        "epochs": epochs_for_steps(steps, n_train, validation_fraction, batch),
+        "epochs": epochs,
+        # at least the last epoch validates in short (smoke) runs
+        "validation_every": min(validation_cadence(per_epoch), epochs),
         **THESIS_SETTINGS,
     }
 

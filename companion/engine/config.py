@@ -393,6 +393,18 @@ _FIELDS = [
         "leave the key out), or 0 for no validation split",
     ),
     Field(
+        "validation_every",
+        "int",
+        1,
+        "validate on the split every N epochs during training (Keras validation_freq: after "
+        "epochs N, 2N, ...); the other epochs' history rows have no val_* values; the final "
+        "validation and test metrics and training are the same for every N; 1 (the default): "
+        "every epoch",
+        check=lambda v: v >= 1,
+        rule=">= 1",
+        fix="give a whole number of epochs, e.g. 8, or leave the key out to validate every epoch",
+    ),
+    Field(
         "test_limit",
         "int",
         None,
@@ -798,13 +810,13 @@ def canonical_json(obj: Any) -> str:
 #: keys added to :data:`SCHEMA` after results were stored: left out of the hashed payload while
 #: they hold their default (``None``), so every configuration that existed before keeps its hash
 #: (and its stored runs); a non-default value is hashed like any other key
-_HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("lr_steps",)
+_HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("lr_steps", "validation_every")
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION).
 
-    Keys of :data:`_HASHED_UNLESS_DEFAULT` (``lr_steps``) are left out of the payload while they
+    Keys of :data:`_HASHED_UNLESS_DEFAULT` (``lr_steps``, ``validation_every``) are left out of the payload while they
     hold their default, so adding them changed no existing hash.
     """
     cfg = validate_config(config)
@@ -831,6 +843,7 @@ _PARENT_KEYS = (
     "seed",
     "train_limit",
     "validation_fraction",
+    "validation_every",
     "test_limit",
     "image_size",
     "deterministic",
@@ -845,6 +858,8 @@ def parent_config(config: dict[str, Any]) -> dict[str, Any]:
     and never on its validation split; ``lr_steps`` too, so the parent trains with the child's
     learning-rate steps (the thesis's Imagenette post-training starts from the FP32 network
     trained with its decay, and the child restarts at ``lr`` with the same steps);
+    ``validation_every`` too (it changes no trained number), so a sweep's FP32 reference is
+    the parent of its post-training runs;
     ``epochs = pretrain_epochs``,
     ``lr = pretrain_lr or lr``; every quantization key back to its default, so all post-training
     runs of a sweep (thresholds, rates, bits, granularities ...) share one cached parent.

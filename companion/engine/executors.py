@@ -509,8 +509,11 @@ def _start_ray(workers: int, address: str | None) -> None:
     common = dict(log_to_driver=False, logging_level=logging.ERROR)
     if not address:
         # local workers inherit this environment (so the workers Ray starts with the instance
-        # already have the pinned threads); this process's TensorFlow gets the same pins
+        # already have the pinned threads and Ray's settings, even when Ray was imported
+        # before _ray() could set them); this process's TensorFlow gets the same pins
         os.environ.update(_THREAD_ENV)
+        for key, value in _RAY_ENV.items():
+            os.environ.setdefault(key, value)
         ray.init(address="local", num_cpus=workers, include_dashboard=False, **common)
     else:  # a cluster's nodes get the settings and the code with the job
         import companion  # only for their folders (lqs imports TensorFlow: not at the top)

@@ -35,7 +35,7 @@ What one run does (flavours and modes: :mod:`companion.engine.config`):
    ``lr_steps``, :func:`companion.engine.config.lr_at`), sparse categorical cross-entropy,
    accuracy, :data:`STEPS_PER_EXECUTION` batches per call;
    ``fit(batch_size, epochs, shuffle=True, validation_data=validation split)`` (none without a
-   split). The Keras ``loss`` includes L2 and loss-term penalties. A callback records, per epoch
+   split; every ``validation_every`` epochs, Keras's ``validation_freq``). The Keras ``loss`` includes L2 and loss-term penalties. A callback records, per epoch
    (epoch 0 = before training), the Keras metrics -- its ``val_*`` columns are the validation split,
    never the test set -- and, per quantized parameter, the scale mean/min/max, max|P_q|, the number
    of unique P_q values and the bit widths (:func:`lqs.memory.tensor_bits`).
@@ -699,6 +699,7 @@ def _fit(
         epochs=cfg["epochs"],
         shuffle=True,
         validation_data=(val[0], val[1]) if val is not None else None,
+        validation_freq=cfg["validation_every"],
         verbose=verbose,
         callbacks=[*_lr_schedule(cfg), stats],
     )
