@@ -808,16 +808,17 @@ def canonical_json(obj: Any) -> str:
 
 
 #: keys added to :data:`SCHEMA` after results were stored: left out of the hashed payload while
-#: they hold their default (``None``), so every configuration that existed before keeps its hash
-#: (and its stored runs); a non-default value is hashed like any other key
+#: they hold their default (``lr_steps`` None, ``validation_every`` 1), so every configuration
+#: that existed before keeps its hash (and its stored runs); a non-default value is hashed like
+#: any other key
 _HASHED_UNLESS_DEFAULT: tuple[str, ...] = ("lr_steps", "validation_every")
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """First 16 hex digits of sha256(canonical JSON of the validated config, lqs.__version__, CODE_VERSION).
 
-    Keys of :data:`_HASHED_UNLESS_DEFAULT` (``lr_steps``, ``validation_every``) are left out of the payload while they
-    hold their default, so adding them changed no existing hash.
+    Keys of :data:`_HASHED_UNLESS_DEFAULT` (``lr_steps``, ``validation_every``) are left out
+    of the payload while they hold their default, so adding them changed no existing hash.
     """
     cfg = validate_config(config)
     hashed = {
