@@ -563,8 +563,13 @@ def _sweep(s: pd.DataFrame, kind: str, granularity: str, mode: str = "from_scrat
     return rows.sort_values(col), col
 
 
+def _matches(values: Any, value: float) -> Any:
+    """Where ``values`` equal the swept ``value`` (λ or γ) up to float round-off (rel. 1e-9)."""
+    return np.isclose(np.asarray(values, dtype=float), value, rtol=1e-9, atol=0)
+
+
 def _at(sweep: pd.DataFrame, col: str, value: float) -> pd.Series | None:
-    hit = sweep[np.isclose(sweep[col].astype(float), value, rtol=1e-9, atol=0)]
+    hit = sweep[_matches(sweep[col], value)]
     return None if hit.empty else hit.iloc[0]
 
 
@@ -636,7 +641,7 @@ def _range_bits(lo: float, hi: float) -> float:
 
 
 def _same(a: float, b: float) -> bool:
-    return bool(np.isclose(a, b, rtol=1e-9, atol=0))
+    return bool(_matches(a, b))
 
 
 def _points_text(points: Mapping[str, pd.Series | None], col: str) -> str:
@@ -695,9 +700,8 @@ def n3(s: pd.DataFrame, histories: Mapping[str, pd.DataFrame]) -> tuple[str, str
         n = min(len(ref), *(len(x) for x in losses))
         a, b, r = losses[0][:n], losses[1][:n], ref[:n]
         seen = np.isfinite(a) & np.isfinite(b) & np.isfinite(r)
-        below = (a < r) & (a < b)
-        shares[g] = float(below[seen].mean()) if seen.any() else np.nan
-    shares = {g: v for g, v in shares.items() if np.isfinite(v)}
+        if seen.any():
+            shares[g] = float(((a < r) & (a < b))[seen].mean())
     if not shares:
         return "no runs at λ = 0 and 1e-10", NOT_RUN_PROFILE
     text = ", ".join(
@@ -976,7 +980,7 @@ def _equivalent_to_scalar(
     rows = []
     for g, p in points.items():
         sweep, col = _sweep(s, "nested", g, mode)
-        at = sweep[np.isclose(sweep[col].astype(float), p[col], rtol=1e-9, atol=0)]
+        at = sweep[_matches(sweep[col], p[col])]
         rows += [
             {"granularity": g, "seed": r["seed"], "test_accuracy": r["test_accuracy"]}
             for r in at.to_dict("records")

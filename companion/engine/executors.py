@@ -484,13 +484,18 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _set_ray_env() -> None:
+    """:data:`_RAY_ENV` into this process's environment (a value already there wins)."""
+    for key, value in _RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def _ray():
     # Ray is optional (only this executor needs it) and slow to import: imported on first use
     if "ray" not in sys.modules:
         import warnings
 
-        for key, value in _RAY_ENV.items():  # read when Ray is imported
-            os.environ.setdefault(key, value)
+        _set_ray_env()  # read when Ray is imported
 
         # imported in a notebook kernel, Ray says ipywidgets is missing (an INFO log) and
         # tqdm warns about IProgress: neither concerns a sweep, keep them out of notebooks
@@ -512,8 +517,7 @@ def _start_ray(workers: int, address: str | None) -> None:
         # already have the pinned threads and Ray's settings, even when Ray was imported
         # before _ray() could set them); this process's TensorFlow gets the same pins
         os.environ.update(_THREAD_ENV)
-        for key, value in _RAY_ENV.items():
-            os.environ.setdefault(key, value)
+        _set_ray_env()
         ray.init(address="local", num_cpus=workers, include_dashboard=False, **common)
     else:  # a cluster's nodes get the settings and the code with the job
         import companion  # only for their folders (lqs imports TensorFlow: not at the top)
