@@ -115,8 +115,10 @@ def test_markdown_rows_and_note(cpu_rows: list[dict[str, Any]]) -> None:
     setups = [line for line in lines if line.startswith("| `")]
     thesis = [line for line in lines if line.startswith("| **thesis** |")]
     assert (
-        len(setups) == len(cpu_rows) == 10
-    )  # 2 + 2 + 2 + 2 setups, 2 generalization cases
+        len(setups) == len(cpu_rows) == 8
+    )  # pareto_threshold 2 + loss_terms 1 + baselines 1 + pareto_lr_reg 2 setups, 2 generalization cases
+    assert [s.split(" | ")[0] for s in setups].count("| `loss_terms`") == 1
+    assert [s.split(" | ")[0] for s in setups].count("| `baselines`") == 1
     assert [s.split(" | ")[0] for s in setups].count("| `pareto_lr_reg`") == 2
     assert len(thesis) == 2  # the MLP and the CNN; no ResNet trains under cpu
     assert "**37,500**" in thesis[0] and "**39,100**" in thesis[1]
