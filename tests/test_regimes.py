@@ -117,9 +117,10 @@ def test_markdown_rows_and_note(cpu_rows: list[dict[str, Any]]) -> None:
     assert (
         len(setups) == len(cpu_rows) == 8
     )  # pareto_threshold 2 + loss_terms 1 + baselines 1 + pareto_lr_reg 2 setups, 2 generalization cases
-    assert [s.split(" | ")[0] for s in setups].count("| `loss_terms`") == 1
-    assert [s.split(" | ")[0] for s in setups].count("| `baselines`") == 1
-    assert [s.split(" | ")[0] for s in setups].count("| `pareto_lr_reg`") == 2
+    notebooks = [s.split(" | ")[0] for s in setups]
+    assert notebooks.count("| `loss_terms`") == 1
+    assert notebooks.count("| `baselines`") == 1
+    assert notebooks.count("| `pareto_lr_reg`") == 2
     assert len(thesis) == 2  # the MLP and the CNN; no ResNet trains under cpu
     assert "**37,500**" in thesis[0] and "**39,100**" in thesis[1]
     assert "| 7,200 of 8,000 | 2 | 32 | 450 | 1e-3 | 5 | 1/83 |" in text
