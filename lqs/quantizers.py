@@ -199,6 +199,7 @@ def nested_quantize(
     *,
     aggregate: str = "mean",
     all_above_vote: bool = True,
+    min_scale: float | None = None,
 ) -> tf.Tensor:
     """Quantize ``p`` with ``scale``: forward ``floor(p / scale) * scale``, threshold-vote scale gradient.
 
@@ -209,7 +210,8 @@ def nested_quantize(
     The backward pass gives these equations bit for bit with few full-size passes and no
     control flow (see :func:`_ratio` and :func:`_group_vote`; scales of at least :math:`2^{-126}`):
     in float32 it skips the ``tanh`` when :math:`2^{-100} \\le \\lambda \\le 2^{-12}` and reads
-    the all-above groups off the vote sum.
+    the all-above groups off the vote sum. Given a ``min_scale`` of at least float32 eps, it
+    also drops one full-size pass from the ratio's denominator (see :func:`_floored_ratio`).
 
     Arguments:
         p: the parameter (any rank, floating dtype; float16/bfloat16 compute works).
@@ -218,6 +220,11 @@ def nested_quantize(
         aggregate: ``"mean"`` (default) or ``"sum"`` of the votes over a scale group.
         all_above_vote: if True (default, the thesis implementation), a group whose elements all
             have :math:`r \\ge \\lambda` votes :math:`-\\tanh(\\lambda)`; if False it votes 0 (thesis text).
+        min_scale: a lower bound that every scale keeps (``NestedQuantizer`` passes its
+            ``MinValue`` floor), or None (no promise). If it is at least float32 eps the
+            backward uses the shorter denominator, which gives the same numbers for every
+            scale of at least eps. A scale assigned below both breaks the promise: elements
+            with :math:`0 < |P_{rec}| < \\epsilon` then get :math:`\\epsilon` as their denominator.
 
     Returns:
         The reconstructed parameter :math:`P_{rec}`, same shape and dtype as ``p``.
@@ -227,6 +234,7 @@ def nested_quantize(
     """
     threshold = check_threshold(threshold)
     _check_choice("aggregate", aggregate, AGGREGATES)
+    floored = min_scale is not None and _positive_float("min_scale", min_scale) >= EPS
     p = tf.convert_to_tensor(p)
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
     axes = group_axes(p.shape, scale.shape)
@@ -241,7 +249,11 @@ def nested_quantize(
 
         def grad(upstream: tf.Tensor):
             abs_q = tf.abs(p_q)
-            group_vote = _group_vote(_ratio(upstream, p_rec, abs_q), axes, spec)
+            if floored:
+                ratio = _floored_ratio(upstream, p_rec)
+            else:
+                ratio = _ratio(upstream, p_rec, abs_q)
+            group_vote = _group_vote(ratio, axes, spec)
             m = tf.reduce_max(abs_q, axis=axes, keepdims=True)
             d_scale = m * group_vote
             if tuple(d_scale.shape) != scale_shape_:
@@ -267,6 +279,21 @@ def _ratio(upstream: tf.Tensor, p_rec: tf.Tensor, abs_q: tf.Tensor) -> tf.Tensor
     """
     eps = tf.constant(EPS, p_rec.dtype)
     return tf.abs(upstream) / tf.maximum(tf.abs(p_rec), eps - abs_q)
+
+
+def _floored_ratio(upstream: tf.Tensor, p_rec: tf.Tensor) -> tf.Tensor:
+    """:math:`r = |G| / \\max(|P_{rec}|, \\epsilon)`: :func:`_ratio` for scales of at least eps.
+
+    Where :math:`P_q = 0`, :math:`|P_{rec}| = 0` and the denominator is :math:`\\epsilon`;
+    elsewhere :math:`|P_q| \\ge 1`, so :math:`|P_{rec}| = \\mathrm{fl}(|P_q| s) \\ge s \\ge \\epsilon`
+    (rounding is monotone and :math:`s` is representable) and the denominator is
+    :math:`|P_{rec}|`. Both are the definition's values bit for bit, in every floating dtype
+    (:math:`\\epsilon = 2^{-23}` is exact in each), with one full-size pass fewer than
+    :func:`_ratio` (no :math:`\\epsilon - |P_q|`). Valid only while every scale is at least
+    :math:`\\epsilon`: :func:`nested_quantize` uses it when its ``min_scale`` promises that.
+    """
+    eps = tf.constant(EPS, p_rec.dtype)
+    return tf.abs(upstream) / tf.maximum(tf.abs(p_rec), eps)
 
 
 @dataclass(frozen=True)
@@ -495,6 +522,7 @@ class NestedQuantizer(keras.layers.Layer):
             self.threshold,
             aggregate=self.aggregate,
             all_above_vote=self.all_above_vote,
+            min_scale=self.min_scale,
         )
 
     def compute_output_shape(self, input_shape):

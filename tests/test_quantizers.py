@@ -243,6 +243,30 @@ def test_bad_threshold_is_named(bad):
         nested_quantize(np.ones(3, np.float32), np.ones(1, np.float32), bad)
 
 
+@pytest.mark.parametrize("bad", [0.0, -1e-6, float("inf"), "1e-5", True])
+def test_bad_min_scale_is_named(bad):
+    with pytest.raises(ValueError, match="min_scale must be a finite number > 0"):
+        nested_quantize(
+            np.ones(3, np.float32), np.ones(1, np.float32), 1e-9, min_scale=bad
+        )
+
+
+def test_layer_promises_its_floor_to_the_backward(monkeypatch):
+    # NestedQuantizer hands its MinValue floor to nested_quantize, which then may use the
+    # shorter denominator (the floor >= eps); the ste path has no ratio and takes none
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("min_scale"))
+        return design_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(lq, "nested_quantize", spy)
+    for floor in (MIN_SCALE, 1e-9):
+        q = NestedQuantizer("column", 1e-9, min_scale=floor, scale_init=MIN_SCALE)
+        q(tf.ones((4, 3)))
+    assert seen == [MIN_SCALE, 1e-9]
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="unknown aggregate 'max'"):
         NestedQuantizer("scalar", 1e-9, aggregate="max")
@@ -341,8 +365,11 @@ def design_scale_gradient(p, s, G, lam, *, aggregate="mean", all_above=True):
     return p_rec, tf.reshape(m * group, s.shape)
 
 
-def design_quantize(p, scale, threshold, *, aggregate="mean", all_above_vote=True):
-    """:func:`nested_quantize` with :func:`design_scale_gradient` as its scale gradient."""
+def design_quantize(
+    p, scale, threshold, *, aggregate="mean", all_above_vote=True, min_scale=None
+):
+    """:func:`nested_quantize` with :func:`design_scale_gradient` as its scale gradient
+    (``min_scale`` is accepted, as ``NestedQuantizer`` passes it, and not used)."""
     p = tf.convert_to_tensor(p)
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
 
@@ -364,14 +391,15 @@ def design_quantize(p, scale, threshold, *, aggregate="mean", all_above_vote=Tru
     return _quantize(p, scale)
 
 
-def graph_scale_grad(p, s, G, lam):
+def graph_scale_grad(p, s, G, lam, min_scale=None):
     """dL/ds of :func:`nested_quantize` inside a ``tf.function`` (as in training)."""
     s_v = tf.Variable(s)
 
     @tf.function
     def scale_grad():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(nested_quantize(tf.constant(p), s_v, lam) * G)
+            out = nested_quantize(tf.constant(p), s_v, lam, min_scale=min_scale)
+            loss = tf.reduce_sum(out * G)
         return tape.gradient(loss, s_v)
 
     return scale_grad().numpy()
@@ -416,12 +444,16 @@ def edge_case(p_shape, s_shape, scales, seed):
     return p, s, G
 
 
-#: scale sets: at the floor, mixed, below float32 eps (allowed for the functional core)
+#: scale sets: at the floor, mixed, at float32 eps, below it (allowed for the functional core)
 EDGE_SCALES = {
     "floor": [MIN_SCALE],
     "mixed": [MIN_SCALE, 1e-3, 0.02, 0.3],
+    "at_eps": [EPS, float(np.nextafter(np.float32(EPS), np.float32(1))), 2e-6],
     "below_eps": [1e-9, EPS / 2, EPS, 2e-6],
 }
+#: ``min_scale`` promises: none, one below eps (full denominator), eps and the layer's floor
+#: (the shorter denominator); a scale set is checked under each promise it keeps
+EDGE_FLOORS = [None, 1e-9, EPS, MIN_SCALE]
 EDGE_SHAPES = {
     "mlp_kernel-scalar": ((784, 128), (1,)),
     "mlp_kernel-row": ((784, 128), (784, 1)),
@@ -452,39 +484,51 @@ def test_backward_is_bit_identical_to_the_equations(key, scales):
     p, s, G = edge_case(
         p_shape, s_shape, EDGE_SCALES[scales], zlib.crc32(f"{key}{scales}".encode())
     )
+    floors = [f for f in EDGE_FLOORS if f is None or f <= s.min()]
+    assert EPS in floors or scales == "below_eps"  # the shorter denominator is covered
     for lam in EDGE_THRESHOLDS:
         for aggregate, all_above in [("mean", True), ("mean", False), ("sum", True)]:
             kw = dict(aggregate=aggregate, all_above=all_above)
             rec, ds = design_scale_gradient(p, s, G, lam, **kw)
-            what = f"lam={lam} {aggregate} all_above={all_above}"
-            out, gp, gs = grads(
-                p, s, G, lam, aggregate=aggregate, all_above_vote=all_above
-            )
-            assert_bits_equal(out, rec.numpy(), f"forward {what}")
-            assert_bits_equal(gp, G, f"dL/dP {what}")
-            assert_bits_equal(gs, ds.numpy(), f"dL/ds {what}")
+            for floor in floors:
+                what = f"lam={lam} {aggregate} all_above={all_above} min_scale={floor}"
+                out, gp, gs = grads(
+                    p,
+                    s,
+                    G,
+                    lam,
+                    aggregate=aggregate,
+                    all_above_vote=all_above,
+                    min_scale=floor,
+                )
+                assert_bits_equal(out, rec.numpy(), f"forward {what}")
+                assert_bits_equal(gp, G, f"dL/dP {what}")
+                assert_bits_equal(gs, ds.numpy(), f"dL/ds {what}")
         if lam in (1e-9, 1e-3):  # graph mode (what training runs) as well as eager
             _, ds = design_scale_gradient(p, s, G, lam)
-            gs = graph_scale_grad(p, s, G, lam)
-            assert_bits_equal(gs, ds.numpy(), f"dL/ds graph lam={lam}")
+            for floor in floors:
+                gs = graph_scale_grad(p, s, G, lam, min_scale=floor)
+                assert_bits_equal(gs, ds.numpy(), f"dL/ds graph lam={lam} {floor}")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
 def test_other_dtypes_keep_the_full_backward(dtype):
-    p, s, G = edge_case((128, 10), (1, 10), EDGE_SCALES["mixed"], seed=17)
-    for lam in (1e-9, 1e-3):
+    cases = [("mixed", None), ("mixed", MIN_SCALE), ("at_eps", EPS)]
+    for (scales, floor), lam in itertools.product(cases, (1e-9, 1e-3)):
+        p, s, G = edge_case((128, 10), (1, 10), EDGE_SCALES[scales], seed=17)
         p_t = tf.cast(tf.constant(p), dtype)
         G_t = tf.cast(tf.constant(G), dtype)
         s_v = tf.Variable(s)
         with tf.GradientTape() as tape:
             tape.watch(p_t)
-            loss = tf.reduce_sum(
-                tf.cast(nested_quantize(p_t, s_v, lam) * G_t, tf.float32)
-            )
+            out = nested_quantize(p_t, s_v, lam, min_scale=floor)
+            loss = tf.reduce_sum(tf.cast(out * G_t, tf.float32))
         gs = tape.gradient(loss, s_v)
         _, ds = design_scale_gradient(p_t, tf.constant(s), G_t, lam)
         assert_bits_equal(
-            gs.numpy(), tf.cast(ds, tf.float32).numpy(), f"{dtype} lam={lam}"
+            gs.numpy(),
+            tf.cast(ds, tf.float32).numpy(),
+            f"{dtype} {scales} lam={lam} min_scale={floor}",
         )
 
 
