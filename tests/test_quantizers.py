@@ -252,8 +252,8 @@ def test_bad_min_scale_is_named(bad):
 
 
 def test_layer_promises_its_floor_to_the_backward(monkeypatch):
-    # NestedQuantizer hands its MinValue floor to nested_quantize, which then may use the
-    # shorter denominator (the floor >= eps); the ste path has no ratio and takes none
+    # NestedQuantizer hands its MinValue floor to nested_quantize, which uses the shorter
+    # denominator only for a floor >= eps (1e-9 keeps the full one)
     seen = []
 
     def spy(*args, **kwargs):
