@@ -29,6 +29,7 @@ Outputs under ``companion.paths.results_root() / "benchmarks"``: ``layer_overhea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -70,7 +71,7 @@ def _layer_factories(flavour: str) -> tuple[Callable, Callable]:
     """(dense_factory, conv_factory) for a flavour: plain Keras, lqs nested, or QKeras 4-bit."""
     if flavour == "plain":
         return keras.layers.Dense, keras.layers.Conv2D
-    if flavour == "lqs":
+    if flavour in ("lqs", "lqs_tf"):
         from lqs.layers import QConv2D, QDense
 
         return QDense, QConv2D
@@ -86,7 +87,9 @@ def _layer_factories(flavour: str) -> tuple[Callable, Callable]:
         return (lambda *a, **k: qkeras.QDense(*a, **k, **q())), (
             lambda *a, **k: qkeras.QConv2D(*a, **k, **q())
         )
-    raise ValueError(f"unknown flavour {flavour!r}; allowed: 'plain', 'lqs', 'qkeras'")
+    raise ValueError(
+        f"unknown flavour {flavour!r}; allowed: 'plain', 'lqs', 'lqs_tf', 'qkeras'"
+    )
 
 
 def build_model(name: str, flavour: str) -> keras.Model:
@@ -222,8 +225,17 @@ def environment() -> dict[str, str]:
         "intra_op_threads": f"{intra} (0 = TF default: all cores)",
         "inter_op_threads": f"{inter} (0 = TF default)",
         "load_average_at_start": load,
+        "fused_kernels": _fused_status(),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def _fused_status() -> str:
+    """Whether lqs's fused kernels are on (the default flavour ``lqs`` uses them)."""
+    from lqs import fused
+
+    mode = fused.mode()
+    return f"{mode} ({'loaded' if fused.kernels() is not None else 'not used'})"
 
 
 def out_dir() -> Path:
@@ -243,6 +255,26 @@ def _write_atomic(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+#: flavour -> LQS_FUSED_KERNELS while its step is traced (lqs_tf: the same layers without
+#: the fused kernels of lqs.fused, i.e. TensorFlow's operations only)
+FUSED_MODES: dict[str, str] = {"lqs_tf": "off"}
+
+
+@contextlib.contextmanager
+def fused_mode(flavour: str):
+    """Set ``LQS_FUSED_KERNELS`` for ``flavour`` (see :data:`FUSED_MODES`) inside the block."""
+    old = os.environ.get("LQS_FUSED_KERNELS")
+    if flavour in FUSED_MODES:
+        os.environ["LQS_FUSED_KERNELS"] = FUSED_MODES[flavour]
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LQS_FUSED_KERNELS", None)
+        else:
+            os.environ["LQS_FUSED_KERNELS"] = old
+
+
 def run_cases(
     flavours: tuple[str, ...], plan: dict, log: Callable = print
 ) -> pd.DataFrame:
@@ -253,6 +285,9 @@ def run_cases(
         steps = {f: make_train_step(build_model(name, f)) for f in flavours}
         cpu: dict[str, list[float]] = {}
         args = batch_for(name, batch)
+        for f in flavours:  # trace now, under the flavour's kernel choice
+            with fused_mode(f):
+                steps[f].get_concrete_function(*args)
         times = time_interleaved(steps, args, warmup, reps, cpu=cpu)
         row = {"model": name, "batch": batch, "warmup": warmup, "reps": reps}
         for f in flavours:
@@ -294,6 +329,9 @@ def markdown_table(df: pd.DataFrame) -> str:
         "(of CPU time)",
         "graph ops plain / lqs",
     ]
+    if "lqs_tf_ms" in df:
+        cols += ["lqs_tf_ms", "lqs_tf_ratio_cpu"]
+        heads += ["lqs, TF ops ms", "lqs, TF ops / plain (of CPU time)"]
     if "qkeras_ms" in df:
         cols += ["qkeras_ms", "qkeras_ratio", "qkeras_ratio_cpu"]
         heads += ["QKeras ms", "QKeras / plain", "(of CPU time)"]
@@ -335,7 +373,8 @@ def select_plan(quick: bool, cases: list[str] | None = None) -> dict:
 def main_run(quick: bool, cases: list[str] | None = None) -> pd.DataFrame:
     env = environment()
     print("environment:", env)
-    df = run_cases(("plain", "lqs"), select_plan(quick, cases))
+    df = run_cases(("plain", "lqs", "lqs_tf"), select_plan(quick, cases))
+    df["lqs_tf_ratio_cpu"] = df["lqs_tf_cpu_ms"] / df["plain_cpu_ms"]
     df["ratio"] = df["lqs_ms"] / df["plain_ms"]
     df["ratio_min"] = df["lqs_min_ms"] / df["plain_min_ms"]
     df["ratio_cpu"] = df["lqs_cpu_ms"] / df["plain_cpu_ms"]
@@ -374,7 +413,9 @@ def main_run(quick: bool, cases: list[str] | None = None) -> pd.DataFrame:
         "# Training-step time: lqs layers vs plain Keras (CPU)",
         "",
         "One Adam training step (forward + backward + update, `tf.function`), median over the reps after",
-        "warm-up; lqs and plain timed interleaved. MLP: both Dense layers quantized; CNN: the six",
+        'warm-up; lqs and plain timed interleaved. "lqs": the default (lqs.fused\'s kernels where',
+        'they apply); "lqs, TF ops": the same layers with LQS_FUSED_KERNELS=off (the same numbers).',
+        "MLP: both Dense layers quantized; CNN: the six",
         'convolutions quantized (thesis setup). "(of minima)": the ratio of the fastest reps;',
         '"(of CPU time)": the ratio of the median process CPU time per step (all threads), less',
         "sensitive than wall time to other load on the machine.",

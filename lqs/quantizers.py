@@ -35,6 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lqs import fused
+
 __all__ = [
     "EPS",
     "MIN_SCALE",
@@ -211,7 +213,9 @@ def nested_quantize(
     control flow (see :func:`_ratio` and :func:`_group_vote`; scales of at least :math:`2^{-126}`):
     in float32 it skips the ``tanh`` when :math:`2^{-100} \\le \\lambda \\le 2^{-12}` and reads
     the all-above groups off the vote sum. Given a ``min_scale`` of at least float32 eps, it
-    also drops one full-size pass from the ratio's denominator (see :func:`_floored_ratio`).
+    also drops one full-size pass from the ratio's denominator (see :func:`_floored_ratio`),
+    and on a CPU-only machine in float32 it runs the fused kernels of :mod:`lqs.fused`: the
+    same numbers, in one pass forward and one backward (``LQS_FUSED_KERNELS=off`` disables them).
 
     Arguments:
         p: the parameter (any rank, floating dtype; float16/bfloat16 compute works).
@@ -238,9 +242,17 @@ def nested_quantize(
     p = tf.convert_to_tensor(p)
     scale = tf.cast(tf.convert_to_tensor(scale), p.dtype)
     axes = group_axes(p.shape, scale.shape)
-    scale_shape_ = tuple(scale.shape)
     group_size = int(np.prod([p.shape[a] for a in axes], dtype=np.int64))
     spec = _VoteSpec(threshold, aggregate, all_above_vote, group_size, p.dtype)
+    ops, layout = _fused_plan(p, axes, spec, floored)
+    if ops is not None:
+        return _fused_quantize(ops, layout, p, scale, axes, spec)
+    return _tf_quantize(p, scale, axes, spec, floored)
+
+
+def _tf_quantize(p, scale, axes, spec: _VoteSpec, floored: bool) -> tf.Tensor:
+    """:func:`nested_quantize` in TensorFlow operations (any dtype, layout and device)."""
+    scale_shape_ = tuple(scale.shape)
 
     @tf.custom_gradient
     def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
@@ -253,16 +265,62 @@ def nested_quantize(
                 ratio = _floored_ratio(upstream, p_rec)
             else:
                 ratio = _ratio(upstream, p_rec, abs_q)
-            group_vote = _group_vote(ratio, axes, spec)
+            vote = tf.nn.relu(tf.constant(spec.threshold, ratio.dtype) - ratio)
+            group_vote = _group_vote(vote, axes, spec, ratio)
             m = tf.reduce_max(abs_q, axis=axes, keepdims=True)
-            d_scale = m * group_vote
-            if tuple(d_scale.shape) != scale_shape_:
-                d_scale = tf.reshape(d_scale, scale_shape_)
-            return upstream, d_scale
+            return upstream, _reshaped(m * group_vote, scale_shape_)
 
         return p_rec, grad
 
     return _quantize(p, scale)
+
+
+def _fused_plan(p: tf.Tensor, axes: Sequence[int], spec: _VoteSpec, floored: bool):
+    """``(ops, layout)`` of :mod:`lqs.fused` where its kernels give this backward, else ``(None, None)``.
+
+    They do for float32 with the shorter denominator (``floored``), scale groups in an
+    ``(outer, groups, inner)`` layout, and an all-above rule read off the vote sum (or none).
+    """
+    fits = (
+        floored
+        and spec.dtype == tf.float32
+        and p.shape.is_fully_defined()
+        and (spec.sum_detects_below or not spec.all_above_vote)
+    )
+    layout = fused.group_layout(p.shape, axes) if fits else None
+    if layout is None:
+        return None, None
+    ops = fused.kernels()
+    return (ops, layout) if ops is not None else (None, None)
+
+
+def _fused_quantize(ops, layout, p, scale, axes, spec: _VoteSpec) -> tf.Tensor:
+    """:func:`nested_quantize` through the fused kernels: the same forward and gradients bit for bit.
+
+    The forward kernel returns :math:`P_{rec}` and :math:`m = \\max |P_q|` per group; the
+    backward kernel the votes :math:`\\mathrm{relu}(\\lambda - |G| / \\max(|P_{rec}|, \\epsilon))`
+    (:func:`_floored_ratio`); :func:`_group_vote` reduces them as in the TensorFlow path.
+    """
+    scale_shape_ = tuple(scale.shape)
+
+    @tf.custom_gradient
+    def _quantize(p_in: tf.Tensor, s_in: tf.Tensor):
+        p_rec, m = fused.forward(ops, p_in, s_in, layout)
+
+        def grad(upstream: tf.Tensor):
+            vote = fused.threshold_vote(ops, upstream, p_rec, spec.threshold, EPS)
+            group_vote = _group_vote(vote, axes, spec)
+            d_scale = tf.reshape(m, group_vote.shape) * group_vote
+            return upstream, _reshaped(d_scale, scale_shape_)
+
+        return p_rec, grad
+
+    return _quantize(p, scale)
+
+
+def _reshaped(t: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+    """``t`` in ``shape`` (no operation when it has that shape already)."""
+    return t if tuple(t.shape) == shape else tf.reshape(t, shape)
 
 
 def _ratio(upstream: tf.Tensor, p_rec: tf.Tensor, abs_q: tf.Tensor) -> tf.Tensor:
@@ -348,18 +406,24 @@ class _VoteSpec:
         )
 
 
-def _group_vote(ratio: tf.Tensor, axes: Sequence[int], spec: _VoteSpec) -> tf.Tensor:
-    """Per scale group: :math:`-\\operatorname{agg}(\\tanh(\\mathrm{relu}(\\lambda - r)))`, all-above rule.
+def _group_vote(
+    vote: tf.Tensor,
+    axes: Sequence[int],
+    spec: _VoteSpec,
+    ratio: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Per scale group: :math:`-\\operatorname{agg}(\\tanh(v))` of the votes, all-above rule.
 
-    :math:`\\tanh(\\mathrm{relu}(\\lambda - r))` is the vote :math:`\\tanh(\\lambda - r)` below
-    the threshold and :math:`\\tanh(0) = 0` at or above it; the sign is applied to the reduced
-    value (exactly the reduction of the negated votes: IEEE rounding is symmetric). A group in
-    which no :math:`r` is below :math:`\\lambda` votes the constant :math:`-\\tanh(\\lambda)`
-    (times the group size for ``aggregate="sum"``) when ``all_above_vote`` is set.
+    ``vote`` is :math:`v = \\mathrm{relu}(\\lambda - r)`: :math:`\\tanh(v)` is the vote
+    :math:`\\tanh(\\lambda - r)` below the threshold and :math:`\\tanh(0) = 0` at or above it;
+    the sign is applied to the reduced value (exactly the reduction of the negated votes: IEEE
+    rounding is symmetric). A group in which no :math:`r` is below :math:`\\lambda` votes the
+    constant :math:`-\\tanh(\\lambda)` (times the group size for ``aggregate="sum"``) when
+    ``all_above_vote`` is set; that test needs the ratios ``ratio`` unless
+    :attr:`_VoteSpec.sum_detects_below`.
     """
-    dtype = ratio.dtype
+    dtype = vote.dtype
     lam = tf.constant(spec.threshold, dtype)
-    vote = tf.nn.relu(lam - ratio)
     if not spec.skips_tanh:
         vote = tf.tanh(vote)
     reduce = tf.reduce_mean if spec.aggregate == "mean" else tf.reduce_sum

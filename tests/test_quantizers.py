@@ -1,5 +1,6 @@
 """The nested quantizer against an independent NumPy reference (loops over scale groups),
-and bit for bit against its equations written out element by element in TensorFlow."""
+and bit for bit against its equations written out element by element in TensorFlow; each
+test runs with TensorFlow's operations and with the fused kernels of lqs.fused."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ from lqs.quantizers import (
 )
 
 EPS32 = np.finfo(np.float32).eps
+
+
+@pytest.fixture(autouse=True, params=["tensorflow-ops", "fused-kernels"])
+def backward_path(request, monkeypatch):
+    """Every test here runs twice: with TensorFlow's operations and with lqs.fused's kernels
+    (``on``: a failed build fails the test instead of falling back silently)."""
+    on = request.param == "fused-kernels"
+    monkeypatch.setenv("LQS_FUSED_KERNELS", "on" if on else "off")
+    return request.param
 
 
 def reference(p, s, G, lam, *, all_above=True, aggregate="mean"):
