@@ -39,7 +39,6 @@ import os
 import platform
 import shlex
 import subprocess
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -47,6 +46,8 @@ from pathlib import Path
 from types import ModuleType
 
 import tensorflow as tf
+
+from lqs.fileio import atomic_write, file_lock
 
 __all__ = [
     "MODES",
@@ -176,28 +177,21 @@ def _cache_key() -> str:
 
 
 def _build(target: Path) -> Path:
-    """Compile the source once into ``target`` (atomic: a temporary file, then a rename)."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run(
-            _command(SOURCE, Path(tmp)),
-            capture_output=True,
-            text=True,
-            timeout=_BUILD_TIMEOUT_S,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"{_compiler()[0]} exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
-            )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Compile the source into ``target`` unless it is there (atomic; one builder at a time)."""
+    with file_lock(target.with_suffix(".lock")):
+        if not target.exists():
+            atomic_write(target, _compile_into, suffix=".so")
     return target
+
+
+def _compile_into(path: Path) -> None:
+    done = subprocess.run(
+        _command(SOURCE, path), capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{_compiler()[0]} exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
 
 
 def group_layout(

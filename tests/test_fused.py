@@ -188,7 +188,8 @@ def test_failed_build_warns_once_and_keeps_the_numbers(monkeypatch, tmp_path):
         warnings.simplefilter("error")  # the second use does not warn again
         nested_quantize(p, s, 1e-9, min_scale=MIN_SCALE)
     assert_bits_equal(out, (tf.math.floordiv(p, s) * s).numpy(), "fallback forward")
-    assert list(tmp_path.iterdir()) == []  # no half-written file left behind
+    # no library, not even a half-written one (a lock file may stay)
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
     monkeypatch.setenv("LQS_FUSED_KERNELS", "on")
     with pytest.raises(RuntimeError, match="no-such-compiler"):
         fused.kernels()
@@ -226,4 +227,4 @@ def test_build_is_cached_and_reused_by_a_new_process(tmp_path):
         tmp_path,
     )
     assert reused.returncode == 0 and "loaded" in reused.stdout, reused.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == files
