@@ -8,8 +8,10 @@ excluded) of the thesis networks, each built once with plain Keras layers and on
   filters, MaxPool 2, Dropout 0.2/0.3/0.4; Flatten -> Dense 128 relu -> BatchNorm -> Dropout 0.5 ->
   Dense 10 softmax; lqs: the six convolutions are ``QConv2D`` (as in the thesis).
 
-at batch 32 and 256. The two flavours of a case are timed interleaved (alternating order), so a
-load change on the machine hits both; the table reports medians and the lqs/plain ratio.
+at batch 32 and 256, and the lqs layers once more with ``LQS_FUSED_KERNELS=off`` while their step
+is traced (flavour ``lqs_tf``: TensorFlow's operations instead of lqs.fused's kernels, the same
+numbers). The flavours of a case are timed interleaved (alternating order), so a load change on
+the machine hits all of them; the table reports medians and the ratios to plain.
 Quantizers use the defaults (scalar scales, threshold scale gradient).
 
 Usage (from the repository root)::
