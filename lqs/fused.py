@@ -64,7 +64,8 @@ __all__ = [
 MODES: tuple[str, ...] = ("auto", "on", "off")
 #: the C++ source of the two operations
 SOURCE: Path = Path(__file__).with_name("fused_kernels.cc")
-#: compiler flags that keep the numbers IEEE-exact (no FMA contraction, no fast-math)
+#: optimize, keep every operation IEEE-exact (no FMA contraction, no fast-math; assuming no
+#: floating-point traps changes no value), and silence the deprecation warnings of TF's headers
 _EXACT_FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-w")
 _BUILD_TIMEOUT_S = 300
 
