@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from bits import assert_bits_equal
 
 import lqs.fused as fused
 import lqs.quantizers as lq
@@ -53,13 +54,6 @@ def special_array(shape, scale, seed):
     for i, where in enumerate(positions):
         x.flat[where] = SPECIAL[i % len(SPECIAL)]
     return x
-
-
-def assert_bits_equal(actual, expected, what):
-    a, e = np.asarray(actual), np.asarray(expected)
-    assert a.shape == e.shape and a.dtype == e.dtype, (what, a.shape, e.shape)
-    bad = np.flatnonzero(a.view(np.uint32) != e.view(np.uint32))
-    assert bad.size == 0, f"{what}: {a.flat[bad[:4]]} vs {e.flat[bad[:4]]}"
 
 
 # (parameter shape, scale shape): one scale, long groups with a remainder, one scale per

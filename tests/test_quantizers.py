@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from bits import assert_bits_equal
 
 import lqs.quantizers as lq
 from lqs import QDense
@@ -413,23 +414,6 @@ def graph_scale_grad(p, s, G, lam, min_scale=None):
         return tape.gradient(loss, s_v)
 
     return scale_grad().numpy()
-
-
-def assert_bits_equal(actual, expected, what=""):
-    """Equal bit patterns (so -0.0 != 0.0 and NaN == NaN of the same payload)."""
-    a, e = np.asarray(actual), np.asarray(expected)
-    assert a.dtype == e.dtype and a.shape == e.shape, (
-        what,
-        a.dtype,
-        e.dtype,
-        a.shape,
-        e.shape,
-    )
-    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
-    bad = np.flatnonzero(a.view(uint) != e.view(uint))
-    assert bad.size == 0, (
-        f"{what}: {bad.size} of {a.size} differ, e.g. {a.flat[bad[:3]]} vs {e.flat[bad[:3]]}"
-    )
 
 
 def edge_case(p_shape, s_shape, scales, seed):
