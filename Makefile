@@ -139,11 +139,12 @@ lab: venv ## open JupyterLab in the venv (notebooks open as MyST markdown throug
 	exec $(VENV)/bin/jupyter lab notebooks --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 \
 	  --IdentityProvider.token=$$token $$root
 
-bench: venv ## run the benchmarks (layer overhead, seconds per epoch, serial vs Ray sweep throughput, time per notebook of BENCH_PROFILE)
+bench: venv ## run the benchmarks (layer overhead, seconds per epoch, serial vs Ray sweep throughput, pinned vs unpinned Ray workers, time per notebook of BENCH_PROFILE)
 	$(PY) benchmarks/layer_overhead.py
 	$(PY) benchmarks/epoch_times.py
 	$(PY) benchmarks/executor_throughput.py --arch mlp
 	$(PY) benchmarks/executor_throughput.py --arch cnn
+	$(PY) benchmarks/worker_pinning.py --arch mlp
 	$(PY) benchmarks/profile_times.py --profile $(BENCH_PROFILE)
 
 clean: ## remove generated results and book builds (keeps .venv and data)

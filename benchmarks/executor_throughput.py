@@ -1,13 +1,16 @@
 """Sweep throughput of the serial and the Ray executor: the same training runs, both ways.
 
 Trains one batch of runs (:func:`companion.engine.experiment.sweep`) with ``executor="serial"``
-(one run after the other in this process) and then with ``executor="ray"`` (a local Ray
-instance with ``--workers`` single-threaded workers, default: one per core), each into its own
-empty temporary results folder, so nothing is reused between them. Reports runs per hour, wall
-and CPU seconds (this process plus, for Ray, every process it started: raylet, workers, ...), and
-checks that both executors stored the same numbers. Both are timed warm: this process imports
-TensorFlow before the serial sweep, and every Ray worker imports it before the Ray sweep (with
-Ray's own start, reported apart, and in a second speed-up that includes it).
+(one run after the other in this process) and with ``executor="ray"`` (a local Ray instance with
+``--workers`` single-threaded workers, default: one per core, each pinned to a core of its own
+unless ``LQS_PIN_WORKERS=off``), each into its own empty temporary results folder, so nothing is
+reused between them. ``--repeat`` pairs (default 3) are timed alternately, serial then Ray, so a
+machine that gets slower or faster meanwhile moves both; the medians are reported. Reports runs
+per hour, wall and CPU seconds (this process plus, for Ray, every process it started: raylet,
+workers, ...), and checks that both executors stored the same numbers. Both are timed warm: this
+process imports TensorFlow before the first serial sweep, and every Ray worker imports it before
+the first Ray sweep (with Ray's own start, reported apart, and in a second speed-up that
+includes it). The serial sweeps run while Ray's idle processes are up.
 
 * ``--arch mlp`` (default): 8 nested MLP runs (Fashion-MNIST, seeds 0..7) of 2,000 steps at
   batch 32 (8,000 training images, 8 epochs);
@@ -18,9 +21,9 @@ The last line reads ``serial <x> runs/h, ray <y> runs/h (<n> workers), speedup <
 Writes ``results/benchmarks/executor_throughput_<arch>.{csv,md}``. Needs Fashion-MNIST
 (``make data``). Usage::
 
-    .venv/bin/python benchmarks/executor_throughput.py              # MLP, about 2 minutes here
+    .venv/bin/python benchmarks/executor_throughput.py              # MLP, about 3 minutes here
     .venv/bin/python benchmarks/executor_throughput.py --arch cnn   # CNN
-    .venv/bin/python benchmarks/executor_throughput.py --runs 4 --steps 500   # quicker
+    .venv/bin/python benchmarks/executor_throughput.py --runs 4 --steps 500 --repeat 1  # quicker
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import datetime as _dt
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -153,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="Ray workers (default: LQS_WORKERS, else one per core)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="serial/ray pairs, timed alternately; the medians are reported (default 3)",
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat {args.repeat}: at least 1 serial/ray pair is needed")
     runs, steps, images = DEFAULTS[args.arch]
     runs, steps = args.runs or runs, args.steps or steps
     cfgs = configs(args.arch, runs, steps, images)
@@ -163,27 +175,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{math.ceil(images / BATCH)} steps; {os.cpu_count()} cores; load {load}",
         flush=True,
     )
-
-    with tempfile.TemporaryDirectory(prefix="lqs-bench-") as tmp:
-        serial = timed_sweep(cfgs, executors.SerialExecutor(), Path(tmp) / "serial")
-        print(f"serial: {serial['wall_s']:.1f} s wall, {serial['cpu_s']:.1f} s CPU")
-        ray_ex = executors.RayExecutor(workers=args.workers)
-        ray_start, warmed = start_ray(ray_ex)  # reported apart
-        ray = timed_sweep(cfgs, ray_ex, Path(tmp) / "ray")
-        workers = ray_ex.workers
+    ray_ex = executors.RayExecutor(workers=args.workers)
+    ray_start, warmed = start_ray(ray_ex)  # reported apart
+    workers, label, pinned = ray_ex.workers, ray_ex.describe(), ray_ex.pins_cores
+    pairs, identical = [], True
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="lqs-bench-") as tmp:
+            serial = timed_sweep(cfgs, executors.SerialExecutor(), Path(tmp) / "serial")
+            ray = timed_sweep(cfgs, ray_ex, Path(tmp) / "ray")
+            identical = identical and same_numbers(serial["store"], ray["store"])
+        pairs.append((serial, ray))
         print(
-            f"ray: {ray['wall_s']:.1f} s wall, {ray['cpu_s']:.1f} s CPU "
-            f"(+ {ray_start:.1f} s to start Ray and import TensorFlow in {warmed} workers)"
+            f"pair {i + 1}/{args.repeat}: serial {serial['wall_s']:.1f} s wall "
+            f"({serial['cpu_s']:.1f} s CPU), ray {ray['wall_s']:.1f} s wall "
+            f"({ray['cpu_s']:.1f} s CPU), speedup {serial['wall_s'] / ray['wall_s']:.2f}",
+            flush=True,
         )
-        identical = same_numbers(serial["store"], ray["store"])
-        executors.shutdown()
+    executors.shutdown()
 
+    serial, ray = (_medians([pair[k] for pair in pairs]) for k in (0, 1))
+    speedups = [s["wall_s"] / r["wall_s"] for s, r in pairs]
     speedup = ray["runs_per_h"] / serial["runs_per_h"]
     row = {
         "arch": args.arch,
         "runs": runs,
         "steps_per_run": cfgs[0]["epochs"] * math.ceil(images / BATCH),
         "workers": workers,
+        "ray_executor": label,
+        "pinned": pinned,
+        "repeats": args.repeat,
         "serial_wall_s": serial["wall_s"],
         "serial_cpu_s": serial["cpu_s"],
         "serial_runs_per_h": serial["runs_per_h"],
@@ -193,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray_cpu_s": ray["cpu_s"],
         "ray_runs_per_h": ray["runs_per_h"],
         "speedup": speedup,
+        "speedup_per_pair": " ".join(f"{x:.2f}" for x in speedups),
         "speedup_with_start": serial["wall_s"] / (ray["wall_s"] + ray_start),
         "same_numbers": identical,
         "cpu": platform.processor() or platform.machine(),
@@ -206,18 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(stem.with_suffix(".csv"), pd.DataFrame([row]).to_csv(index=False))
     table = "\n".join(
         [
-            "| executor | wall s | CPU s | runs/h |",
+            f"| executor (median of {args.repeat}) | wall s | CPU s | runs/h |",
             "|---|---|---|---|",
             f"| serial | {serial['wall_s']:.1f} | {serial['cpu_s']:.1f} | "
             f"{serial['runs_per_h']:.0f} |",
-            f"| ray ({workers} workers) | {ray['wall_s']:.1f} | {ray['cpu_s']:.1f} | "
+            f"| {label} | {ray['wall_s']:.1f} | {ray['cpu_s']:.1f} | "
             f"{ray['runs_per_h']:.0f} |",
             "",
-            f"{runs} {args.arch} runs of {row['steps_per_run']} steps; start-up (Ray, "
-            f"and TensorFlow imported in {warmed} workers) {ray_start:.1f} s not included "
-            f"(speedup with it: "
-            f"{row['speedup_with_start']:.2f}); same numbers on both: {identical}; "
-            f"load average at start {load}.",
+            f"{runs} {args.arch} runs of {row['steps_per_run']} steps, {args.repeat} serial/ray "
+            f"pairs timed alternately (speed-up per pair: {row['speedup_per_pair']}); start-up "
+            f"(Ray, and TensorFlow imported in {warmed} workers) {ray_start:.1f} s not included "
+            f"(speedup with it: {row['speedup_with_start']:.2f}); same numbers on both: "
+            f"{identical}; load average at start {load}.",
         ]
     )
     atomic_write_text(stem.with_suffix(".md"), table + "\n")
@@ -229,6 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         f"({workers} workers), speedup {speedup:.2f}"
     )
     return 0 if identical else 1
+
+
+def _medians(timings: list[dict]) -> dict[str, float]:
+    """Median wall and CPU seconds of several :func:`timed_sweep` results, and the runs/h of
+    the median wall time."""
+    wall = statistics.median(t["wall_s"] for t in timings)
+    runs_per_wall = timings[0]["runs_per_h"] * timings[0]["wall_s"]  # runs x 3600
+    return {
+        "wall_s": wall,
+        "cpu_s": statistics.median(t["cpu_s"] for t in timings),
+        "runs_per_h": runs_per_wall / wall,
+    }
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Ray instance (module fixture, 2 workers) and shut it down at the end.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -83,14 +84,18 @@ def results(data_dir, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def ray_instance(data_dir):
-    """One local Ray instance with 2 workers for the Ray tests of this module."""
+def ray_instance(data_dir, tmp_path_factory):
+    """One local Ray instance with 2 workers for the Ray tests of this module; its workers claim
+    their cores in a folder of this module (not the machine's, which a real sweep may use)."""
     ray = pytest.importorskip("ray")
-    executors._start_ray(2, None)
-    # workers cannot import this test module: its functions travel by value
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    executors.shutdown()
+    cores = tmp_path_factory.mktemp("cores")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(executors, "core_lock_dir", lambda: cores)
+        executors._start_ray(2, None)
+        # workers cannot import this test module: its functions travel by value
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield ray
+        executors.shutdown()
     assert not ray.is_initialized()
 
 
@@ -127,6 +132,90 @@ def test_executor_from_environment(monkeypatch):
     monkeypatch.setenv(executors.ENV_WORKERS, "zero")
     with pytest.raises(ValueError, match=r"LQS_WORKERS='zero' is not a positive int"):
         executors.get_executor()
+
+
+def test_pin_mode_from_environment(monkeypatch):
+    monkeypatch.delenv(executors.ENV_PIN_WORKERS, raising=False)
+    assert executors.pin_mode() == "auto"
+    monkeypatch.setenv(executors.ENV_PIN_WORKERS, " OFF ")
+    assert executors.pin_mode() == "off"
+    monkeypatch.setenv(executors.ENV_PIN_WORKERS, "sometimes")
+    allowed = r"LQS_PIN_WORKERS='sometimes' is not a pinning mode; allowed: 'auto', 'on', 'off'"
+    with pytest.raises(ValueError, match=allowed + r".*LQS_PIN_WORKERS=off"):
+        executors.pin_mode()
+    # the executor checks it when it is made: before Ray starts or anything trains
+    with pytest.raises(ValueError, match=allowed):
+        RayExecutor()
+
+
+@pytest.mark.parametrize(
+    ("mode", "workers", "address", "pinned"),
+    [
+        ("auto", 4, "", True),  # one worker per usable core
+        ("auto", 3, "", False),  # fewer workers: they may use the spare core
+        ("auto", 5, "", False),
+        ("auto", 4, "10.0.0.1:6379", False),  # a cluster's nodes: unknown here
+        ("on", 3, "10.0.0.1:6379", True),
+        ("off", 4, "", False),
+    ],
+)
+def test_which_ray_workers_claim_a_core(monkeypatch, mode, workers, address, pinned):
+    monkeypatch.setattr(executors, "_usable_cores", lambda: 4)
+    monkeypatch.setenv(executors.ENV_PIN_WORKERS, mode)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    ex = RayExecutor(workers=workers)
+    assert ex.pins_cores is pinned
+    assert ex.describe().endswith(", one core each)") is pinned
+
+
+_CLAIM_SCRIPT = """
+import json, os, sys, threading
+from pathlib import Path
+from companion.engine import executors
+started, stop = threading.Event(), threading.Event()
+t = threading.Thread(target=lambda: (started.set(), stop.wait()))
+t.start()
+started.wait()
+cpu = executors.claim_core(Path(sys.argv[1]))
+again = executors.claim_core(Path(sys.argv[1]))
+mine, thread = (sorted(os.sched_getaffinity(i)) for i in (0, t.native_id))
+stop.set()
+print(json.dumps([cpu, again, mine, thread]))
+"""
+
+
+def _claim_in_new_process(folder: Path) -> tuple:
+    """(claimed core, the second call's core, affinity of the main thread, of an older thread)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CLAIM_SCRIPT, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return tuple(json.loads(out))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux only")
+def test_claim_core_pins_every_thread_to_a_core_nobody_holds(tmp_path):
+    """A process claims the first usable core whose lock nobody holds and pins all its threads
+    (also one started before the claim) there; with every core held it stays where it was; a
+    claim ends with its process."""
+    from companion.engine.store import HeldLock
+
+    cores = sorted(os.sched_getaffinity(0))
+    held = [HeldLock.acquire(tmp_path / f"core-{c}.lock") for c in cores[:-1]]
+    last = cores[-1]
+    pinned_to_last = (last, last, [last], [last])
+    assert _claim_in_new_process(tmp_path) == pinned_to_last
+    # the first claimant's lock ended with its process: the same core is free again
+    assert _claim_in_new_process(tmp_path) == pinned_to_last
+    held.append(HeldLock.acquire(tmp_path / f"core-{last}.lock"))
+    assert _claim_in_new_process(tmp_path) == (None, None, cores, cores)
+    held.pop(0).release()
+    first = cores[0]
+    assert _claim_in_new_process(tmp_path) == (first, first, [first], [first])
+    for lock in held:
+        lock.release()
 
 
 def test_importing_the_engine_does_not_import_ray():
@@ -306,7 +395,8 @@ def test_serial_and_ray_records_are_bit_identical(
     capsys.readouterr()
     df = experiment.sweep(configs, desc="on-ray", store=ray_store, executor="ray")
     out, err = capsys.readouterr()
-    assert "on-ray: training 6 runs on ray (local, 2 workers)" in out
+    pinned = ", one core each" if executors._usable_cores() == 2 else ""
+    assert f"on-ray: training 6 runs on ray (local, 2 workers{pinned})" in out
     assert (
         "6/6" in err.replace("\r", "\n").splitlines()[-1]
     )  # the bar counted every run
@@ -337,6 +427,31 @@ def test_ray_failures_retries_and_rerun(ray_instance, results, data_dir, monkeyp
 
 def _niceness() -> int:
     return os.nice(0)
+
+
+def _pinned_worker() -> tuple[int, list[int]]:
+    import time
+
+    time.sleep(1.0)  # hold this worker, so that the other task goes to the other one
+    return os.getpid(), sorted(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two usable cores (Linux)",
+)
+def test_ray_workers_each_run_on_a_core_of_their_own(ray_instance, monkeypatch):
+    monkeypatch.setenv(executors.ENV_PIN_WORKERS, "on")
+    ex = RayExecutor()
+    for key in ("a", "b"):
+        ex.submit(key, _pinned_worker)
+    got = []
+    while ex.pending:
+        got.extend(value for _, value in ex.wait())
+    (pid_a, cores_a), (pid_b, cores_b) = got
+    usable = os.sched_getaffinity(0)
+    assert pid_a != pid_b and len(cores_a) == len(cores_b) == 1
+    assert cores_a != cores_b and set(cores_a + cores_b) <= usable
 
 
 def test_ray_workers_run_at_the_drivers_priority(ray_instance):
