@@ -4,8 +4,10 @@ Trains one batch of runs (:func:`companion.engine.experiment.sweep`) with ``exec
 (one run after the other in this process) and with ``executor="ray"`` (a local Ray instance with
 ``--workers`` single-threaded workers, default: one per core, each pinned to a core of its own
 unless ``LQS_PIN_WORKERS=off``), each into its own empty temporary results folder, so nothing is
-reused between them. ``--repeat`` pairs (default 3) are timed alternately, serial then Ray, so a
-machine that gets slower or faster meanwhile moves both; the medians are reported. Reports runs
+reused between them. ``--repeat`` pairs (default 3) are timed one after the other, serial first
+in odd pairs and Ray first in even ones, so a machine that gets slower or faster meanwhile moves
+both; reported are the median times and, as the paired statistic, each pair's speed-up and their
+median. Reports runs
 per hour, wall and CPU seconds (this process plus, for Ray, every process it started: raylet,
 workers, ...), and checks that both executors stored the same numbers. Both are timed warm: this
 process imports TensorFlow before the first serial sweep, and every Ray worker imports it before
@@ -17,7 +19,8 @@ includes it). The serial sweeps run while Ray's idle processes are up.
 * ``--arch cnn``: 4 nested CNN runs (Fashion-MNIST 28x28, the thesis CNN) of 100 steps
   (1,600 images, 2 epochs).
 
-The last line reads ``serial <x> runs/h, ray <y> runs/h (<n> workers), speedup <y/x>``.
+The last line reads ``serial <x> runs/h, ray <y> runs/h (<n> workers), speedup <y/x>``
+(``x``, ``y``: of the median wall times), followed by the speed-up of every pair and their median.
 Writes ``results/benchmarks/executor_throughput_<arch>.{csv,md}``. Needs Fashion-MNIST
 (``make data``). Usage::
 
@@ -180,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     workers, label, pinned = ray_ex.workers, ray_ex.describe(), ray_ex.pins_cores
     pairs, identical = [], True
     for i in range(args.repeat):
+        order = (executors.SerialExecutor(), ray_ex)[:: 1 if i % 2 == 0 else -1]
         with tempfile.TemporaryDirectory(prefix="lqs-bench-") as tmp:
-            serial = timed_sweep(cfgs, executors.SerialExecutor(), Path(tmp) / "serial")
-            ray = timed_sweep(cfgs, ray_ex, Path(tmp) / "ray")
+            timed = {
+                ex.name: timed_sweep(cfgs, ex, Path(tmp) / ex.name) for ex in order
+            }
+            serial, ray = timed["serial"], timed["ray"]
             identical = identical and same_numbers(serial["store"], ray["store"])
         pairs.append((serial, ray))
         print(
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray_runs_per_h": ray["runs_per_h"],
         "speedup": speedup,
         "speedup_per_pair": " ".join(f"{x:.2f}" for x in speedups),
+        "median_pair_speedup": statistics.median(speedups),
         "speedup_with_start": serial["wall_s"] / (ray["wall_s"] + ray_start),
         "same_numbers": identical,
         "cpu": platform.processor() or platform.machine(),
@@ -235,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{ray['runs_per_h']:.0f} |",
             "",
             f"{runs} {args.arch} runs of {row['steps_per_run']} steps, {args.repeat} serial/ray "
-            f"pairs timed alternately (speed-up per pair: {row['speedup_per_pair']}); start-up "
+            "pairs, alternately serial or Ray first (speed-up per pair: "
+            f"{row['speedup_per_pair']}, median {row['median_pair_speedup']:.2f}); start-up "
             f"(Ray, and TensorFlow imported in {warmed} workers) {ray_start:.1f} s not included "
             f"(speedup with it: {row['speedup_with_start']:.2f}); same numbers on both: "
             f"{identical}; load average at start {load}.",
@@ -247,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: the two executors stored different numbers", file=sys.stderr)
     print(
         f"serial {serial['runs_per_h']:.0f} runs/h, ray {ray['runs_per_h']:.0f} runs/h "
-        f"({workers} workers), speedup {speedup:.2f}"
+        f"({workers} workers), speedup {speedup:.2f} (per pair: {row['speedup_per_pair']}; "
+        f"median {row['median_pair_speedup']:.2f})"
     )
     return 0 if identical else 1
 
