@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     executors.shutdown()
 
-    serial, ray = (_medians([pair[k] for pair in pairs]) for k in (0, 1))
+    serial, ray = (_medians([pair[k] for pair in pairs], len(cfgs)) for k in (0, 1))
     speedups = [s["wall_s"] / r["wall_s"] for s, r in pairs]
     speedup = ray["runs_per_h"] / serial["runs_per_h"]
     row = {
@@ -261,15 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if identical else 1
 
 
-def _medians(timings: list[dict]) -> dict[str, float]:
-    """Median wall and CPU seconds of several :func:`timed_sweep` results, and the runs/h of
-    the median wall time."""
+def _medians(timings: list[dict], runs: int) -> dict[str, float]:
+    """Median wall and CPU seconds of several :func:`timed_sweep` results of ``runs`` runs
+    each, and the runs/h of the median wall time."""
     wall = statistics.median(t["wall_s"] for t in timings)
-    runs_per_wall = timings[0]["runs_per_h"] * timings[0]["wall_s"]  # runs x 3600
     return {
         "wall_s": wall,
         "cpu_s": statistics.median(t["cpu_s"] for t in timings),
-        "runs_per_h": runs_per_wall / wall,
+        "runs_per_h": runs * 3600 / wall,
     }
 
 

@@ -39,14 +39,15 @@ from lqs.fileio import atomic_write_text  # noqa: E402
 
 def pinned_sweep(cfgs: list[dict], pin: str, folder: Path) -> dict:
     """One sweep of ``cfgs`` on a new local Ray instance (one worker per core) with
-    ``LQS_PIN_WORKERS=pin``: :func:`executor_throughput.timed_sweep`'s timings and whether the
-    workers were pinned."""
+    ``LQS_PIN_WORKERS=pin``: :func:`executor_throughput.timed_sweep`'s timings, whether the
+    workers were pinned and how many there were."""
     os.environ[executors.ENV_PIN_WORKERS] = pin
     ray_ex = executors.RayExecutor()
     throughput.start_ray(ray_ex)  # not timed
-    pinned = ray_ex.pins_cores
+    pinned, workers = ray_ex.pins_cores, ray_ex.workers
     try:
-        return {**throughput.timed_sweep(cfgs, ray_ex, folder), "pinned": pinned}
+        timed = throughput.timed_sweep(cfgs, ray_ex, folder)
+        return {**timed, "pinned": pinned, "workers": workers}
     finally:
         executors.shutdown()
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "arch": args.arch,
         "runs": len(cfgs),
         "rounds": args.rounds,
-        "workers": len(os.sched_getaffinity(0)),
+        "workers": times["on"][0]["workers"],
     }
     for pin, label in (("on", "pinned"), ("off", "unpinned")):
         for key in ("wall_s", "cpu_s"):

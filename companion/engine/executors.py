@@ -270,13 +270,8 @@ _CLAIMED: tuple[int, Any] | None = None
 def pin_mode() -> str:
     """``LQS_PIN_WORKERS`` (default ``auto``); ``ValueError`` for a value not in :data:`PIN_MODES`."""
     mode = os.environ.get(ENV_PIN_WORKERS, "").strip().lower() or "auto"
-    if mode not in PIN_MODES:
-        raise ValueError(
-            f"{ENV_PIN_WORKERS}={os.environ[ENV_PIN_WORKERS]!r} is not a pinning mode; allowed: "
-            f"{', '.join(map(repr, PIN_MODES))} (e.g. {ENV_PIN_WORKERS}=off to let the "
-            "operating system move the workers between cores)"
-        )
-    return mode
+    fix = f"{ENV_PIN_WORKERS}=off to let the operating system move the workers between cores"
+    return _one_of(ENV_PIN_WORKERS, mode, PIN_MODES, "a pinning mode", fix)
 
 
 def core_lock_dir() -> Path:
@@ -660,14 +655,23 @@ def shutdown() -> None:
 def executor_name(name: str | None = None) -> str:
     """``name``, else ``LQS_EXECUTOR``, else ``"serial"``; ``ValueError`` for anything unknown."""
     chosen = name if name is not None else os.environ.get(ENV_EXECUTOR, "").strip()
-    chosen = chosen or "serial"
-    if chosen not in EXECUTORS:
-        source = "executor" if name is not None else ENV_EXECUTOR
+    source = "executor" if name is not None else ENV_EXECUTOR
+    return _one_of(
+        source, chosen or "serial", EXECUTORS, "an executor", f"{ENV_EXECUTOR}=serial"
+    )
+
+
+def _one_of(
+    source: str, value: str, allowed: tuple[str, ...], what: str, fix: str
+) -> str:
+    """``value`` if it is in ``allowed``; else a ``ValueError`` naming ``source``, ``value``,
+    the allowed values and ``fix`` (an example setting)."""
+    if value not in allowed:
         raise ValueError(
-            f"{source}={chosen!r} is not an executor; allowed: "
-            f"{', '.join(map(repr, EXECUTORS))} (e.g. {ENV_EXECUTOR}=serial)"
+            f"{source}={value!r} is not {what}; allowed: "
+            f"{', '.join(map(repr, allowed))} (e.g. {fix})"
         )
-    return chosen
+    return value
 
 
 def get_executor(name: str | Executor | None = None) -> Executor:
