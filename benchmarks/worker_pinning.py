@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| pinned, one core each | {row['pinned_wall_s']:.1f} | {row['pinned_cpu_s']:.1f} |",
             f"| unpinned | {row['unpinned_wall_s']:.1f} | {row['unpinned_cpu_s']:.1f} |",
             "",
-            f"{len(cfgs)} {args.arch} runs per sweep; unpinned / pinned wall time per round: "
+            f"{throughput.describe(cfgs)} per sweep; unpinned / pinned wall time per round: "
             f"{row['ratio_per_round']} (median {row['median_ratio']:.2f}); same numbers in "
             f"every sweep: {identical}; load average at start {load}.",
         ]
